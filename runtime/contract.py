@@ -1,0 +1,303 @@
+"""The contract between the control node and the node runtime: the one place where the two sides meet.
+
+The cockpit writes an `ExperimentConfig` as `exp_config.json`; the runtime reads it, and every result-owning
+rank writes `ShardRow` lines, `ProgressLine` lines and one `RankMetrics` file, which the cockpit follows and
+collects. Pure Python (no torch), so the control node can import it without the runtime's dependencies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from runtime.atomic import atomic_write_text
+from runtime.schema import InputError, SchemaError, parse, to_plain
+
+T = TypeVar("T")
+
+EXP_CONFIG_NAME = "exp_config.json"
+Precision = Literal["fp32", "bf16", "fp16"]
+Profiler = Literal["torch", "nsys", "perf"]
+Phase = Literal["starting", "loading", "running", "done", "failed"]
+FinishReason = Literal["eos", "length"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d\d){0,2}$")
+
+
+def _require(ok: bool, source: str, key: str, problem: str) -> None:
+    if not ok:
+        raise SchemaError(source, key, problem)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One strategy's run: everything the entry script needs (seed 01, sections 4.1-4.2).
+
+    Relative paths in `exp_config.json` are relative to the file's folder; `logs_dir`, `profiling_dir` and
+    the shard, metrics and progress patterns are relative to `output_root`.
+    """
+
+    strategy_id: str
+    run_id: str
+    model_name: str
+    model_path: str
+    prompt_df_path: str
+    output_root: str
+    num_nodes: int
+    gpus_per_node: int
+    tp_size: int
+    pp_size: int
+    dp_size: int = 1
+    world_size: int | None = None  # pp * tp * dp; filled in when left out
+    batch_size: int = 1
+    max_new_tokens: int = 128
+    precision: Precision = "bf16"
+    seed: int = 0
+    profiling_enabled: bool = False
+    profilers: tuple[Profiler, ...] = ("torch",)
+    profile_steps: int = 8
+    logs_dir: str = "logs"
+    profiling_dir: str = "profiling"
+    slurm_time_limit: str = "01:00:00"
+    partition: str | None = None
+    account: str | None = None
+    container_image: str | None = None
+    deepspeed_config_path: str | None = None
+    output_shard_pattern: str = "outputs/shard_{rank}.jsonl"
+    metrics_file: str = "metrics/metrics_rank_{rank}.json"
+    progress_file: str = "progress/progress_rank_{rank}.jsonl"
+
+    def __post_init__(self) -> None:
+        if self.world_size is None:
+            object.__setattr__(self, "world_size", self.pp_size * self.tp_size * self.dp_size)
+
+    def check(self, source: str, prefix: str = "") -> None:
+        """Cross-field rules; raises SchemaError naming the key."""
+        for key in ("strategy_id", "run_id"):
+            _require(
+                bool(_NAME.match(getattr(self, key))),
+                source,
+                prefix + key,
+                "expected letters, digits, '_', '-' or '.' (it names files and jobs)",
+            )
+        for key in ("model_name", "model_path", "prompt_df_path", "output_root"):
+            _require(bool(getattr(self, key).strip()), source, prefix + key, "expected a non-empty string")
+        for key in (
+            "num_nodes",
+            "gpus_per_node",
+            "tp_size",
+            "pp_size",
+            "dp_size",
+            "world_size",
+            "batch_size",
+            "max_new_tokens",
+            "profile_steps",
+        ):
+            value = getattr(self, key)
+            _require(value >= 1, source, prefix + key, f"expected a positive integer, got {value}")
+        product = self.pp_size * self.tp_size * self.dp_size
+        _require(
+            self.world_size == product,
+            source,
+            prefix + "world_size",
+            f"expected pp_size*tp_size*dp_size = {self.pp_size}*{self.tp_size}*{self.dp_size} = "
+            f"{product}, got {self.world_size}",
+        )
+        slots = self.num_nodes * self.gpus_per_node
+        _require(
+            slots == self.world_size,
+            source,
+            prefix + "gpus_per_node",
+            f"expected num_nodes*gpus_per_node = world_size ({self.world_size}), got "
+            f"{self.num_nodes}*{self.gpus_per_node} = {slots}",
+        )
+        _require(
+            bool(_SLURM_TIME.match(self.slurm_time_limit)),
+            source,
+            prefix + "slurm_time_limit",
+            f"expected a Slurm time like 30, 01:00:00 or 1-12:00, got {self.slurm_time_limit!r}",
+        )
+        for key in ("output_shard_pattern", "metrics_file", "progress_file"):
+            pattern = getattr(self, key)
+            try:
+                ok = "{rank}" in pattern and pattern.format(rank=0) != pattern
+            except (KeyError, IndexError, ValueError):
+                ok = False
+            _require(
+                ok,
+                source,
+                prefix + key,
+                f"expected a relative path with '{{rank}}' and no other placeholder, got {pattern!r}",
+            )
+
+    # ---- paths
+    def resolved(self, base: Path) -> ExperimentConfig:
+        """The same config with relative paths made absolute against `base`."""
+
+        def absolute(value: str | None) -> str | None:
+            return value if value is None or Path(value).is_absolute() else str((base / value).resolve())
+
+        return dataclasses.replace(
+            self,
+            model_path=absolute(self.model_path),
+            prompt_df_path=absolute(self.prompt_df_path),
+            output_root=absolute(self.output_root),
+            deepspeed_config_path=absolute(self.deepspeed_config_path),
+        )
+
+    def _under_root(self, relative: str) -> Path:
+        return Path(self.output_root) / relative
+
+    def shard_path(self, rank: int) -> Path:
+        return self._under_root(self.output_shard_pattern.format(rank=rank))
+
+    def metrics_path(self, rank: int) -> Path:
+        return self._under_root(self.metrics_file.format(rank=rank))
+
+    def progress_path(self, rank: int) -> Path:
+        return self._under_root(self.progress_file.format(rank=rank))
+
+    @property
+    def logs_path(self) -> Path:
+        return self._under_root(self.logs_dir)
+
+    @property
+    def profiling_path(self) -> Path:
+        return self._under_root(self.profiling_dir)
+
+    # ---- JSON
+    def to_json(self) -> str:
+        return json.dumps(to_plain(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "exp_config.json") -> ExperimentConfig:
+        return loads(cls, text, source)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExperimentConfig:
+        """Read and validate `exp_config.json`; relative paths are taken against its folder."""
+        path = Path(path)
+        return cls.from_json(read_text(path), str(path)).resolved(path.parent.resolve())
+
+    def write(self, path: str | Path) -> None:
+        atomic_write_text(path, self.to_json())
+
+
+@dataclass(frozen=True)
+class ShardRow:
+    """One prompt's result, one JSON line in `outputs/shard_<rank>.jsonl`."""
+
+    prompt_id: int
+    variant: str
+    strategy_id: str
+    rank: int
+    completion: str
+    token_ids: list[int]
+    latency_ms: float
+    ttft_ms: float
+    tokens_generated: int
+    prompt_tokens: int = 0
+    batch_index: int = 0
+    finish_reason: FinishReason = "length"
+    gpu_id: int | None = None
+
+    def check(self, source: str, prefix: str = "") -> None:
+        _require(
+            self.tokens_generated == len(self.token_ids),
+            source,
+            prefix + "tokens_generated",
+            f"expected len(token_ids) = {len(self.token_ids)}, got {self.tokens_generated}",
+        )
+        for key in ("latency_ms", "ttft_ms"):
+            _require(getattr(self, key) >= 0, source, prefix + key, "expected a non-negative number")
+
+
+@dataclass(frozen=True)
+class ProgressLine:
+    """A rank's heartbeat, one JSON line in `progress/progress_rank_<rank>.jsonl`, written per batch."""
+
+    rank: int
+    ts: float
+    phase: Phase
+    rows_written: int = 0
+    rows_expected: int = 0
+    tokens_generated: int = 0
+    tokens_per_s: float = 0.0
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    p50: float
+    p95: float
+    p99: float
+    mean: float
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """Where a rank's wall time went: its own compute, waiting on communication, and idle (pipeline bubble)."""
+
+    compute_s: float
+    comm_s: float
+    idle_s: float
+
+
+@dataclass(frozen=True)
+class RankMetrics:
+    """`metrics/metrics_rank_<rank>.json`, written once at the end. Unmeasurable values are null, not guessed."""
+
+    strategy_id: str
+    run_id: str
+    rank: int
+    world_size: int
+    tp_rank: int
+    pp_rank: int
+    dp_rank: int
+    hostname: str
+    device: str
+    backend: str
+    precision: Precision
+    prompts: int
+    tokens_generated: int
+    wall_time_s: float
+    tokens_per_s: float
+    started_at: str
+    finished_at: str
+    latency_ms: Percentiles | None = None
+    ttft_ms: Percentiles | None = None
+    peak_memory_bytes: int | None = None
+    time_split: TimeSplit | None = None
+    energy_j: float | None = None
+    energy_source: str | None = None
+
+
+def read_text(path: Path) -> str:
+    """A file's text, or an InputError naming the file."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except OSError as err:
+        raise InputError(f"{path}: {err.strerror}") from None
+
+
+def loads(cls: type[T], text: str, source: str) -> T:
+    """Parse one JSON document (a whole file or one line) into `cls`, naming `source` on any error."""
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SchemaError(source, "", f"not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    return parse(cls, data, source)
+
+
+def dumps_line(record: object) -> str:
+    """One record as a JSON line, newline included: the unit every writer appends."""
+    return json.dumps(to_plain(record), ensure_ascii=False, separators=(",", ":")) + "\n"
