@@ -1,0 +1,234 @@
+"""`cockpit.toml`: which cluster, which scheduler, where things live, how often to poll.
+
+Searched in order: `--config PATH`, `$COCKPIT_CONFIG`, `./cockpit.toml`, `$XDG_CONFIG_HOME/cockpit/cockpit.toml`.
+With no file at all the embedded default applies: this machine as a one-node cluster, the local scheduler and
+the built-in small model. Secrets never live here: the baseline key comes from an environment variable or a
+file only its owner can read.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from runtime.contract import read_text
+from runtime.schema import InputError, SchemaError, parse, to_plain
+
+CONFIG_NAME = "cockpit.toml"
+EMBEDDED_MODEL = "tiny-llama"
+
+
+@dataclass(frozen=True)
+class ClusterSection:
+    name: str = "local"
+    inventory: str | None = None  # an Ansible inventory; none = this machine only
+    scheduler: Literal["local", "slurm"] = "local"
+    partition: str | None = None
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class PathsSection:
+    data_dir: str | None = None  # default: $XDG_DATA_HOME/cockpit
+    runs_dir: str | None = None  # default: <data_dir>/runs
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    name: str = EMBEDDED_MODEL
+    path: str | None = None  # default: <data_dir>/models/tiny-llama, made by `cluster model build-tiny`
+
+
+@dataclass(frozen=True)
+class RefreshSection:
+    nodes_s: float = 2.0
+    squeue_s: float = 3.0
+    shards_s: float = 2.0
+
+    def check(self, source: str, prefix: str = "") -> None:
+        for key in ("nodes_s", "squeue_s", "shards_s"):
+            if getattr(self, key) < 0.1:
+                raise SchemaError(source, prefix + key, f"expected at least 0.1 seconds, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
+class WakeOnLanSection:
+    broadcast: str | None = None  # e.g. "192.168.1.255"; no magic packet is sent until this is set
+    port: int = 9
+    repeat: int = 3
+
+    def check(self, source: str, prefix: str = "") -> None:
+        if self.broadcast is not None:
+            try:
+                ipaddress.IPv4Address(self.broadcast)
+            except ValueError:
+                raise SchemaError(
+                    source, prefix + "broadcast", f"expected an IPv4 address like 192.168.1.255, got {self.broadcast!r}"
+                ) from None
+        if not 1 <= self.port <= 65535:
+            raise SchemaError(source, prefix + "port", f"expected a port 1-65535, got {self.port}")
+        if not 1 <= self.repeat <= 20:
+            raise SchemaError(source, prefix + "repeat", f"expected 1-20 packets per node, got {self.repeat}")
+
+
+@dataclass(frozen=True)
+class BaselineSection:
+    """An OpenAI-compatible endpoint for baseline completions; none = the cluster's own single-process run."""
+
+    base_url: str | None = None  # $COCKPIT_BASELINE_URL overrides
+    model: str | None = None  # $COCKPIT_BASELINE_MODEL overrides
+    api_key_env: str = "OPENAI_API_KEY"
+    api_key_file: str | None = None  # must be mode 0600
+
+
+@dataclass(frozen=True)
+class CockpitFile:
+    """The shape of `cockpit.toml`."""
+
+    cluster: ClusterSection = field(default_factory=ClusterSection)
+    paths: PathsSection = field(default_factory=PathsSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    refresh: RefreshSection = field(default_factory=RefreshSection)
+    wake_on_lan: WakeOnLanSection = field(default_factory=WakeOnLanSection)
+    baseline: BaselineSection = field(default_factory=BaselineSection)
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / fallback
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration: a file's values (or the embedded default) with paths resolved."""
+
+    file: CockpitFile = field(default_factory=CockpitFile)
+    source: Path | None = None  # None: the embedded default
+
+    def _path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        if not path.is_absolute() and self.source is not None:
+            path = self.source.parent / path
+        return path
+
+    @property
+    def embedded(self) -> bool:
+        return self.source is None
+
+    @property
+    def cluster(self) -> ClusterSection:
+        return self.file.cluster
+
+    @property
+    def refresh(self) -> RefreshSection:
+        return self.file.refresh
+
+    @property
+    def wake_on_lan(self) -> WakeOnLanSection:
+        return self.file.wake_on_lan
+
+    @property
+    def inventory(self) -> Path | None:
+        return None if self.cluster.inventory is None else self._path(self.cluster.inventory)
+
+    @property
+    def data_dir(self) -> Path:
+        value = self.file.paths.data_dir
+        return self._path(value) if value else _xdg("XDG_DATA_HOME", ".local/share") / "cockpit"
+
+    @property
+    def runs_dir(self) -> Path:
+        value = self.file.paths.runs_dir
+        return self._path(value) if value else self.data_dir / "runs"
+
+    @property
+    def model_path(self) -> Path:
+        value = self.file.model.path
+        return self._path(value) if value else self.data_dir / "models" / EMBEDDED_MODEL
+
+    @property
+    def baseline_url(self) -> str | None:
+        return os.environ.get("COCKPIT_BASELINE_URL") or self.file.baseline.base_url
+
+    @property
+    def baseline_model(self) -> str | None:
+        return os.environ.get("COCKPIT_BASELINE_MODEL") or self.file.baseline.model
+
+    def baseline_api_key(self) -> str | None:
+        """The endpoint's key from its 0600 file or its environment variable; never logged or stored."""
+        baseline = self.file.baseline
+        if baseline.api_key_file:
+            path = self._path(baseline.api_key_file)
+            try:
+                mode = path.stat().st_mode
+            except FileNotFoundError:
+                raise InputError(f"{path}: api_key_file does not exist") from None
+            if stat.S_IMODE(mode) & 0o077:
+                raise InputError(f"{path}: api_key_file must be readable by its owner only (chmod 600 {path})")
+            return read_text(path).strip() or None
+        return os.environ.get(baseline.api_key_env) or None
+
+    def describe(self) -> dict[str, object]:
+        """The effective values for display; secrets appear only as set/unset."""
+        return {
+            "source": str(self.source) if self.source else "embedded default (no cockpit.toml found)",
+            "cluster": self.cluster.name,
+            "inventory": str(self.inventory) if self.inventory else "this machine (localhost)",
+            "scheduler": self.cluster.scheduler,
+            "partition": self.cluster.partition,
+            "account": self.cluster.account,
+            "data_dir": str(self.data_dir),
+            "runs_dir": str(self.runs_dir),
+            "model": self.file.model.name,
+            "model_path": str(self.model_path),
+            "refresh": to_plain(self.refresh),
+            "wake_on_lan": to_plain(self.wake_on_lan),
+            "baseline_url": self.baseline_url or "none: the single-process reference run",
+            "baseline_model": self.baseline_model,
+            "baseline_key": "set" if self._key_is_configured() else "unset",
+        }
+
+    def _key_is_configured(self) -> bool:
+        baseline = self.file.baseline
+        return bool(baseline.api_key_file) or bool(os.environ.get(baseline.api_key_env))
+
+
+def parse_config(text: str, source: Path) -> Settings:
+    """Parse `cockpit.toml` text; errors name the file and the key."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise SchemaError(str(source), "", f"not valid TOML: {err}") from None
+    if isinstance(data.get("baseline"), dict) and "api_key" in data["baseline"]:
+        raise SchemaError(
+            str(source),
+            "baseline.api_key",
+            "secrets never go in cockpit.toml: set the "
+            "variable named by api_key_env, or point api_key_file at a file with mode 0600",
+        )
+    return Settings(parse(CockpitFile, data, str(source)), source.resolve())
+
+
+def find_config(explicit: str | Path | None = None) -> Path | None:
+    """The configuration file in effect, or None for the embedded default."""
+    chosen = explicit or os.environ.get("COCKPIT_CONFIG")
+    if chosen:
+        path = Path(chosen).expanduser()
+        if not path.is_file():
+            raise InputError(f"{path}: configuration file not found")
+        return path
+    for candidate in (Path.cwd() / CONFIG_NAME, _xdg("XDG_CONFIG_HOME", ".config") / "cockpit" / CONFIG_NAME):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(explicit: str | Path | None = None) -> Settings:
+    """Find and parse the configuration; the embedded default when there is none."""
+    path = find_config(explicit)
+    return Settings() if path is None else parse_config(read_text(path), path)

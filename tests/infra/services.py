@@ -1,0 +1,149 @@
+"""The real services the integration tests use: sshd hosts in network namespaces and a Slurm cluster.
+
+Each is started by the shell scripts beside this file (usable by hand too, see README.md), once per test
+session, and stopped at the end only if this session started it. Stopping is by pidfile, never by name.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+INFRA_DIR = Path(__file__).resolve().parent
+TEST_HOSTS_DIR = Path(os.environ.get("TEST_HOSTS_DIR", "/tmp/cockpit-testhosts"))
+TEST_HOSTS = 2
+TEST_NET = "10.77.0"
+
+
+def infra_unavailable(reason: str) -> None:
+    """This machine cannot run an infrastructure test: skip it, except in CI, where it fails with the reason."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"infrastructure unavailable in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        infra_unavailable("needs root: network namespaces and Slurm daemons")
+
+
+def run_script(name: str, env: dict[str, str] | None = None, timeout: float = 300) -> str:
+    """Run one of the infra scripts; a failure fails the test with the script's output."""
+    done = subprocess.run(
+        ["bash", str(INFRA_DIR / name)], env={**os.environ, **(env or {})},
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        pytest.fail(f"{name} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}", pytrace=False)
+    return done.stdout + done.stderr
+
+
+def pid_alive(pidfile: Path) -> bool:
+    try:
+        os.kill(int(pidfile.read_text().strip()), 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class TestHost:
+    """One fake compute node: a network namespace with its own address, MAC, hostname and sshd."""
+
+    __test__ = False  # not a pytest test class
+
+    name: str
+    address: str
+    mac: str
+    user: str = "root"
+
+
+@dataclass(frozen=True)
+class TestHosts:
+    """The sshd test hosts and the client-side files to reach them."""
+
+    __test__ = False
+
+    hosts: tuple[TestHost, ...]
+    state_dir: Path
+    broadcast: str = f"{TEST_NET}.255"
+
+    @property
+    def key(self) -> Path:
+        return self.state_dir / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.state_dir / "known_hosts"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.state_dir / "ssh_config"
+
+    @property
+    def inventory(self) -> Path:
+        return self.state_dir / "inventory.ini"
+
+    def ssh(self, host: str, command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run `command` on `host` with the system ssh client and the hosts' strict known_hosts."""
+        return subprocess.run(
+            ["ssh", "-F", str(self.ssh_config), host, command],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def in_namespace(self, host: str, *command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run a command inside `host`'s network namespace, as the machine's root (for link cuts, listeners)."""
+        return subprocess.run(
+            ["ip", "netns", "exec", host, *command], capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+
+def start_test_hosts() -> tuple[TestHosts, bool]:
+    """Start (or find running) the sshd test hosts; also whether this call started them."""
+    require_root()
+    already = all(pid_alive(TEST_HOSTS_DIR / f"node{i}" / "sshd.pid") for i in range(TEST_HOSTS))
+    run_script("start-test-hosts.sh", {"TEST_HOSTS": str(TEST_HOSTS), "TEST_HOSTS_DIR": str(TEST_HOSTS_DIR)})
+    hosts = tuple(
+        TestHost(f"node{i}", f"{TEST_NET}.{10 + i}", f"02:77:00:00:00:{10 + i:02x}") for i in range(TEST_HOSTS)
+    )
+    return TestHosts(hosts, TEST_HOSTS_DIR), not already
+
+
+def stop_test_hosts() -> None:
+    run_script("stop-test-hosts.sh", {"TEST_HOSTS": str(TEST_HOSTS), "TEST_HOSTS_DIR": str(TEST_HOSTS_DIR)})
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    """A real Slurm 22.05: slurmctld, slurmdbd with MariaDB, and one slurmd per test host (in its namespace)."""
+
+    nodes: tuple[str, ...]
+    partition: str = "debug"
+    cluster_name: str = "cockpit"
+
+    def run(self, *command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run a Slurm client command (sbatch, squeue, sacct, scancel, ...) on the control host."""
+        done = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            pytest.fail(f"{shlex.join(command)} exited {done.returncode}: {done.stderr.strip()}", pytrace=False)
+        return done
+
+
+SLURM_ENV = {"SLURM_NODES": str(TEST_HOSTS), "SLURM_NETNS": "1", "SLURM_ACCOUNTING": "slurmdbd"}
+
+
+def start_slurm() -> tuple[SlurmCluster, bool]:
+    """Start (or find running) Slurm with its nodes inside the test hosts' namespaces; also whether we started it."""
+    require_root()
+    already = pid_alive(Path("/run/slurmctld.pid"))
+    run_script("start-slurm.sh", SLURM_ENV)
+    return SlurmCluster(tuple(f"node{i}" for i in range(TEST_HOSTS))), not already
+
+
+def stop_slurm() -> None:
+    run_script("stop-slurm.sh", SLURM_ENV)

@@ -1,0 +1,102 @@
+"""cockpit.toml: the embedded default, the search order, path resolution, secrets, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cockpit.config import CONFIG_NAME, find_config, load_settings
+from runtime.schema import InputError, SchemaError
+
+
+def test_embedded_default_without_any_file(isolated_home: Path) -> None:
+    settings = load_settings()
+    assert settings.embedded and settings.source is None
+    assert settings.cluster.scheduler == "local"
+    assert settings.inventory is None  # this machine only
+    assert settings.model_path == isolated_home / ".local/share/cockpit/models/tiny-llama"
+    assert settings.runs_dir == isolated_home / ".local/share/cockpit/runs"
+    assert settings.wake_on_lan.broadcast is None  # no magic packet goes anywhere until configured
+    assert settings.baseline_url is None
+    assert settings.refresh.nodes_s == 2.0 and settings.refresh.squeue_s == 3.0 and settings.refresh.shards_s == 2.0
+
+
+def test_search_order(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    user = isolated_home / ".config/cockpit" / CONFIG_NAME
+    user.parent.mkdir(parents=True)
+    user.write_text('[cluster]\nname = "user"\n')
+    assert load_settings().cluster.name == "user"
+    (isolated_home / CONFIG_NAME).write_text('[cluster]\nname = "cwd"\n')
+    assert load_settings().cluster.name == "cwd"
+    other = isolated_home / "other.toml"
+    other.write_text('[cluster]\nname = "env"\n')
+    monkeypatch.setenv("COCKPIT_CONFIG", str(other))
+    assert load_settings().cluster.name == "env"
+    explicit = isolated_home / "explicit.toml"
+    explicit.write_text('[cluster]\nname = "explicit"\n')
+    assert load_settings(explicit).cluster.name == "explicit"
+    with pytest.raises(InputError, match=r"nope\.toml: configuration file not found"):
+        find_config(isolated_home / "nope.toml")
+
+
+def test_relative_paths_are_relative_to_the_file(isolated_home: Path) -> None:
+    cfg = isolated_home / "site" / CONFIG_NAME
+    cfg.parent.mkdir()
+    cfg.write_text(
+        '[cluster]\ninventory = "ansible/inventories/home.yml"\nscheduler = "slurm"\n'
+        '[paths]\ndata_dir = "state"\n[model]\nname = "llama-3.1-8b"\npath = "/models/llama8b"\n'
+    )
+    settings = load_settings(cfg)
+    assert settings.inventory == cfg.parent / "ansible/inventories/home.yml"
+    assert settings.runs_dir == cfg.parent / "state/runs"
+    assert settings.model_path == Path("/models/llama8b")
+    assert settings.cluster.scheduler == "slurm"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[cluster]\nschedular = "slurm"\n', "cluster.schedular: unknown key (did you mean 'scheduler'?)"),
+        ('[cluster]\nscheduler = "pbs"\n', "cluster.scheduler: expected one of 'local', 'slurm', got 'pbs'"),
+        ('[refresh]\nnodes_s = "fast"\n', "refresh.nodes_s: expected number, got 'fast'"),
+        ("[refresh]\nsqueue_s = 0\n", "refresh.squeue_s: expected at least 0.1 seconds, got 0.0"),
+        ('[wake_on_lan]\nbroadcast = "10.77.0"\n', "wake_on_lan.broadcast: expected an IPv4 address"),
+        ("[wake_on_lan]\nport = 70000\n", "wake_on_lan.port: expected a port 1-65535, got 70000"),
+        ('[baseline]\napi_key = "sk-123"\n', "baseline.api_key: secrets never go in cockpit.toml"),
+        ("cluster = 3\n", "cluster: expected table, got 3"),
+        ("[cluster\n", "not valid TOML: Expected ']' at the end of a table declaration (at line 1, column 9)"),
+    ],
+)
+def test_errors_name_file_and_key(isolated_home: Path, text: str, expected: str) -> None:
+    path = isolated_home / CONFIG_NAME
+    path.write_text(text)
+    with pytest.raises(SchemaError) as err:
+        load_settings()
+    assert str(err.value).startswith(f"{path}: {expected}")
+    assert "sk-123" not in str(err.value)
+
+
+def test_baseline_endpoint_from_env_and_key_from_env(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (isolated_home / CONFIG_NAME).write_text(
+        '[baseline]\nbase_url = "http://file:8000/v1"\nmodel = "m"\napi_key_env = "MY_KEY"\n'
+    )
+    monkeypatch.setenv("COCKPIT_BASELINE_URL", "http://127.0.0.1:8011/v1")
+    monkeypatch.setenv("MY_KEY", "sk-secret")
+    settings = load_settings()
+    assert settings.baseline_url == "http://127.0.0.1:8011/v1"
+    assert settings.baseline_model == "m"
+    assert settings.baseline_api_key() == "sk-secret"
+    assert settings.describe()["baseline_key"] == "set"
+    assert "sk-secret" not in repr(settings.describe())
+
+
+def test_baseline_key_file_must_be_private(isolated_home: Path) -> None:
+    key = isolated_home / "key"
+    key.write_text("sk-from-file\n")
+    (isolated_home / CONFIG_NAME).write_text('[baseline]\napi_key_file = "key"\n')
+    key.chmod(0o644)
+    with pytest.raises(InputError, match=r"key: api_key_file must be readable by its owner only \(chmod 600"):
+        load_settings().baseline_api_key()
+    key.chmod(0o600)
+    assert load_settings().baseline_api_key() == "sk-from-file"
