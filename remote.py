@@ -54,9 +54,17 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.no_sync:
         sync = [
-            "rsync", "-az", "--delete", "--mkpath", "--exclude=/.git/", "--filter=:- .gitignore",
-            "-e", shlex.join(ssh), f"{source}/", f"{args.host}:{dest}/",
-        ]  # fmt: skip
+            "rsync",
+            "-az",
+            "--delete",
+            "--mkpath",
+            "--exclude=/.git/",
+            "--filter=:- .gitignore",
+            "-e",
+            shlex.join(ssh),
+            f"{source}/",
+            f"{args.host}:{dest}/",
+        ]
         done = subprocess.run(sync, check=False)
         if done.returncode != 0:
             target = f"{args.host}:{dest}"

@@ -17,6 +17,10 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
 CHAT_TEMPLATE = (
@@ -68,7 +72,7 @@ class TinyShape:
     initializer_range: float = 0.2
 
 
-def build_tokenizer(vocab_target: int):  # noqa: ANN201 - transformers type, imported lazily
+def build_tokenizer(vocab_target: int) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained on CORPUS: any UTF-8 text round-trips exactly."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -100,7 +104,7 @@ def build_tokenizer(vocab_target: int):  # noqa: ANN201 - transformers type, imp
     return tokenizer
 
 
-def build_model(tokenizer, shape: TinyShape, seed: int):  # noqa: ANN001, ANN201 - lazy transformers types
+def build_model(tokenizer: PreTrainedTokenizerFast, shape: TinyShape, seed: int) -> LlamaForCausalLM:
     """A LlamaForCausalLM with seeded random weights, sized by `shape`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
