@@ -21,6 +21,7 @@ T = TypeVar("T")
 
 EXP_CONFIG_NAME = "exp_config.json"
 Precision = Literal["fp32", "bf16", "fp16"]
+Device = Literal["auto", "cpu", "cuda", "xpu"]
 Profiler = Literal["torch", "nsys", "perf"]
 Phase = Literal["starting", "loading", "running", "done", "failed"]
 FinishReason = Literal["eos", "length"]
@@ -55,8 +56,10 @@ class ExperimentConfig:
     dp_size: int = 1
     world_size: int | None = None  # pp * tp * dp; filled in when left out
     batch_size: int = 1
+    micro_batches: int | None = None  # in flight per pipeline; default: pp_size (1 without a pipeline)
     max_new_tokens: int = 128
     precision: Precision = "bf16"
+    device: Device = "auto"  # auto: cuda, else xpu, else cpu
     seed: int = 0
     profiling_enabled: bool = False
     profilers: tuple[Profiler, ...] = ("torch",)
@@ -100,6 +103,8 @@ class ExperimentConfig:
         ):
             value = getattr(self, key)
             _require(value >= 1, source, prefix + key, f"expected a positive integer, got {value}")
+        if self.micro_batches is not None:
+            _require(self.micro_batches >= 1, source, prefix + "micro_batches", "expected a positive integer or null")
         product = self.pp_size * self.tp_size * self.dp_size
         _require(
             self.world_size == product,
@@ -161,6 +166,10 @@ class ExperimentConfig:
 
     def progress_path(self, rank: int) -> Path:
         return self._under_root(self.progress_file.format(rank=rank))
+
+    @property
+    def micro_batches_in_flight(self) -> int:
+        return self.micro_batches or self.pp_size
 
     @property
     def logs_path(self) -> Path:
@@ -271,6 +280,7 @@ class RankMetrics:
     finished_at: str
     latency_ms: Percentiles | None = None
     ttft_ms: Percentiles | None = None
+    load_s: float | None = None
     peak_memory_bytes: int | None = None
     time_split: TimeSplit | None = None
     energy_j: float | None = None

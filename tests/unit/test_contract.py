@@ -59,11 +59,32 @@ def test_defaults_fill_world_size_and_layout() -> None:
 def test_every_seed_field_is_present() -> None:
     names = {f.name for f in dataclasses.fields(ExperimentConfig)}
     seed_fields = {
-        "strategy_id", "model_name", "model_path", "num_nodes", "gpus_per_node", "pp_size", "tp_size", "dp_size",
-        "batch_size", "max_new_tokens", "precision", "profiling_enabled", "prompt_df_path", "output_root",
-        "logs_dir", "profiling_dir", "run_id", "slurm_time_limit", "partition", "account", "container_image",
-        "deepspeed_config_path", "world_size", "output_shard_pattern", "metrics_file",
-    }  # fmt: skip
+        "strategy_id",
+        "model_name",
+        "model_path",
+        "num_nodes",
+        "gpus_per_node",
+        "pp_size",
+        "tp_size",
+        "dp_size",
+        "batch_size",
+        "max_new_tokens",
+        "precision",
+        "profiling_enabled",
+        "prompt_df_path",
+        "output_root",
+        "logs_dir",
+        "profiling_dir",
+        "run_id",
+        "slurm_time_limit",
+        "partition",
+        "account",
+        "container_image",
+        "deepspeed_config_path",
+        "world_size",
+        "output_shard_pattern",
+        "metrics_file",
+    }
     assert seed_fields <= names
 
 
@@ -80,8 +101,12 @@ def test_json_round_trip(tp, pp, dp, batch, precision, profilers, partition) -> 
     world = tp * pp * dp
     cfg = ExperimentConfig(
         **{**BASE, "num_nodes": world, "gpus_per_node": 1, "tp_size": tp, "pp_size": pp},
-        dp_size=dp, batch_size=batch, precision=precision, profilers=tuple(profilers), partition=partition,
-    )  # fmt: skip
+        dp_size=dp,
+        batch_size=batch,
+        precision=precision,
+        profilers=tuple(profilers),
+        partition=partition,
+    )
     again = ExperimentConfig.from_json(cfg.to_json())
     assert again == cfg
     assert again.to_json() == cfg.to_json()
@@ -146,9 +171,17 @@ def test_load_missing_and_non_utf8(tmp_path: Path) -> None:
 
 
 ROW = ShardRow(
-    prompt_id=7, variant="2k", strategy_id="llama8b_pp2_tp1", rank=1, completion='line one\nline "two" ✓',
-    token_ids=[5, 9, 2], latency_ms=812.5, ttft_ms=95.25, tokens_generated=3, finish_reason="eos",
-)  # fmt: skip
+    prompt_id=7,
+    variant="2k",
+    strategy_id="llama8b_pp2_tp1",
+    rank=1,
+    completion='line one\nline "two" ✓',
+    token_ids=[5, 9, 2],
+    latency_ms=812.5,
+    ttft_ms=95.25,
+    tokens_generated=3,
+    finish_reason="eos",
+)
 
 
 def test_shard_row_is_one_line_and_round_trips() -> None:
@@ -174,12 +207,26 @@ def test_progress_and_metrics_round_trip() -> None:
     with pytest.raises(SchemaError, match="phase: expected one of 'starting'"):
         loads(ProgressLine, '{"rank": 0, "ts": 1.0, "phase": "sleeping"}', "p")
     metrics = RankMetrics(
-        strategy_id="s", run_id="r", rank=0, world_size=2, tp_rank=0, pp_rank=0, dp_rank=0, hostname="node0",
-        device="cpu", backend="gloo", precision="fp32", prompts=40, tokens_generated=640, wall_time_s=12.5,
-        tokens_per_s=51.2, started_at="2026-11-23T12:00:00+00:00", finished_at="2026-11-23T12:00:12+00:00",
+        strategy_id="s",
+        run_id="r",
+        rank=0,
+        world_size=2,
+        tp_rank=0,
+        pp_rank=0,
+        dp_rank=0,
+        hostname="node0",
+        device="cpu",
+        backend="gloo",
+        precision="fp32",
+        prompts=40,
+        tokens_generated=640,
+        wall_time_s=12.5,
+        tokens_per_s=51.2,
+        started_at="2026-11-23T12:00:00+00:00",
+        finished_at="2026-11-23T12:00:12+00:00",
         latency_ms=Percentiles(p50=300.0, p95=410.0, p99=420.0, mean=310.0),
         time_split=TimeSplit(compute_s=9.0, comm_s=3.0, idle_s=0.5),
-    )  # fmt: skip
+    )
     again = loads(RankMetrics, json.dumps(json.loads(dumps_line(metrics)), indent=2), "m")
     assert again == metrics
     assert again.energy_j is None and again.ttft_ms is None  # absent counters stay null, never invented
