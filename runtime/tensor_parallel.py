@@ -1,0 +1,99 @@
+"""Tensor parallelism by DeepSpeed AutoTP, inside one pipeline stage.
+
+AutoTP is always given an `mpu` naming the stage's own TP group: without it DeepSpeed builds a group of ranks
+0..tp-1, which is wrong for every stage but the first in a hybrid TP x PP run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+from runtime.checkpoint import Stage
+from runtime.generate import Timers
+from runtime.launch import LaunchInfo
+from runtime.topology import Topology
+
+
+class StageMPU:
+    """The model-parallel unit DeepSpeed asks for: this stage's TP group."""
+
+    def __init__(self, group: dist.ProcessGroup, size: int) -> None:
+        self.group, self.size = group, size
+
+    def get_model_parallel_group(self) -> dist.ProcessGroup:
+        return self.group
+
+    def get_model_parallel_rank(self) -> int:
+        return dist.get_rank(group=self.group)
+
+    def get_model_parallel_world_size(self) -> int:
+        return self.size
+
+
+def tp_groups(topo: Topology) -> dist.ProcessGroup | None:
+    """Create every TP group (a collective call: all ranks, same order) and return this rank's."""
+    mine = None
+    for ranks in topo.all_tp_groups():
+        group = dist.new_group(ranks)
+        if topo.rank in ranks:
+            mine = group
+    return mine
+
+
+def uses_shared_memory_allreduce(topo: Topology, info: LaunchInfo, device_type: str) -> bool:
+    """DeepSpeed's CPU shared-memory all-reduce ignores its group and spans the whole (local) world, so it is
+    right only when the TP group is the entire world and every rank is on this machine."""
+    return device_type == "cpu" and topo.tp_size == info.world_size and info.local_world_size == info.world_size
+
+
+def init_deepspeed_comm(topo: Topology, info: LaunchInfo, device_type: str) -> bool:
+    """Wrap the existing process group in DeepSpeed's comm layer; returns whether the SHM all-reduce is used."""
+    import deepspeed
+    from deepspeed.comm import comm as ds_comm
+
+    os.environ["LOCAL_SIZE"] = str(info.local_world_size)  # the SHM op reads it to decide it is single-node
+    deepspeed.init_distributed(dist_backend=dist.get_backend())
+    shm = uses_shared_memory_allreduce(topo, info, device_type)
+    if not shm and getattr(ds_comm.cdb, "shm_vector_kernel_level", 0):
+        ds_comm.cdb.shm_vector_kernel_level = 0  # private in 0.19.8: forces the process-group all-reduce
+    return shm
+
+
+def shard_stage(stage: Stage, group: dist.ProcessGroup, tp_size: int, dtype: torch.dtype) -> Stage:
+    """Slice the stage's linear layers across its TP group with AutoTP, then cast to the run's precision.
+
+    DeepSpeed is given the weights' own dtype so it does not cast the full tensors first; casting after the
+    slicing touches only this rank's share.
+    """
+    import deepspeed
+
+    stored = next(stage.model.parameters()).dtype
+    engine = deepspeed.init_inference(
+        stage.model,
+        tensor_parallel={"tp_size": tp_size, "mpu": StageMPU(group, tp_size)},
+        dtype=stored,
+        replace_with_kernel_inject=False,
+    )
+    stage.model = engine.module.to(dtype)
+    return stage
+
+
+def time_allreduce(timers: Timers) -> None:
+    """Count the time AutoTP's layers spend in all-reduce (they call deepspeed.comm.inference_all_reduce)."""
+    import time
+
+    import deepspeed.comm
+
+    inner = deepspeed.comm.inference_all_reduce
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            timers.comm_s += time.perf_counter() - start
+
+    deepspeed.comm.inference_all_reduce = timed
