@@ -1,0 +1,234 @@
+"""Batched greedy generation with a KV cache, run by every rank on its own pipeline stage.
+
+One loop serves every strategy: with one stage it is a plain decoder; with several, each stage runs its layers
+for one micro-batch at a time and passes the hidden state on, the last stage picks the token and sends it back
+to the first, and while it does the first stage works on the next micro-batch, so with at least as many
+micro-batches as stages no stage idles in steady state. A micro-batch that is finished (EOS on every row, or
+`max_new_tokens`) is retired with a flag that travels down the pipeline, so every stage agrees on stopping
+without a global barrier. TP ranks of a stage run the same schedule and talk to their counterparts.
+
+Message on a hidden-state link: the hidden state flattened, plus one trailing element (1 = data, 0 = retire).
+Message on the token link (last -> first stage): the batch's tokens, plus one trailing element (1 = done).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from runtime.checkpoint import Stage
+from runtime.topology import Topology
+
+
+@dataclass
+class Timers:
+    """Where a rank's time goes. Measured only where operations are synchronous (CPU), else left unknown."""
+
+    enabled: bool
+    comm_s: float = 0.0  # all-reduces and sends
+    idle_s: float = 0.0  # waiting for a neighbour stage: pipeline bubble plus transfer
+
+
+class Links:
+    """Point-to-point messages between pipeline stages (staged through the CPU when the backend needs it)."""
+
+    def __init__(self, topo: Topology, device: torch.device, backend: str, timers: Timers) -> None:
+        self.topo, self.device, self.timers = topo, device, timers
+        self.via_cpu = backend == "gloo" and device.type != "cpu"
+        self.pending: list[tuple[dist.Work, torch.Tensor]] = []
+
+    def send(self, tensor: torch.Tensor, dst: int) -> None:
+        start = time.perf_counter()
+        tensor = tensor.cpu() if self.via_cpu else tensor.contiguous()
+        self.pending.append((dist.isend(tensor, dst), tensor))  # keep the tensor alive until sent
+        self.timers.comm_s += time.perf_counter() - start
+
+    def recv(self, numel: int, dtype: torch.dtype, src: int) -> torch.Tensor:
+        start = time.perf_counter()
+        buffer = torch.empty(numel, dtype=dtype, device="cpu" if self.via_cpu else self.device)
+        dist.recv(buffer, src)
+        self.timers.idle_s += time.perf_counter() - start
+        return buffer.to(self.device)
+
+    def drain(self) -> None:
+        for work, _ in self.pending:
+            work.wait()
+        self.pending.clear()
+
+
+@dataclass
+class RowResult:
+    """One prompt's outcome, as seen by the last stage."""
+
+    tokens: list[int]
+    finish_reason: str  # "eos" | "length"
+    latency_s: float
+    ttft_s: float
+
+
+@dataclass
+class MicroBatch:
+    rows: list[list[int]]  # prompt token ids
+    ids: torch.Tensor  # (B, T) left-padded prompt
+    mask: torch.Tensor  # (B, T + generated) attention mask
+    positions: torch.Tensor  # (B, T) then (B, 1): positions of the tokens being fed
+    cache: object
+    step: int = 0
+    active: bool = True
+    next_ids: torch.Tensor | None = None  # (B, 1): tokens to feed at the next step (first stage)
+    finished: torch.Tensor | None = None  # (B,) bool (last stage)
+    tokens: list[list[int]] = field(default_factory=list)
+    results: list[RowResult | None] = field(default_factory=list)
+    ttft_s: float = 0.0
+
+    @property
+    def size(self) -> int:
+        return len(self.rows)
+
+
+def left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], dtype=torch.long, device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long, device=device)
+    return ids, mask
+
+
+def split_evenly(items: list, parts: int) -> list[list]:
+    base, extra = divmod(len(items), parts)
+    out, start = [], 0
+    for i in range(parts):
+        size = base + (1 if i < extra else 0)
+        out.append(items[start : start + size])
+        start += size
+    return [chunk for chunk in out if chunk]
+
+
+def _new_micro_batch(stage: Stage, rows: list[list[int]], pad_id: int, device: torch.device) -> MicroBatch:
+    from transformers import DynamicCache
+
+    ids, mask = left_pad(rows, pad_id, device)
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    return MicroBatch(
+        rows,
+        ids,
+        mask,
+        positions,
+        DynamicCache(config=stage.config),
+        tokens=[[] for _ in rows],
+        results=[None] * len(rows),
+    )
+
+
+class Generator:
+    """Runs batches through this rank's stage. Only the last stage returns results."""
+
+    def __init__(
+        self,
+        stage: Stage,
+        topo: Topology,
+        links: Links,
+        device: torch.device,
+        dtype: torch.dtype,
+        eos_ids: set[int],
+        pad_id: int,
+        max_new_tokens: int,
+        micro_batches: int,
+    ) -> None:
+        self.stage, self.topo, self.links = stage, topo, links
+        self.device, self.dtype = device, dtype
+        self.eos_ids, self.pad_id, self.max_new_tokens = eos_ids, pad_id, max_new_tokens
+        self.eos_tensor = torch.tensor(sorted(eos_ids), dtype=torch.long, device=device)
+        self.micro_batches = micro_batches
+        self.hidden = stage.config.hidden_size
+
+    @torch.inference_mode()
+    def run(self, prompts: list[list[int]]) -> list[RowResult]:
+        """Greedy-decode one batch; rows come back in prompt order (on the last stage; [] elsewhere)."""
+        parts = split_evenly(prompts, min(self.micro_batches, len(prompts)))
+        mbs = [_new_micro_batch(self.stage, rows, self.pad_id, self.device) for rows in parts]
+        start = time.perf_counter()
+        while any(mb.active for mb in mbs):
+            for mb in mbs:
+                if mb.active:
+                    self._step(mb, start)
+        self.links.drain()
+        return [r for mb in mbs for r in mb.results] if self.stage.last else []
+
+    def _retire(self, mb: MicroBatch) -> None:
+        """Stop this micro-batch here and tell the next stage to do the same."""
+        mb.active = False
+        if not self.stage.last:
+            # retiring happens only after the first step, so the next stage expects a one-token message
+            self.links.send(
+                torch.zeros(mb.size * self.hidden + 1, dtype=self.dtype, device=self.device), self.topo.next_stage_rank
+            )
+
+    def _step(self, mb: MicroBatch, start: float) -> None:
+        stage, topo = self.stage, self.topo
+        width = mb.ids.shape[1] if mb.step == 0 else 1
+        hidden_in = None
+        if stage.first:
+            if mb.step > 0:
+                if not stage.last:  # the token comes back from the last stage
+                    message = self.links.recv(mb.size + 1, torch.long, topo.last_stage_rank)
+                    mb.next_ids, done = message[:-1, None], bool(message[-1])
+                    if done:
+                        return self._retire(mb)
+                elif mb.next_ids is None:  # one stage: decided locally at the previous step
+                    return self._retire(mb)
+        else:
+            message = self.links.recv(mb.size * width * self.hidden + 1, self.dtype, topo.prev_stage_rank)
+            if message[-1].item() == 0:
+                return self._retire(mb)
+            hidden_in = message[:-1].view(mb.size, width, self.hidden)
+        if mb.step > 0:
+            mb.mask = torch.cat([mb.mask, mb.mask.new_ones(mb.size, 1)], dim=1)
+            mb.positions = mb.positions[:, -1:] + 1
+        kwargs = {
+            "attention_mask": mb.mask,
+            "position_ids": mb.positions,
+            "past_key_values": mb.cache,
+            "use_cache": True,
+        }
+        if stage.first:
+            ids = mb.ids if mb.step == 0 else mb.next_ids
+            hidden = stage.model.model(input_ids=ids, **kwargs).last_hidden_state
+        else:
+            hidden = stage.model.model(inputs_embeds=hidden_in, **kwargs).last_hidden_state
+        if stage.last:
+            self._pick(mb, hidden, start)
+        else:
+            flag = hidden.new_ones(1)
+            self.links.send(torch.cat([hidden.reshape(-1), flag]), topo.next_stage_rank)
+        mb.step += 1
+
+    def _pick(self, mb: MicroBatch, hidden: torch.Tensor, start: float) -> None:
+        """Last stage: greedy token per row, bookkeeping, and the token message back to the first stage."""
+        logits = self.stage.model.lm_head(hidden[:, -1:, :])  # 3-D: AutoTP's LM head requires it
+        token = logits[:, -1, :].argmax(dim=-1)
+        if mb.finished is None:
+            mb.finished = torch.zeros(mb.size, dtype=torch.bool, device=token.device)
+        token = token.masked_fill(mb.finished, self.pad_id)  # finished rows keep feeding padding, as HF does
+        picked = token.tolist()  # also waits for the device, so the clock below is honest
+        now = time.perf_counter() - start
+        if mb.step == 0:
+            mb.ttft_s = now
+        generated = mb.step + 1
+        for i, tok in enumerate(picked):
+            if mb.results[i] is not None:
+                continue
+            mb.tokens[i].append(tok)
+            if tok in self.eos_ids:
+                mb.results[i] = RowResult(mb.tokens[i], "eos", now, mb.ttft_s)
+            elif generated == self.max_new_tokens:
+                mb.results[i] = RowResult(mb.tokens[i], "length", now, mb.ttft_s)
+        mb.finished |= torch.isin(token, self.eos_tensor)
+        done = all(r is not None for r in mb.results)
+        if self.stage.first:  # one stage: feed ourselves
+            mb.next_ids = None if done else token[:, None]
+        else:
+            message = torch.cat([token, token.new_tensor([int(done)])])
+            self.links.send(message, self.topo.first_stage_rank)

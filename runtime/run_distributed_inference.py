@@ -1,0 +1,16 @@
+#!/usr/bin/env python3
+"""The DeepSpeed entry script (seed 01's name): `deepspeed runtime/run_distributed_inference.py --config ...`.
+
+Launchers run a file, not a module; this file makes the project importable and hands over to runtime.main,
+which accepts the `--local_rank` argument the deepspeed launcher adds.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from runtime.main import main  # the path above makes this work from a plain checkout
+
+if __name__ == "__main__":
+    sys.exit(main())
