@@ -47,8 +47,12 @@ def project(tmp_path: Path) -> Path:
 def remote(project: Path, control: Path, dest: Path, *command: str, host: str = "control"):
     return subprocess.run(
         [sys.executable, str(REMOTE_PY), "--host", host, "--ssh-config", str(control), "--dest", str(dest), *command],
-        cwd=project, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_syncs_the_tree_and_runs_there(project: Path, control: Path, tmp_path: Path) -> None:

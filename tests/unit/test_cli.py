@@ -21,10 +21,17 @@ def run(*args: str, cwd: Path, entry: str = "cluster.py") -> subprocess.Complete
 
 
 GOOD = {
-    "strategy_id": "tiny_tp2", "run_id": "r1", "model_name": "tiny-llama", "model_path": "model",
-    "prompt_df_path": "prompts.parquet", "output_root": ".", "num_nodes": 1, "gpus_per_node": 2,
-    "tp_size": 2, "pp_size": 1,
-}  # fmt: skip
+    "strategy_id": "tiny_tp2",
+    "run_id": "r1",
+    "model_name": "tiny-llama",
+    "model_path": "model",
+    "prompt_df_path": "prompts.parquet",
+    "output_root": ".",
+    "num_nodes": 1,
+    "gpus_per_node": 2,
+    "tp_size": 2,
+    "pp_size": 1,
+}
 
 
 def test_config_json_on_the_embedded_default(isolated_home: Path) -> None:
