@@ -6,9 +6,11 @@ session, and stopped at the end only if this session started it. Stopping is by 
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +37,13 @@ def require_root() -> None:
 def run_script(name: str, env: dict[str, str] | None = None, timeout: float = 300) -> str:
     """Run one of the infra scripts; a failure fails the test with the script's output."""
     done = subprocess.run(
-        ["bash", str(INFRA_DIR / name)], env={**os.environ, **(env or {})},
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+        ["bash", str(INFRA_DIR / name)],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if done.returncode != 0:
         pytest.fail(f"{name} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}", pytrace=False)
     return done.stdout + done.stderr
@@ -93,8 +99,11 @@ class TestHosts:
         """Run `command` on `host` with the system ssh client and the hosts' strict known_hosts."""
         return subprocess.run(
             ["ssh", "-F", str(self.ssh_config), host, command],
-            capture_output=True, text=True, timeout=timeout, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def in_namespace(self, host: str, *command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """Run a command inside `host`'s network namespace, as the machine's root (for link cuts, listeners)."""
@@ -132,6 +141,30 @@ class SlurmCluster:
         if done.returncode != 0:
             pytest.fail(f"{shlex.join(command)} exited {done.returncode}: {done.stderr.strip()}", pytrace=False)
         return done
+
+    def submit(self, script: Path, env: dict[str, str] | None = None) -> str:
+        """sbatch a script; its job id. `env` is the environment the job (and its srun steps) inherit."""
+        done = subprocess.run(
+            ["sbatch", "--parsable", str(script)], capture_output=True, text=True, timeout=30, env=env, check=False
+        )
+        if done.returncode != 0:
+            pytest.fail(f"sbatch {script} exited {done.returncode}: {done.stderr.strip()}", pytrace=False)
+        return done.stdout.strip().split(";")[0]
+
+    def wait_settled(self, job_id: str, timeout: float = 60) -> dict:
+        """The job's settled record in slurmdbd.
+
+        slurmdbd can get a short job's end before its start: for a second or two the record is a placeholder
+        named "allocation" with no working directory and a partial node list. Settled = final state + start.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            jobs = json.loads(self.run("sacct", "--json", "-j", job_id).stdout)["jobs"]
+            if jobs and jobs[0]["state"]["current"] not in ("PENDING", "RUNNING") and jobs[0]["working_directory"]:
+                return jobs[0]
+            if time.monotonic() > deadline:
+                pytest.fail(f"job {job_id}: no final state in sacct after {timeout} s: {jobs}", pytrace=False)
+            time.sleep(0.5)
 
 
 SLURM_ENV = {"SLURM_NODES": str(TEST_HOSTS), "SLURM_NETNS": "1", "SLURM_ACCOUNTING": "slurmdbd"}

@@ -29,27 +29,27 @@ def test_hosts_refuse_a_wrong_key(test_hosts: TestHosts, tmp_path: Path) -> None
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
     host = test_hosts.hosts[0]
     done = subprocess.run(
-        ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", str(stranger),
-         "-o", f"UserKnownHostsFile={test_hosts.known_hosts}", f"root@{host.address}", "true"],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-i",
+            str(stranger),
+            "-o",
+            f"UserKnownHostsFile={test_hosts.known_hosts}",
+            f"root@{host.address}",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 255 and "Permission denied (publickey)" in done.stderr
-
-
-def wait_for_sacct(cluster: SlurmCluster, job_id: str, timeout: float = 30) -> dict:
-    """The job's settled record in slurmdbd.
-
-    slurmdbd can get a short job's end before its start: for a second or two the record is a placeholder
-    named "allocation" with no working directory and a partial node list. Settled = final state + start record.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        jobs = json.loads(cluster.run("sacct", "--json", "-j", job_id).stdout)["jobs"]
-        if jobs and jobs[0]["state"]["current"] not in ("PENDING", "RUNNING") and jobs[0]["working_directory"]:
-            return jobs[0]
-        if time.monotonic() > deadline:
-            pytest.fail(f"job {job_id}: no final state in sacct after {timeout} s: {jobs}")
-        time.sleep(0.5)
 
 
 def test_slurm_runs_a_two_node_job_on_the_test_hosts(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
@@ -65,8 +65,8 @@ def test_slurm_runs_a_two_node_job_on_the_test_hosts(slurm_cluster: SlurmCluster
         srun bash -c 'echo "$(hostname) $SLURM_PROCID gpu=$CUDA_VISIBLE_DEVICES"'
         """)
     )
-    job_id = slurm_cluster.run("sbatch", "--parsable", str(script)).stdout.strip().split(";")[0]
-    record = wait_for_sacct(slurm_cluster, job_id)
+    job_id = slurm_cluster.submit(script)
+    record = slurm_cluster.wait_settled(job_id)
     assert record["state"]["current"] == "COMPLETED", record["state"]
     assert record["name"] == "cockpit-smoke" and record["nodes"] == "node[0-1]"
     lines = sorted((tmp_path / f"cockpit-smoke-{job_id}.out").read_text().split("\n")[:-1])
@@ -88,4 +88,4 @@ def test_slurm_queue_and_cancel(slurm_cluster: SlurmCluster, tmp_path: Path) -> 
         time.sleep(0.2)
     assert ours[0]["name"] == "cockpit-cancel"
     slurm_cluster.run("scancel", job_id)
-    assert wait_for_sacct(slurm_cluster, job_id)["state"]["current"] == "CANCELLED"
+    assert slurm_cluster.wait_settled(job_id)["state"]["current"] == "CANCELLED"

@@ -1,0 +1,150 @@
+"""Helpers for tests that run the node runtime for real: run folders, launchers, and the HF reference."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+# Different lengths on purpose: left padding and its masks are part of what parity checks.
+PROMPTS = [
+    "The control node boots the others",
+    "Tensor parallelism cuts every weight matrix into slices and adds the partial results with an all-reduce",
+    "Hi",
+    "rank 3 of 4: stage 1, slice 1; temperature 67 C and power 142 W measured at the wall socket",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_prompt_table(path: Path, prompts: list[str] = PROMPTS) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    variants = ["2k" if i % 2 == 0 else "4k" for i in range(len(prompts))]
+    pq.write_table(pa.table({"prompt_id": list(range(len(prompts))), "variant": variants, "prompt": prompts}), path)
+    return path
+
+
+def write_config(
+    run_dir: Path,
+    model: Path,
+    strategy_id: str,
+    *,
+    tp: int = 1,
+    pp: int = 1,
+    dp: int = 1,
+    nodes: int = 1,
+    **fields: object,
+) -> Path:
+    """exp_config.json for one strategy in `run_dir` (prompts.parquet must be there)."""
+    world = tp * pp * dp
+    config = {
+        "strategy_id": strategy_id,
+        "run_id": "test",
+        "model_name": "tiny-llama",
+        "model_path": str(model),
+        "prompt_df_path": "../prompts.parquet",
+        "output_root": ".",
+        "num_nodes": nodes,
+        "gpus_per_node": world // nodes,
+        "tp_size": tp,
+        "pp_size": pp,
+        "dp_size": dp,
+        "batch_size": 4,
+        "max_new_tokens": 12,
+        "precision": "fp32",
+        "device": "cpu",
+        **fields,
+    }
+    path = run_dir / strategy_id / "exp_config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def runtime_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
+        env.pop(var, None)
+    return {**env, **extra}
+
+
+def run(command: list[str], timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, env=runtime_env(**env), capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def single(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run([sys.executable, "-m", "runtime", "--config", str(config), *args])
+
+
+def torchrun(config: Path, procs: int, *args: str) -> subprocess.CompletedProcess[str]:
+    return run(
+        [
+            str(VENV_BIN / "torchrun"),
+            f"--nproc-per-node={procs}",
+            f"--master-port={free_port()}",
+            "-m",
+            "runtime",
+            "--config",
+            str(config),
+            *args,
+        ]
+    )
+
+
+def deepspeed(config: Path, procs: int) -> subprocess.CompletedProcess[str]:
+    """The deepspeed launcher, which also sets LOCAL_SIZE: the CPU shared-memory all-reduce path."""
+    return run(
+        [
+            str(VENV_BIN / "deepspeed"),
+            f"--num_gpus={procs}",
+            f"--master_port={free_port()}",
+            str(REPO / "runtime" / "run_distributed_inference.py"),
+            "--config",
+            str(config),
+        ]
+    )
+
+
+def shard_tokens(config: Path) -> dict[int, list[int]]:
+    """prompt_id -> generated token ids, from every shard the strategy wrote."""
+    tokens: dict[int, list[int]] = {}
+    for shard in sorted((config.parent / "outputs").glob("shard_*.jsonl")):
+        for line in shard.read_text().splitlines():
+            row = json.loads(line)
+            assert row["prompt_id"] not in tokens, f"prompt {row['prompt_id']} written twice"
+            tokens[row["prompt_id"]] = row["token_ids"]
+    return tokens
+
+
+def hf_reference(model: Path, prompts: list[str], max_new_tokens: int, batch_size: int) -> dict[int, list[int]]:
+    """Single-process Hugging Face `generate`, greedy, same batches; rows cut after their EOS."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+    out: dict[int, list[int]] = {}
+    for first in range(0, len(prompts), batch_size):
+        batch = tokenizer(prompts[first : first + batch_size], return_tensors="pt", padding=True)
+        generated = lm.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+        for i, row in enumerate(generated[:, batch["input_ids"].shape[1] :].tolist()):
+            if tokenizer.eos_token_id in row:
+                row = row[: row.index(tokenizer.eos_token_id) + 1]
+            out[first + i] = row
+    return out
+
+
+def describe_failure(done: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {done.returncode}\n--- stdout\n{done.stdout[-4000:]}\n--- stderr\n{done.stderr[-6000:]}"
