@@ -144,8 +144,10 @@ def random_work(cfg: ExperimentConfig, topo: Topology, vocab: int, prompt_tokens
 class Rank:
     """One rank's run, from launch to metrics."""
 
-    def __init__(self, args: argparse.Namespace, info: LaunchInfo, cfg: ExperimentConfig) -> None:
-        self.args, self.info, self.cfg = args, info, cfg
+    def __init__(
+        self, args: argparse.Namespace, info: LaunchInfo, cfg: ExperimentConfig, model_config: PretrainedConfig
+    ) -> None:
+        self.args, self.info, self.cfg, self.model_config = args, info, cfg, model_config
         self.topo = Topology(cfg.tp_size, cfg.pp_size, cfg.dp_size, info.rank)
         self.world: World | None = None
         self.tp_group = None
@@ -183,10 +185,10 @@ class Rank:
 
         self.outputs.progress("loading")
         load_start = time.perf_counter()
-        stage, model_config = self.load_stage(device)
+        stage = self.load_stage(device)
         if self.args.init == "random":
             count = self.args.prompts or cfg.batch_size * cfg.dp_size
-            work = random_work(cfg, topo, model_config.vocab_size, self.args.prompt_tokens, count)
+            work = random_work(cfg, topo, self.model_config.vocab_size, self.args.prompt_tokens, count)
         else:
             work = checkpoint_work(cfg, topo)
         self.outputs.rows_expected = len(work.ids) if topo.owns_results else 0
@@ -280,19 +282,12 @@ class Rank:
             self.world.finish()
         return 0
 
-    def load_stage(self, device: torch.device) -> tuple[Stage, PretrainedConfig]:
+    def load_stage(self, device: torch.device) -> Stage:
         """This rank's stage of the model, sliced for TP, in the run's precision, on its device."""
-        from runtime.checkpoint import PRECISIONS, check_divisible, load_config, load_stage, random_stage
+        from runtime.checkpoint import PRECISIONS, load_stage, random_stage
 
-        cfg, topo = self.cfg, self.topo
+        cfg, topo, model_config = self.cfg, self.topo, self.model_config
         dtype = PRECISIONS[cfg.precision]
-        if self.args.init == "random":
-            from runtime.shapes import shape_config
-
-            model_config = shape_config(self.args.shape)
-        else:
-            model_config = load_config(cfg.model_path)
-        check_divisible(model_config, cfg.tp_size, cfg.pp_size)
         layers = stage_layers(model_config.num_hidden_layers, cfg.pp_size, topo.pp_rank)
         roles = (layers, topo.is_first_stage, topo.is_last_stage)
         if self.args.init == "random":
@@ -309,28 +304,29 @@ class Rank:
             log.info("TP group %s, all-reduce via %s", topo.tp_group, "shared memory" if shm else "process group")
             stage = shard_stage(stage, self.tp_group, cfg.tp_size, dtype)
         stage.model = stage.model.to(device=device, dtype=dtype)
-        return stage, model_config
+        return stage
 
 
-def dry_run(args: argparse.Namespace, info: LaunchInfo, cfg: ExperimentConfig) -> int:
-    """Print what this process would be, without joining anyone or loading anything."""
+def model_config_of(args: argparse.Namespace, cfg: ExperimentConfig) -> PretrainedConfig:
+    """The model's config (a named shape in random mode), checked against the run's parallel sizes."""
+    from runtime.checkpoint import check_divisible, load_config
+    from runtime.shapes import shape_config
+
+    model = shape_config(args.shape) if args.init == "random" else load_config(cfg.model_path)
+    check_divisible(model, cfg.tp_size, cfg.pp_size)
+    return model
+
+
+def dry_run(info: LaunchInfo, cfg: ExperimentConfig, model: PretrainedConfig) -> int:
+    """Print what this process would be, without joining anyone or loading any weights."""
     topo = Topology(cfg.tp_size, cfg.pp_size, cfg.dp_size, info.rank)
+    layers = stage_layers(model.num_hidden_layers, cfg.pp_size, topo.pp_rank)
     print(info.describe())
     print(
         f"{topo.describe()}: tp group {topo.tp_group}, pipeline {topo.pp_group}, replicas {topo.dp_group}, "
         f"owns results: {topo.owns_results}"
     )
-    try:
-        from runtime.checkpoint import check_divisible, load_config
-        from runtime.shapes import shape_config
-
-        model = shape_config(args.shape) if args.init == "random" else load_config(cfg.model_path)
-        check_divisible(model, cfg.tp_size, cfg.pp_size)
-        layers = stage_layers(model.num_hidden_layers, cfg.pp_size, topo.pp_rank)
-        print(f"stage {topo.pp_rank}: layers {layers.start}-{layers.stop - 1} of {model.num_hidden_layers}")
-    except InputError as err:
-        print(f"model: {err}")
-        return 2
+    print(f"stage {topo.pp_rank}: layers {layers.start}-{layers.stop - 1} of {model.num_hidden_layers}")
     return 0
 
 
@@ -355,12 +351,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.config}: world_size {cfg.world_size} (tp*pp*dp) but {info.launcher} started "
                 f"{info.world_size} process(es)"
             )
+        model = model_config_of(args, cfg)  # before joining: bad sizes fail on every rank at once, peers or not
     except InputError as err:
         log.error("%s", err)
         return 2
     if args.dry_run:
-        return dry_run(args, info, cfg)
-    rank = Rank(args, info, cfg)
+        return dry_run(info, cfg, model)
+    rank = Rank(args, info, cfg, model)
     try:
         return rank.run()
     except InputError as err:
