@@ -42,4 +42,3 @@ def read_prompt_table(path: str | Path) -> list[Prompt]:
 def replica_share(prompts: list[Prompt], dp_rank: int, dp_size: int) -> list[Prompt]:
     """This data-parallel replica's prompts: every dp_size-th row, so long and short prompts spread evenly."""
     return prompts[dp_rank::dp_size]
-

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
+from runtime.local_launch import local_command, local_env
 
 # Different lengths on purpose: left padding and its masks are part of what parity checks.
 PROMPTS = [
@@ -19,12 +15,6 @@ PROMPTS = [
     "Hi",
     "rank 3 of 4: stage 1, slice 1; temperature 67 C and power 142 W measured at the wall socket",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_prompt_table(path: Path, prompts: list[str] = PROMPTS) -> Path:
@@ -73,48 +63,21 @@ def write_config(
     return path
 
 
-def runtime_env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
-        env.pop(var, None)
-    return {**env, **extra}
-
-
 def run(command: list[str], timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, env=runtime_env(**env), capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(command, env=local_env(**env), capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def single(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run([sys.executable, "-m", "runtime", "--config", str(config), *args])
+    return run(local_command("single", 1, "runtime", "--config", str(config), *args))
 
 
 def torchrun(config: Path, procs: int, *args: str) -> subprocess.CompletedProcess[str]:
-    return run(
-        [
-            str(VENV_BIN / "torchrun"),
-            f"--nproc-per-node={procs}",
-            f"--master-port={free_port()}",
-            "-m",
-            "runtime",
-            "--config",
-            str(config),
-            *args,
-        ]
-    )
+    return run(local_command("torchrun", procs, "runtime", "--config", str(config), *args))
 
 
 def deepspeed(config: Path, procs: int) -> subprocess.CompletedProcess[str]:
     """The deepspeed launcher, which also sets LOCAL_SIZE: the CPU shared-memory all-reduce path."""
-    return run(
-        [
-            str(VENV_BIN / "deepspeed"),
-            f"--num_gpus={procs}",
-            f"--master_port={free_port()}",
-            str(REPO / "runtime" / "run_distributed_inference.py"),
-            "--config",
-            str(config),
-        ]
-    )
+    return run(local_command("deepspeed", procs, "runtime", "--config", str(config)))
 
 
 def shard_tokens(config: Path) -> dict[int, list[int]]:

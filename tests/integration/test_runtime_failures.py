@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from runtime.local_launch import free_port, local_env
 from tests.integration import runs
 
 
@@ -23,7 +24,7 @@ def run_dir(tmp_path: Path) -> Path:
 
 def env_rank(config: Path, rank: int, world: int, port: int, *args: str) -> subprocess.Popen[str]:
     """One rank started by hand, the way a launcher we do not know would: RANK/WORLD_SIZE/MASTER_*."""
-    env = runs.runtime_env(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    env = local_env(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     command = [sys.executable, "-m", "runtime", "--config", str(config), *args]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -60,7 +61,7 @@ def assert_whole_lines(path: Path) -> None:
 def test_a_dead_rank_is_named_by_the_survivor(run_dir: Path, tiny_model_dir: Path, victim: int) -> None:
     runs.write_prompt_table(run_dir / "prompts.parquet", runs.PROMPTS * 500)  # long enough to be killed mid-run
     config = runs.write_config(run_dir, tiny_model_dir, "tiny_pp2", pp=2, nodes=2, batch_size=1)
-    port = runs.free_port()
+    port = free_port()
     procs = [env_rank(config, rank, 2, port) for rank in range(2)]
     wait_for_rows(config, 1, procs)
 
@@ -138,7 +139,7 @@ def test_world_size_that_does_not_match_the_launcher(run_dir: Path, tiny_model_d
 
 def test_unreachable_master(run_dir: Path, tiny_model_dir: Path) -> None:
     config = runs.write_config(run_dir, tiny_model_dir, "tiny_tp2", tp=2)
-    port = runs.free_port()  # nobody listens there
+    port = free_port()  # nobody listens there
     started = time.monotonic()
     proc = env_rank(config, 1, 2, port, "--rendezvous-timeout", "3")
     _, stderr = proc.communicate(timeout=60)
@@ -165,3 +166,11 @@ def test_dry_run_prints_the_topology_and_touches_nothing(run_dir: Path, tiny_mod
     ]
     assert done.stdout.startswith("env: rank 3/4 (local 1/2) on ")
     assert sorted(p.name for p in config.parent.iterdir()) == ["exp_config.json"]
+
+
+def test_the_deepspeed_entry_script_takes_the_launchers_local_rank(run_dir: Path, tiny_model_dir: Path) -> None:
+    config = runs.write_config(run_dir, tiny_model_dir, "reference")
+    shim = Path(__file__).resolve().parents[2] / "runtime/run_distributed_inference.py"
+    done = runs.run([sys.executable, str(shim), "--local_rank=0", "--config", str(config), "--dry-run"])
+    assert done.returncode == 0, runs.describe_failure(done)
+    assert "stage 0: layers 0-3 of 4" in done.stdout

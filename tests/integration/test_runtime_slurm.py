@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from runtime.local_launch import local_env
 from tests.infra.services import SlurmCluster
 from tests.integration import runs
 
@@ -40,7 +41,7 @@ def run_on_slurm(cluster: SlurmCluster, config: Path, nodes: int, tasks_per_node
         srun --kill-on-bad-exit=1 {sys.executable} -m runtime --config {config}
         """)
     )
-    job_id = cluster.submit(script, env=runs.runtime_env())
+    job_id = cluster.submit(script, env=local_env())
     record = cluster.wait_settled(job_id, timeout=240)
     log = (config.parent / f"slurm-{job_id}.out").read_text()
     assert record["state"]["current"] == "COMPLETED", f"job {job_id} {record['state']}:\n{log[-5000:]}"
