@@ -281,6 +281,7 @@ class RankMetrics:
     latency_ms: Percentiles | None = None
     ttft_ms: Percentiles | None = None
     load_s: float | None = None
+    weight_bytes: int | None = None  # of the model's weights, what this rank holds (its stage, its TP slice)
     peak_memory_bytes: int | None = None
     time_split: TimeSplit | None = None
     energy_j: float | None = None

@@ -271,6 +271,7 @@ class Rank:
                 latency_ms=percentiles(latencies),
                 ttft_ms=percentiles(ttfts),
                 load_s=load_s,
+                weight_bytes=sum(p.numel() * p.element_size() for p in stage.model.parameters()),
                 peak_memory_bytes=peak_memory_bytes(device),
                 time_split=split,
                 energy_j=meter.joules() if meter else None,

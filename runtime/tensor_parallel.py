@@ -73,7 +73,9 @@ def shard_stage(stage: Stage, group: dist.ProcessGroup, tp_size: int, dtype: tor
     stored = next(stage.model.parameters()).dtype
     engine = deepspeed.init_inference(
         stage.model,
-        tensor_parallel={"tp_size": tp_size, "mpu": StageMPU(group, tp_size)},
+        # both: the mpu makes the engine skip building its own group of ranks 0..tp-1; tp_group is what the
+        # layer replacement actually reads (0.19.8 does not take it from the mpu, and without it slices nothing)
+        tensor_parallel={"tp_size": tp_size, "tp_group": group, "mpu": StageMPU(group, tp_size)},
         dtype=stored,
         replace_with_kernel_inject=False,
     )

@@ -111,3 +111,15 @@ def hf_reference(model: Path, prompts: list[str], max_new_tokens: int, batch_siz
 
 def describe_failure(done: subprocess.CompletedProcess[str]) -> str:
     return f"exit {done.returncode}\n--- stdout\n{done.stdout[-4000:]}\n--- stderr\n{done.stderr[-6000:]}"
+
+
+def metrics(config: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((config.parent / "metrics").glob("metrics_rank_*.json"))]
+
+
+def assert_holds_share(config: Path, model: Path, share: float) -> None:
+    """Each rank holds about its share of the fp32 checkpoint's weights: TP really slices, PP really splits.
+    (AutoTP replicates the embedding and the norms, hence the slack; a rank holding everything is far above.)"""
+    whole = (model / "model.safetensors").stat().st_size
+    held = [m["weight_bytes"] / whole for m in metrics(config)]
+    assert all(0.1 * share < h < 1.5 * share for h in held), f"ranks hold {held} of the weights, expected ~{share}"

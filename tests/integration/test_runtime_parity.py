@@ -28,17 +28,14 @@ def reference(tiny_model_dir: Path) -> dict[int, list[int]]:
     return runs.hf_reference(tiny_model_dir, runs.PROMPTS, max_new_tokens=12, batch_size=4)
 
 
-def metrics(config: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((config.parent / "metrics").glob("metrics_rank_*.json"))]
-
-
 def test_single_process(run_dir: Path, tiny_model_dir: Path, reference: dict[int, list[int]]) -> None:
     config = runs.write_config(run_dir, tiny_model_dir, "reference")
     done = runs.single(config)
     assert done.returncode == 0, runs.describe_failure(done)
     assert runs.shard_tokens(config) == reference
-    (m,) = metrics(config)
+    (m,) = runs.metrics(config)
     assert m["backend"] == "none" and m["tokens_generated"] == sum(len(t) for t in reference.values())
+    runs.assert_holds_share(config, tiny_model_dir, 1.0)
 
 
 def test_tp2_in_one_node_shared_memory(run_dir: Path, tiny_model_dir: Path, reference: dict[int, list[int]]) -> None:
@@ -47,7 +44,9 @@ def test_tp2_in_one_node_shared_memory(run_dir: Path, tiny_model_dir: Path, refe
     assert done.returncode == 0, runs.describe_failure(done)
     assert "all-reduce via shared memory" in done.stdout + done.stderr
     assert runs.shard_tokens(config) == reference
-    assert [m["tp_rank"] for m in metrics(config)] == [0, 1]
+    assert [m["tp_rank"] for m in runs.metrics(config)] == [0, 1]
+    runs.assert_holds_share(config, tiny_model_dir, 0.5)
+    assert all(m["time_split"]["comm_s"] > 0 for m in runs.metrics(config))  # the slices were summed
     assert [p.name for p in (config.parent / "outputs").iterdir()] == ["shard_0.jsonl"]  # one result owner
 
 
@@ -56,7 +55,8 @@ def test_pp2_with_micro_batches(run_dir: Path, tiny_model_dir: Path, reference: 
     done = runs.torchrun(config, 2)
     assert done.returncode == 0, runs.describe_failure(done)
     assert runs.shard_tokens(config) == reference
-    first, last = metrics(config)
+    runs.assert_holds_share(config, tiny_model_dir, 0.5)
+    first, last = runs.metrics(config)
     assert (first["pp_rank"], last["pp_rank"]) == (0, 1)
     assert last["prompts"] == 4 and first["time_split"]["idle_s"] > 0  # the first stage waits for tokens
 
@@ -67,9 +67,10 @@ def test_hybrid_tp2_x_pp2(run_dir: Path, tiny_model_dir: Path, reference: dict[i
     assert done.returncode == 0, runs.describe_failure(done)
     assert "all-reduce via process group" in done.stdout + done.stderr  # TP group is not the whole world
     assert runs.shard_tokens(config) == reference
-    ranks = [(m["rank"], m["pp_rank"], m["tp_rank"]) for m in metrics(config)]
+    runs.assert_holds_share(config, tiny_model_dir, 0.25)
+    ranks = [(m["rank"], m["pp_rank"], m["tp_rank"]) for m in runs.metrics(config)]
     assert ranks == [(0, 0, 0), (1, 0, 1), (2, 1, 0), (3, 1, 1)]
-    assert all(m["time_split"]["comm_s"] > 0 for m in metrics(config))
+    assert all(m["time_split"]["comm_s"] > 0 for m in runs.metrics(config))
 
 
 def test_data_parallel_replicas_split_prompts(

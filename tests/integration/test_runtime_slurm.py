@@ -3,7 +3,6 @@ node1, which reach each other over their own LAN; tokens must equal the single-p
 
 from __future__ import annotations
 
-import json
 import sys
 import textwrap
 from pathlib import Path
@@ -49,8 +48,7 @@ def run_on_slurm(cluster: SlurmCluster, config: Path, nodes: int, tasks_per_node
 
 
 def hosts(config: Path) -> list[tuple[int, str]]:
-    metrics = sorted((config.parent / "metrics").glob("metrics_rank_*.json"))
-    return [(m["rank"], m["hostname"]) for m in (json.loads(p.read_text()) for p in metrics)]
+    return [(m["rank"], m["hostname"]) for m in runs.metrics(config)]
 
 
 @pytest.mark.parametrize(
@@ -77,5 +75,6 @@ def test_across_nodes(
     assert "slurm: rank 0/" in job["log"]
     assert runs.shard_tokens(config) == reference
     assert hosts(config) == placement  # TP groups inside a node for the hybrid, across nodes for TP-only
+    runs.assert_holds_share(config, tiny_model_dir, 1 / (tp * pp))
     if tp > 1:
         assert "all-reduce via process group" in job["log"]  # never the single-node shared-memory path
