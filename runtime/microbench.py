@@ -55,19 +55,24 @@ def best_seconds(op: Callable[[], object], device: torch.device, repeats: int, i
 
 
 def memory_bandwidth(device: torch.device, megabytes: int = 512, repeats: int = 5) -> dict[str, float | str]:
-    """Read and copy bandwidth in bytes/s; `bandwidth_Bps` (the better of the two) is the roofline's B_mem."""
+    """Read, copy and matrix-vector bandwidth in bytes/s; `bandwidth_Bps` (the better of read and copy) is the
+    roofline's B_mem."""
     elements = megabytes * 2**20 // 4
     source = torch.ones(elements, dtype=torch.float32, device=device)
     target = torch.empty_like(source)
     nbytes = source.numel() * source.element_size()
     read = nbytes / best_seconds(source.sum, device, repeats)
     copy = 2 * nbytes / best_seconds(lambda: target.copy_(source), device, repeats)
+    # a decoder at batch 1 is matrix-vector products: what the BLAS reaches is the practical ceiling
+    matrix, vector = source.view(-1, 4096), torch.ones(4096, device=device)
+    gemv = nbytes / best_seconds(lambda: torch.mv(matrix, vector), device, repeats)
     return {
         "device": str(device),
         "buffer_bytes": nbytes,
         "threads": torch.get_num_threads(),
         "read_Bps": read,
         "copy_Bps": copy,
+        "gemv_Bps": gemv,
         "bandwidth_Bps": max(read, copy),
     }
 
