@@ -1,0 +1,93 @@
+"""Strategies on this machine: the runtime launched for real (random weights of a named shape, no checkpoint)
+as a single process (the peer), TP=2 with DeepSpeed's shared-memory all-reduce, TP=2 over gloo, and PP=2
+with micro-batches. Figures are the result-owning rank's tokens/s from its metrics file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.report import ratio_line, table
+from runtime.local_launch import LocalLauncher, local_command, local_env
+
+SHAPE = "llama-100m"
+NEW_TOKENS = 32
+PROMPT_TOKENS = 32
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    launcher: LocalLauncher
+    tp: int = 1
+    pp: int = 1
+    micro_batches: int | None = None
+
+    @property
+    def world(self) -> int:
+        return self.tp * self.pp
+
+
+SINGLE = Variant("single process", "single")
+VARIANTS = [
+    SINGLE,
+    Variant("TP=2, shared-memory all-reduce", "deepspeed", tp=2),
+    Variant("TP=2, gloo all-reduce", "torchrun", tp=2),
+    Variant("PP=2, 2 micro-batches", "torchrun", pp=2, micro_batches=2),
+]
+
+
+def run_variant(variant: Variant, batch: int, batches: int, folder: Path) -> dict:
+    """Launch one strategy on random weights and return the result owner's metrics."""
+    config = {
+        "strategy_id": f"bench_tp{variant.tp}_pp{variant.pp}_{variant.launcher}_b{batch}",
+        "run_id": "bench",
+        "model_name": SHAPE,
+        "model_path": f"random:{SHAPE}",
+        "prompt_df_path": "unused-in-random-mode",
+        "output_root": str(folder),
+        "num_nodes": 1,
+        "gpus_per_node": variant.world,
+        "tp_size": variant.tp,
+        "pp_size": variant.pp,
+        "batch_size": batch,
+        "micro_batches": variant.micro_batches,
+        "max_new_tokens": NEW_TOKENS,
+        "precision": "fp32",
+        "device": "cpu",
+    }
+    path = folder / "exp_config.json"
+    path.write_text(json.dumps(config))
+    args = ["--config", str(path), "--init", "random", "--shape", SHAPE]
+    args += ["--prompt-tokens", str(PROMPT_TOKENS), "--prompts", str(batch * batches)]
+    command = local_command(variant.launcher, variant.world, "runtime", *args)
+    done = subprocess.run(command, env=local_env(), capture_output=True, text=True, timeout=900, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{variant.name} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    metrics = [json.loads(p.read_text()) for p in sorted((folder / "metrics").glob("metrics_rank_*.json"))]
+    return max(metrics, key=lambda m: m["tokens_generated"])
+
+
+def run(quick: bool) -> dict:
+    variants = VARIANTS[:2] if quick else VARIANTS
+    sizes = [1] if quick else [1, 4]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-strategies-") as tmp:
+        for batch in sizes:
+            for i, variant in enumerate(variants):
+                folder = Path(tmp) / f"b{batch}-{i}"
+                folder.mkdir()
+                m = run_variant(variant, batch, batches=3, folder=folder)
+                results.append({"variant": variant.name, "batch": batch, "tokens_per_s": m["tokens_per_s"]})
+    for r in results:
+        peer = next(p for p in results if p["variant"] == SINGLE.name and p["batch"] == r["batch"])
+        r["vs_single"] = r["tokens_per_s"] / peer["tokens_per_s"]
+    print(f"strategies on this machine, {SHAPE} fp32 random weights, {NEW_TOKENS} new tokens, 3 batches each:")
+    rows = [[r["variant"], r["batch"], r["tokens_per_s"], f"{r['vs_single']:.2f}x"] for r in results]
+    print(table(["strategy", "batch", "tok/s", "vs single"], rows))
+    tp_shm = next(r for r in results if r["variant"] == VARIANTS[1].name and r["batch"] == 1)
+    print(ratio_line("TP=2 shared-memory, batch 1", tp_shm["vs_single"], "single process", goal=1.0))
+    return {"shape": SHAPE, "results": results, "tp2_shm_vs_single": tp_shm["vs_single"]}
