@@ -48,16 +48,18 @@ def prompts(vocab: int, batch: int) -> list[list[int]]:
     return torch.randint(4, vocab, (batch, PROMPT_TOKENS), generator=generator).tolist()
 
 
-def best_time(fn: Callable[[], Tokens], device: torch.device, repeats: int) -> tuple[float, Tokens]:
-    out = fn()  # warm-up
-    times = []
+def best_times(fns: list[Callable[[], Tokens]], device: torch.device, repeats: int) -> list[tuple[float, Tokens]]:
+    """Best time and output of each function, timed in turns (a, b, a, b, ...) so drift hits all alike."""
+    outs = [fn() for fn in fns]  # warm-up
+    best = [float("inf")] * len(fns)
     for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        out = fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return min(times), out
+        for i, fn in enumerate(fns):
+            synchronize(device)
+            start = time.perf_counter()
+            outs[i] = fn()
+            synchronize(device)
+            best[i] = min(best[i], time.perf_counter() - start)
+    return list(zip(best, outs, strict=True))
 
 
 def ours(
@@ -94,11 +96,15 @@ def decode_rate(
     """Tokens/s of our loop (and of HF generate when `with_peer`) on one case, with exact-agreement check."""
     stage = build_stage(shape, dtype, device)
     rows = prompts(stage.config.vocab_size, batch)
-    ours_s, our_tokens = best_time(ours(stage, rows, device, dtype, NEW_TOKENS), device, repeats)
+    contenders = [ours(stage, rows, device, dtype, NEW_TOKENS)]
+    if with_peer:
+        contenders.append(theirs(stage, rows, device, NEW_TOKENS))
+    timed = best_times(contenders, device, repeats)
     figures = {"shape": shape, "batch": batch, "dtype": str(dtype).removeprefix("torch."), "device": str(device)}
+    ours_s, our_tokens = timed[0]
     figures["ours_tokens_per_s"] = batch * NEW_TOKENS / ours_s
     if with_peer:
-        hf_s, hf_tokens = best_time(theirs(stage, rows, device, NEW_TOKENS), device, repeats)
+        hf_s, hf_tokens = timed[1]
         figures["hf_tokens_per_s"] = batch * NEW_TOKENS / hf_s
         figures["ratio"] = hf_s / ours_s
         figures["tokens_equal"] = our_tokens == hf_tokens
