@@ -16,18 +16,6 @@ from tests.integration import runs
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("parity")
-    runs.write_prompt_table(path / "prompts.parquet")
-    return path
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_model_dir: Path) -> dict[int, list[int]]:
-    return runs.hf_reference(tiny_model_dir, runs.PROMPTS, max_new_tokens=12, batch_size=4)
-
-
 def test_single_process(run_dir: Path, tiny_model_dir: Path, reference: dict[int, list[int]]) -> None:
     config = runs.write_config(run_dir, tiny_model_dir, "reference")
     done = runs.single(config)

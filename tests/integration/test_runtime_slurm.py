@@ -16,18 +16,6 @@ from tests.integration import runs
 pytestmark = [pytest.mark.infra, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("slurm-parity")
-    runs.write_prompt_table(path / "prompts.parquet")
-    return path
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_model_dir: Path) -> dict[int, list[int]]:
-    return runs.hf_reference(tiny_model_dir, runs.PROMPTS, max_new_tokens=12, batch_size=4)
-
-
 def run_on_slurm(cluster: SlurmCluster, config: Path, nodes: int, tasks_per_node: int) -> dict:
     script = config.parent / "job.slurm"
     script.write_text(
