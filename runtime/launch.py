@@ -66,17 +66,24 @@ def _int(env: Mapping[str, str], *keys: str, default: int | None = None) -> int:
 
 
 def expand_hostlist(hostlist: str) -> list[str]:
-    """Slurm's compressed host list: 'node[0-2,5],gpu7' -> node0 node1 node2 node5 gpu7."""
-    hosts: list[str] = []
-    for prefix, ranges, plain in re.findall(r"([^,\[]+)\[([^\]]+)\]|([^,\[\]]+)", hostlist):
-        if plain:
-            hosts.append(plain)
-            continue
-        for part in ranges.split(","):
-            first, _, last = part.partition("-")
-            for n in range(int(first), int(last or first) + 1):
-                hosts.append(f"{prefix}{n:0{len(first)}d}")
-    return hosts
+    """Slurm's compressed host list: 'node[0-2,5],gpu7' -> node0 node1 node2 node5 gpu7; bracket groups may
+    be followed by text and by more groups ('rack[1-2]-n[1-2]-ib' -> rack1-n1-ib ... rack2-n2-ib)."""
+    try:
+        return [host for item in re.findall(r"(?:[^,\[]|\[[^\]]*\])+", hostlist) for host in _expand_item(item)]
+    except ValueError:
+        raise LaunchError(f"environment: cannot read the Slurm host list {hostlist!r}") from None
+
+
+def _expand_item(item: str) -> list[str]:
+    match = re.match(r"([^\[]*)\[([^\]]*)\](.*)", item)
+    if not match:
+        return [item]
+    prefix, ranges, rest = match.groups()
+    numbers = []
+    for part in ranges.split(","):
+        first, _, last = part.partition("-")
+        numbers += [f"{n:0{len(first)}d}" for n in range(int(first), int(last or first) + 1)]
+    return [f"{prefix}{n}{tail}" for n in numbers for tail in _expand_item(rest)]
 
 
 def _tasks_on_node(tasks_per_node: str, node_index: int) -> int:
@@ -200,20 +207,22 @@ def _backend_available(backend: str) -> bool:
 
 
 def connect_store(info: LaunchInfo, timeout_s: float, attempts: int = 3) -> dist.Store:
-    """The rendezvous store, with a bounded number of connection attempts. Rank 0 hosts it, except under
-    torchrun, whose agent already serves one on the same port."""
+    """The rendezvous store, with a bounded number of connection attempts inside `timeout_s` in all (waits
+    between attempts included). Rank 0 hosts it, except under torchrun, whose agent already serves one."""
     import torch.distributed as dist
 
     hosts = info.rank == 0 and info.launcher != "torchrun"
+    deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     for attempt in range(1, attempts + 1):
+        left = deadline - time.monotonic()
         try:
             return dist.TCPStore(
                 info.master_addr,
                 info.master_port,
                 info.world_size,
                 is_master=hosts,
-                timeout=timedelta(seconds=timeout_s / attempts),
+                timeout=timedelta(seconds=max(left / (attempts - attempt + 1), 0.1)),
                 wait_for_workers=False,
             )
         except (RuntimeError, OSError) as err:  # DistNetworkError and DistStoreError are RuntimeErrors
@@ -230,7 +239,8 @@ def connect_store(info: LaunchInfo, timeout_s: float, attempts: int = 3) -> dist
                 attempts,
                 str(err).splitlines()[0],
             )
-            time.sleep(min(2.0**attempt, 5.0))
+            if attempt < attempts:
+                time.sleep(max(min(2.0**attempt, 5.0, deadline - time.monotonic()), 0.0))
     raise LaunchError(
         f"rank {info.rank}: cannot reach the rendezvous at {info.master_addr}:{info.master_port} (rank 0's host) "
         f"after {attempts} attempts in {timeout_s:g} s: {str(last).splitlines()[0] if last else ''}"
