@@ -56,6 +56,11 @@ class _MappedFile:
     def view(self, name: str) -> torch.Tensor:
         meta = self.header[name]
         dtype, (start, end) = _DTYPES[meta["dtype"]], meta["data_offsets"]
+        if self.data_start + end > len(self.map):
+            raise InputError(
+                f"{self.path}: cut short: tensor {name} ends at byte {self.data_start + end}, "
+                f"the file has {len(self.map)} (an interrupted copy?)"
+            )
         if end == start:
             return torch.empty(meta["shape"], dtype=dtype)
         count = (end - start) // dtype.itemsize

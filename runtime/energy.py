@@ -6,25 +6,37 @@ counter the result is None: an absent measurement is recorded as null, not estim
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 
 @dataclass
-class EnergyMeter:
-    """A cumulative counter in joules; `wrap_j` is where it rolls over (0: never)."""
+class Counter:
+    """One cumulative hardware counter in joules; `wrap_j` is where it rolls over (0: never)."""
 
-    source: str
     read_j: Callable[[], float]
     wrap_j: float = 0.0
 
+
+@dataclass
+class EnergyMeter:
+    """The energy used between `start` and `joules`, summed over counters (CPU sockets), each corrected for
+    its own rollover."""
+
+    source: str
+    counters: list[Counter]
+
     def start(self) -> None:
-        self._begin = self.read_j()
+        self._begin = [c.read_j() for c in self.counters]
 
     def joules(self) -> float:
-        delta = self.read_j() - self._begin
-        return delta + self.wrap_j if delta < 0 and self.wrap_j else delta
+        total = 0.0
+        for counter, begin in zip(self.counters, self._begin, strict=True):
+            delta = counter.read_j() - begin
+            total += delta + counter.wrap_j if delta < 0 and counter.wrap_j else delta
+        return total
 
 
 def _read_number(path: Path) -> float:
@@ -42,17 +54,21 @@ def rapl_meter(sysfs: Path = Path("/sys")) -> EnergyMeter | None:
         return None
     if not readable:
         return None
-    wrap = sum(_read_number(p / "max_energy_range_uj") for p in readable if (p / "max_energy_range_uj").is_file())
-    return EnergyMeter(
-        f"rapl:{'+'.join(p.name for p in readable)}",
-        lambda: sum(_read_number(p / "energy_uj") for p in readable) / 1e6,
-        wrap / 1e6,
-    )
+
+    def counter(package: Path) -> Counter:
+        limit = package / "max_energy_range_uj"
+        wrap = _read_number(limit) / 1e6 if limit.is_file() else 0.0
+        return Counter(lambda: _read_number(package / "energy_uj") / 1e6, wrap)
+
+    return EnergyMeter(f"rapl:{'+'.join(p.name for p in readable)}", [counter(p) for p in readable])
 
 
 def hwmon_gpu_meter(index: int, sysfs: Path = Path("/sys")) -> EnergyMeter | None:
     """The `index`-th DRM card exposing a hwmon energy counter (Intel Arc: energy1_input, microjoules)."""
-    counters = sorted((sysfs / "class/drm").glob("card[0-9]*/device/hwmon/hwmon*/energy1_input"))
+    counters = sorted(
+        (sysfs / "class/drm").glob("card[0-9]*/device/hwmon/hwmon*/energy1_input"),
+        key=lambda path: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))],
+    )  # card2 before card10
     if index >= len(counters):
         return None
     counter = counters[index]
@@ -61,7 +77,7 @@ def hwmon_gpu_meter(index: int, sysfs: Path = Path("/sys")) -> EnergyMeter | Non
     except (OSError, ValueError):
         return None
     card = counter.parts[counter.parts.index("drm") + 1]
-    return EnergyMeter(f"hwmon:{card}", lambda: _read_number(counter) / 1e6)
+    return EnergyMeter(f"hwmon:{card}", [Counter(lambda: _read_number(counter) / 1e6)])
 
 
 def nvml_meter(device_index: int) -> EnergyMeter | None:
@@ -77,7 +93,7 @@ def nvml_meter(device_index: int) -> EnergyMeter | None:
         pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
     except Exception:
         return None
-    return EnergyMeter(f"nvml:{bus}", lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3)
+    return EnergyMeter(f"nvml:{bus}", [Counter(lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3)])
 
 
 def energy_meter(device_type: str, local_rank: int, device_index: int) -> EnergyMeter | None:
