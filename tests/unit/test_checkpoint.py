@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -11,36 +14,67 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
-from runtime.checkpoint import check_divisible, load_config, load_stage, random_stage
+from runtime.checkpoint import Checkpoint, check_divisible, load_config, load_stage, random_stage
 from runtime.schema import InputError
-from runtime.shapes import shape_config
+from runtime.shapes import shape_config, weight_bytes
+from runtime.topology import stage_layers
+
+LAYERS = 4  # the tiny model's
 
 
 def layer_of(name: str) -> int | None:
     return int(name.split(".")[2]) if name.startswith("model.layers.") else None
 
 
-def test_each_stage_reads_only_its_own_tensors(tiny_model_dir: Path) -> None:
+def test_each_stage_of_two_reads_only_its_own_tensors(tiny_model_dir: Path) -> None:
     config = load_config(tiny_model_dir)
-    _, first = load_stage(tiny_model_dir, config, range(0, 2), first=True, last=False)
-    _, last = load_stage(tiny_model_dir, config, range(2, 4), first=False, last=True)
+    _, first = load_stage(tiny_model_dir, config, stage_layers(LAYERS, 2, 0), first=True, last=False)
+    _, last = load_stage(tiny_model_dir, config, stage_layers(LAYERS, 2, 1), first=False, last=True)
     assert {layer_of(n) for n in first.read} == {0, 1, None}
     assert {n for n in first.read if layer_of(n) is None} == {"model.embed_tokens.weight"}
     assert {layer_of(n) for n in last.read} == {2, 3, None}
     assert {n for n in last.read if layer_of(n) is None} == {"model.norm.weight", "lm_head.weight"}
-    assert len(first.read) == len(set(first.read))  # each tensor read once
+    assert len(first.read) == len(set(first.read)) and len(last.read) == len(set(last.read))  # each read once
+    with safe_open(tiny_model_dir / "model.safetensors", "pt") as weights:
+        assert sorted(first.read + last.read) == sorted(weights.keys())  # together: the whole checkpoint
 
 
-def test_stages_composed_are_the_whole_model(tiny_model_dir: Path) -> None:
+def test_a_middle_stage_holds_only_its_layers(tiny_model_dir: Path) -> None:
     config = load_config(tiny_model_dir)
-    first, _ = load_stage(tiny_model_dir, config, range(0, 1), first=True, last=False)
-    last, _ = load_stage(tiny_model_dir, config, range(1, 4), first=False, last=True)
+    layers = stage_layers(LAYERS, 3, 1)
+    assert layers == range(2, 3)
+    stage, checkpoint = load_stage(tiny_model_dir, config, layers, first=False, last=False)
+    assert {layer_of(n) for n in checkpoint.read} == {2}
+    assert stage.model.model.embed_tokens is None and stage.model.lm_head is None
+    assert isinstance(stage.model.model.norm, torch.nn.Identity)
+    assert stage.config.num_hidden_layers == 1 and config.num_hidden_layers == LAYERS
+    with safe_open(tiny_model_dir / "model.safetensors", "pt") as weights:
+        for name, tensor in stage.model.state_dict().items():
+            source = name.replace("model.layers.0.", "model.layers.2.")
+            torch.testing.assert_close(tensor, weights.get_tensor(source), rtol=0, atol=0)
+
+
+def test_stage_weights_keep_the_stored_dtype_on_the_cpu(tiny_model_dir: Path) -> None:
+    config = load_config(tiny_model_dir)
+    stage, _ = load_stage(tiny_model_dir, config, range(LAYERS), first=True, last=True)
+    params = list(stage.model.parameters())
+    assert {p.dtype for p in params} == {torch.float32} and {p.device.type for p in params} == {"cpu"}
+    assert not any(p.requires_grad for p in params) and not stage.model.training
+
+
+@pytest.mark.parametrize("split", [1, 3])
+def test_stages_composed_are_the_whole_model(tiny_model_dir: Path, split: int) -> None:
+    config = load_config(tiny_model_dir)
+    first, _ = load_stage(tiny_model_dir, config, range(0, split), first=True, last=False)
+    last, _ = load_stage(tiny_model_dir, config, range(split, LAYERS), first=False, last=True)
     whole = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
-    ids = torch.tensor([[5, 17, 42, 99, 3]])
+    ids = torch.tensor([[5, 17, 42, 99, 3, 250], [1, 2, 3, 4, 5, 6]])
     with torch.inference_mode():
         hidden = first.model.model(input_ids=ids).last_hidden_state
-        logits = last.model.lm_head(last.model.model(inputs_embeds=hidden).last_hidden_state)
-        torch.testing.assert_close(logits, whole(ids).logits, rtol=1e-5, atol=1e-5)
+        out = last.model.model(inputs_embeds=hidden).last_hidden_state
+        expected = whole(ids, output_hidden_states=True)
+        torch.testing.assert_close(out, expected.hidden_states[-1], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(last.model.lm_head(out), expected.logits, rtol=1e-5, atol=1e-5)
 
 
 def test_tp_must_divide_the_heads_and_pp_fit_the_layers(tiny_model_dir: Path) -> None:
@@ -48,6 +82,8 @@ def test_tp_must_divide_the_heads_and_pp_fit_the_layers(tiny_model_dir: Path) ->
     check_divisible(config, 4, 4)
     with pytest.raises(InputError, match="tp_size 3 does not divide the model's 8 attention heads and 4 key/value"):
         check_divisible(config, 3, 1)
+    with pytest.raises(InputError, match="tp_size 8 does not divide"):
+        check_divisible(config, 8, 1)  # divides the 8 query heads, not the 4 key/value heads
     with pytest.raises(InputError, match="pp_size 5 exceeds the model's 4 layers"):
         check_divisible(config, 1, 5)
 
@@ -58,16 +94,35 @@ def copy_model(tiny_model_dir: Path, to: Path) -> Path:
 
 
 def test_missing_folder_or_config(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=f"{tmp_path}: no config.json"):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(InputError, match=re.escape(f"{missing}: no config.json")):
+        load_config(missing)
+    with pytest.raises(InputError, match=re.escape(f"{tmp_path}: no config.json")):
         load_config(tmp_path)
 
 
-def test_truncated_weights_file_is_named(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_missing_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model = copy_model(tiny_model_dir, tmp_path / "model")
+    (model / "model.safetensors").unlink()
+    with pytest.raises(InputError, match=re.escape(f"{model}: no model.safetensors or model.safetensors.index")):
+        load_stage(model, load_config(model), range(LAYERS), True, True)
+
+
+def test_truncated_header_is_named(tiny_model_dir: Path, tmp_path: Path) -> None:
     model = copy_model(tiny_model_dir, tmp_path / "model")
     weights = model / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:4])
-    with pytest.raises(InputError, match=f"{weights}: not a readable safetensors file"):
-        load_stage(model, load_config(model), range(0, 4), True, True)
+    os.truncate(weights, 4)
+    with pytest.raises(InputError, match=re.escape(f"{weights}: not a readable safetensors file")):
+        Checkpoint(model)
+
+
+def test_truncated_tensor_data_is_named(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """What an interrupted copy leaves: the header intact, the data cut short."""
+    model = copy_model(tiny_model_dir, tmp_path / "model")
+    weights = model / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size // 2)
+    with pytest.raises(InputError, match=re.escape(f"{weights}: cut short: tensor ")):
+        load_stage(model, load_config(model), range(LAYERS), True, True)
 
 
 def test_index_naming_a_missing_shard(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -79,12 +134,42 @@ def test_index_naming_a_missing_shard(tiny_model_dir: Path, tmp_path: Path) -> N
     (model / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     config = load_config(model)
     load_stage(model, config, range(0, 2), first=True, last=False)  # this stage never needs the missing file
-    with pytest.raises(InputError, match=r"model-00002-of-00002.safetensors: missing .* for model.norm.weight"):
+    missing = model / "model-00002-of-00002.safetensors"
+    with pytest.raises(InputError, match=re.escape(f"{missing}: missing (listed in the checkpoint index for")):
         load_stage(model, config, range(2, 4), first=False, last=True)
 
 
-def test_random_stage_builds_only_its_layers() -> None:
+def test_a_config_that_does_not_match_the_weights(tiny_model_dir: Path) -> None:
+    config = copy.deepcopy(load_config(tiny_model_dir))
+    config.intermediate_size = 64
+    with pytest.raises(InputError, match=r"tensor model\.layers\.0\.mlp\.\w+\.weight has shape .* implies"):
+        load_stage(tiny_model_dir, config, range(0, 1), True, False)
+    config = copy.deepcopy(load_config(tiny_model_dir))
+    config.num_hidden_layers = LAYERS + 1
+    with pytest.raises(InputError, match=rf"tensor model\.layers\.{LAYERS}\.\S+ is missing from the checkpoint"):
+        load_stage(tiny_model_dir, config, range(LAYERS, LAYERS + 1), False, True)
+
+
+@pytest.mark.parametrize("stage", [0, 1])
+def test_random_stage_builds_only_its_layers(stage: int) -> None:
     config = shape_config("llama-100m")
-    stage = random_stage(config, range(4, 8), first=False, last=True, dtype=torch.float32, device="cpu", seed=0)
-    assert len(stage.model.model.layers) == 4 and stage.model.model.embed_tokens is None
-    assert stage.config.num_hidden_layers == 4
+    layers = stage_layers(config.num_hidden_layers, 2, stage)
+    built = random_stage(config, layers, stage == 0, stage == 1, dtype=torch.float32, device="meta", seed=0)
+    assert len(built.model.model.layers) == 4 and built.config.num_hidden_layers == 4
+    assert (built.model.model.embed_tokens is None) == (stage == 1)
+    assert (built.model.lm_head is None) == (stage == 0)
+    params = sum(p.numel() for p in built.model.parameters())
+    # half the layers plus the embedding (first) or the final norm and head (last)
+    norm = 0 if stage == 0 else config.hidden_size
+    assert params == weight_bytes(built.config, 1) - config.hidden_size + norm
+    whole = random_stage(config, range(8), True, True, dtype=torch.float32, device="meta", seed=0)
+    assert 0.49 < params / sum(p.numel() for p in whole.model.parameters()) < 0.51
+
+
+def test_random_stage_is_real_and_seeded() -> None:
+    config = shape_config("llama-100m")
+    config.vocab_size, config.intermediate_size = 256, 64
+    a, b = (random_stage(config, range(0, 1), True, False, torch.bfloat16, "cpu", seed=7) for _ in range(2))
+    weight_a, weight_b = (s.model.model.layers[0].mlp.up_proj.weight for s in (a, b))
+    assert weight_a.dtype == torch.bfloat16 and weight_a.device.type == "cpu" and weight_a.std() > 0
+    torch.testing.assert_close(weight_a, weight_b, rtol=0, atol=0)
