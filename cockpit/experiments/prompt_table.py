@@ -1,0 +1,64 @@
+"""The prompt table: every prompt record as one row, written to parquet before any inference, so the baseline,
+every strategy's runtime and the collector all read the same rows in the same order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cockpit.experiments.prompts import PromptRecord
+from runtime.atomic import atomic_open
+from runtime.schema import InputError
+
+# seed 01's columns; the completion fields are filled by the baseline run
+SCHEMA = pa.schema(
+    [
+        ("prompt_id", pa.int64()),
+        ("variant", pa.string()),
+        ("prompt", pa.string()),
+        ("token_budget", pa.int64()),
+        ("source_file", pa.string()),
+        ("local_completion", pa.string()),
+        ("local_latency_ms", pa.float64()),
+        ("status", pa.string()),  # pending | done | failed
+    ]
+)
+
+
+class PromptDataFrameBuilder:
+    """Records -> the canonical DataFrame, and its parquet file (written atomically)."""
+
+    def build(self, records: list[PromptRecord]) -> pd.DataFrame:
+        rows = {
+            "prompt_id": [r.prompt_id for r in records],
+            "variant": [r.variant for r in records],
+            "prompt": [r.prompt for r in records],
+            "token_budget": [r.token_budget for r in records],
+            "source_file": [r.source_file for r in records],
+            "local_completion": [None] * len(records),
+            "local_latency_ms": [None] * len(records),
+            "status": ["pending"] * len(records),
+        }
+        return pa.table(rows, schema=SCHEMA).to_pandas()
+
+    def persist(self, frame: pd.DataFrame, path: Path) -> Path:
+        table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
+        with atomic_open(path, "wb") as handle:
+            pq.write_table(table, handle)
+        return path
+
+    def load(self, path: Path) -> pd.DataFrame:
+        """A table written by `persist`, with its columns checked."""
+        try:
+            table = pq.read_table(path)
+        except FileNotFoundError:
+            raise InputError(f"{path}: prompt table not found") from None
+        except (OSError, pa.ArrowException) as err:
+            raise InputError(f"{path}: not a readable parquet file ({err})") from None
+        missing = [name for name in SCHEMA.names if name not in table.column_names]
+        if missing:
+            raise InputError(f"{path}: prompt table lacks column(s) {', '.join(missing)}")
+        return table.select(SCHEMA.names).to_pandas()
