@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from cockpit.experiments.strategies import STRATEGIES, SweepSettings
+from cockpit.jobs.factory import RuntimeEnvironment, SlurmJobFactory
 from runtime.local_launch import local_env
 from tests.infra.services import SlurmCluster
 from tests.integration import runs
@@ -66,3 +68,33 @@ def test_across_nodes(
     runs.assert_holds_share(config, tiny_model_dir, 1 / (tp * pp))
     if tp > 1:
         assert "all-reduce via process group" in job["log"]  # never the single-node shared-memory path
+
+
+@pytest.mark.parametrize("kind", ["tp_nodes", "hybrid"])
+def test_rendered_job_runs_as_it_is(
+    slurm_cluster: SlurmCluster, run_dir: Path, tiny_model_dir: Path, reference: dict[int, list[int]], kind: str
+) -> None:
+    """The job factory's exp_config.json and job.slurm, submitted unchanged, decode HF's tokens across nodes."""
+    settings = SweepSettings(
+        model_name="tiny-llama",
+        model_path=str(tiny_model_dir),
+        model_tag="tiny",
+        run_id="factory",
+        run_dir=run_dir / "factory",
+        prompt_df_path=run_dir / "prompts.parquet",
+        nodes=2,
+        gpus_per_node=2,
+        batch_size=4,
+        max_new_tokens=12,
+        precision="fp32",
+        device="cpu",
+    )
+    strategy = STRATEGIES[kind](settings)
+    files = SlurmJobFactory(RuntimeEnvironment()).render(strategy)
+    job_id = slurm_cluster.submit(files.script, env=local_env())
+    record = slurm_cluster.wait_settled(job_id, timeout=240)
+    log = Path(files.log_pattern.replace("%j", job_id)).read_text()
+    assert record["state"]["current"] == "COMPLETED", log[-5000:]
+    assert record["name"] == strategy.strategy_id
+    assert runs.shard_tokens(files.config) == reference
+    assert sorted({host for _, host in hosts(files.config)}) == ["node0", "node1"]

@@ -1,0 +1,1 @@
+"""Scheduler backends: job assets, and running them on Slurm or on this machine."""

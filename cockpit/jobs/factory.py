@@ -1,0 +1,104 @@
+"""Job assets for one strategy: `exp_config.json` and `job.slurm` in the strategy's folder (seed 01, 4.2-4.3).
+
+The script is the same for Slurm (`sbatch job.slurm`) and for the local backend (`bash job.slurm`, with the
+Slurm variables the runtime reads provided by the backend). Ranks start one per GPU through `srun`, or through
+the deepspeed launcher with a hostfile generated from the allocation; inside an Apptainer image when one is set.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from cockpit.experiments.strategies import ParallelismStrategy
+from runtime.atomic import atomic_write_text
+from runtime.contract import EXP_CONFIG_NAME
+from runtime.schema import InputError
+
+PROJECT = Path(__file__).resolve().parents[2]
+# what `apptainer exec` needs to see the node's GPUs, per device kind
+APPTAINER_GPU_FLAGS = {"cuda": ["--nv"], "xpu": ["--bind", "/dev/dri"], "cpu": []}
+
+
+@dataclass(frozen=True)
+class RuntimeEnvironment:
+    """How the nodes run the runtime: which Python, where the project is, which variables, which launcher."""
+
+    python: str = sys.executable
+    project_dir: Path = PROJECT
+    launcher: Literal["srun", "deepspeed"] = "srun"
+    env: Mapping[str, str] = field(default_factory=dict)  # never secrets: the script is a plain file
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    config: Path
+    script: Path
+    log_pattern: str  # where Slurm writes the job's output (%j: the job id)
+
+
+class SlurmJobFactory:
+    """Renders a strategy's config and job script into its output folder (both written atomically)."""
+
+    def __init__(self, runtime: RuntimeEnvironment) -> None:
+        self.runtime = runtime
+
+    def render(self, strategy: ParallelismStrategy) -> JobFiles:
+        config = strategy.config()
+        folder = Path(config.output_root)
+        files = JobFiles(folder / EXP_CONFIG_NAME, folder / "job.slurm", str(folder / "logs" / "slurm-%j.out"))
+        (folder / "logs").mkdir(parents=True, exist_ok=True)
+        config.write(files.config)
+        atomic_write_text(files.script, self.script(strategy, files), perms=0o755)
+        return files
+
+    def script(self, strategy: ParallelismStrategy, files: JobFiles) -> str:
+        config = strategy.config()
+        header = [f"#SBATCH --{key}={value}" for key, value in strategy.slurm_constraints().items()]
+        header.append(f"#SBATCH --output={files.log_pattern}")
+        exports = {
+            "PYTHONPATH": str(self.runtime.project_dir),
+            "HF_HUB_OFFLINE": "1",
+            "TORCH_EXTENSIONS_DIR": str(self.runtime.project_dir / ".cache" / "torch_extensions"),
+            **self.runtime.env,
+        }
+        lines = [
+            "#!/bin/bash",
+            f"# {strategy.strategy_id}: {strategy.describe_topology()}",
+            *header,
+            "set -euo pipefail",
+            *(f"export {name}={shlex.quote(value)}" for name, value in exports.items()),
+            f"cd {shlex.quote(str(config.output_root))}",
+            *self._launch(strategy, files),
+        ]
+        return "\n".join(lines) + "\n"
+
+    def _launch(self, strategy: ParallelismStrategy, files: JobFiles) -> list[str]:
+        config = strategy.config()
+        container = []
+        if config.container_image:
+            if config.device not in APPTAINER_GPU_FLAGS:
+                raise InputError(
+                    f"{strategy.strategy_id}: a container image needs the device named (cuda, xpu or cpu), "
+                    f"not {config.device!r}: it decides which GPU flags apptainer gets"
+                )
+            flags = APPTAINER_GPU_FLAGS[config.device]
+            container = ["apptainer", "exec", *flags, "--bind", str(Path(config.output_root).parent)]
+            container.append(config.container_image)
+        python = [*container, self.runtime.python]
+        if self.runtime.launcher == "srun":
+            command = ["srun", "--kill-on-bad-exit=1", *python, "-m", "runtime", "--config", str(files.config)]
+            return [shlex.join(command)]
+        # the deepspeed launcher starts the ranks itself, over ssh, from a hostfile of the allocation's nodes
+        entry = str(self.runtime.project_dir / "runtime" / "run_distributed_inference.py")
+        hostfile = Path(config.output_root) / "hostfile"
+        launcher = [*python, "-m", "deepspeed.launcher.runner", f"--hostfile={hostfile}", *strategy.deepspeed_args()]
+        slots = f"sed 's/$/ slots={strategy.gpus_per_node}/'"
+        return [
+            f'scontrol show hostnames "$SLURM_JOB_NODELIST" | {slots} > {shlex.quote(str(hostfile))}',
+            shlex.join([*launcher, entry, "--config", str(files.config)]),
+        ]
