@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runtime.schema import InputError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 COLUMNS = ("prompt_id", "variant", "prompt")
 
@@ -17,8 +21,8 @@ class Prompt:
     text: str
 
 
-def read_prompt_table(path: str | Path) -> list[Prompt]:
-    """Rows of the table in their stored order; every later step relies on that order."""
+def read_table(path: str | Path, columns: tuple[str, ...]) -> pa.Table:
+    """A prompt table's `columns` (others dropped), or an InputError naming the file and what is wrong."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -29,10 +33,16 @@ def read_prompt_table(path: str | Path) -> list[Prompt]:
         raise InputError(f"{path}: prompt table not found") from None
     except (OSError, pa.ArrowException) as err:
         raise InputError(f"{path}: not a readable parquet file ({err})") from None
-    missing = [c for c in COLUMNS if c not in table.column_names]
+    missing = [c for c in columns if c not in table.column_names]
     if missing:
         raise InputError(f"{path}: prompt table lacks column(s) {', '.join(missing)}")
-    rows = table.select(list(COLUMNS)).to_pylist()
+    return table.select(list(columns))
+
+
+def read_prompt_table(path: str | Path) -> list[Prompt]:
+    """Rows of the table in their stored order; every later step relies on that order."""
+    table = read_table(path, COLUMNS)
+    rows = table.to_pylist()
     for n, row in enumerate(rows):
         if not isinstance(row["prompt"], str) or not row["prompt"]:
             raise InputError(f"{path}: row {n} (prompt_id {row['prompt_id']}): empty prompt")

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from cockpit.experiments.prompts import PromptRecord
 from runtime.atomic import atomic_open
-from runtime.schema import InputError
+from runtime.prompts import read_table
 
 # seed 01's columns; the completion fields are filled by the baseline run
 SCHEMA = pa.schema(
@@ -52,13 +52,4 @@ class PromptDataFrameBuilder:
 
     def load(self, path: Path) -> pd.DataFrame:
         """A table written by `persist`, with its columns checked."""
-        try:
-            table = pq.read_table(path)
-        except FileNotFoundError:
-            raise InputError(f"{path}: prompt table not found") from None
-        except (OSError, pa.ArrowException) as err:
-            raise InputError(f"{path}: not a readable parquet file ({err})") from None
-        missing = [name for name in SCHEMA.names if name not in table.column_names]
-        if missing:
-            raise InputError(f"{path}: prompt table lacks column(s) {', '.join(missing)}")
-        return table.select(SCHEMA.names).to_pandas()
+        return read_table(path, tuple(SCHEMA.names)).to_pandas()
