@@ -27,19 +27,7 @@ HOST=$(hostname -s)
 T_START=$(date +%s.%N)
 log(){ printf '[start-slurm %6.1fs] %s\n' "$(awk -v a="$(date +%s.%N)" -v b="$T_START" 'BEGIN{print a-b}')" "$*" >&2; }
 alive(){ [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-stop_pidfile(){ # stop_pidfile FILE : SIGTERM the pid in FILE, wait up to 10s, then SIGKILL
-  local f=$1 p; [ -f "$f" ] || return 0; p=$(cat "$f"); [ -n "$p" ] || return 0
-  kill -0 "$p" 2>/dev/null || { rm -f "$f"; return 0; }
-  kill "$p"; for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || { rm -f "$f"; return 0; }; sleep 0.1; done
-  kill -9 "$p" 2>/dev/null || true; rm -f "$f"; }
-
-stop_pidfiles(){ # stop_pidfiles FILE... : SIGTERM all at once (daemons take ~1.5-3s each to exit), then wait
-  local f p pids=""; for f in "$@"; do [ -f "$f" ] || continue; p=$(cat "$f")
-    if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then kill "$p"; pids="$pids $p"; fi; done
-  for _ in $(seq 1 150); do local left=""; for p in $pids; do kill -0 "$p" 2>/dev/null && left="$left $p"; done
-    pids=$left; [ -z "$pids" ] && break; sleep 0.1; done
-  for p in $pids; do echo "pid $p ignored SIGTERM for 15s, sending SIGKILL" >&2; kill -9 "$p" 2>/dev/null; done
-  rm -f "$@"; }
+. "$(dirname "$0")/pidfiles.sh"
 
 # ---------------------------------------------------------------- 1. packages
 PKGS="slurm-wlm munge"
@@ -181,7 +169,7 @@ if [ "$CHANGED" = 1 ] || [ "$CLEAN" = 1 ]; then
   log "config changed (or SLURM_CLEAN=1): stopping running slurm daemons"
   stop_pidfiles /run/slurmd-node*.pid /run/slurmd.pid /run/slurmctld.pid
 fi
-[ "$DBD_CHANGED" = 1 ] && stop_pidfile /run/slurmdbd.pid
+[ "$DBD_CHANGED" = 1 ] && stop_pidfiles /run/slurmdbd.pid
 [ "$CLEAN" = 1 ] && rm -rf /var/spool/slurmctld/* /var/spool/slurmd/node*/*
 
 # ---------------------------------------------------------------- 4. munged
