@@ -65,14 +65,9 @@ def best_times(fns: list[Callable[[], Tokens]], device: torch.device, repeats: i
 def ours(
     stage: Stage, rows: list[list[int]], device: torch.device, dtype: torch.dtype, new_tokens: int
 ) -> Callable[[], Tokens]:
-    from runtime.generate import Generator, Links, Timers
-    from runtime.topology import Topology
+    from runtime.generate import Generator
 
-    topo = Topology(1, 1, 1, 0)
-    links = Links(topo, device, "none", Timers(enabled=False))
-    generator = Generator(
-        stage, topo, links, device, dtype, eos_ids=set(), pad_id=0, max_new_tokens=new_tokens, micro_batches=1
-    )
+    generator = Generator.alone(stage, device, dtype, eos_ids=set(), pad_id=0, max_new_tokens=new_tokens)
     return lambda: [r.tokens for r in generator.run(rows)]
 
 

@@ -144,6 +144,22 @@ class Generator:
         self.micro_batches = micro_batches
         self.hidden = stage.config.hidden_size
 
+    @classmethod
+    def alone(
+        cls,
+        stage: Stage,
+        device: torch.device,
+        dtype: torch.dtype,
+        eos_ids: set[int],
+        pad_id: int,
+        max_new_tokens: int,
+        micro_batches: int = 1,
+    ) -> Generator:
+        """A generator for a whole model in one process, with no peers (references, benchmarks, tests)."""
+        topo = Topology(1, 1, 1, 0)
+        links = Links(topo, device, "none", Timers(enabled=device.type == "cpu"))
+        return cls(stage, topo, links, device, dtype, eos_ids, pad_id, max_new_tokens, micro_batches)
+
     @torch.inference_mode()
     def run(self, prompts: list[list[int]]) -> list[RowResult]:
         """Greedy-decode one batch; rows come back in prompt order (on the last stage; [] elsewhere)."""

@@ -15,6 +15,7 @@ import statistics
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,7 +103,7 @@ class Work:
     ids: list[list[int]]
     prompt_ids: list[int]
     variants: list[str]
-    decode: object  # tokens -> text
+    decode: Callable[[list[int]], str]
     eos_ids: set[int]
     pad_id: int
 
@@ -239,7 +240,6 @@ class Rank:
                     )
                 ]
                 self.outputs.write_rows(rows)
-                self.outputs.tokens += sum(r.tokens_generated for r in rows)
                 latencies += [r.latency_ms for r in rows]
                 ttfts += [r.ttft_ms for r in rows]
             self.outputs.progress("running")

@@ -59,6 +59,7 @@ class RankOutputs:
         assert self.shard is not None, "only result-owning ranks write shard rows"
         self.shard.append([dumps_line(r) for r in rows])
         self.rows_written += len(rows)
+        self.tokens += sum(r.tokens_generated for r in rows)
 
     def write_metrics(self, metrics: RankMetrics) -> None:
         atomic_write_text(self.config.metrics_path(self.rank), dumps_line(metrics))

@@ -9,8 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from runtime.checkpoint import Stage, load_config, load_stage
-from runtime.generate import Generator, Links, RowResult, Timers, left_pad, split_evenly
-from runtime.topology import Topology
+from runtime.generate import Generator, RowResult, left_pad, split_evenly
 from tests.integration import runs
 from tests.integration.runs import PROMPTS
 
@@ -38,9 +37,7 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
 def ours(
     stage: Stage, prompts: list[list[int]], eos: set[int], pad: int, new_tokens: int = NEW_TOKENS, micro: int = 1
 ) -> list[RowResult]:
-    topo = Topology(1, 1, 1, 0)
-    links = Links(topo, CPU, "none", Timers(enabled=True))
-    return Generator(stage, topo, links, CPU, torch.float32, eos, pad, new_tokens, micro_batches=micro).run(prompts)
+    return Generator.alone(stage, CPU, torch.float32, eos, pad, new_tokens, micro_batches=micro).run(prompts)
 
 
 def theirs(model_dir: Path, tokenizer: PreTrainedTokenizerBase, eos: int) -> list[list[int]]:
