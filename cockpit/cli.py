@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from cockpit import sweep_cli
 from cockpit.config import CONFIG_NAME, Settings, load_settings, parse_config
 from cockpit.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, run_main
 from runtime.contract import ExperimentConfig, read_text
@@ -125,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="rebuild even if it exists")
     p.set_defaults(handler=cmd_model_build_tiny)
+
+    sweep_cli.add_commands(sub, common)
     return parser
 
 

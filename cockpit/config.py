@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from runtime.contract import read_text
+from runtime.contract import Device, Precision, read_text
 from runtime.schema import InputError, SchemaError, parse, to_plain
 
 CONFIG_NAME = "cockpit.toml"
+PROJECT_DATA = Path(__file__).resolve().parents[1] / "data"
 EMBEDDED_MODEL = "tiny-llama"
 
 
@@ -87,6 +88,31 @@ class BaselineSection:
 
 
 @dataclass(frozen=True)
+class SweepSection:
+    """What a sweep runs. With the local scheduler, `nodes` x `gpus_per_node` ranks all run on this machine
+    (nodes in name only), so every strategy's code path runs on one box; with Slurm they are real."""
+
+    prompt_files: dict[str, str] = field(default_factory=dict)  # variant -> file; default: the project's data/
+    prompts_per_file: int = 20
+    nodes: int = 2
+    gpus_per_node: int = 2
+    batch_size: int = 4
+    max_new_tokens: int = 32
+    precision: Precision = "fp32"
+    device: Device = "cpu"
+    time_limit: str = "01:00:00"
+    launcher: Literal["srun", "deepspeed"] = "srun"  # how Slurm jobs start their ranks
+    container_image: str | None = None
+    model_tag: str | None = None  # short name in strategy ids; default: from the model's name
+    max_attempts: int = 3
+
+    def check(self, source: str, prefix: str = "") -> None:
+        for key in ("prompts_per_file", "nodes", "gpus_per_node", "batch_size", "max_new_tokens", "max_attempts"):
+            if getattr(self, key) < 1:
+                raise SchemaError(source, prefix + key, f"expected at least 1, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
 class CockpitFile:
     """The shape of `cockpit.toml`."""
 
@@ -96,6 +122,7 @@ class CockpitFile:
     refresh: RefreshSection = field(default_factory=RefreshSection)
     wake_on_lan: WakeOnLanSection = field(default_factory=WakeOnLanSection)
     baseline: BaselineSection = field(default_factory=BaselineSection)
+    sweep: SweepSection = field(default_factory=SweepSection)
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -131,6 +158,17 @@ class Settings:
     @property
     def wake_on_lan(self) -> WakeOnLanSection:
         return self.file.wake_on_lan
+
+    @property
+    def sweep(self) -> SweepSection:
+        return self.file.sweep
+
+    def prompt_files(self) -> dict[str, Path]:
+        """The sweep's prompt files by variant: configured ones relative to cockpit.toml, else the project's."""
+        configured = self.sweep.prompt_files
+        if configured:
+            return {variant: self._path(path) for variant, path in configured.items()}
+        return {variant: PROJECT_DATA / f"prompts_{variant}.txt" for variant in ("2k", "4k")}
 
     @property
     def inventory(self) -> Path | None:

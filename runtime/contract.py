@@ -179,6 +179,10 @@ class ExperimentConfig:
     def profiling_path(self) -> Path:
         return self._under_root(self.profiling_dir)
 
+    def trace_path(self, rank: int) -> Path:
+        """Where a rank's profiler traces go, when profiling is on."""
+        return self.profiling_path / f"rank_{rank}"
+
     # ---- JSON
     def to_json(self) -> str:
         return json.dumps(to_plain(self), indent=2) + "\n"

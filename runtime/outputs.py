@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from runtime.atomic import atomic_write_text
-from runtime.contract import ExperimentConfig, Phase, ProgressLine, RankMetrics, ShardRow, dumps_line
+from runtime.contract import ExperimentConfig, Phase, ProgressLine, RankMetrics, ShardRow, dumps_line, loads
+from runtime.schema import InputError
 
 
 class _LineLog:
@@ -68,3 +69,20 @@ class RankOutputs:
         self.progress_log.close()
         if self.shard is not None:
             self.shard.close()
+
+
+def last_progress(path: Path) -> ProgressLine | None:
+    """A rank's latest heartbeat (the last whole line of its progress file), or None if it has none yet."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+            tail = handle.read()
+    except FileNotFoundError:
+        return None
+    lines = tail.split(b"\n")[:-1]  # a line without its newline is still being written
+    if not lines:
+        return None
+    try:
+        return loads(ProgressLine, lines[-1].decode("utf-8"), str(path))
+    except (InputError, UnicodeDecodeError):
+        return None

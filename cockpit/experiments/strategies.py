@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,13 @@ from typing import ClassVar, NamedTuple
 
 import pandas as pd
 
+from cockpit.jobs.records import TRANSIENT_STATES, JobRecord
 from runtime.contract import Device, ExperimentConfig, Precision
+
+# how running out of memory reads in a job's log, on any device (and Slurm's own state for a cgroup kill)
+OUT_OF_MEMORY = re.compile(
+    r"out of memory|OutOfMemoryError|can't allocate memory|oom[-_ ]kill|OUT_OF_MEMORY", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,16 @@ class ParallelismStrategy(ABC):
             strategy=self.strategy_id, strategy_kind=self.kind, tp_size=self.tp_size, pp_size=self.pp_size
         )
         return tagged.sort_values(["variant", "prompt_id"], kind="stable").reset_index(drop=True)
+
+    def next_attempt(self, job: JobRecord, log_tail: str) -> ParallelismStrategy | None:
+        """Dynamic config: what to run after this strategy's job failed, or None to give up. Out of memory
+        halves the batch (down to 1); a fault of the machine (node failure, preemption) retries as it was."""
+        if job.state == "OUT_OF_MEMORY" or OUT_OF_MEMORY.search(log_tail):
+            half = self.settings.batch_size // 2
+            return self.with_settings(batch_size=half) if half >= 1 else None
+        if job.state in TRANSIENT_STATES:
+            return self
+        return None
 
     def with_settings(self, **changes: object) -> ParallelismStrategy:
         """The same strategy with other settings (a retry with a smaller batch, a parameter sweep)."""

@@ -1,8 +1,9 @@
 """Job assets for one strategy: `exp_config.json` and `job.slurm` in the strategy's folder (seed 01, 4.2-4.3).
 
-The script is the same for Slurm (`sbatch job.slurm`) and for the local backend (`bash job.slurm`, with the
-Slurm variables the runtime reads provided by the backend). Ranks start one per GPU through `srun`, or through
-the deepspeed launcher with a hostfile generated from the allocation; inside an Apptainer image when one is set.
+The same script runs under Slurm (`sbatch job.slurm`) and on this machine (`bash job.slurm`, the local backend,
+where the #SBATCH lines are comments but for the time limit). Ranks start one per GPU through `srun`, through the
+deepspeed launcher with a hostfile generated from the allocation, or, for the local backend, through the
+deepspeed launcher's local mode; inside an Apptainer image when one is set.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from runtime.schema import InputError
 PROJECT = Path(__file__).resolve().parents[2]
 # what `apptainer exec` needs to see the node's GPUs, per device kind
 APPTAINER_GPU_FLAGS = {"cuda": ["--nv"], "xpu": ["--bind", "/dev/dri"], "cpu": []}
+FREE_PORT = shlex.join(
+    ["python3", "-c", "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"]
+)
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,7 @@ class RuntimeEnvironment:
 
     python: str = sys.executable
     project_dir: Path = PROJECT
-    launcher: Literal["srun", "deepspeed"] = "srun"
+    launcher: Literal["srun", "deepspeed", "local"] = "srun"
     env: Mapping[str, str] = field(default_factory=dict)  # never secrets: the script is a plain file
 
 
@@ -40,6 +44,10 @@ class JobFiles:
     script: Path
     log_pattern: str  # where Slurm writes the job's output (%j: the job id)
 
+    def log(self, job_id: str) -> Path:
+        """The job's output file."""
+        return Path(self.log_pattern.replace("%j", job_id))
+
 
 class SlurmJobFactory:
     """Renders a strategy's config and job script into its output folder (both written atomically)."""
@@ -47,11 +55,15 @@ class SlurmJobFactory:
     def __init__(self, runtime: RuntimeEnvironment) -> None:
         self.runtime = runtime
 
+    def files(self, strategy: ParallelismStrategy) -> JobFiles:
+        """Where the strategy's job files go (deterministic: one folder per strategy of the run)."""
+        folder = strategy.output_root
+        return JobFiles(folder / EXP_CONFIG_NAME, folder / "job.slurm", str(folder / "logs" / "slurm-%j.out"))
+
     def render(self, strategy: ParallelismStrategy) -> JobFiles:
         config = strategy.config()
-        folder = Path(config.output_root)
-        files = JobFiles(folder / EXP_CONFIG_NAME, folder / "job.slurm", str(folder / "logs" / "slurm-%j.out"))
-        (folder / "logs").mkdir(parents=True, exist_ok=True)
+        files = self.files(strategy)
+        files.config.parent.joinpath("logs").mkdir(parents=True, exist_ok=True)
         config.write(files.config)
         atomic_write_text(files.script, self.script(strategy, files), perms=0o755)
         return files
@@ -90,8 +102,15 @@ class SlurmJobFactory:
             container = ["apptainer", "exec", *flags, "--bind", str(Path(config.output_root).parent)]
             container.append(config.container_image)
         python = [*container, self.runtime.python]
+        run_config = ["runtime", "--config", str(files.config)]
+        if self.runtime.launcher == "local":
+            if strategy.world_size == 1:
+                return [shlex.join([*python, "-m", *run_config])]
+            # every rank on this machine: the deepspeed launcher's local mode (shared-memory all-reduce on CPUs)
+            local = [*python, "-m", "deepspeed.launcher.runner", f"--num_gpus={strategy.world_size}"]
+            return [f"{shlex.join(local)} --master_port=$({FREE_PORT}) --module {shlex.join(run_config)}"]
         if self.runtime.launcher == "srun":
-            command = ["srun", "--kill-on-bad-exit=1", *python, "-m", "runtime", "--config", str(files.config)]
+            command = ["srun", "--kill-on-bad-exit=1", *python, "-m", *run_config]
             return [shlex.join(command)]
         # the deepspeed launcher starts the ranks itself, over ssh, from a hostfile of the allocation's nodes
         entry = str(self.runtime.project_dir / "runtime" / "run_distributed_inference.py")

@@ -1,0 +1,223 @@
+"""`ResultCollector`: a finished strategy's shards and metrics into the run's tables (seed 01, step 5).
+
+It reads exactly the ranks that own results. A missing shard, a prompt no shard holds, a torn last line (the
+rank died mid-write) or a line that is not JSON make the strategy *partial*: the rows that are whole are kept,
+every problem is named by file and line, and nothing is fatal. After each strategy the long-form table
+`results/run_<ts>.parquet` and `results/cluster_metrics_run_<ts>.parquet` are rewritten atomically, so a sweep
+that dies later has lost nothing already collected.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from cockpit.experiments.strategies import ParallelismStrategy
+from cockpit.jobs.records import JobRecord
+from runtime.atomic import atomic_open
+
+SHARD_SCHEMA = pa.schema(
+    [
+        ("prompt_id", pa.int64()),
+        ("variant", pa.string()),
+        ("strategy_id", pa.string()),
+        ("rank", pa.int64()),
+        ("completion", pa.string()),
+        ("token_ids", pa.list_(pa.int64())),
+        ("latency_ms", pa.float64()),
+        ("ttft_ms", pa.float64()),
+        ("tokens_generated", pa.int64()),
+        ("prompt_tokens", pa.int64()),
+        ("batch_index", pa.int64()),
+        ("finish_reason", pa.string()),
+        ("gpu_id", pa.int64()),
+    ]
+)
+REQUIRED = ("prompt_id", "variant", "completion", "token_ids", "latency_ms")
+STRATEGY_COLUMNS = ["run_id", "strategy", "strategy_kind", "tp_size", "pp_size", "num_nodes"]
+RESULT_COLUMNS = [*STRATEGY_COLUMNS, *(n for n in SHARD_SCHEMA.names if n != "strategy_id"), "trace_path"]
+
+
+@dataclass
+class ShardRead:
+    table: pa.Table
+    problems: list[str] = field(default_factory=list)
+
+
+def read_shard(path: Path) -> ShardRead:
+    """One shard's rows through pyarrow's JSON reader; torn and non-JSON lines dropped and named."""
+    data = path.read_bytes()
+    problems = []
+    if data and not data.endswith(b"\n"):
+        whole = data.rfind(b"\n") + 1
+        line = data[:whole].count(b"\n") + 1
+        problems.append(f"{path}:{line}: torn last line dropped ({len(data) - whole} bytes, no newline)")
+        data = data[:whole]
+    options = pajson.ParseOptions(explicit_schema=SHARD_SCHEMA, unexpected_field_behavior="ignore")
+    try:
+        table = pajson.read_json(io.BytesIO(data), parse_options=options) if data else SHARD_SCHEMA.empty_table()
+    except pa.ArrowInvalid:
+        return _read_lines(path, data, problems)
+    if any(table[name].null_count for name in REQUIRED):
+        return _read_lines(path, data, problems)
+    return ShardRead(table, problems)
+
+
+def _read_lines(path: Path, data: bytes, problems: list[str]) -> ShardRead:
+    """The slow path, line by line, for a shard with bad lines: every good row kept, every bad one named."""
+    rows: list[dict[str, Any]] = []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            row = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            problems.append(f"{path}:{number}: not JSON ({getattr(err, 'msg', err)}), line dropped")
+            continue
+        missing = [k for k in REQUIRED if not isinstance(row, dict) or row.get(k) is None]
+        if missing:
+            problems.append(f"{path}:{number}: no {', '.join(missing)}, line dropped")
+            continue
+        rows.append({name: row.get(name) for name in SHARD_SCHEMA.names})
+    return ShardRead(pa.Table.from_pylist(rows, schema=SHARD_SCHEMA), problems)
+
+
+@dataclass
+class Collected:
+    """One strategy's rows, its metrics row, and what was wrong with its files."""
+
+    strategy_id: str
+    rows: pd.DataFrame
+    metrics: dict[str, Any]
+    problems: list[str]
+    partial: bool
+
+
+def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobRecord | None) -> dict[str, Any]:
+    """The strategy's cluster metrics: ranks' own measurements, with the scheduler's view of the job."""
+    config = strategy.config()
+    ranks = []
+    for rank in range(strategy.world_size):
+        path = config.metrics_path(rank)
+        if path.exists():
+            ranks.append(json.loads(path.read_text()))
+    wall = max((m["wall_time_s"] for m in ranks), default=None)
+    tokens = int(rows["tokens_generated"].sum()) if len(rows) else 0
+    energy = [m.get("energy_j") for m in ranks]
+    return {
+        "strategy": strategy.strategy_id,
+        "strategy_kind": strategy.kind,
+        "tp_size": strategy.tp_size,
+        "pp_size": strategy.pp_size,
+        "num_nodes": strategy.num_nodes,
+        "world_size": strategy.world_size,
+        "batch_size": config.batch_size,
+        "device": ranks[0]["device"] if ranks else None,
+        "job_id": job.job_id if job else None,
+        "state": job.state if job else None,
+        "elapsed_s": job.elapsed_s if job else None,
+        "max_rss_bytes": job.max_rss_bytes if job else None,
+        "wall_time_s": wall,
+        "load_s": max((m.get("load_s") or 0.0 for m in ranks), default=None),
+        "tokens_generated": tokens,
+        "tokens_per_s": tokens / wall if wall else None,
+        "prompts": len(rows),
+        # a sum over some ranks would pass for the whole job's energy: all ranks measured, or unknown
+        "energy_j": sum(energy) if ranks and all(e is not None for e in energy) else None,
+        "energy_source": next((m.get("energy_source") for m in ranks if m.get("energy_source")), None),
+        "metrics_ranks": len(ranks),
+    }
+
+
+class ResultCollector:
+    """Collects strategies into the run's long-form results table and its per-strategy metrics table."""
+
+    def __init__(self, prompt_table: pd.DataFrame, results_dir: Path, stamp: str, run_id: str) -> None:
+        self.expected = pd.MultiIndex.from_frame(prompt_table[["variant", "prompt_id"]])
+        self.results_dir, self.stamp, self.run_id = results_dir, stamp, run_id
+        self.rows = self._reload(self.results_path)
+        self.metrics = self._reload(self.metrics_path)
+
+    @property
+    def results_path(self) -> Path:
+        return self.results_dir / f"run_{self.stamp}.parquet"  # as load_rows reads it
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.results_dir / f"cluster_metrics_run_{self.stamp}.parquet"  # as load_metrics reads it
+
+    @classmethod
+    def load_rows(cls, results_dir: Path, stamp: str) -> pd.DataFrame | None:
+        """A run's collected rows, or None before the first strategy is collected."""
+        return cls._reload(results_dir / f"run_{stamp}.parquet")
+
+    @classmethod
+    def load_metrics(cls, results_dir: Path, stamp: str) -> pd.DataFrame | None:
+        return cls._reload(results_dir / f"cluster_metrics_run_{stamp}.parquet")
+
+    @staticmethod
+    def _reload(path: Path) -> pd.DataFrame | None:
+        """What an earlier process of this run already collected (a resumed sweep keeps it)."""
+        return pq.read_table(path).to_pandas() if path.exists() else None
+
+    def collect(self, strategy: ParallelismStrategy, job: JobRecord | None = None) -> Collected:
+        """Read the strategy's result shards, merge them into the run's tables and checkpoint both."""
+        config = strategy.config()
+        problems: list[str] = []
+        tables = []
+        for rank in strategy.result_ranks():
+            path = config.shard_path(rank)
+            if not path.exists():
+                problems.append(f"{path}: missing (rank {rank} owns results)")
+                continue
+            read = read_shard(path)
+            problems += read.problems
+            tables.append(read.table)
+        shard = pa.concat_tables(tables) if tables else SHARD_SCHEMA.empty_table()
+        rows = shard.to_pandas()
+        duplicated = rows.duplicated(["variant", "prompt_id"], keep="first")
+        if duplicated.any():
+            problems.append(f"{strategy.strategy_id}: {int(duplicated.sum())} prompt(s) written twice, first kept")
+            rows = rows[~duplicated]
+        known = pd.MultiIndex.from_frame(rows[["variant", "prompt_id"]]).isin(self.expected)
+        if not known.all():
+            problems.append(f"{strategy.strategy_id}: {int((~known).sum())} row(s) for prompts not in the table, dropped")
+            rows = rows[known]
+        missing = len(self.expected) - len(rows)
+        if missing:
+            problems.append(f"{strategy.strategy_id}: {missing} of {len(self.expected)} prompts have no row")
+        rows = self._long_form(strategy, rows.drop(columns="strategy_id"))
+        collected = Collected(strategy.strategy_id, rows, _metrics_row(strategy, rows, job), problems, missing > 0)
+        self._merge(collected)
+        return collected
+
+    def _long_form(self, strategy: ParallelismStrategy, rows: pd.DataFrame) -> pd.DataFrame:
+        config = strategy.config()
+        traces = {r: str(config.trace_path(r)) for r in rows["rank"].unique() if config.trace_path(r).exists()}
+        rows = rows.assign(run_id=self.run_id, num_nodes=strategy.num_nodes, trace_path=rows["rank"].map(traces))
+        return strategy.postprocess(rows)[RESULT_COLUMNS]
+
+    def _merge(self, collected: Collected) -> None:
+        keep = collected.strategy_id
+
+        def replace(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
+            if old is None or old.empty:
+                return new.reset_index(drop=True)
+            return pd.concat([old[old["strategy"] != keep], new], ignore_index=True)
+
+        self.rows = replace(self.rows, collected.rows)
+        self.metrics = replace(self.metrics, pd.DataFrame([collected.metrics]))
+        self.write_table(self.rows, self.results_path)
+        self.write_table(self.metrics, self.metrics_path)
+
+    @staticmethod
+    def write_table(frame: pd.DataFrame, path: Path) -> None:
+        """A frame to parquet, atomically."""
+        with atomic_open(path, "wb") as handle:
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), handle)

@@ -1,0 +1,341 @@
+"""The run summary (seed 01, step 6.2-6.3): one row per strategy joining correctness, latency, throughput and
+cost, written as CSV and Markdown, plus two text plots (plotext) that need no terminal.
+
+    summary_run_<stamp>.csv / .md                      the table; the Markdown names the winner and why
+    plots/latency_vs_correctness_run_<stamp>.txt       latency p50 against exact-match rate, one point a strategy
+    plots/throughput_vs_length_run_<stamp>.txt         tokens/s against prompt length, one line a strategy
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import plotext as plt
+
+from cockpit.experiments.correctness import require_columns
+from runtime.atomic import atomic_write_text
+
+RESULT_COLUMNS = ("strategy", "strategy_kind", "variant", "latency_ms", "ttft_ms", "tokens_generated", "prompt_tokens")
+METRIC_COLUMNS = (
+    "strategy",
+    "strategy_kind",
+    "tp_size",
+    "pp_size",
+    "num_nodes",
+    "world_size",
+    "elapsed_s",
+    "max_rss_bytes",
+    "wall_time_s",
+    "tokens_generated",
+    "prompts",
+    "energy_j",
+)
+SUMMARY_COLUMNS = ("strategy", "compared", "exact_matches", "scored", "mean_normalized_levenshtein")
+PLOT_SIZE = (100, 30)
+MARKERS = "ox+*#@%&$="
+NAN = "—"
+
+
+def _num(series: pd.Series) -> pd.Series:
+    """As floats, NaN for None or anything not a number."""
+    return pd.to_numeric(series, errors="coerce").astype("float64")
+
+
+def _ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
+    """numerator / denominator, NaN where either is unknown or the denominator is not positive."""
+    den = _num(denominator)
+    return _num(numerator) / den.where(den > 0)
+
+
+def _bytes(value: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _small(value: float) -> str:
+    return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.3g}"
+
+
+# Markdown: column -> (header, formatter); per-variant latency columns are added on the fly
+FORMATS: dict[str, tuple[str, Callable[[float], str]]] = {
+    "tp": ("tp", lambda v: f"{v:.0f}"),
+    "pp": ("pp", lambda v: f"{v:.0f}"),
+    "nodes": ("nodes", lambda v: f"{v:.0f}"),
+    "gpus": ("gpus", lambda v: f"{v:.0f}"),
+    "exact_match_rate": ("exact match", lambda v: f"{v:.1%}"),
+    "similarity": ("similarity", lambda v: f"{v:.3f}"),
+    "latency_p50_ms": ("p50 ms", lambda v: f"{v:,.1f}"),
+    "latency_p95_ms": ("p95 ms", lambda v: f"{v:,.1f}"),
+    "ttft_p50_ms": ("ttft p50 ms", lambda v: f"{v:,.1f}"),
+    "tokens_per_s": ("tokens/s", lambda v: f"{v:,.1f}"),
+    "prompts_per_s": ("prompts/s", lambda v: f"{v:,.2f}"),
+    "gpu_hours": ("GPU-h", _small),
+    "energy_per_token_j": ("J/token", _small),
+    "speedup": ("speedup", lambda v: f"{v:.2f}x"),
+    "max_rss_bytes": ("max RSS", _bytes),
+}
+
+
+def _cell(column: str, value: object) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return NAN
+    if column in FORMATS:
+        return FORMATS[column][1](float(value))
+    if column.startswith("latency_p50_ms_"):
+        return f"{float(value):,.1f}"
+    return str(value).replace("|", "\\|")
+
+
+def _header(column: str) -> str:
+    if column in FORMATS:
+        return FORMATS[column][0]
+    if column.startswith("latency_p50_ms_"):
+        return f"p50 ms {column.removeprefix('latency_p50_ms_')}"
+    return column
+
+
+class RunSummary:
+    """One run's strategies side by side: correctness, latency, throughput, cost; as CSV, Markdown and plots."""
+
+    def __init__(
+        self,
+        results: pd.DataFrame,
+        metrics: pd.DataFrame,
+        correctness_summary: pd.DataFrame,
+        run_id: str,
+        *,
+        reference_kind: str = "reference",
+    ) -> None:
+        require_columns(results, RESULT_COLUMNS, "results")
+        require_columns(metrics, METRIC_COLUMNS, "metrics")
+        require_columns(correctness_summary, SUMMARY_COLUMNS, "correctness summary")
+        numbers = ("latency_ms", "ttft_ms", "tokens_generated", "prompt_tokens")
+        self.results = results.assign(**{c: _num(results[c]) for c in numbers})
+        self.metrics, self.correctness = metrics, correctness_summary
+        self.run_id, self.reference_kind = run_id, reference_kind
+
+    def _shapes(self) -> pd.DataFrame:
+        shape = ["strategy", "strategy_kind", "tp_size", "pp_size", "num_nodes"]
+        from_metrics = self.metrics[[*shape, "world_size"]].drop_duplicates("strategy")
+        extra = self.results.loc[~self.results["strategy"].isin(from_metrics["strategy"])]
+        extra = extra[[c for c in shape if c in extra]].drop_duplicates("strategy")
+        if {"tp_size", "pp_size"} <= set(extra.columns):
+            extra = extra.assign(world_size=extra["tp_size"] * extra["pp_size"])
+        frame = pd.concat([from_metrics, extra], ignore_index=True) if len(extra) else from_metrics
+        return frame.rename(
+            columns={
+                "strategy_kind": "kind",
+                "tp_size": "tp",
+                "pp_size": "pp",
+                "num_nodes": "nodes",
+                "world_size": "gpus",
+            }
+        )
+
+    def _latency(self) -> pd.DataFrame:
+        by_strategy = self.results.groupby("strategy")
+        frame = pd.DataFrame(
+            {
+                "latency_p50_ms": by_strategy["latency_ms"].quantile(0.5),
+                "latency_p95_ms": by_strategy["latency_ms"].quantile(0.95),
+                "ttft_p50_ms": by_strategy["ttft_ms"].quantile(0.5),
+            }
+        )
+        per_variant = self.results.groupby(["strategy", "variant"])["latency_ms"].quantile(0.5).unstack("variant")
+        per_variant = per_variant.reindex(columns=sorted(per_variant.columns, key=str))
+        per_variant.columns = [f"latency_p50_ms_{v}" for v in per_variant.columns]
+        return frame.join(per_variant).astype("float64").reset_index()
+
+    def _correctness(self) -> pd.DataFrame:
+        c = self.correctness.assign(
+            weighted=self.correctness["mean_normalized_levenshtein"].fillna(0) * self.correctness["scored"]
+        )
+        pooled = c.groupby("strategy")[["compared", "exact_matches", "scored", "weighted"]].sum()
+        return pd.DataFrame(
+            {
+                "exact_match_rate": _ratio(pooled["exact_matches"], pooled["compared"]),
+                "similarity": _ratio(pooled["weighted"], pooled["scored"]),
+            }
+        ).reset_index()
+
+    def _performance(self) -> pd.DataFrame:
+        m = self.metrics.drop_duplicates("strategy")
+        return pd.DataFrame(
+            {
+                "strategy": m["strategy"],
+                "tokens_per_s": _ratio(m["tokens_generated"], m["wall_time_s"]),
+                "prompts_per_s": _ratio(m["prompts"], m["wall_time_s"]),
+                "gpu_hours": _num(m["world_size"]) * _num(m["elapsed_s"]) / 3600,
+                "energy_per_token_j": _ratio(m["energy_j"], m["tokens_generated"]),
+                "max_rss_bytes": _num(m["max_rss_bytes"]).round().astype("Int64"),
+            }
+        )
+
+    def table(self) -> pd.DataFrame:
+        """One row per strategy, all variants pooled (plus p50 latency per variant); reference first, then fastest."""
+        frame = self._shapes()
+        for part in (self._correctness(), self._latency(), self._performance()):
+            frame = frame.merge(part, on="strategy", how="left")
+        is_reference = frame["kind"] == self.reference_kind
+        reference_tps = frame.loc[is_reference, "tokens_per_s"].dropna()
+        base = float(reference_tps.iloc[0]) if len(reference_tps) == 1 and reference_tps.iloc[0] > 0 else math.nan
+        frame["speedup"] = frame["tokens_per_s"] / base
+        variants = [c for c in frame.columns if c.startswith("latency_p50_ms_")]
+        order = [
+            "strategy",
+            "kind",
+            "tp",
+            "pp",
+            "nodes",
+            "gpus",
+            "exact_match_rate",
+            "similarity",
+            "latency_p50_ms",
+            "latency_p95_ms",
+            "ttft_p50_ms",
+            *variants,
+            "tokens_per_s",
+            "prompts_per_s",
+            "gpu_hours",
+            "energy_per_token_j",
+            "speedup",
+            "max_rss_bytes",
+        ]
+        frame = frame.assign(_reference=is_reference).sort_values(
+            ["_reference", "tokens_per_s", "strategy"], ascending=[False, False, True], na_position="last"
+        )
+        return frame[order].reset_index(drop=True)
+
+    def winner(self, table: pd.DataFrame | None = None) -> str:
+        """One sentence: the fastest strategy that reproduced the reference on every prompt, and by how much."""
+        table = self.table() if table is None else table
+        exact = table[(table["exact_match_rate"] == 1.0) & table["tokens_per_s"].notna()]
+        if exact.empty:
+            return "No winner: no strategy with a known throughput reproduced the reference tokens on every prompt."
+        best = exact.loc[exact["tokens_per_s"].idxmax()]
+        tps = f"{best['tokens_per_s']:,.1f} tokens/s"
+        if best["kind"] == self.reference_kind:
+            return (
+                f"Winner: **{best['strategy']}**, the reference itself, at {tps}: "
+                "no strategy that matched it on every prompt was faster."
+            )
+        shape = f"{best['kind']}, tp {best['tp']} x pp {best['pp']} on {best['nodes']} node(s)"
+        reference = table.loc[table["kind"] == self.reference_kind, "tokens_per_s"].dropna()
+        if math.isnan(best["speedup"]) or reference.empty:
+            why = "no reference throughput to compare"
+        else:
+            why = f"{best['speedup']:.2f}x the reference's {reference.iloc[0]:,.1f} tokens/s"
+        return (
+            f"Winner: **{best['strategy']}** ({shape}): {tps}, {why}, "
+            "with every prompt's tokens identical to the reference."
+        )
+
+    def to_csv(self, path: str | Path) -> Path:
+        """The table as CSV (NaN as an empty field), written atomically."""
+        buffer = io.StringIO()
+        self.table().to_csv(buffer, index=False)
+        atomic_write_text(path, buffer.getvalue())
+        return Path(path)
+
+    def markdown(self) -> str:
+        """The Markdown text: a header naming the run, the winner sentence, and the table as a pipe table."""
+        table = self.table()
+        numeric = {c for c in table.columns if c in FORMATS or c.startswith("latency_p50_ms_")}
+        lines = [
+            f"# Run summary: {self.run_id}",
+            "",
+            self.winner(table),
+            "",
+            "| " + " | ".join(_header(c) for c in table.columns) + " |",
+            "|" + "|".join("---:" if c in numeric else "---" for c in table.columns) + "|",
+        ]
+        for row in table.itertuples(index=False):
+            lines.append("| " + " | ".join(_cell(c, v) for c, v in zip(table.columns, row, strict=True)) + " |")
+        lines += ["", f"{NAN}: not measured or not applicable."]
+        return "\n".join(lines) + "\n"
+
+    def to_markdown(self, path: str | Path) -> Path:
+        """The Markdown summary, written atomically."""
+        atomic_write_text(path, self.markdown())
+        return Path(path)
+
+    def _plot(
+        self,
+        title: str,
+        xlabel: str,
+        ylabel: str,
+        series: list[tuple[str, list[float], list[float]]],
+        xlim: tuple[float, float] | None = None,
+    ) -> str:
+        plt.clear_figure()
+        plt.plotsize(*PLOT_SIZE)
+        plt.theme("clear")
+        if xlim:
+            plt.xlim(*xlim)
+        order = list(self.table()["strategy"])
+        for label, xs, ys in series:
+            marker = MARKERS[order.index(label) % len(MARKERS)]
+            draw = plt.scatter if len(xs) == 1 else plt.plot
+            draw(xs, ys, label=label, marker=marker)
+        plt.title(title)
+        plt.xlabel(xlabel)
+        plt.ylabel(ylabel)
+        text = plt.uncolorize(plt.build())
+        plt.clear_figure()
+        return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+
+    def latency_vs_correctness(self) -> str:
+        """Text plot: latency p50 (ms) against exact-match rate, one labelled point per strategy."""
+        table = self.table().dropna(subset=["exact_match_rate", "latency_p50_ms"])
+        series = [(r.strategy, [r.exact_match_rate], [r.latency_p50_ms]) for r in table.itertuples()]
+        title = f"{self.run_id}: latency p50 vs exact match"
+        return self._plot(title, "exact-match rate", "latency p50 (ms)", series, xlim=(-0.05, 1.05))
+
+    def throughput_vs_length(self) -> str:
+        """Text plot: per-prompt tokens/s against prompt length (prompt_tokens), one line per strategy."""
+        rows = self.results.assign(
+            throughput=_ratio(self.results["tokens_generated"], self.results["latency_ms"] / 1000)
+        ).dropna(subset=["throughput", "prompt_tokens"])
+        curves = rows.groupby(["strategy", "prompt_tokens"])["throughput"].mean()
+        series = []
+        for strategy in self.table()["strategy"]:
+            if strategy in curves.index.get_level_values("strategy"):
+                curve = curves.loc[strategy].sort_index()
+                series.append((strategy, [float(x) for x in curve.index], [float(y) for y in curve]))
+        return self._plot(f"{self.run_id}: throughput vs prompt length", "prompt tokens", "tokens/s", series)
+
+    def build_plots(self, out_dir: str | Path, stamp: str | None = None) -> list[Path]:
+        """Write both plots as .txt under `out_dir` (suffix `run_<stamp>`, else the run id); return their paths."""
+        suffix = f"run_{stamp}" if stamp else self.run_id
+        paths = []
+        for name, text in (
+            ("latency_vs_correctness", self.latency_vs_correctness()),
+            ("throughput_vs_length", self.throughput_vs_length()),
+        ):
+            path = Path(out_dir) / f"{name}_{suffix}.txt"
+            atomic_write_text(path, text)
+            paths.append(path)
+        return paths
+
+    def show(self) -> None:
+        """Print both plots to the terminal."""
+        print(self.latency_vs_correctness())
+        print(self.throughput_vs_length())
+
+    def write_all(self, results_dir: str | Path, stamp: str) -> dict[str, Path]:
+        """The CSV, the Markdown and both plots under `results_dir`, named for `stamp`."""
+        root = Path(results_dir)
+        latency, throughput = self.build_plots(root / "plots", stamp)
+        return {
+            "csv": self.to_csv(root / f"summary_run_{stamp}.csv"),
+            "markdown": self.to_markdown(root / f"summary_run_{stamp}.md"),
+            "latency_vs_correctness": latency,
+            "throughput_vs_length": throughput,
+        }

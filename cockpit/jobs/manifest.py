@@ -1,0 +1,117 @@
+"""`run_<ts>/manifest.json`: what a sweep did, strategy by strategy (seed 01, 4.4), rewritten atomically after
+every change so that a crash, a Ctrl-C or a second reader never sees it half written.
+
+A strategy is done when its job is COMPLETED *and* its rows are collected; `sweep resume` skips exactly those.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cockpit.jobs.records import ACTIVE_STATES, JobRecord
+from runtime.atomic import atomic_write_text
+from runtime.contract import loads, read_text
+from runtime.schema import to_plain
+
+MANIFEST_NAME = "manifest.json"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class Attempt:
+    """One submission of one strategy's job, with the config it ran and how it ended."""
+
+    job_id: str
+    batch_size: int
+    submitted_at: str
+    state: str = "SUBMITTED"
+    finished_at: str | None = None
+    exit_code: int | None = None
+    elapsed_s: float | None = None
+    max_rss_bytes: int | None = None
+    nodes: str | None = None
+    log_path: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class StrategyEntry:
+    strategy_id: str
+    kind: str
+    description: str
+    exp_config_path: str
+    script_path: str
+    output_root: str
+    status: str = "NOT_STARTED"  # until submitted; then the latest job's state, as the scheduler names it
+    job_id: str | None = None
+    collected: bool = False
+    partial: bool = False
+    rows: int = 0
+    problems: list[str] = field(default_factory=list)  # missing shards, torn or bad lines: what collection found
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.status == "COMPLETED" and self.collected
+
+    def record(self, job: JobRecord) -> None:
+        """The latest word from the scheduler about the current attempt."""
+        self.status = job.state
+        attempt = self.attempts[-1]
+        attempt.state = job.state
+        if job.final:
+            attempt.finished_at = attempt.finished_at or now_iso()
+            attempt.exit_code, attempt.elapsed_s = job.exit_code, job.elapsed_s
+            attempt.max_rss_bytes = job.max_rss_bytes
+        attempt.nodes = job.nodes or attempt.nodes
+
+
+@dataclass
+class Manifest:
+    run_id: str
+    run_dir: str
+    backend: str
+    created_at: str
+    state: str = "planned"  # planned | running | completed | failed | cancelled
+    pipeline_pid: int | None = None
+    settings: dict[str, str | int | float | None] = field(default_factory=dict)
+    baseline: str = "reference"  # where baseline completions come from: the reference run, or an endpoint URL
+    strategies: dict[str, StrategyEntry] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.run_dir) / MANIFEST_NAME
+
+    @classmethod
+    def load(cls, run_dir: Path) -> Manifest:
+        path = run_dir / MANIFEST_NAME
+        return loads(cls, read_text(path), str(path))
+
+    def save(self) -> None:
+        with _lock:
+            atomic_write_text(self.path, json.dumps(to_plain(self), indent=2) + "\n")
+
+    def running(self) -> list[StrategyEntry]:
+        """Entries whose latest job has not ended."""
+        return [e for e in self.strategies.values() if e.job_id and e.status in ACTIVE_STATES | {"SUBMITTED"}]
+
+    def pipeline_alive(self) -> bool:
+        """Whether the sweep process that wrote this manifest is still running (pid and cmdline checked)."""
+        if self.pipeline_pid is None:
+            return False
+        try:
+            cmdline = Path(f"/proc/{self.pipeline_pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return b"sweep" in cmdline and os.getpid() != self.pipeline_pid
+
+
+_lock = threading.Lock()

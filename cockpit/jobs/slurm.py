@@ -1,0 +1,151 @@
+"""`SlurmJobManager`: sbatch, squeue/sacct with `--json`, scancel (seed 01, 4.4).
+
+A job is settled only when slurmdbd has its final record: for a second or two after a short job ends, sacct can
+hold a placeholder with no working directory, and squeue may already say COMPLETED. Until then the job reads as
+COMPLETING, so nothing moves on to collection early.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from cockpit.jobs.factory import JobFiles
+from cockpit.jobs.records import JobError, JobRecord
+
+UNKNOWN_GRACE_S = 30.0  # how long a submitted job may be missing from both squeue and sacct
+
+
+def _state(value: Any) -> str:
+    """Slurm 22.05 writes a state as a string, 23.02+ as a list of flags with the base state first."""
+    if isinstance(value, list):
+        return str(value[0]) if value else "UNKNOWN"
+    return str(value or "UNKNOWN")
+
+
+def _number(value: Any) -> int | None:
+    """22.05 writes plain numbers, newer releases {"set": bool, "number": n}."""
+    if isinstance(value, dict):
+        return int(value["number"]) if value.get("set", True) and "number" in value else None
+    return None if value is None else int(value)
+
+
+def record_from_squeue(data: Mapping[str, Any], job_id: str) -> JobRecord | None:
+    """The job's record in `squeue --json` output (filtered here: 22.05 ignores -j with --json), or None."""
+    for job in data.get("jobs", []):
+        if str(job.get("job_id")) == job_id:
+            return JobRecord(
+                job_id=job_id,
+                state=_state(job.get("job_state")),
+                name=job.get("name", ""),
+                nodes=job.get("nodes") or None,
+                reason=None if job.get("state_reason") in (None, "None") else job["state_reason"],
+            )
+    return None
+
+
+def _max_rss(job: Mapping[str, Any]) -> int | None:
+    """The largest `mem` any step's task reached (sampled: very short steps have none)."""
+    peaks = [
+        _number(item.get("count"))
+        for step in job.get("steps", [])
+        for item in step.get("tres", {}).get("requested", {}).get("max", [])
+        if item.get("type") == "mem"
+    ]
+    known = [p for p in peaks if p]
+    return max(known) if known else None
+
+
+def record_from_sacct(data: Mapping[str, Any], job_id: str) -> JobRecord | None:
+    """The job's settled record in `sacct --json -j ID` output; None while slurmdbd has only a placeholder."""
+    for job in data.get("jobs", []):
+        if str(job.get("job_id")) != job_id:
+            continue
+        state = _state(job.get("state", {}).get("current"))
+        if state in ("PENDING", "RUNNING") or not job.get("working_directory"):
+            return None
+        exit_code = job.get("exit_code") or {}
+        return JobRecord(
+            job_id=job_id,
+            state=state,
+            name=job.get("name", ""),
+            exit_code=_number(exit_code.get("return_code")),
+            elapsed_s=float(_number(job.get("time", {}).get("elapsed")) or 0),
+            max_rss_bytes=_max_rss(job),
+            nodes=job.get("nodes") or None,
+            reason=None if job.get("state", {}).get("reason") in (None, "None") else job["state"]["reason"],
+        )
+    return None
+
+
+class SlurmJobManager:
+    """Jobs on a real Slurm, through its client commands (which must be on PATH)."""
+
+    backend = "slurm"
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        command_timeout_s: float = 30.0,
+        unknown_grace_s: float = UNKNOWN_GRACE_S,
+    ) -> None:
+        self.env = dict(env) if env is not None else None  # what sbatch passes on to the job
+        self.command_timeout_s, self.unknown_grace_s = command_timeout_s, unknown_grace_s
+        self._unknown_since: dict[str, float] = {}
+
+    def _run(self, command: list[str], what: str) -> str:
+        try:
+            done = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                timeout=self.command_timeout_s,
+                env=self.env if command[0] == "sbatch" else None,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise JobError(f"{what}: {command[0]} not found (is this a Slurm control node?)") from None
+        except subprocess.TimeoutExpired:
+            raise JobError(f"{what}: {shlex.join(command)} gave no answer in {self.command_timeout_s:.0f} s") from None
+        if done.returncode != 0:
+            raise JobError(f"{what}: {shlex.join(command)} exited {done.returncode}: {done.stderr.strip()[-500:]}")
+        return done.stdout
+
+    def _json(self, command: list[str], what: str) -> Mapping[str, Any]:
+        out = self._run(command, what)
+        try:
+            return json.loads(out)
+        except json.JSONDecodeError as err:
+            raise JobError(f"{what}: {command[0]} --json gave no JSON ({err.msg} at line {err.lineno})") from None
+
+    def submit(self, files: JobFiles) -> str:
+        """sbatch the job script; its job id."""
+        out = self._run(["sbatch", "--parsable", str(files.script)], f"{files.script}")
+        job_id = out.strip().split(";")[0]
+        if not job_id.isdigit():
+            raise JobError(f"{files.script}: sbatch gave no job id (output {out.strip()[:200]!r})")
+        return job_id
+
+    def status(self, job_id: str) -> JobRecord:
+        """PENDING/RUNNING from squeue; a final state only once sacct has the settled record."""
+        queued = record_from_squeue(self._json(["squeue", "--json"], f"job {job_id}"), job_id)
+        if queued is not None and not queued.final:
+            self._unknown_since.pop(job_id, None)
+            return queued
+        settled = record_from_sacct(self._json(["sacct", "--json", "-j", job_id], f"job {job_id}"), job_id)
+        if settled is not None:
+            self._unknown_since.pop(job_id, None)
+            return settled
+        if queued is not None:  # ended, and slurmdbd is still writing it down
+            return JobRecord(job_id, "COMPLETING", name=queued.name, nodes=queued.nodes)
+        first = self._unknown_since.setdefault(job_id, time.monotonic())
+        if time.monotonic() - first >= self.unknown_grace_s:
+            raise JobError(f"job {job_id}: neither squeue nor sacct knows it (after {self.unknown_grace_s:.0f} s)")
+        return JobRecord(job_id, "PENDING", reason="not yet in squeue or sacct")
+
+    def cancel(self, job_id: str) -> None:
+        self._run(["scancel", job_id], f"job {job_id}")

@@ -1,0 +1,161 @@
+"""`cluster sweep run|status|resume|cancel` and `cluster report`: a sweep headless, scriptable.
+
+Exit codes: 0 every strategy completed and collected whole; 1 some failed or came back partial; 2 bad input;
+130 interrupted (the running job cancelled, the manifest consistent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from cockpit.config import Settings
+from cockpit.errors import EXIT_FAILED, EXIT_OK
+from cockpit.experiments import sweep as sweeps
+from cockpit.experiments.pipeline import SweepEvent
+from cockpit.jobs.manifest import MANIFEST_NAME, Manifest
+from runtime.schema import InputError
+
+OVERRIDES = {
+    "nodes": int,
+    "gpus_per_node": int,
+    "batch_size": int,
+    "max_new_tokens": int,
+    "prompts_per_file": int,
+    "time_limit": str,
+    "device": str,
+    "precision": str,
+}
+
+
+def latest_run(settings: Settings) -> Path:
+    """The newest run folder under the configured runs_dir."""
+    runs = sorted(p.parent for p in settings.runs_dir.glob(f"run_*/{MANIFEST_NAME}"))
+    if not runs:
+        raise InputError(f"{settings.runs_dir}: no sweep runs yet (start one: cluster sweep run)")
+    return runs[-1]
+
+
+def _run_dir(args: argparse.Namespace, settings: Settings) -> Path:
+    return args.run_dir if args.run_dir is not None else latest_run(settings)
+
+
+def _printer(args: argparse.Namespace) -> Any:
+    def show(event: SweepEvent) -> None:
+        if not args.json:  # --json prints one document at the end; events go to stderr then
+            print(f"{event.strategy_id:<22} {event.kind:<10} {event.message}", flush=True)
+        else:
+            print(f"{event.strategy_id} {event.kind}: {event.message}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _outcome(args: argparse.Namespace, sweep: sweeps.Sweep, settings: Settings) -> int:
+    """Report after a run or resume, then the status; the exit code says whether everything came back whole."""
+    manifest: Manifest = sweep.manifest
+    report_files: dict[str, str] = {}
+    if any(entry.collected for entry in manifest.strategies.values()):
+        built = sweeps.report(sweep)
+        report_files = {name: str(path) for name, path in built.files.items()}
+        if not args.json:
+            print()
+            print(built.summary.markdown())
+    state = sweeps.status(sweep)
+    whole = all(entry.done and not entry.partial for entry in manifest.strategies.values())
+    if args.json:
+        print(json.dumps({**state, "report": report_files}, indent=2))
+    else:
+        print(f"\n{manifest.run_id}: {manifest.state}; files in {manifest.run_dir}")
+    return EXIT_OK if whole else EXIT_FAILED
+
+
+def cmd_sweep_run(args: argparse.Namespace, settings: Settings) -> int:
+    """Plan a new run and execute it."""
+    overrides = {key: getattr(args, key) for key in OVERRIDES if getattr(args, key, None) is not None}
+    sweep = sweeps.plan(settings, **overrides)
+    if not args.json:
+        strategies = ", ".join(s.strategy_id for s in sweep.strategies())
+        print(f"{sweep.settings.run_id}: {strategies} on the {sweep.manifest.backend} backend", flush=True)
+    sweeps.execute(sweep, settings, _printer(args))
+    return _outcome(args, sweep, settings)
+
+
+def cmd_sweep_resume(args: argparse.Namespace, settings: Settings) -> int:
+    """Run what an earlier sweep left undone (done strategies are skipped, running jobs re-attached)."""
+    sweep = sweeps.load(_run_dir(args, settings))
+    sweeps.execute(sweep, settings, _printer(args))
+    return _outcome(args, sweep, settings)
+
+
+def cmd_sweep_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Where a run stands, strategy by strategy."""
+    state = sweeps.status(sweeps.load(_run_dir(args, settings)))
+    if args.json:
+        print(json.dumps(state, indent=2))
+        return EXIT_OK
+    print(f"{state['run_id']}  {state['state']}  ({state['backend']})  {state['run_dir']}")
+    for row in state["strategies"]:
+        progress = row["progress"] or "-"
+        flags = " partial" if row["partial"] else ""
+        print(
+            f"  {row['strategy']:<20} {row['kind']:<10} {row['status']:<12} job {row['job_id'] or '-':<14} "
+            f"attempts {row['attempts']}  rows {progress}{flags}"
+        )
+        for problem in row["problems"]:
+            print(f"      {problem}")
+    return EXIT_OK
+
+
+def cmd_sweep_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    """Cancel a run: its sweep process if alive, else any job it left behind."""
+    done = sweeps.cancel(sweeps.load(_run_dir(args, settings)))
+    if args.json:
+        print(json.dumps({"cancelled": done}, indent=2))
+    else:
+        print("\n".join(done) if done else "nothing was running")
+    return EXIT_OK
+
+
+def _plain(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    """Correctness, the strategy table and plots for a run (written under results/, shown here)."""
+    built = sweeps.report(sweeps.load(_run_dir(args, settings)))
+    if args.json:
+        table = [{k: _plain(v) for k, v in row.items()} for row in built.table.to_dict(orient="records")]
+        files = {name: str(path) for name, path in built.files.items()}
+        print(json.dumps({"strategies": table, "winner": built.summary.winner(), "files": files}, indent=2))
+        return EXIT_OK
+    print(built.summary.markdown())
+    if args.plots:
+        built.summary.show()
+    print("\n".join(f"{name}: {path}" for name, path in built.files.items()))
+    return EXIT_OK
+
+
+def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Register `sweep ...` and `report` on the `cluster` parser."""
+    sweep = sub.add_parser("sweep", parents=[common], help="run the parallelism strategies as a sweep")
+    actions = sweep.add_subparsers(dest="sweep_command", required=True, metavar="ACTION")
+    p = actions.add_parser("run", parents=[common], help="start a new sweep and run it to the end")
+    for key, kind in OVERRIDES.items():
+        p.add_argument(f"--{key.replace('_', '-')}", type=kind, dest=key, help=f"override [sweep] {key}")
+    p.set_defaults(handler=cmd_sweep_run)
+    for name, handler, text in (
+        ("resume", cmd_sweep_resume, "finish a sweep: skip what is done, re-attach to running jobs"),
+        ("status", cmd_sweep_status, "show a sweep's strategies, jobs and progress"),
+        ("cancel", cmd_sweep_cancel, "cancel a sweep and its running job"),
+    ):
+        p = actions.add_parser(name, parents=[common], help=text)
+        p.add_argument("run_dir", nargs="?", type=Path, help="the run folder (default: the newest)")
+        p.set_defaults(handler=handler)
+    p = sub.add_parser("report", parents=[common], help="correctness, strategy table and plots for a run")
+    p.add_argument("run_dir", nargs="?", type=Path, help="the run folder (default: the newest)")
+    p.add_argument("--plots", action="store_true", help="also draw the plots here")
+    p.set_defaults(handler=cmd_report)

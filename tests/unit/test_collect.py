@@ -1,0 +1,130 @@
+"""ResultCollector on shards written as the runtime writes them, whole and damaged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from cockpit.experiments.collect import RESULT_COLUMNS, ResultCollector, read_shard
+from cockpit.experiments.strategies import STRATEGIES, ParallelismStrategy, SweepSettings
+from runtime.contract import ShardRow, dumps_line
+
+PROMPTS = pd.DataFrame({"prompt_id": [1, 2, 1, 2], "variant": ["2k", "2k", "4k", "4k"]})
+
+
+def strategy(tmp_path: Path, kind: str) -> ParallelismStrategy:
+    settings = SweepSettings(
+        model_name="tiny-llama",
+        model_path="/models/tiny",
+        model_tag="tiny",
+        run_id="run_1",
+        run_dir=tmp_path,
+        prompt_df_path=tmp_path / "prompts.parquet",
+        nodes=2,
+        gpus_per_node=2,
+        device="cpu",
+    )
+    return STRATEGIES[kind](settings)
+
+
+def rows(s: ParallelismStrategy, rank: int) -> list[str]:
+    out = []
+    for variant, prompt_id in zip(PROMPTS["variant"], PROMPTS["prompt_id"], strict=True):
+        tokens = [prompt_id, 7, 8] if variant == "2k" else [prompt_id, 9]
+        row = ShardRow(prompt_id, variant, s.strategy_id, rank, f"text {prompt_id}", tokens, 10.0 * prompt_id, 2.0, 0)
+        out.append(dumps_line(ShardRow(**{**row.__dict__, "tokens_generated": len(tokens), "gpu_id": 0})))
+    return out
+
+
+def write_run(s: ParallelismStrategy, lines: list[str] | None = None, energy: bool = True) -> None:
+    config = s.config()
+    (rank,) = s.result_ranks()
+    config.shard_path(rank).parent.mkdir(parents=True, exist_ok=True)
+    config.shard_path(rank).write_text("".join(rows(s, rank) if lines is None else lines))
+    config.metrics_path(0).parent.mkdir(parents=True, exist_ok=True)
+    for r in range(s.world_size):
+        metrics = {"wall_time_s": 2.0 + r, "device": "cpu", "load_s": 0.5, "energy_j": 4.0 if energy else None}
+        config.metrics_path(r).write_text(json.dumps({**metrics, "energy_source": "rapl" if energy else None}))
+
+
+def test_whole_strategy(tmp_path: Path) -> None:
+    pp = strategy(tmp_path, "pp_nodes")
+    write_run(pp)
+    collector = ResultCollector(PROMPTS, tmp_path / "results", "1", "run_1")
+    got = collector.collect(pp)
+    assert not got.partial and got.problems == []
+    assert list(got.rows.columns) == RESULT_COLUMNS
+    assert got.rows[["variant", "prompt_id"]].values.tolist() == [["2k", 1], ["2k", 2], ["4k", 1], ["4k", 2]]
+    assert set(got.rows["rank"]) == {1} and set(got.rows["strategy_kind"]) == {"pp_nodes"}
+    assert got.rows["token_ids"].map(list).tolist() == [[1, 7, 8], [2, 7, 8], [1, 9], [2, 9]]
+    assert got.metrics["tokens_generated"] == 10 and got.metrics["wall_time_s"] == 3.0  # slowest rank
+    assert got.metrics["tokens_per_s"] == pytest.approx(10 / 3.0)
+    assert got.metrics["energy_j"] == 8.0  # both ranks measured
+    table = pq.read_table(collector.results_path).to_pandas()
+    assert len(table) == 4 and list(table.columns) == RESULT_COLUMNS
+
+
+def test_energy_unknown_unless_every_rank_measured(tmp_path: Path) -> None:
+    tp = strategy(tmp_path, "tp_nodes")
+    write_run(tp, energy=False)
+    got = ResultCollector(PROMPTS, tmp_path / "results", "1", "run_1").collect(tp)
+    assert got.metrics["energy_j"] is None and got.metrics["energy_source"] is None
+
+
+def test_torn_last_line_is_dropped_and_counted(tmp_path: Path) -> None:
+    ref = strategy(tmp_path, "reference")
+    lines = rows(ref, 0)
+    write_run(ref, [*lines[:3], lines[3][:25]])
+    got = ResultCollector(PROMPTS, tmp_path / "results", "1", "run_1").collect(ref)
+    shard = ref.config().shard_path(0)
+    assert len(got.rows) == 3 and got.partial
+    assert got.problems[0] == f"{shard}:4: torn last line dropped (25 bytes, no newline)"
+    assert got.problems[1] == "tiny_pp1_tp1_n1: 1 of 4 prompts have no row"
+
+
+def test_bad_line_is_named_and_the_rest_kept(tmp_path: Path) -> None:
+    ref = strategy(tmp_path, "reference")
+    lines = rows(ref, 0)
+    write_run(ref, [lines[0], "this is not json\n", *lines[1:]])
+    got = ResultCollector(PROMPTS, tmp_path / "results", "1", "run_1").collect(ref)
+    assert len(got.rows) == 4 and not got.partial  # every prompt still has its row
+    assert len(got.problems) == 1 and got.problems[0].startswith(f"{ref.config().shard_path(0)}:2: not JSON")
+
+
+def test_row_without_required_field(tmp_path: Path) -> None:
+    ref = strategy(tmp_path, "reference")
+    path = tmp_path / "shard.jsonl"
+    broken = json.loads(rows(ref, 0)[1])
+    del broken["completion"]
+    path.write_text(rows(ref, 0)[0] + json.dumps(broken) + "\n")
+    read = read_shard(path)
+    assert read.table.num_rows == 1 and read.problems == [f"{path}:2: no completion, line dropped"]
+
+
+def test_missing_shard_makes_the_strategy_partial(tmp_path: Path) -> None:
+    hybrid = strategy(tmp_path, "hybrid")
+    got = ResultCollector(PROMPTS, tmp_path / "results", "1", "run_1").collect(hybrid)
+    assert got.partial and len(got.rows) == 0
+    assert got.problems[0] == f"{hybrid.config().shard_path(2)}: missing (rank 2 owns results)"
+
+
+def test_recollecting_replaces_and_a_new_collector_keeps_earlier_rows(tmp_path: Path) -> None:
+    ref, tp = strategy(tmp_path, "reference"), strategy(tmp_path, "tp_nodes")
+    write_run(ref)
+    write_run(tp)
+    first = ResultCollector(PROMPTS, tmp_path / "results", "1", "run_1")
+    first.collect(ref)
+    first.collect(ref)
+    assert len(first.rows) == 4
+    resumed = ResultCollector(PROMPTS, tmp_path / "results", "1", "run_1")  # a later process of the same run
+    resumed.collect(tp)
+    table = ResultCollector.load_rows(tmp_path / "results", "1")
+    assert table.groupby("strategy").size().to_dict() == {"tiny_pp1_tp1_n1": 4, "tiny_pp1_tp2_n2": 4}
+    assert ResultCollector.load_metrics(tmp_path / "results", "1")["strategy"].tolist() == [
+        "tiny_pp1_tp1_n1",
+        "tiny_pp1_tp2_n2",
+    ]

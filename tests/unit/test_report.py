@@ -1,0 +1,205 @@
+"""The run summary: table values from a hand-built two-strategy run, the Markdown, the CSV and the plots."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cockpit.experiments.correctness import CorrectnessEvaluator
+from cockpit.experiments.report import RunSummary
+
+RUN = "run_20261123T120000"
+REF, TP = "tiny_pp1_tp1_n1", "tiny_pp1_tp2_n2"
+PP = "tiny_pp2_tp1_n2"
+SHAPES = {REF: ("reference", 1, 1, 1), TP: ("tp_nodes", 2, 1, 2), PP: ("pp_nodes", 1, 2, 2)}
+
+
+def result(strategy: str, variant: str, prompt_id: int, latency: float, tokens: list[int], text: str) -> dict:
+    kind, tp, pp, nodes = SHAPES[strategy]
+    return {
+        "run_id": RUN,
+        "strategy": strategy,
+        "strategy_kind": kind,
+        "tp_size": tp,
+        "pp_size": pp,
+        "num_nodes": nodes,
+        "variant": variant,
+        "prompt_id": prompt_id,
+        "rank": 0,
+        "gpu_id": None,
+        "completion": text,
+        "token_ids": tokens,
+        "tokens_generated": len(tokens),
+        "prompt_tokens": {"2k": 1000, "4k": 3000}[variant] + 100 * prompt_id,
+        "latency_ms": latency,
+        "ttft_ms": latency / 10,
+        "finish_reason": "length",
+        "trace_path": None,
+    }
+
+
+def metric(strategy: str, elapsed_s: float, wall_time_s: float, energy_j: float | None, rss: int | None) -> dict:
+    kind, tp, pp, nodes = SHAPES[strategy]
+    return {
+        "strategy": strategy,
+        "strategy_kind": kind,
+        "tp_size": tp,
+        "pp_size": pp,
+        "num_nodes": nodes,
+        "world_size": tp * pp,
+        "device": "cuda",
+        "job_id": "42",
+        "state": "COMPLETED",
+        "elapsed_s": elapsed_s,
+        "max_rss_bytes": rss,
+        "wall_time_s": wall_time_s,
+        "tokens_generated": 100,
+        "tokens_per_s": 0.0,  # ignored: the summary recomputes it
+        "prompts": 4,
+        "energy_j": energy_j,
+        "energy_source": "nvml" if energy_j is not None else None,
+    }
+
+
+def make_run(tp_last_tokens: list[int]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Reference: latencies 100-400 ms; TP: 50-80 ms; TP's last prompt has `tp_last_tokens` and a longer text."""
+    results = pd.DataFrame(
+        [
+            result(REF, "2k", 0, 100.0, [1, 2, 3], "the cat sat"),
+            result(REF, "2k", 1, 200.0, [4, 5, 6], "the cat sat"),
+            result(REF, "4k", 0, 300.0, [7, 8, 9], "the cat sat"),
+            result(REF, "4k", 1, 400.0, [1, 1, 1], "the cat sat"),
+            result(TP, "2k", 0, 50.0, [1, 2, 3], "the cat sat"),
+            result(TP, "2k", 1, 60.0, [4, 5, 6], "the cat sat"),
+            result(TP, "4k", 0, 70.0, [7, 8, 9], "the cat sat"),
+            result(TP, "4k", 1, 80.0, tp_last_tokens, "the cat sat down"),
+        ]
+    )
+    baseline = pd.DataFrame(
+        {
+            "prompt_id": [0, 1, 0, 1],
+            "variant": ["2k", "2k", "4k", "4k"],
+            "prompt": ["a", "b", "c", "d"],
+            "token_budget": [2048, 2048, 4096, 4096],
+            "source_file": ["f"] * 4,
+            "local_completion": ["the cat sat"] * 4,
+            "local_latency_ms": [1.0] * 4,
+            "status": ["done"] * 4,
+        }
+    )
+    metrics = pd.DataFrame(
+        [metric(TP, 1800.0, 4.0, None, None), metric(REF, 36.0, 10.0, 50.0, 3 * 2**30)]  # metrics out of order
+    )
+    evaluator = CorrectnessEvaluator()
+    summary = evaluator.summarize(evaluator.evaluate(results, baseline))
+    return results, metrics, summary
+
+
+@pytest.fixture
+def diverging() -> RunSummary:
+    return RunSummary(*make_run([1, 9, 1]), RUN)
+
+
+@pytest.fixture
+def exact() -> RunSummary:
+    return RunSummary(*make_run([1, 1, 1]), RUN)
+
+
+def test_table_values(diverging: RunSummary) -> None:
+    table = diverging.table()
+    assert table["strategy"].tolist() == [REF, TP]  # reference first although slower
+    ref, tp = table.iloc[0], table.iloc[1]
+    assert (tp["kind"], tp["tp"], tp["pp"], tp["nodes"], tp["gpus"]) == ("tp_nodes", 2, 1, 2, 2)
+    assert ref["exact_match_rate"] == 1.0
+    assert tp["exact_match_rate"] == 0.75
+    assert ref["similarity"] == 1.0
+    assert tp["similarity"] == pytest.approx((3 + (1 - 5 / 16)) / 4)  # "the cat sat down": 5 edits over 16
+    assert (ref["latency_p50_ms"], ref["latency_p95_ms"], ref["ttft_p50_ms"]) == pytest.approx((250, 385, 25))
+    assert (tp["latency_p50_ms"], tp["latency_p95_ms"]) == pytest.approx((65, 78.5))
+    assert (tp["latency_p50_ms_2k"], tp["latency_p50_ms_4k"]) == pytest.approx((55, 75))
+    assert (ref["tokens_per_s"], tp["tokens_per_s"]) == pytest.approx((10, 25))
+    assert (ref["prompts_per_s"], tp["prompts_per_s"]) == pytest.approx((0.4, 1.0))
+    assert (ref["gpu_hours"], tp["gpu_hours"]) == pytest.approx((0.01, 1.0))
+    assert ref["energy_per_token_j"] == pytest.approx(0.5)
+    assert math.isnan(tp["energy_per_token_j"])
+    assert (ref["speedup"], tp["speedup"]) == pytest.approx((1.0, 2.5))
+    assert ref["max_rss_bytes"] == 3 * 2**30
+    assert pd.isna(tp["max_rss_bytes"])
+
+
+def test_markdown_names_the_run_and_the_winner(diverging: RunSummary, exact: RunSummary, tmp_path: Path) -> None:
+    text = exact.to_markdown(tmp_path / "s.md").read_text()
+    lines = text.splitlines()
+    assert lines[0] == f"# Run summary: {RUN}"
+    assert f"Winner: **{TP}** (tp_nodes, tp 2 x pp 1 on 2 node(s)): 25.0 tokens/s, 2.50x the reference's 10.0" in text
+    table = [line for line in lines if line.startswith("|")]
+    assert len(table) == 4  # header, separator, two strategies
+    assert table[0].startswith("| strategy | kind | tp |")
+    assert table[2].startswith(f"| {REF} | reference | 1 | 1 | 1 | 1 | 100.0% |")
+    assert "| — |" in table[3]  # TP's energy per token is unknown
+    assert "| 0.01 | 0.5 | 1.00x | 3.0 GiB |" in table[2]  # GPU-h, J/token, speedup, max RSS
+    # TP diverges on one prompt: the exact reference wins
+    assert f"Winner: **{REF}**, the reference itself" in diverging.markdown()
+    assert "75.0%" in diverging.markdown()
+
+
+def test_csv_reloads(diverging: RunSummary, tmp_path: Path) -> None:
+    frame = pd.read_csv(diverging.to_csv(tmp_path / "s.csv"))
+    assert frame["strategy"].tolist() == [REF, TP]
+    assert frame["gpu_hours"].tolist() == pytest.approx([0.01, 1.0])
+    assert math.isnan(frame["energy_per_token_j"].iloc[1])
+    assert list(frame.columns) == list(diverging.table().columns)
+
+
+def test_plots_are_written_with_strategy_labels(diverging: RunSummary, tmp_path: Path) -> None:
+    paths = diverging.build_plots(tmp_path / "plots", "20261123T120000")
+    assert [p.name for p in paths] == [
+        "latency_vs_correctness_run_20261123T120000.txt",
+        "throughput_vs_length_run_20261123T120000.txt",
+    ]
+    for path in paths:
+        text = path.read_text()
+        assert REF in text and TP in text
+        assert "\x1b" not in text
+    assert "exact-match rate" in paths[0].read_text()
+    assert "prompt tokens" in paths[1].read_text()
+    assert paths[0].read_text() == diverging.latency_vs_correctness()  # deterministic
+
+
+def test_write_all(exact: RunSummary, tmp_path: Path) -> None:
+    paths = exact.write_all(tmp_path, "20261123T120000")
+    assert {k: p.relative_to(tmp_path).as_posix() for k, p in paths.items()} == {
+        "csv": "summary_run_20261123T120000.csv",
+        "markdown": "summary_run_20261123T120000.md",
+        "latency_vs_correctness": "plots/latency_vs_correctness_run_20261123T120000.txt",
+        "throughput_vs_length": "plots/throughput_vs_length_run_20261123T120000.txt",
+    }
+    assert all(p.stat().st_size > 0 for p in paths.values())
+
+
+def test_a_strategy_without_results_or_throughput_sorts_last(tmp_path: Path) -> None:
+    results, metrics, summary = make_run([1, 1, 1])
+    failed = pd.DataFrame([metric(PP, 18.0, 0.0, None, None)])  # wall time 0: no throughput
+    report = RunSummary(results, pd.concat([metrics, failed], ignore_index=True), summary, RUN)
+    table = report.table()
+    assert table["strategy"].tolist() == [REF, TP, PP]
+    last = table.iloc[2]
+    assert last["gpu_hours"] == pytest.approx(0.01)
+    assert last[["exact_match_rate", "latency_p50_ms", "tokens_per_s", "speedup"]].isna().all()
+    assert f"| {PP} | pp_nodes | 1 | 2 | 2 | 2 | — | — |" in report.markdown()
+    assert PP not in report.latency_vs_correctness()  # nothing to plot for it
+
+
+def test_no_exact_strategy_with_throughput_means_no_winner() -> None:
+    results, metrics, summary = make_run([1, 9, 1])
+    report = RunSummary(results, metrics[metrics["strategy"] == TP], summary, RUN)
+    assert report.winner().startswith("No winner")
+
+
+def test_show_prints_both_plots(diverging: RunSummary, capsys: pytest.CaptureFixture[str]) -> None:
+    diverging.show()
+    out = capsys.readouterr().out
+    assert "latency p50 vs exact match" in out and "throughput vs prompt length" in out
