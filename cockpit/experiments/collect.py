@@ -187,7 +187,9 @@ class ResultCollector:
             rows = rows[~duplicated]
         known = pd.MultiIndex.from_frame(rows[["variant", "prompt_id"]]).isin(self.expected)
         if not known.all():
-            problems.append(f"{strategy.strategy_id}: {int((~known).sum())} row(s) for prompts not in the table, dropped")
+            problems.append(
+                f"{strategy.strategy_id}: {int((~known).sum())} row(s) for prompts not in the table, dropped"
+            )
             rows = rows[known]
         missing = len(self.expected) - len(rows)
         if missing:

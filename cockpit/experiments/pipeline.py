@@ -27,6 +27,7 @@ from cockpit.jobs.records import ACTIVE_STATES, JobManager, JobRecord, wait_fina
 from runtime.atomic import atomic_write_text
 
 FAILED_LOG_NAME = "failed_experiments.csv"
+CANCELLED_BY_USER = "cancelled by the user"
 # seed 02's columns, and the job
 FAILED_LOG_COLUMNS = [
     "timestamp",
@@ -158,7 +159,11 @@ class DistributedExperimentPipeline:
         self, strategy: ParallelismStrategy, entry: StrategyEntry, files: JobFiles, job_id: str
     ) -> ParallelismStrategy | None:
         """Follow the job to its end; collect it, or log the failure. The strategy to try next, if any."""
-        job = self._follow(entry, job_id)
+        try:
+            job = self._follow(entry, job_id)
+        except KeyboardInterrupt:
+            self._log_failure(strategy, job_id, CANCELLED_BY_USER)
+            raise
         if job.state == "COMPLETED":
             collected = self.collector.collect(strategy, job)
             entry.collected, entry.partial = True, collected.partial
@@ -191,7 +196,7 @@ class DistributedExperimentPipeline:
             self.manager.cancel(job_id)
             job = wait_final(self.manager, job_id, poll_s=self.poll_s, timeout_s=120)
             entry.record(job)
-            entry.attempts[-1].error = "cancelled by the user"
+            entry.attempts[-1].error = CANCELLED_BY_USER
             self.manifest.save()
             raise
         entry.record(job)

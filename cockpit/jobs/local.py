@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from cockpit.jobs.factory import JobFiles
@@ -88,6 +88,9 @@ class LocalJobManager:
         atomic_write_text(self._paths(job_id)[0], json.dumps(info))
         return job_id
 
+    def _cancelled(self, job_id: str) -> Path:
+        return self.state_dir / f"{job_id}.cancelled"
+
     def _read(self, path: Path, job_id: str) -> dict:
         try:
             return json.loads(path.read_text())
@@ -112,33 +115,53 @@ class LocalJobManager:
             return JobRecord(job_id, name=name, **self._read(result_path, job_id))
         if alive:
             return JobRecord(job_id, "RUNNING", name=name, nodes="localhost")
+        if self._cancelled(job_id).exists():  # cancelled while its supervisor was still starting
+            return JobRecord(job_id, "CANCELLED", name=name, nodes="localhost")
         return JobRecord(job_id, "FAILED", name=name, reason="the job's supervisor ended without a record (killed?)")
 
     def cancel(self, job_id: str) -> None:
         info_path, result_path = self._paths(job_id)
         info = self._read(info_path, job_id)
         if not result_path.exists() and self._alive(job_id, info):
+            self._cancelled(job_id).touch()  # read only if the supervisor dies before it can record
             os.kill(info["pid"], signal.SIGTERM)  # the supervisor stops the job's process group, then records
 
 
 def _supervise(command: list[str], state_dir: Path, log_pattern: str, time_limit_s: float) -> int:
     """Run the job in its own process group and write its final record; exits with the job's exit code."""
-    job_id = f"local-{os.getpid()}"
-    log = Path(log_pattern.replace("%j", job_id))  # as JobFiles.log does
-    log.parent.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    with log.open("ab") as out:
-        job = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     stop_reason: list[str] = []
+    job: subprocess.Popen[bytes] | None = None
 
     def stop(reason: str) -> None:
         if not stop_reason:
             stop_reason.append(reason)
+        if job is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(job.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, lambda *_: stop("CANCELLED"))
     signal.signal(signal.SIGINT, lambda *_: stop("CANCELLED"))
+    job_id = f"local-{os.getpid()}"
+    log = Path(log_pattern.replace("%j", job_id))  # as JobFiles.log does
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    result: dict[str, object] = {"state": "CANCELLED", "exit_code": None, "elapsed_s": 0.0, "nodes": "localhost"}
+    if not stop_reason:  # a cancel can come before the job has started
+        with log.open("ab") as out:
+            job = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        result = _follow(job, started, time_limit_s, stop, stop_reason)
+    atomic_write_text(state_dir / f"{job_id}.result.json", json.dumps(result))
+    return 0 if result["exit_code"] == 0 else 1
+
+
+def _follow(
+    job: subprocess.Popen[bytes],
+    started: float,
+    time_limit_s: float,
+    stop: Callable[[str], None],
+    stop_reason: list[str],
+) -> dict[str, object]:
+    """Wait for the job, stopping it at its time limit (SIGTERM, then SIGKILL after a grace); its final record."""
     killed_at: float | None = None
     while True:
         pid, status, usage = os.wait4(job.pid, os.WNOHANG)
@@ -156,16 +179,13 @@ def _supervise(command: list[str], state_dir: Path, log_pattern: str, time_limit
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(job.pid, signal.SIGKILL)  # ranks the launcher left behind
     exit_code = os.waitstatus_to_exitcode(status)
-    state = stop_reason[0] if stop_reason else ("COMPLETED" if exit_code == 0 else "FAILED")
-    result = {
-        "state": state,
+    return {
+        "state": stop_reason[0] if stop_reason else ("COMPLETED" if exit_code == 0 else "FAILED"),
         "exit_code": exit_code,
         "elapsed_s": round(time.monotonic() - started, 3),
         "max_rss_bytes": usage.ru_maxrss * 1024,  # of the largest process in the job's tree (Linux: KiB)
         "nodes": "localhost",
     }
-    atomic_write_text(state_dir / f"{job_id}.result.json", json.dumps(result))
-    return 0 if exit_code == 0 else 1
 
 
 def main(argv: list[str] | None = None) -> int:

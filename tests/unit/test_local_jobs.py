@@ -89,3 +89,13 @@ def test_time_limit_from_the_script(tmp_path: Path) -> None:
 def test_unknown_job_is_named(tmp_path: Path) -> None:
     with pytest.raises(JobError, match="job local-1: unknown to the local backend"):
         LocalJobManager(tmp_path / "jobs").status("local-1")
+
+
+def test_cancel_right_after_submit(tmp_path: Path) -> None:
+    """A cancel that lands while the supervisor is still starting still ends CANCELLED, and the job never runs."""
+    manager = LocalJobManager(tmp_path / "jobs")
+    files = job(tmp_path, "touch ran")
+    job_id = manager.submit(files)
+    manager.cancel(job_id)
+    assert wait_final(manager, job_id, poll_s=0.05, timeout_s=30).state == "CANCELLED"
+    assert not (files.script.parent / "ran").exists()

@@ -1,0 +1,122 @@
+"""Helpers for sweep tests: a cockpit.toml with small prompt files, the `cluster` command, and what to expect."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from cockpit.jobs.manifest import Manifest
+from runtime.local_launch import local_env
+from tests.integration import runs
+
+REPO = Path(__file__).resolve().parents[2]
+# two prompts per variant, ids aligned; the 4k variant says more, as the real sets do
+PROMPT_FILES = {
+    "2k": [(1, runs.PROMPTS[0]), (2, runs.PROMPTS[1])],
+    "4k": [(1, runs.PROMPTS[0] + " " + runs.PROMPTS[3]), (2, runs.PROMPTS[1] + " " + runs.PROMPTS[2])],
+}
+MAX_NEW_TOKENS = 6
+
+
+def write_config(tmp: Path, model: Path, *, scheduler: str = "local", nodes: int = 2, gpus_per_node: int = 2) -> Path:
+    for variant, prompts in PROMPT_FILES.items():
+        text = "".join(f"@@@ prompt {pid}: p{pid}\n{prompt}\n" for pid, prompt in prompts)
+        (tmp / f"prompts_{variant}.txt").write_text(f"# {variant} test prompts\n{text}")
+    config = tmp / "cockpit.toml"
+    config.write_text(
+        f"""
+[cluster]
+scheduler = "{scheduler}"
+[paths]
+data_dir = "{tmp / "data"}"
+[model]
+path = "{model}"
+[sweep]
+prompt_files = {{ "2k" = "prompts_2k.txt", "4k" = "prompts_4k.txt" }}
+prompts_per_file = 2
+nodes = {nodes}
+gpus_per_node = {gpus_per_node}
+batch_size = 4
+max_new_tokens = {MAX_NEW_TOKENS}
+precision = "fp32"
+device = "cpu"
+time_limit = "00:05:00"
+"""
+    )
+    return config
+
+
+def command(config: Path, *args: str) -> list[str]:
+    return [sys.executable, str(REPO / "cluster.py"), "--config", str(config), *args]
+
+
+def cluster(config: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command(config, *args), env=local_env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def start(config: Path, *args: str) -> subprocess.Popen[str]:
+    """`cluster ...` in the background, in its own session (signals reach it alone)."""
+    return subprocess.Popen(
+        command(config, *args),
+        env=local_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def run_dir(config: Path) -> Path:
+    (found,) = (config.parent / "data" / "runs").glob("run_*")
+    return found
+
+
+def wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():  # type: ignore[operator]
+                return
+        except (OSError, ValueError):  # the manifest is replaced atomically; a run folder may not exist yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def entries(run: Path) -> list:
+    return list(Manifest.load(run).strategies.values())
+
+
+def expected_tokens(model: Path) -> dict[tuple[str, int], list[int]]:
+    """HF `generate` on the prompt table's rows, in the table's order and batches: every strategy's target."""
+    keys = [(variant, pid) for variant, prompts in PROMPT_FILES.items() for pid, _ in prompts]
+    texts = [text for prompts in PROMPT_FILES.values() for _, text in prompts]
+    tokens = runs.hf_reference(model, texts, max_new_tokens=MAX_NEW_TOKENS, batch_size=4)
+    return {key: tokens[i] for i, key in enumerate(keys)}
+
+
+def results(run: Path) -> pd.DataFrame:
+    (path,) = (run / "results").glob("run_*.parquet")
+    return pd.read_parquet(path)
+
+
+def assert_parity(run: Path, expected: dict[tuple[str, int], list[int]], strategies: int) -> None:
+    """Every strategy decoded every prompt of both variants, token for token as single-process HF."""
+    table = results(run)
+    assert table["strategy"].nunique() == strategies
+    for strategy, rows in table.groupby("strategy"):
+        got = {(r.variant, r.prompt_id): list(r.token_ids) for r in rows.itertuples()}
+        assert got == expected, f"{strategy} differs from the single-process reference"
+
+
+def status(config: Path, run: Path) -> dict:
+    done = cluster(config, "sweep", "status", str(run), "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)

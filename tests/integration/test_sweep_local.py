@@ -1,0 +1,147 @@
+"""Sweeps on the local backend (the embedded default's): every strategy's ranks on this machine, end to end
+through `cluster sweep ...`, interrupted and resumed, and retried with a smaller batch after running out of memory."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import stat
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cockpit.experiments.collect import ResultCollector
+from cockpit.experiments.pipeline import DistributedExperimentPipeline
+from cockpit.experiments.prompt_table import PromptDataFrameBuilder
+from cockpit.experiments.strategies import STRATEGIES, SweepSettings
+from cockpit.jobs.factory import RuntimeEnvironment, SlurmJobFactory
+from cockpit.jobs.local import LocalJobManager
+from cockpit.jobs.manifest import Manifest
+from tests.integration import sweeps
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def expected(tiny_model_dir: Path) -> dict[tuple[str, int], list[int]]:
+    return sweeps.expected_tokens(tiny_model_dir)
+
+
+def test_full_sweep(tmp_path: Path, tiny_model_dir: Path, expected: dict) -> None:
+    """Reference + the four strategies, both variants: states, shards, merged table, parity, baseline, report."""
+    config = sweeps.write_config(tmp_path, tiny_model_dir)
+    done = sweeps.cluster(config, "sweep", "run", "--json")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    out = json.loads(done.stdout)
+    run = Path(out["run_dir"])
+    kinds = [row["kind"] for row in out["strategies"]]
+    assert kinds == ["reference", "tp_nodes", "pp_nodes", "tp_node", "hybrid"]
+    assert all(row["status"] == "COMPLETED" and row["collected"] and row["attempts"] == 1 for row in out["strategies"])
+    assert all(row["progress"] == "4/4" and not row["partial"] for row in out["strategies"])
+    sweeps.assert_parity(run, expected, strategies=5)
+    manifest = Manifest.load(run)
+    assert manifest.state == "completed" and manifest.pipeline_pid is None
+    for entry in manifest.strategies.values():
+        (attempt,) = entry.attempts
+        assert attempt.elapsed_s and attempt.max_rss_bytes and Path(attempt.log_path).exists()
+        assert Path(entry.output_root, "outputs").is_dir()
+    # no endpoint configured: the baseline is the reference run's text, and every strategy matches it
+    baseline = pd.read_parquet(run / "results" / "baseline_prompts.parquet")
+    reference = sweeps.results(run).query("strategy_kind == 'reference'")
+    assert sorted(baseline["local_completion"]) == sorted(reference["completion"])
+    scores = pd.read_parquet(next((run / "results").glob("correctness_run_*.parquet")))
+    assert scores["exact_match"].all() and (scores["normalized_levenshtein"] == 1.0).all()
+    assert set(out["report"]) == {"csv", "markdown", "latency_vs_correctness", "throughput_vs_length"}
+    summary = Path(out["report"]["markdown"]).read_text()
+    assert "Winner: **" in summary and summary.count("| 100.0% |") == 5
+    assert pd.read_csv(out["report"]["csv"])["strategy"].nunique() == 5
+    report = sweeps.cluster(config, "report", str(run), "--json")
+    assert report.returncode == 0 and len(json.loads(report.stdout)["strategies"]) == 5
+
+
+def test_sigterm_cancels_then_resume_finishes(tmp_path: Path, tiny_model_dir: Path, expected: dict) -> None:
+    """SIGTERM mid-sweep cancels the running job and leaves the manifest whole; resume runs only what is left."""
+    config = sweeps.write_config(tmp_path, tiny_model_dir, gpus_per_node=1)  # reference, tp_nodes, pp_nodes
+    sweep = sweeps.start(config, "sweep", "run")
+    sweeps.wait_for(lambda: sweeps.entries(sweeps.run_dir(config))[1].status == "RUNNING", 180, "the second job")
+    os.kill(sweep.pid, signal.SIGTERM)
+    output, _ = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130, output
+    run = sweeps.run_dir(config)
+    manifest = Manifest.load(run)
+    first, second, third = manifest.strategies.values()
+    assert manifest.state == "cancelled" and manifest.pipeline_pid is None
+    assert first.done and second.status == "CANCELLED" and third.status == "NOT_STARTED"
+    assert second.attempts[0].error == "cancelled by the user"
+    with (run / "failed_experiments.csv").open() as handle:
+        (failure,) = list(csv.DictReader(handle))
+    assert failure["config_name"] == second.strategy_id and json.loads(failure["config_json"])["tp_size"] == 2
+    rows_before = sweeps.results(run)
+
+    done = sweeps.cluster(config, "sweep", "resume", str(run))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"{first.strategy_id:<22} skipped" in done.stdout
+    first_after, second_after, third_after = Manifest.load(run).strategies.values()
+    assert first_after.attempts == first.attempts  # not run again
+    assert [a.state for a in second_after.attempts] == ["CANCELLED", "COMPLETED"]
+    assert third_after.done and len(third_after.attempts) == 1
+    sweeps.assert_parity(run, expected, strategies=3)
+    kept = sweeps.results(run).query(f"strategy == '{first.strategy_id}'")
+    assert kept["completion"].tolist() == rows_before["completion"].tolist()
+
+
+def fake_gpu_python(tmp_path: Path) -> Path:
+    """A python for the job that plays a GPU running out of memory at batch size 4 (this machine has no GPU),
+    and runs the real runtime otherwise."""
+    wrapper = tmp_path / "fake_gpu_python"
+    wrapper.write_text(
+        "#!/bin/bash\n"
+        'if grep -q \'"batch_size": 4\' "${@: -1}"; then\n'
+        '  echo "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB" >&2; exit 1\n'
+        "fi\n"
+        f'exec {sys.executable} "$@"\n'
+    )
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    return wrapper
+
+
+def test_fake_gpu_oom_halves_the_batch(tmp_path: Path, tiny_model_dir: Path, expected: dict) -> None:
+    config = sweeps.write_config(tmp_path, tiny_model_dir)
+    prompts = tmp_path / "prompts.parquet"
+    from cockpit.experiments.prompts import PromptFileSet, PromptRepository
+
+    files = PromptFileSet({v: tmp_path / f"prompts_{v}.txt" for v in ("2k", "4k")}, count=2)
+    builder = PromptDataFrameBuilder()
+    table = builder.build(PromptRepository(files).load_all())
+    builder.persist(table, prompts)
+    settings = SweepSettings(
+        model_name="tiny-llama",
+        model_path=str(tiny_model_dir),
+        model_tag="tiny",
+        run_id="run_oom",
+        run_dir=tmp_path,
+        prompt_df_path=prompts,
+        batch_size=4,
+        max_new_tokens=sweeps.MAX_NEW_TOKENS,
+        precision="fp32",
+        device="cpu",
+    )
+    manifest = Manifest("run_oom", str(tmp_path), "local", "now")
+    pipeline = DistributedExperimentPipeline(
+        [STRATEGIES["reference"](settings)],
+        SlurmJobFactory(RuntimeEnvironment(python=str(fake_gpu_python(tmp_path)), launcher="local")),
+        LocalJobManager(tmp_path / "jobs"),
+        ResultCollector(table, tmp_path / "results", "oom", "run_oom"),
+        manifest,
+        retry_backoff_s=0,
+    )
+    assert pipeline.run().state == "completed" and config.exists()
+    (entry,) = manifest.strategies.values()
+    assert [(a.batch_size, a.state) for a in entry.attempts] == [(4, "FAILED"), (2, "COMPLETED")]
+    assert "CUDA out of memory" in entry.attempts[0].error
+    rows = ResultCollector.load_rows(tmp_path / "results", "oom")
+    assert {(r.variant, r.prompt_id): list(r.token_ids) for r in rows.itertuples()} == expected

@@ -1,0 +1,55 @@
+"""A whole sweep on the real Slurm's two nodes: jobs by sbatch, states from sacct, and a sweep process killed
+outright (SIGKILL: no chance to clean up) while its job runs on, then resumed by re-attaching to that job."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from cockpit.jobs.manifest import Manifest
+from cockpit.jobs.records import JobError
+from cockpit.jobs.slurm import SlurmJobManager
+from tests.infra.services import SlurmCluster
+from tests.integration import sweeps
+
+pytestmark = [pytest.mark.infra, pytest.mark.slow]
+
+
+def test_sweep_killed_and_resumed_on_slurm(slurm_cluster: SlurmCluster, tmp_path: Path, tiny_model_dir: Path) -> None:
+    config = sweeps.write_config(tmp_path, tiny_model_dir, scheduler="slurm")
+    sweep = sweeps.start(config, "sweep", "run")
+    sweeps.wait_for(lambda: sweeps.entries(sweeps.run_dir(config))[1].status == "RUNNING", 240, "the second job")
+    os.kill(sweep.pid, signal.SIGKILL)
+    sweep.communicate(timeout=30)
+    run = sweeps.run_dir(config)
+    killed = Manifest.load(run)
+    first, second = list(killed.strategies.values())[:2]
+    assert killed.state == "running" and first.done and second.status == "RUNNING"  # as the kill left it
+
+    done = sweeps.cluster(config, "sweep", "resume", str(run), "--json")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert f"re-attaching to job {second.job_id}" in done.stderr
+    out = json.loads(done.stdout)
+    assert [row["kind"] for row in out["strategies"]] == ["reference", "tp_nodes", "pp_nodes", "tp_node", "hybrid"]
+    assert all(row["attempts"] == 1 and row["collected"] for row in out["strategies"])  # nothing ran twice
+    manifest = Manifest.load(run)
+    assert manifest.state == "completed" and list(manifest.strategies.values())[1].job_id == second.job_id
+    for entry in manifest.strategies.values():
+        (record,) = json.loads(slurm_cluster.run("sacct", "--json", "-j", str(entry.job_id)).stdout)["jobs"]
+        assert record["state"]["current"] == "COMPLETED" and record["name"] == entry.strategy_id
+        assert entry.attempts[0].elapsed_s == record["time"]["elapsed"]
+    hosts = {json.loads(p.read_text())["hostname"] for p in run.glob("tiny_pp2_tp2_n2/metrics/*.json")}
+    assert hosts == {"node0", "node1"}
+    sweeps.assert_parity(run, sweeps.expected_tokens(tiny_model_dir), strategies=5)
+    assert Path(out["report"]["markdown"]).read_text().count("| 100.0% |") == 5
+
+
+@pytest.mark.usefixtures("slurm_cluster")
+def test_job_unknown_to_slurm_is_named() -> None:
+    manager = SlurmJobManager(unknown_grace_s=0)
+    with pytest.raises(JobError, match="job 987654: neither squeue nor sacct knows it"):
+        manager.status("987654")
