@@ -49,11 +49,11 @@ def model_tag(name: str) -> str:
     """A short id for strategy ids: 'tiny-llama' -> 'tiny', 'Meta-Llama-3-8B-Instruct' -> 'llama8b'."""
     if name == EMBEDDED_MODEL:
         return "tiny"
-    lowered = name.lower().rsplit("/", 1)[-1]
-    family = re.search(r"[a-z]+(?=[-_]?\d*[-_.]?\d*b)", lowered.replace("meta-", ""))
-    size = re.search(r"(\d+(?:\.\d+)?)b\b", lowered)
-    if family and size:
-        return f"{family[0]}{size[1].replace('.', '')}b"
+    lowered = name.lower().rsplit("/", 1)[-1].removeprefix("meta-")
+    family = re.match(r"[a-z]+", lowered)
+    sizes = re.findall(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)b\b", lowered)
+    if family and sizes:
+        return f"{family[0]}{sizes[-1].replace('.', '')}b"
     return re.sub(r"[^a-z0-9]+", "", lowered)[:16] or "model"
 
 
