@@ -9,13 +9,15 @@ import os
 import sys
 import time
 
-from bench import comm, decode, report, roofline, strategies
+from bench import comm, decode, pipeline, report, roofline, strategies
 
 BENCHMARKS = {
     "decode": decode.run,  # our loop vs HF generate
     "strategies": strategies.run,  # TP / PP on this machine vs a single process
     "roofline": roofline.run,  # decode vs the memory-bandwidth bound
     "comm": comm.run,  # alpha/beta of all-reduce and send/recv
+    "collect": pipeline.collect,  # shard rows into the results table vs pandas.read_json
+    "orchestration": pipeline.orchestration,  # a Slurm job's end to its rows collected
 }
 
 

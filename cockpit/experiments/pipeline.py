@@ -171,7 +171,9 @@ class DistributedExperimentPipeline:
             self.manifest.save()
             note = f"; partial: {'; '.join(collected.problems)}" if collected.partial else ""
             self._tell("collected", entry, f"{entry.rows} rows in {job.elapsed_s or 0:.1f} s{note}", job)
+            self._settle(entry, job)
             return None
+        job = self._settle(entry, job)
         tail = log_tail(files.log(job_id))
         error = describe_failure(job, tail)
         entry.attempts[-1].error = error
@@ -199,6 +201,17 @@ class DistributedExperimentPipeline:
             entry.attempts[-1].error = CANCELLED_BY_USER
             self.manifest.save()
             raise
+        entry.record(job)
+        self.manifest.save()
+        return job
+
+    def _settle(self, entry: StrategyEntry, job: JobRecord, timeout_s: float = 30.0) -> JobRecord:
+        """The scheduler's final accounting for the attempt (it can trail the final state by a second or two)."""
+        deadline = time.monotonic() + timeout_s
+        while not job.settled and time.monotonic() < deadline:
+            job = self.manager.accounting(job.job_id) or job
+            if not job.settled:
+                time.sleep(self.poll_s)
         entry.record(job)
         self.manifest.save()
         return job

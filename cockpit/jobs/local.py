@@ -119,6 +119,11 @@ class LocalJobManager:
             return JobRecord(job_id, "CANCELLED", name=name, nodes="localhost")
         return JobRecord(job_id, "FAILED", name=name, reason="the job's supervisor ended without a record (killed?)")
 
+    def accounting(self, job_id: str) -> JobRecord | None:
+        """The final record, once there is one (a local job's final record is already its accounting)."""
+        record = self.status(job_id)
+        return record if record.final else None
+
     def cancel(self, job_id: str) -> None:
         info_path, result_path = self._paths(job_id)
         info = self._read(info_path, job_id)

@@ -31,6 +31,7 @@ class JobRecord:
     max_rss_bytes: int | None = None
     nodes: str | None = None
     reason: str | None = None
+    settled: bool = True  # False while the scheduler's accounting (exit code, elapsed, MaxRSS) may still change
 
     @property
     def final(self) -> bool:
@@ -45,6 +46,8 @@ class JobManager(Protocol):
     def submit(self, files: JobFiles) -> str: ...
 
     def status(self, job_id: str) -> JobRecord: ...
+
+    def accounting(self, job_id: str) -> JobRecord | None: ...
 
     def cancel(self, job_id: str) -> None: ...
 

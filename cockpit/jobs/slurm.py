@@ -1,12 +1,14 @@
 """`SlurmJobManager`: sbatch, squeue/sacct with `--json`, scancel (seed 01, 4.4).
 
-A job is settled only when slurmdbd has its final record: for a second or two after a short job ends, sacct can
-hold a placeholder with no working directory, and squeue may already say COMPLETED. Until then the job reads as
-COMPLETING, so nothing moves on to collection early.
+A job's state comes from squeue while slurmctld remembers it (MinJobAge), and its accounting from sacct. For a
+second or two after a job ends, slurmdbd can hold a placeholder record with no working directory: squeue's final
+state is then returned at once, marked not settled, and the settled sacct record (exit code, elapsed, MaxRSS)
+follows on a later call.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import subprocess
@@ -38,13 +40,18 @@ def record_from_squeue(data: Mapping[str, Any], job_id: str) -> JobRecord | None
     """The job's record in `squeue --json` output (filtered here: 22.05 ignores -j with --json), or None."""
     for job in data.get("jobs", []):
         if str(job.get("job_id")) == job_id:
-            return JobRecord(
+            start, end = _number(job.get("start_time")), _number(job.get("end_time"))
+            record = JobRecord(
                 job_id=job_id,
                 state=_state(job.get("job_state")),
                 name=job.get("name", ""),
                 nodes=job.get("nodes") or None,
                 reason=None if job.get("state_reason") in (None, "None") else job["state_reason"],
+                settled=False,
             )
+            if record.final and start and end:
+                return dataclasses.replace(record, elapsed_s=float(end - start))
+            return record
     return None
 
 
@@ -131,21 +138,23 @@ class SlurmJobManager:
         return job_id
 
     def status(self, job_id: str) -> JobRecord:
-        """PENDING/RUNNING from squeue; a final state only once sacct has the settled record."""
+        """squeue's record while slurmctld remembers the job (final ones unsettled); sacct's once it forgot."""
         queued = record_from_squeue(self._json(["squeue", "--json"], f"job {job_id}"), job_id)
-        if queued is not None and not queued.final:
+        if queued is not None:
             self._unknown_since.pop(job_id, None)
             return queued
-        settled = record_from_sacct(self._json(["sacct", "--json", "-j", job_id], f"job {job_id}"), job_id)
+        settled = self.accounting(job_id)
         if settled is not None:
             self._unknown_since.pop(job_id, None)
             return settled
-        if queued is not None:  # ended, and slurmdbd is still writing it down
-            return JobRecord(job_id, "COMPLETING", name=queued.name, nodes=queued.nodes)
         first = self._unknown_since.setdefault(job_id, time.monotonic())
         if time.monotonic() - first >= self.unknown_grace_s:
             raise JobError(f"job {job_id}: neither squeue nor sacct knows it (after {self.unknown_grace_s:.0f} s)")
-        return JobRecord(job_id, "PENDING", reason="not yet in squeue or sacct")
+        return JobRecord(job_id, "PENDING", reason="not yet in squeue or sacct", settled=False)
+
+    def accounting(self, job_id: str) -> JobRecord | None:
+        """The job's settled record from slurmdbd (exit code, elapsed, MaxRSS), or None until there is one."""
+        return record_from_sacct(self._json(["sacct", "--json", "-j", job_id], f"job {job_id}"), job_id)
 
     def cancel(self, job_id: str) -> None:
         self._run(["scancel", job_id], f"job {job_id}")
