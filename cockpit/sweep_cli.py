@@ -54,7 +54,7 @@ def _printer(args: argparse.Namespace) -> Any:
     return show
 
 
-def _outcome(args: argparse.Namespace, sweep: sweeps.Sweep, settings: Settings) -> int:
+def _outcome(args: argparse.Namespace, sweep: sweeps.Sweep) -> int:
     """Report after a run or resume, then the status; the exit code says whether everything came back whole."""
     manifest: Manifest = sweep.manifest
     report_files: dict[str, str] = {}
@@ -81,14 +81,14 @@ def cmd_sweep_run(args: argparse.Namespace, settings: Settings) -> int:
         strategies = ", ".join(s.strategy_id for s in sweep.strategies())
         print(f"{sweep.settings.run_id}: {strategies} on the {sweep.manifest.backend} backend", flush=True)
     sweeps.execute(sweep, settings, _printer(args))
-    return _outcome(args, sweep, settings)
+    return _outcome(args, sweep)
 
 
 def cmd_sweep_resume(args: argparse.Namespace, settings: Settings) -> int:
     """Run what an earlier sweep left undone (done strategies are skipped, running jobs re-attached)."""
     sweep = sweeps.load(_run_dir(args, settings))
     sweeps.execute(sweep, settings, _printer(args))
-    return _outcome(args, sweep, settings)
+    return _outcome(args, sweep)
 
 
 def cmd_sweep_status(args: argparse.Namespace, settings: Settings) -> int:

@@ -63,7 +63,6 @@ class Sweep:
 
     settings: SweepSettings
     manifest: Manifest
-    max_attempts: int
 
     @property
     def run_dir(self) -> Path:
@@ -125,14 +124,12 @@ def plan(settings: Settings, *, now: datetime | None = None, **overrides: Any) -
         backend=settings.cluster.scheduler,
         created_at=now_iso(),
         state="planned",
-        settings={
-            **_plain_settings(sweep_settings),
-            "launcher": section.launcher,
-            "max_attempts": section.max_attempts,
-        },
+        launcher="local" if settings.cluster.scheduler == "local" else section.launcher,
+        max_attempts=section.max_attempts,
+        settings=_plain_settings(sweep_settings),
         baseline=settings.baseline_url or "reference",
     )
-    sweep = Sweep(sweep_settings, manifest, section.max_attempts)
+    sweep = Sweep(sweep_settings, manifest)
     pipeline = _pipeline(sweep, on_event=lambda event: None)
     for strategy in sweep.strategies():
         pipeline.entry(strategy)
@@ -147,11 +144,9 @@ def load(run_dir: Path) -> Sweep:
         raise InputError(f"{run_dir}: not a sweep run folder (no {MANIFEST_NAME})")
     manifest = Manifest.load(run_dir)
     stored = dict(manifest.settings)
-    launcher, max_attempts = stored.pop("launcher", "srun"), int(stored.pop("max_attempts", 3) or 3)
     for key in ("run_dir", "prompt_df_path"):
         stored[key] = Path(str(stored[key]))
-    manifest.settings["launcher"] = launcher
-    return Sweep(SweepSettings(**stored), manifest, max_attempts)
+    return Sweep(SweepSettings(**stored), manifest)
 
 
 def job_manager(sweep: Sweep) -> JobManager:
@@ -161,9 +156,7 @@ def job_manager(sweep: Sweep) -> JobManager:
 
 
 def _pipeline(sweep: Sweep, on_event: Callable[[SweepEvent], None]) -> DistributedExperimentPipeline:
-    backend = sweep.manifest.backend
-    launcher = "local" if backend == "local" else str(sweep.manifest.settings.get("launcher", "srun"))
-    factory = SlurmJobFactory(RuntimeEnvironment(launcher=launcher))  # type: ignore[arg-type]
+    factory = SlurmJobFactory(RuntimeEnvironment(launcher=sweep.manifest.launcher))
     prompts = PromptDataFrameBuilder().load(sweep.settings.prompt_df_path)
     collector = ResultCollector(prompts, sweep.results_dir, sweep.stamp, sweep.settings.run_id)
     return DistributedExperimentPipeline(
@@ -172,7 +165,7 @@ def _pipeline(sweep: Sweep, on_event: Callable[[SweepEvent], None]) -> Distribut
         job_manager(sweep),
         collector,
         sweep.manifest,
-        max_attempts=sweep.max_attempts,
+        max_attempts=sweep.manifest.max_attempts,
         on_event=on_event,
     )
 

@@ -21,6 +21,7 @@ from runtime.contract import EXP_CONFIG_NAME
 from runtime.schema import InputError
 
 PROJECT = Path(__file__).resolve().parents[2]
+Launcher = Literal["srun", "deepspeed", "local"]
 # what `apptainer exec` needs to see the node's GPUs, per device kind
 APPTAINER_GPU_FLAGS = {"cuda": ["--nv"], "xpu": ["--bind", "/dev/dri"], "cpu": []}
 FREE_PORT = shlex.join(
@@ -34,7 +35,7 @@ class RuntimeEnvironment:
 
     python: str = sys.executable
     project_dir: Path = PROJECT
-    launcher: Literal["srun", "deepspeed", "local"] = "srun"
+    launcher: Launcher = "srun"
     env: Mapping[str, str] = field(default_factory=dict)  # never secrets: the script is a plain file
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cockpit.jobs.factory import Launcher
 from cockpit.jobs.records import ACTIVE_STATES, JobRecord
 from runtime.atomic import atomic_write_text
 from runtime.contract import loads, read_text
@@ -82,7 +82,9 @@ class Manifest:
     created_at: str
     state: str = "planned"  # planned | running | completed | failed | cancelled
     pipeline_pid: int | None = None
-    settings: dict[str, str | int | float | None] = field(default_factory=dict)
+    launcher: Launcher = "local"  # how jobs start their ranks
+    max_attempts: int = 3
+    settings: dict[str, str | int | float | None] = field(default_factory=dict)  # the sweep's SweepSettings
     baseline: str = "reference"  # where baseline completions come from: the reference run, or an endpoint URL
     strategies: dict[str, StrategyEntry] = field(default_factory=dict)
 
@@ -96,8 +98,7 @@ class Manifest:
         return loads(cls, read_text(path), str(path))
 
     def save(self) -> None:
-        with _lock:
-            atomic_write_text(self.path, json.dumps(to_plain(self), indent=2) + "\n")
+        atomic_write_text(self.path, json.dumps(to_plain(self), indent=2) + "\n")
 
     def running(self) -> list[StrategyEntry]:
         """Entries whose latest job has not ended."""
@@ -112,6 +113,3 @@ class Manifest:
         except OSError:
             return False
         return b"sweep" in cmdline and os.getpid() != self.pipeline_pid
-
-
-_lock = threading.Lock()
