@@ -85,6 +85,17 @@ class BaselineSection:
     model: str | None = None  # $COCKPIT_BASELINE_MODEL overrides
     api_key_env: str = "OPENAI_API_KEY"
     api_key_file: str | None = None  # must be mode 0600
+    rate_limit_per_s: float | None = None  # requests per second; none = as fast as concurrency allows
+    concurrency: int = 4
+    max_attempts: int = 5
+    timeout_s: float = 120.0
+
+    def check(self, source: str, prefix: str = "") -> None:
+        for key in ("concurrency", "max_attempts"):
+            if getattr(self, key) < 1:
+                raise SchemaError(source, prefix + key, f"expected at least 1, got {getattr(self, key)}")
+        if self.timeout_s <= 0 or (self.rate_limit_per_s is not None and self.rate_limit_per_s <= 0):
+            raise SchemaError(source, prefix + "timeout_s", "timeout_s and rate_limit_per_s must be positive")
 
 
 @dataclass(frozen=True)

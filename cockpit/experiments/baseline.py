@@ -156,7 +156,14 @@ class OpenAICompletionClient:
             return None
         if not settings.baseline_model:
             raise BaselineError(f"{url}: no baseline model (set [baseline] model or $COCKPIT_BASELINE_MODEL)")
-        return cls(url, settings.baseline_model, settings.baseline_api_key(), **kw)
+        section = settings.file.baseline
+        limits = {
+            "timeout_s": section.timeout_s,
+            "max_attempts": section.max_attempts,
+            "rate_limit_per_s": section.rate_limit_per_s,
+            "concurrency": section.concurrency,
+        }
+        return cls(url, settings.baseline_model, settings.baseline_api_key(), **{**limits, **kw})
 
     def __repr__(self) -> str:
         return f"OpenAICompletionClient(url={self.url!r}, model={self.model!r}, max_attempts={self.max_attempts})"

@@ -208,7 +208,7 @@ def run_endpoint_baseline(sweep: Sweep, settings: Settings, on_event: Callable[[
     out = sweep.results_dir / BASELINE_NAME
     builder = PromptDataFrameBuilder()
     frame = builder.load(out if out.exists() else sweep.settings.prompt_df_path)
-    runner = LocalInferenceRunner(client, max_tokens=sweep.settings.max_new_tokens)
+    runner = LocalInferenceRunner(client, sweep.settings.max_new_tokens, settings.file.baseline.concurrency)
     runner.run(frame, out)
     done = len(frame) - len(runner.failures)
     on_event(SweepEvent("collected", "baseline", f"{done} of {len(frame)} completions from {client.url}"))

@@ -145,3 +145,24 @@ def test_fake_gpu_oom_halves_the_batch(tmp_path: Path, tiny_model_dir: Path, exp
     assert "CUDA out of memory" in entry.attempts[0].error
     rows = ResultCollector.load_rows(tmp_path / "results", "oom")
     assert {(r.variant, r.prompt_id): list(r.token_ids) for r in rows.itertuples()} == expected
+
+
+def test_baseline_from_an_endpoint(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """With [baseline] set, completions come from the OpenAI-compatible endpoint (a real one on loopback, failing
+    twice first) before the jobs run, and the report compares every strategy with them."""
+    from tests.integration.openai_server import TinyModel, serve
+
+    config = sweeps.write_config(tmp_path, tiny_model_dir, nodes=1, gpus_per_node=1)  # the reference alone
+    with serve(TinyModel(tiny_model_dir), script=(429, 500)) as server:
+        text = config.read_text() + f'[baseline]\nbase_url = "{server.base_url}"\nmodel = "{tiny_model_dir}"\n'
+        config.write_text(text)
+        done = sweeps.cluster(config, "sweep", "run", "--json")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert server.requests == 4 + 2  # four prompts, two answered 429 and 500 first
+    run = Path(json.loads(done.stdout)["run_dir"])
+    assert Manifest.load(run).baseline == server.base_url
+    baseline = pd.read_parquet(run / "results" / "baseline_prompts.parquet")
+    assert (baseline["status"] == "done").all() and baseline["local_completion"].str.len().gt(0).all()
+    scores = pd.read_parquet(next((run / "results").glob("correctness_run_*.parquet")))
+    assert scores["ratio"].notna().all() and scores["exact_match"].all()
+    assert "4 of 4 completions from" in done.stderr
