@@ -146,6 +146,12 @@ def load(run_dir: Path) -> Sweep:
     stored = dict(manifest.settings)
     for key in ("run_dir", "prompt_df_path"):
         stored[key] = Path(str(stored[key]))
+    fields = {f.name: f for f in dataclasses.fields(SweepSettings)}
+    unknown = sorted(set(stored) - set(fields))
+    missing = sorted(n for n, f in fields.items() if n not in stored and f.default is dataclasses.MISSING)
+    if unknown or missing:
+        keys = ", ".join([*(f"{k} (unknown)" for k in unknown), *(f"{k} (missing)" for k in missing)])
+        raise InputError(f"{manifest.path}: settings: {keys}; was it written by another version of the cockpit?")
     return Sweep(SweepSettings(**stored), manifest)
 
 

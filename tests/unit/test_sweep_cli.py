@@ -99,3 +99,18 @@ def test_a_planned_run_as_status_shows_it(sweep_home: Path) -> None:
 )
 def test_model_tag(name: str, tag: str) -> None:
     assert model_tag(name) == tag
+
+
+def test_manifest_from_another_version_is_named(sweep_home: Path) -> None:
+    from cockpit.config import load_settings
+    from cockpit.experiments import sweep
+
+    planned = sweep.plan(load_settings(sweep_home / "cockpit.toml"))
+    path = planned.run_dir / "manifest.json"
+    data = json.loads(path.read_text())
+    data["settings"]["nodez"] = 2
+    del data["settings"]["model_name"]
+    path.write_text(json.dumps(data))
+    done = run("sweep", "resume", cwd=sweep_home)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{path}: settings: nodez (unknown), model_name (missing)" in done.stderr
