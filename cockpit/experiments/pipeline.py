@@ -25,6 +25,7 @@ from cockpit.jobs.factory import JobFiles, SlurmJobFactory
 from cockpit.jobs.manifest import Attempt, Manifest, StrategyEntry, now_iso
 from cockpit.jobs.records import ACTIVE_STATES, JobManager, JobRecord, wait_final
 from runtime.atomic import atomic_write_text
+from runtime.schema import to_plain
 
 FAILED_LOG_NAME = "failed_experiments.csv"
 CANCELLED_BY_USER = "cancelled by the user"
@@ -72,6 +73,21 @@ def describe_failure(job: JobRecord, tail: str) -> str:
     return f"{job.state} (exit {job.exit_code}): {detail}"
 
 
+def register(manifest: Manifest, strategy: ParallelismStrategy, files: JobFiles) -> StrategyEntry:
+    """The strategy's entry in the manifest, made on first sight (a planned run lists every strategy up front)."""
+    return manifest.strategies.setdefault(
+        strategy.strategy_id,
+        StrategyEntry(
+            strategy_id=strategy.strategy_id,
+            kind=strategy.kind,
+            description=strategy.describe_topology(),
+            exp_config_path=str(files.config),
+            script_path=str(files.script),
+            output_root=str(strategy.output_root),
+        ),
+    )
+
+
 class DistributedExperimentPipeline:
     """Runs a sweep's strategies in order, each through the job manager, into the collector."""
 
@@ -112,18 +128,7 @@ class DistributedExperimentPipeline:
         return self.manifest
 
     def entry(self, strategy: ParallelismStrategy) -> StrategyEntry:
-        files = self.factory.files(strategy)
-        return self.manifest.strategies.setdefault(
-            strategy.strategy_id,
-            StrategyEntry(
-                strategy_id=strategy.strategy_id,
-                kind=strategy.kind,
-                description=strategy.describe_topology(),
-                exp_config_path=str(files.config),
-                script_path=str(files.script),
-                output_root=str(strategy.output_root),
-            ),
-        )
+        return register(self.manifest, strategy, self.factory.files(strategy))
 
     def run_strategy(self, strategy: ParallelismStrategy) -> bool:
         """Submit (or re-attach), follow, collect; retries as the strategy says. Whether it ended collected."""
@@ -233,7 +238,7 @@ class DistributedExperimentPipeline:
                 config.model_name,
                 job_id,
                 error,
-                json.dumps(json.loads(config.to_json()), separators=(",", ":")),
+                json.dumps(to_plain(config), separators=(",", ":")),
             ]
         )
         atomic_write_text(path, old + out.getvalue())

@@ -28,7 +28,7 @@ import pandas as pd
 from cockpit.config import EMBEDDED_MODEL, Settings
 from cockpit.experiments.collect import ResultCollector
 from cockpit.experiments.correctness import CorrectnessEvaluator
-from cockpit.experiments.pipeline import DistributedExperimentPipeline, SweepEvent
+from cockpit.experiments.pipeline import DistributedExperimentPipeline, SweepEvent, register
 from cockpit.experiments.prompt_table import PromptDataFrameBuilder
 from cockpit.experiments.prompts import PromptFileSet, PromptRepository
 from cockpit.experiments.report import RunSummary
@@ -130,9 +130,9 @@ def plan(settings: Settings, *, now: datetime | None = None, **overrides: Any) -
         baseline=settings.baseline_url or "reference",
     )
     sweep = Sweep(sweep_settings, manifest)
-    pipeline = _pipeline(sweep, on_event=lambda event: None)
+    factory = _factory(sweep)
     for strategy in sweep.strategies():
-        pipeline.entry(strategy)
+        register(manifest, strategy, factory.files(strategy))
     manifest.save()
     return sweep
 
@@ -161,13 +161,16 @@ def job_manager(sweep: Sweep) -> JobManager:
     return LocalJobManager(sweep.run_dir / "jobs")
 
 
+def _factory(sweep: Sweep) -> SlurmJobFactory:
+    return SlurmJobFactory(RuntimeEnvironment(launcher=sweep.manifest.launcher))
+
+
 def _pipeline(sweep: Sweep, on_event: Callable[[SweepEvent], None]) -> DistributedExperimentPipeline:
-    factory = SlurmJobFactory(RuntimeEnvironment(launcher=sweep.manifest.launcher))
     prompts = PromptDataFrameBuilder().load(sweep.settings.prompt_df_path)
     collector = ResultCollector(prompts, sweep.results_dir, sweep.stamp, sweep.settings.run_id)
     return DistributedExperimentPipeline(
         sweep.strategies(),
-        factory,
+        _factory(sweep),
         job_manager(sweep),
         collector,
         sweep.manifest,

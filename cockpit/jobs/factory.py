@@ -47,7 +47,12 @@ class JobFiles:
 
     def log(self, job_id: str) -> Path:
         """The job's output file."""
-        return Path(self.log_pattern.replace("%j", job_id))
+        return job_log(self.log_pattern, job_id)
+
+
+def job_log(log_pattern: str, job_id: str) -> Path:
+    """A log pattern (`%j`: the job id, as Slurm writes it) filled in for one job."""
+    return Path(log_pattern.replace("%j", job_id))
 
 
 class SlurmJobFactory:

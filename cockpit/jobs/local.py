@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from cockpit.jobs.factory import JobFiles
+from cockpit.jobs.factory import JobFiles, job_log
 from cockpit.jobs.records import JobError, JobRecord
 from runtime.atomic import atomic_write_text
 from runtime.local_launch import local_env
@@ -147,7 +147,7 @@ def _supervise(command: list[str], state_dir: Path, log_pattern: str, time_limit
     signal.signal(signal.SIGTERM, lambda *_: stop("CANCELLED"))
     signal.signal(signal.SIGINT, lambda *_: stop("CANCELLED"))
     job_id = f"local-{os.getpid()}"
-    log = Path(log_pattern.replace("%j", job_id))  # as JobFiles.log does
+    log = job_log(log_pattern, job_id)
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     result: dict[str, object] = {"state": "CANCELLED", "exit_code": None, "elapsed_s": 0.0, "nodes": "localhost"}
