@@ -1,0 +1,177 @@
+"""The Ansible inventory as the one list of nodes, read with ansible-core's own parser.
+
+Host patterns (`compute`, `node*`, `compute:!node1`), group_vars and host_vars behave exactly as in Ansible,
+and a ClusterShell range (`node[0-3]`) in a pattern expands first. With no inventory configured, the cluster is
+this machine alone (`localhost`, reached without ssh).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cockpit.nodes.nodeset import expand
+from runtime.schema import InputError
+
+COMPUTE_GROUP = "compute"
+_MAC = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node as the cockpit reaches it. `local` nodes are this machine: commands run without ssh."""
+
+    name: str
+    address: str
+    port: int = 22
+    user: str | None = None
+    key_file: Path | None = None
+    mac: str | None = None
+    gpu_kind: str | None = None
+    groups: tuple[str, ...] = ()
+    local: bool = False
+    power_off_command: str = "shutdown -h now"
+    reboot_command: str = "shutdown -r now"
+
+    @property
+    def target(self) -> str:
+        """How messages name the node: `node0 (10.77.0.10)`."""
+        shown = self.address if self.port == 22 else f"{self.address}:{self.port}"
+        return self.name if shown == self.name else f"{self.name} ({shown})"
+
+
+LOCALHOST = Node("localhost", "127.0.0.1", groups=(COMPUTE_GROUP,), local=True)
+
+
+def _mac(value: object, host: str, source: str) -> str | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not _MAC.match(value):
+        raise InputError(f"{source}: host {host}: mac_address {value!r} is not a MAC like 02:77:00:00:00:0a")
+    return value.lower().replace("-", ":")
+
+
+def node_from_vars(name: str, hostvars: Mapping[str, Any], groups: Iterable[str], source: str) -> Node:
+    """A Node from one host's Ansible variables (ansible_host, ansible_port, ansible_user, ...)."""
+    local = hostvars.get("ansible_connection") == "local"
+    try:
+        port = int(hostvars.get("ansible_port") or 22)
+    except (TypeError, ValueError):
+        raise InputError(f"{source}: host {name}: ansible_port {hostvars['ansible_port']!r} is not a port") from None
+    key = hostvars.get("ansible_ssh_private_key_file")
+    defaults = Node(name, name)
+    return Node(
+        name=name,
+        address=str(hostvars.get("ansible_host") or ("127.0.0.1" if local else name)),
+        port=port,
+        user=hostvars.get("ansible_user"),
+        key_file=Path(str(key)).expanduser() if key else None,
+        mac=_mac(hostvars.get("mac_address"), name, source),
+        gpu_kind=hostvars.get("gpu_kind"),
+        groups=tuple(sorted(g for g in groups if g != "all")),
+        local=local,
+        power_off_command=str(hostvars.get("power_off_command") or defaults.power_off_command),
+        reboot_command=str(hostvars.get("reboot_command") or defaults.reboot_command),
+    )
+
+
+def _parse_failure(path: Path, loader: Any) -> str:
+    """Why no inventory plugin could read `path`: the message of the plugin its suffix points at."""
+    from ansible.inventory.data import InventoryData
+    from ansible.plugins.loader import inventory_loader
+
+    preferred = ("yaml", "ini") if path.suffix in (".yml", ".yaml") else ("ini", "yaml")
+    for name in (*preferred, "toml"):
+        plugin = inventory_loader.get(name)
+        if plugin is None or not plugin.verify_file(str(path)):
+            continue
+        try:
+            plugin.parse(InventoryData(), loader, str(path))
+        except Exception as err:
+            return f"{name} inventory: {str(err).splitlines()[0]}"
+    return "not an inventory Ansible can read (INI, YAML or TOML)"
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The nodes of one inventory, in the inventory's order, selectable by Ansible host patterns."""
+
+    nodes: tuple[Node, ...]
+    source: Path | None = None  # None: the embedded default (this machine)
+    manager: Any = field(default=None, compare=False, repr=False)  # ansible's, for host patterns
+
+    @classmethod
+    def load(cls, path: Path | None) -> Inventory:
+        """Parse an inventory file or folder; None gives the embedded default. Errors name the file."""
+        if path is None:
+            return cls((LOCALHOST,))
+        if not path.exists():
+            raise InputError(f"{path}: inventory not found")
+        from ansible.inventory.manager import InventoryManager
+        from ansible.parsing.dataloader import DataLoader
+        from ansible.vars.manager import VariableManager
+
+        loader = DataLoader()
+        chatter = io.StringIO()  # ansible warns on stderr; we say it in one line instead
+        with contextlib.redirect_stderr(chatter), contextlib.redirect_stdout(chatter):
+            manager = InventoryManager(loader=loader, sources=[str(path)])
+        if not manager._inventory.processed_sources:
+            raise InputError(f"{path}: {_parse_failure(path, loader)}")
+        variables = VariableManager(loader=loader, inventory=manager)
+        nodes = []
+        for host in manager.get_hosts("all"):
+            hostvars = variables.get_vars(host=host, include_hostvars=False)
+            nodes.append(node_from_vars(host.name, hostvars, (g.name for g in host.get_groups()), str(path)))
+        return cls(tuple(nodes), path, manager)
+
+    def __getitem__(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise InputError(f"{self.where}: no node named {name!r} (known: {', '.join(self.names)})")
+
+    @property
+    def names(self) -> list[str]:
+        return [node.name for node in self.nodes]
+
+    @property
+    def where(self) -> str:
+        return str(self.source) if self.source else "embedded default"
+
+    @property
+    def compute(self) -> list[Node]:
+        """The compute nodes (group `compute`); an inventory without that group means all of its nodes."""
+        chosen = [node for node in self.nodes if COMPUTE_GROUP in node.groups]
+        return chosen or list(self.nodes)
+
+    def select(self, patterns: Sequence[str]) -> list[Node]:
+        """The nodes matching Ansible host patterns, with `node[0-3]` ranges expanded; empty selects compute.
+
+        A pattern that matches nothing is an error naming it, so a typo never silently shrinks a command."""
+        if not patterns:
+            return self.compute
+        chosen: dict[str, Node] = {}
+        unmatched: list[str] = []
+        for pattern in patterns:
+            for item in (name for part in pattern.split(",") if part for name in expand(part)):
+                matched = self._match(item)
+                chosen.update((node.name, node) for node in matched)
+                unmatched += [] if matched else [item]
+        if unmatched:
+            raise InputError(
+                f"{self.where}: {', '.join(map(repr, unmatched))} match(es) no node (known: {', '.join(self.names)})"
+            )
+        return [node for node in self.nodes if node.name in chosen]
+
+    def _match(self, pattern: str) -> list[Node]:
+        if self.manager is None:  # the embedded default: names and the group
+            return [n for n in self.nodes if pattern in (n.name, "all", *n.groups)]
+        chatter = io.StringIO()
+        with contextlib.redirect_stderr(chatter), contextlib.redirect_stdout(chatter):
+            names = {host.name for host in self.manager.get_hosts(pattern)}
+        return [node for node in self.nodes if node.name in names]
