@@ -78,6 +78,25 @@ class WakeOnLanSection:
 
 
 @dataclass(frozen=True)
+class SshSection:
+    """How the cockpit reaches nodes (users, keys and addresses come from the inventory)."""
+
+    known_hosts: str | None = None  # the cockpit's own known_hosts; default <data_dir>/known_hosts
+    connect_timeout_s: float = 5.0
+    command_timeout_s: float = 30.0
+    concurrency: int = 64
+
+    def check(self, source: str, prefix: str = "") -> None:
+        for key in ("connect_timeout_s", "command_timeout_s"):
+            if getattr(self, key) <= 0:
+                raise SchemaError(
+                    source, prefix + key, f"expected a positive number of seconds, got {getattr(self, key)}"
+                )
+        if self.concurrency < 1:
+            raise SchemaError(source, prefix + "concurrency", f"expected at least 1, got {self.concurrency}")
+
+
+@dataclass(frozen=True)
 class BaselineSection:
     """An OpenAI-compatible endpoint for baseline completions; none = the cluster's own single-process run."""
 
@@ -132,6 +151,7 @@ class CockpitFile:
     model: ModelSection = field(default_factory=ModelSection)
     refresh: RefreshSection = field(default_factory=RefreshSection)
     wake_on_lan: WakeOnLanSection = field(default_factory=WakeOnLanSection)
+    ssh: SshSection = field(default_factory=SshSection)
     baseline: BaselineSection = field(default_factory=BaselineSection)
     sweep: SweepSection = field(default_factory=SweepSection)
 
@@ -169,6 +189,16 @@ class Settings:
     @property
     def wake_on_lan(self) -> WakeOnLanSection:
         return self.file.wake_on_lan
+
+    @property
+    def ssh(self) -> SshSection:
+        return self.file.ssh
+
+    @property
+    def known_hosts(self) -> Path:
+        """The known_hosts file the cockpit checks node keys against (and records accepted ones in)."""
+        value = self.ssh.known_hosts
+        return self._path(value) if value else self.data_dir / "known_hosts"
 
     @property
     def sweep(self) -> SweepSection:
@@ -237,6 +267,7 @@ class Settings:
             "model_path": str(self.model_path),
             "refresh": to_plain(self.refresh),
             "wake_on_lan": to_plain(self.wake_on_lan),
+            "known_hosts": str(self.known_hosts),
             "baseline_url": self.baseline_url or "none: the single-process reference run",
             "baseline_model": self.baseline_model,
             "baseline_key": "set" if self._key_is_configured() else "unset",
