@@ -7,7 +7,7 @@
 #                no default route (nothing can leave the test LAN)
 #
 # Idempotent. Env: TEST_HOSTS=2, TEST_HOSTS_DIR=/tmp/cockpit-testhosts
-# Produces in $TEST_HOSTS_DIR: id_ed25519 (client key), known_hosts, ssh_config, inventory.ini,
+# Produces in $TEST_HOSTS_DIR: id_ed25519 (client key), known_hosts, ssh_config, inventory.ini, fake-shutdown,
 #   node$i/{sshd_config,ssh_host_ed25519_key,sshd.pid}; node$i has MAC 02:77:00:00:00:<10+i in hex>
 # Teardown: stop-test-hosts.sh
 # (no `cmd | grep -q` tests here: with pipefail, grep -q closing early makes the pipe "fail")
@@ -79,6 +79,14 @@ EOF
 done
 mv "$D/known_hosts.new" "$D/known_hosts"
 
+# ---- a fake `shutdown` for the hosts: they share this machine's kernel, so a real one would power it off
+cat > "$D/fake-shutdown" <<'SH'
+#!/bin/sh
+# fake shutdown (test hosts are namespaces of the CI machine): records the request instead of acting on it
+echo "$(hostname) shutdown $*" >> "$(dirname "$0")/power.log"
+SH
+chmod 0755 "$D/fake-shutdown"
+
 # ---- client side helpers
 { for i in $(seq 0 $((N-1))); do cat <<EOF
 Host node$i
@@ -100,7 +108,9 @@ EOF
        "mac_address=$(printf '02:77:00:00:00:%02x' $((10+i)))"; done
   echo; echo "[compute:vars]"
   echo "ansible_ssh_common_args='-o UserKnownHostsFile=$D/known_hosts -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes'"
-  echo "ansible_python_interpreter=/usr/bin/python3"; } > "$D/inventory.ini"
+  echo "ansible_python_interpreter=/usr/bin/python3"
+  echo "power_off_command='$D/fake-shutdown -h now'"
+  echo "reboot_command='$D/fake-shutdown -r now'"; } > "$D/inventory.ini"
 
 # ---- verify
 for i in $(seq 0 $((N-1))); do
