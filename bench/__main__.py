@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from bench import comm, decode, pipeline, report, roofline, strategies
+from bench import comm, decode, fanout, pipeline, report, roofline, strategies
 
 BENCHMARKS = {
     "decode": decode.run,  # our loop vs HF generate
@@ -18,6 +18,7 @@ BENCHMARKS = {
     "comm": comm.run,  # alpha/beta of all-reduce and send/recv
     "collect": pipeline.collect,  # shard rows into the results table vs pandas.read_json
     "orchestration": pipeline.orchestration,  # a Slurm job's end to its rows collected
+    "fanout": fanout.run,  # uptime on 64 sshd endpoints vs clush
 }
 
 
