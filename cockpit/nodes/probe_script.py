@@ -1,0 +1,384 @@
+"""The node telemetry probe: one JSON object on stdout, whatever the node has or lacks.
+
+The control node sends this file over ssh as stdin to `python3 -` (one round trip per node), so it is one
+self-contained script: standard library only, Python 3.8 or newer, nothing from the cockpit. Every source
+stands alone: one that fails adds a short line to "errors" and the others still report. A field a device does
+not expose is null, never a guess. GPUs come from `nvidia-smi`, `xpu-smi` and `rocm-smi`, then from sysfs
+(DRM and hwmon) for any card no vendor tool reported.
+
+For tests: COCKPIT_PROBE_PATH is where the tools are looked up (default: $PATH and /opt/rocm/bin),
+COCKPIT_PROBE_SYSFS the sysfs root (default: /sys), COCKPIT_PROBE_TIMEOUT_S the limit per tool call (default: 5).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+PROBE_VERSION = 1
+GPU_FIELDS = ("util_pct", "memory_used_mib", "memory_total_mib", "temperature_c", "power_w", "energy_j")
+PCI_VENDORS = {"0x10de": "nvidia", "0x8086": "intel", "0x1002": "amd"}
+MIB = 1024 * 1024
+NUMBER = re.compile(r"[-+]?\d+(\.\d+)?")
+
+# The last field is an energy counter in mJ since the driver loaded; older drivers reject any query that names it.
+NVIDIA_QUERY = (
+    "index",
+    "name",
+    "pci.bus_id",
+    "utilization.gpu",
+    "memory.used",
+    "memory.total",
+    "temperature.gpu",
+    "power.draw",
+    "total_energy_consumption",
+)
+# `xpu-smi discovery --dump` property ids: 1 Device ID, 2 Device Name, 11 PCI BDF Address, 16 Memory Physical Size
+# (older releases number some properties differently, so columns are read by their header names).
+XPU_PROPERTIES = "1,2,11,16"
+# `xpu-smi dump -m` metric ids: utilization, power, core temperature, energy, memory used.
+XPU_METRIC_IDS = "0,1,3,8,18"
+XPU_METRICS = {
+    "GPU Utilization": "util_pct",
+    "GPU Power": "power_w",
+    "GPU Core Temperature": "temperature_c",
+    "GPU Energy Consumed": "energy_j",
+    "GPU Memory Used": "memory_used_mib",
+}
+ROCM_ARGS = ("--showuse", "--showmeminfo", "vram", "--showtemp", "--showpower", "--showproductname", "--showbus")
+
+
+class ToolError(Exception):
+    """A tool that is installed but failed or hung; `output` is what it printed."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
+
+
+def short(text: str, limit: int = 160) -> str:
+    """The first non-empty line of `text`, cut to `limit` characters: enough to name a failure."""
+    line = next((s.strip() for s in text.splitlines() if s.strip()), "")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def number(text: str | None, scale: float = 1.0) -> float | None:
+    """The reading at the start of `text` times `scale`; None for "N/A", "[Not Supported]", "" and the like."""
+    match = NUMBER.match(text.strip()) if text is not None else None
+    return None if match is None else round(float(match.group()) * scale, 3)
+
+
+def bus_id(text: str | None) -> str | None:
+    """A PCI address as sysfs writes it (0000:03:00.0), from nvidia-smi's 00000000:03:00.0 or an upper-case one."""
+    parts = (text or "").strip().lower().split(":")
+    if len(parts) == 2:
+        parts.insert(0, "0")
+    if len(parts) != 3 or not parts[2]:
+        return None
+    try:
+        return f"{int(parts[0], 16):04x}:{parts[1]}:{parts[2]}"
+    except ValueError:
+        return None
+
+
+def new_gpu(index: int, vendor: str, name: str | None, source: str, pci_bus_id: str | None) -> dict[str, Any]:
+    """A GPU entry with every reading null until a source fills it."""
+    readings = dict.fromkeys(GPU_FIELDS)
+    return {"index": index, "vendor": vendor, "name": name, "source": source, "pci_bus_id": pci_bus_id, **readings}
+
+
+def run_tool(argv: list[str]) -> str | None:
+    """The tool's stdout; None when it is not installed. ToolError when it exits non-zero or hangs."""
+    search = os.environ.get("COCKPIT_PROBE_PATH") or os.environ.get("PATH", os.defpath) + os.pathsep + "/opt/rocm/bin"
+    exe = shutil.which(argv[0], path=search)
+    if exe is None:
+        return None
+    timeout = float(os.environ.get("COCKPIT_PROBE_TIMEOUT_S", "5"))
+    proc = subprocess.Popen(
+        [exe, *argv[1:]],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, LC_ALL="C"),
+        encoding="utf-8",
+        errors="replace",
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # The whole session: a tool stuck in the driver often hangs in a child, which would keep the pipes open.
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise ToolError(f"no answer in {timeout:g} s") from None
+    if proc.returncode != 0:
+        raise ToolError(f"exit {proc.returncode}: {short(err) or short(out) or 'no output'}", out + err)
+    return out
+
+
+def parse_nvidia_smi(text: str, fields: tuple[str, ...] = NVIDIA_QUERY) -> list[dict[str, Any]]:
+    """GPUs from `nvidia-smi --query-gpu=<fields> --format=csv,noheader,nounits`."""
+    gpus = []
+    for row in csv.reader(io.StringIO(text), skipinitialspace=True):
+        if not row:
+            continue
+        if len(row) != len(fields):
+            raise ValueError(f"expected {len(fields)} columns, got {len(row)}: {short(','.join(row))}")
+        values = columns(fields, row)
+        gpu = new_gpu(
+            int(values["index"]), "nvidia", values["name"] or None, "nvidia-smi", bus_id(values["pci.bus_id"])
+        )
+        gpu["util_pct"] = number(values["utilization.gpu"])
+        gpu["memory_used_mib"] = number(values["memory.used"])
+        gpu["memory_total_mib"] = number(values["memory.total"])
+        gpu["temperature_c"] = number(values["temperature.gpu"])
+        gpu["power_w"] = number(values["power.draw"])
+        gpu["energy_j"] = number(values.get("total_energy_consumption"), 0.001)
+        gpus.append(gpu)
+    return gpus
+
+
+def nvidia_gpus(errors: list[str]) -> list[dict[str, Any]]:
+    """NVIDIA GPUs as nvidia-smi reports them; [] when it is not installed."""
+    fields = NVIDIA_QUERY
+    try:
+        out = run_tool(["nvidia-smi", "--query-gpu=" + ",".join(fields), "--format=csv,noheader,nounits"])
+    except ToolError as err:
+        if "total_energy_consumption" not in err.output:
+            raise
+        # A driver that predates the energy counter rejects the whole query: ask again without it.
+        fields = fields[:-1]
+        out = run_tool(["nvidia-smi", "--query-gpu=" + ",".join(fields), "--format=csv,noheader,nounits"])
+    return [] if out is None else parse_nvidia_smi(out, fields)
+
+
+def columns(header: Sequence[str], row: Sequence[str]) -> dict[str, str]:
+    """A CSV row by column name; cells a short row lacks are empty."""
+    return {name: row[i].strip() if i < len(row) else "" for i, name in enumerate(header)}
+
+
+def csv_from(text: str, first_header: str) -> list[list[str]]:
+    """The CSV rows of `text` from the line that starts with `first_header` on (tools print notes before it)."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip().startswith(first_header)), None)
+    if start is None:
+        raise ValueError(f"no {first_header!r} header: {short(text) or 'no output'}")
+    return [row for row in csv.reader(lines[start:], skipinitialspace=True) if row]
+
+
+def parse_xpu_discovery(text: str) -> list[dict[str, Any]]:
+    """GPUs from `xpu-smi discovery --dump 1,2,11,16`: index, name, PCI address and memory size."""
+    header, *rows = csv_from(text, "Device ID")
+    gpus = []
+    for row in rows:
+        values = columns(header, row)
+        gpu = new_gpu(
+            int(values["Device ID"]),
+            "intel",
+            values.get("Device Name") or None,
+            "xpu-smi",
+            bus_id(values.get("PCI BDF Address")),
+        )
+        gpu["memory_total_mib"] = number(values.get("Memory Physical Size"))
+        gpus.append(gpu)
+    return gpus
+
+
+def apply_xpu_dump(gpus: list[dict[str, Any]], text: str) -> None:
+    """Fill `gpus` from `xpu-smi dump -d <ids> -m 0,1,3,8,18 -n 1`; its headers carry units that vary by release."""
+    header, *rows = csv_from(text, "Timestamp")
+    metrics = {cell: XPU_METRICS[cell.split(" (")[0]] for cell in header if cell.split(" (")[0] in XPU_METRICS}
+    by_index = {gpu["index"]: gpu for gpu in gpus}
+    for row in rows:
+        values = columns(header, row)
+        gpu = by_index.get(int(values["DeviceId"]))
+        if gpu is not None:
+            gpu.update({field: number(values[cell]) for cell, field in metrics.items()})
+
+
+def intel_gpus(errors: list[str]) -> list[dict[str, Any]]:
+    """Intel GPUs as xpu-smi reports them; [] when it is not installed."""
+    listing = run_tool(["xpu-smi", "discovery", "--dump", XPU_PROPERTIES])
+    if listing is None:
+        return []
+    gpus = parse_xpu_discovery(listing)
+    if gpus:
+        ids = ",".join(str(gpu["index"]) for gpu in gpus)
+        try:
+            stats = run_tool(["xpu-smi", "dump", "-d", ids, "-m", XPU_METRIC_IDS, "-n", "1"])
+            apply_xpu_dump(gpus, stats or "")
+        except Exception as err:
+            # The cards are known even when their statistics are not: report them with null readings.
+            errors.append(describe("xpu-smi dump", err))
+    return gpus
+
+
+def first_number(values: dict[str, str], *keys: str) -> float | None:
+    """The first of `keys` that holds a reading (rocm-smi names the same reading differently by GPU and release)."""
+    return next((number(values[k]) for k in keys if number(values.get(k)) is not None), None)
+
+
+def parse_rocm_smi(text: str) -> list[dict[str, Any]]:
+    """GPUs from `rocm-smi ... --json` (after any warnings it prints first); keys are matched case-insensitively."""
+    start = text.find("{")
+    if start < 0:
+        raise ValueError(f"no JSON: {short(text) or 'no output'}")
+    data = json.loads(text[start:])
+    cards = sorted((int(key[4:]), value) for key, value in data.items() if re.fullmatch(r"card\d+", key))
+    gpus = []
+    for index, fields in cards:
+        values = {key.lower(): str(value) for key, value in fields.items()}
+        name = next((values[k] for k in ("card series", "card model") if values.get(k, "N/A") not in ("", "N/A")), None)
+        gpu = new_gpu(index, "amd", name, "rocm-smi", bus_id(values.get("pci bus")))
+        gpu["util_pct"] = number(values.get("gpu use (%)"))
+        gpu["memory_used_mib"] = number(values.get("vram total used memory (b)"), 1 / MIB)
+        gpu["memory_total_mib"] = number(values.get("vram total memory (b)"), 1 / MIB)
+        gpu["temperature_c"] = first_number(
+            values, "temperature (sensor edge) (c)", "temperature (sensor junction) (c)"
+        )
+        gpu["power_w"] = first_number(
+            values, "average graphics package power (w)", "current socket graphics package power (w)"
+        )
+        gpus.append(gpu)
+    return gpus
+
+
+def amd_gpus(errors: list[str]) -> list[dict[str, Any]]:
+    """AMD GPUs as rocm-smi reports them; [] when it is not installed."""
+    out = run_tool(["rocm-smi", *ROCM_ARGS, "--json"])
+    return [] if out is None else parse_rocm_smi(out)
+
+
+def read(path: Path) -> str | None:
+    """A sysfs attribute's text; None when the file is absent or the driver refuses the read."""
+    try:
+        return path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def hwmon_readings(device: Path) -> dict[str, float | None]:
+    """Temperature, power and energy from the card's hwmon (milli-degrees, microwatts, microjoules)."""
+    hwmons = sorted((device / "hwmon").glob("hwmon*"))
+    if not hwmons:
+        return {}
+    hwmon = hwmons[0]
+    temps = sorted(hwmon.glob("temp*_input"), key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
+    power = number(read(hwmon / "power1_average"), 1e-6)
+    return {
+        "temperature_c": number(read(temps[0]), 1e-3) if temps else None,
+        "power_w": power if power is not None else number(read(hwmon / "power1_input"), 1e-6),
+        "energy_j": number(read(hwmon / "energy1_input"), 1e-6),
+    }
+
+
+def parse_sysfs(root: Path, claimed_buses: set[str], claimed_vendors: set[str]) -> list[dict[str, Any]]:
+    """GPUs from <root>/class/drm/card*/device that no vendor tool reported, by PCI address (or by vendor, for
+    tool GPUs whose address is unknown). Only NVIDIA, Intel and AMD cards: a BMC's or a VM's display adapter is
+    no compute GPU."""
+    drm = root / "class" / "drm"
+    cards = sorted((int(p.name[4:]), p) for p in drm.glob("card*") if re.fullmatch(r"card\d+", p.name))
+    gpus = []
+    for index, card in cards:
+        device = card / "device"
+        vendor_id = read(device / "vendor") or ""
+        vendor = PCI_VENDORS.get(vendor_id)
+        uevent = read(device / "uevent") or ""
+        slot = re.search(r"^PCI_SLOT_NAME=(\S+)", uevent, re.MULTILINE)
+        pci = bus_id(slot.group(1)) if slot else None
+        if vendor is None or vendor in claimed_vendors or (pci is not None and pci in claimed_buses):
+            continue
+        device_id = read(device / "device")
+        name = read(device / "product_name") or (f"PCI {vendor_id[2:]}:{device_id[2:]}" if device_id else None)
+        gpu = new_gpu(index, vendor, name, "sysfs", pci)
+        gpu["util_pct"] = number(read(device / "gpu_busy_percent"))
+        gpu["memory_used_mib"] = number(read(device / "mem_info_vram_used"), 1 / MIB)
+        gpu["memory_total_mib"] = number(read(device / "mem_info_vram_total"), 1 / MIB)
+        gpu.update(hwmon_readings(device))
+        gpus.append(gpu)
+    return gpus
+
+
+def describe(label: str, err: Exception) -> str:
+    """One short line for "errors": the source and what went wrong."""
+    what = str(err) if isinstance(err, ToolError) else f"{type(err).__name__}: {err}"
+    return f"{label}: {short(what, 200)}"
+
+
+def read_uptime() -> dict[str, Any]:
+    return {"uptime_s": float(Path("/proc/uptime").read_text().split()[0])}
+
+
+def read_load() -> dict[str, Any]:
+    return {"load": [round(x, 2) for x in os.getloadavg()]}
+
+
+def read_memory() -> dict[str, Any]:
+    kib = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        kib[key] = number(rest)
+    available = kib.get("MemAvailable")  # absent before Linux 3.14
+    return {
+        "memory_total_mib": round(kib["MemTotal"] / 1024, 1),
+        "memory_available_mib": None if available is None else round(available / 1024, 1),
+    }
+
+
+def probe() -> dict[str, Any]:
+    """The whole report; never raises for a missing or misbehaving source."""
+    errors: list[str] = []
+    report: dict[str, Any] = {
+        "probe": PROBE_VERSION,
+        "hostname": socket.gethostname(),
+        "uptime_s": None,
+        "load": None,
+        "cpu_count": os.cpu_count(),
+        "memory_total_mib": None,
+        "memory_available_mib": None,
+        "gpus": [],
+        "errors": errors,
+    }
+    system: tuple[tuple[str, Callable[[], dict[str, Any]]], ...] = (
+        ("uptime", read_uptime),
+        ("load", read_load),
+        ("memory", read_memory),
+    )
+    for label, read_system in system:
+        try:
+            report.update(read_system())
+        except Exception as err:
+            errors.append(describe(label, err))
+    tools: tuple[tuple[str, Callable[[list[str]], list[dict[str, Any]]]], ...] = (
+        ("nvidia-smi", nvidia_gpus),
+        ("xpu-smi", intel_gpus),
+        ("rocm-smi", amd_gpus),
+    )
+    gpus: list[dict[str, Any]] = report["gpus"]
+    for label, source in tools:
+        try:
+            gpus.extend(source(errors))
+        except Exception as err:
+            errors.append(describe(label, err))
+    claimed_buses = {gpu["pci_bus_id"] for gpu in gpus if gpu["pci_bus_id"] is not None}
+    claimed_vendors = {gpu["vendor"] for gpu in gpus if gpu["pci_bus_id"] is None}
+    try:
+        gpus.extend(parse_sysfs(Path(os.environ.get("COCKPIT_PROBE_SYSFS", "/sys")), claimed_buses, claimed_vendors))
+    except Exception as err:
+        errors.append(describe("sysfs", err))
+    return report
+
+
+if __name__ == "__main__":
+    json.dump(probe(), sys.stdout)
+    sys.stdout.write("\n")
