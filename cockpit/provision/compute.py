@@ -1,0 +1,41 @@
+"""The compute playbooks as one ansible-runner run over the selected nodes, as the CLI and the TUI start it."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+from cockpit.config import Settings
+from cockpit.nodes.inventory import Node
+from cockpit.provision.runner import PlaybookRun, compute_playbook
+from runtime.atomic import atomic_write_text
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _embedded_inventory(settings: Settings) -> Path:
+    """The embedded default's one node, this machine, as an inventory file Ansible can read."""
+    path = settings.data_dir / "provision" / "localhost.ini"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(
+        path, "[compute]\nlocalhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n"
+    )
+    return path
+
+
+def compute_run(settings: Settings, nodes: Sequence[Node], playbook: Path | None = None) -> PlaybookRun:
+    """A run (not yet started) of the compute playbooks, limited to `nodes`, checking host keys against the
+    cockpit's own known_hosts so Ansible trusts exactly the nodes the cockpit does."""
+    ssh_args = [
+        "-o", "ControlMaster=auto", "-o", "ControlPersist=60s",
+        "-o", f"UserKnownHostsFile={settings.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+        "-o", f"ConnectTimeout={settings.ssh.connect_timeout_s:g}",
+    ]  # fmt: skip
+    return PlaybookRun(
+        playbook or compute_playbook(PROJECT_ROOT),
+        settings.inventory or _embedded_inventory(settings),
+        artifacts_root=settings.data_dir / "provision",
+        limit=",".join(node.name for node in nodes),
+        envvars={"ANSIBLE_SSH_ARGS": shlex.join(ssh_args)},
+    )
