@@ -134,6 +134,11 @@ class SshPool:
             with contextlib.suppress(Exception):
                 await conn.wait_closed()
 
+    @property
+    def connected(self) -> list[str]:
+        """The nodes with an open pooled connection."""
+        return sorted(self._connections)
+
     def _forget(self, name: str) -> None:
         self._connections.pop(name, None)
 
