@@ -1,0 +1,147 @@
+"""The nodes table's model: per node the last good telemetry, when it last answered, each GPU's recent
+utilisation for a sparkline, and the state the user's own actions imply (waking after a wake, off after a
+shutdown). Headless (rich only), so it is tested without a screen and fed fake samples by the benchmarks."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from rich.text import Text
+
+from cockpit.nodes.telemetry import GpuTelemetry, NodeTelemetry
+
+NodeState = Literal["unknown", "up", "unreachable", "waking", "off"]
+Expectation = Literal["waking", "off"]
+COLUMNS = ("node", "state", "rtt ms", "load", "mem GiB", "gpu", "util %", "gpu mem GiB", "temp °C", "power W")
+STATE_STYLE = {"up": "green", "unreachable": "bold red", "waking": "yellow", "off": "dim", "unknown": "dim"}
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+@dataclass(frozen=True)
+class NodeSample:
+    """One poll's answer for one node: its telemetry, or why there is none."""
+
+    name: str
+    telemetry: NodeTelemetry | None
+    error: str | None
+    rtt_ms: float | None
+
+
+def sparkline(values: Sequence[float], width: int = 12) -> str:
+    """The last `width` percentages as block characters (0-100 scale, so bars compare across GPUs)."""
+    recent = list(values)[-width:]
+    return "".join(SPARK[min(len(SPARK) - 1, int(max(0.0, v) / 100 * len(SPARK)))] for v in recent)
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _gib_pair(used: float | None, total: float | None) -> str:
+    if used is None and total is None:
+        return "-"
+    return f"{_num(None if used is None else used / 1024, 1)}/{_num(None if total is None else total / 1024, 1)}"
+
+
+class NodeBoard:
+    """What the nodes table shows, built from samples as they come."""
+
+    def __init__(self, names: Sequence[str], history: int = 60, clock: Callable[[], float] = time.monotonic) -> None:
+        self.names = list(names)
+        self.clock = clock
+        self.history = history
+        self.last: dict[str, NodeSample] = {}
+        self.good: dict[str, NodeTelemetry] = {}
+        self.seen_at: dict[str, float] = {}
+        self.util: dict[tuple[str, int], deque[float]] = {}
+        self.expected: dict[str, Expectation] = {}
+
+    def ingest(self, samples: Sequence[NodeSample]) -> None:
+        """Take one poll's samples; a node that answers is no longer waking."""
+        now = self.clock()
+        for sample in samples:
+            self.last[sample.name] = sample
+            if sample.telemetry is None:
+                continue
+            self.good[sample.name] = sample.telemetry
+            self.seen_at[sample.name] = now
+            if self.expected.get(sample.name) == "waking":
+                del self.expected[sample.name]
+            for gpu in sample.telemetry.gpus:
+                series = self.util.setdefault((sample.name, gpu.index), deque(maxlen=self.history))
+                if gpu.util_pct is not None:
+                    series.append(gpu.util_pct)
+
+    def expect(self, names: Sequence[str], state: Expectation) -> None:
+        """After a wake or a shutdown: the node is waking (or off) rather than unreachable, until it answers."""
+        self.expected.update((name, state) for name in names)
+
+    def state(self, name: str) -> NodeState:
+        sample = self.last.get(name)
+        if sample is None:
+            return self.expected.get(name, "unknown")
+        if sample.telemetry is not None:
+            return "up"
+        return self.expected.get(name, "unreachable")
+
+    def _state_cell(self, name: str) -> Text:
+        state = self.state(name)
+        text = Text(state, style=STATE_STYLE[state])
+        if state != "up" and name in self.seen_at:
+            text.append(f" ⚠ {self.clock() - self.seen_at[name]:.0f} s", style="yellow")
+        return text
+
+    def counts(self) -> dict[NodeState, int]:
+        """How many nodes are in each state (for the panel title)."""
+        out: dict[NodeState, int] = {}
+        for name in self.names:
+            out[self.state(name)] = out.get(self.state(name), 0) + 1
+        return out
+
+    def rows(self) -> list[tuple[str, tuple[str | Text, ...]]]:
+        """Keyed rows: one per GPU (`node/0`, `node/1`), or one per node without GPUs (`node/-`). The node's own
+        columns fill its first row only; values of a node that stopped answering stay, dimmed."""
+        out: list[tuple[str, tuple[str | Text, ...]]] = []
+        for name in self.names:
+            telemetry = self.good.get(name)
+            sample = self.last.get(name)
+            fresh = sample is not None and sample.telemetry is not None
+            style = "" if fresh else "dim"
+            node_cells: tuple[str | Text, ...] = (
+                Text(name, style="bold"),
+                self._state_cell(name),
+                Text(_num(sample.rtt_ms if fresh and sample else None), style=style),
+                Text(_num(telemetry.load[0], 2) if telemetry and telemetry.load else "-", style=style),
+                Text(
+                    _gib_pair(
+                        None
+                        if telemetry is None or telemetry.memory_total_mib is None
+                        else telemetry.memory_total_mib - (telemetry.memory_available_mib or 0),
+                        telemetry.memory_total_mib if telemetry else None,
+                    ),
+                    style=style,
+                ),
+            )
+            gpus: Sequence[GpuTelemetry | None] = (telemetry.gpus if telemetry else ()) or (None,)
+            for i, gpu in enumerate(gpus):
+                lead = node_cells if i == 0 else ("", "", "", "", "")
+                key = f"{name}/{'-' if gpu is None else gpu.index}"
+                out.append((key, (*lead, *self._gpu_cells(name, gpu, style))))
+        return out
+
+    def _gpu_cells(self, node: str, gpu: GpuTelemetry | None, style: str) -> tuple[Text, ...]:
+        if gpu is None:
+            return tuple(Text("-", style="dim") for _ in range(5))
+        util = _num(gpu.util_pct)
+        spark = sparkline(self.util.get((node, gpu.index), ()))
+        return (
+            Text(f"{gpu.index} {gpu.name or gpu.vendor}", style=style),
+            Text(f"{util:>3} {spark}", style=style),
+            Text(_gib_pair(gpu.memory_used_mib, gpu.memory_total_mib), style=style),
+            Text(_num(gpu.temperature_c), style=style),
+            Text(_num(gpu.power_w), style=style),
+        )
