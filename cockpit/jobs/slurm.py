@@ -29,36 +29,42 @@ def _state(value: Any) -> str:
     return str(value or "UNKNOWN")
 
 
-def _number(value: Any) -> int | None:
-    """22.05 writes plain numbers, newer releases {"set": bool, "number": n}."""
+def slurm_number(value: Any) -> int | None:
+    """22.05 writes plain numbers (null for unlimited), newer releases {"set", "infinite", "number"}; None if unset."""
     if isinstance(value, dict):
-        return int(value["number"]) if value.get("set", True) and "number" in value else None
+        known = value.get("set", True) and not value.get("infinite", False) and "number" in value
+        return int(value["number"]) if known else None
     return None if value is None else int(value)
+
+
+def squeue_record(job: Mapping[str, Any]) -> JobRecord:
+    """One job of `squeue --json` output; a final one is not settled (its sacct record follows)."""
+    start, end = slurm_number(job.get("start_time")), slurm_number(job.get("end_time"))
+    record = JobRecord(
+        job_id=str(job.get("job_id")),
+        state=_state(job.get("job_state")),
+        name=job.get("name", ""),
+        nodes=job.get("nodes") or None,
+        reason=None if job.get("state_reason") in (None, "None") else job["state_reason"],
+        settled=False,
+    )
+    if record.final and start and end:
+        return dataclasses.replace(record, elapsed_s=float(end - start))
+    return record
 
 
 def record_from_squeue(data: Mapping[str, Any], job_id: str) -> JobRecord | None:
     """The job's record in `squeue --json` output (filtered here: 22.05 ignores -j with --json), or None."""
     for job in data.get("jobs", []):
         if str(job.get("job_id")) == job_id:
-            start, end = _number(job.get("start_time")), _number(job.get("end_time"))
-            record = JobRecord(
-                job_id=job_id,
-                state=_state(job.get("job_state")),
-                name=job.get("name", ""),
-                nodes=job.get("nodes") or None,
-                reason=None if job.get("state_reason") in (None, "None") else job["state_reason"],
-                settled=False,
-            )
-            if record.final and start and end:
-                return dataclasses.replace(record, elapsed_s=float(end - start))
-            return record
+            return squeue_record(job)
     return None
 
 
 def _max_rss(job: Mapping[str, Any]) -> int | None:
     """The largest `mem` any step's task reached (sampled: very short steps have none)."""
     peaks = [
-        _number(item.get("count"))
+        slurm_number(item.get("count"))
         for step in job.get("steps", [])
         for item in step.get("tres", {}).get("requested", {}).get("max", [])
         if item.get("type") == "mem"
@@ -67,26 +73,52 @@ def _max_rss(job: Mapping[str, Any]) -> int | None:
     return max(known) if known else None
 
 
+def sacct_record(job: Mapping[str, Any]) -> JobRecord | None:
+    """One job of `sacct --json` output, settled; None while it runs or slurmdbd has only a placeholder."""
+    state = _state(job.get("state", {}).get("current"))
+    if state in ("PENDING", "RUNNING") or not job.get("working_directory"):
+        return None
+    exit_code = job.get("exit_code") or {}
+    return JobRecord(
+        job_id=str(job.get("job_id")),
+        state=state,
+        name=job.get("name", ""),
+        exit_code=slurm_number(exit_code.get("return_code")),
+        elapsed_s=float(slurm_number(job.get("time", {}).get("elapsed")) or 0),
+        max_rss_bytes=_max_rss(job),
+        nodes=job.get("nodes") or None,
+        reason=None if job.get("state", {}).get("reason") in (None, "None") else job["state"]["reason"],
+    )
+
+
 def record_from_sacct(data: Mapping[str, Any], job_id: str) -> JobRecord | None:
     """The job's settled record in `sacct --json -j ID` output; None while slurmdbd has only a placeholder."""
     for job in data.get("jobs", []):
-        if str(job.get("job_id")) != job_id:
-            continue
-        state = _state(job.get("state", {}).get("current"))
-        if state in ("PENDING", "RUNNING") or not job.get("working_directory"):
-            return None
-        exit_code = job.get("exit_code") or {}
-        return JobRecord(
-            job_id=job_id,
-            state=state,
-            name=job.get("name", ""),
-            exit_code=_number(exit_code.get("return_code")),
-            elapsed_s=float(_number(job.get("time", {}).get("elapsed")) or 0),
-            max_rss_bytes=_max_rss(job),
-            nodes=job.get("nodes") or None,
-            reason=None if job.get("state", {}).get("reason") in (None, "None") else job["state"]["reason"],
-        )
+        if str(job.get("job_id")) == job_id:
+            return sacct_record(job)
     return None
+
+
+def run_slurm(command: list[str], what: str, timeout_s: float, env: Mapping[str, str] | None = None) -> str:
+    """A Slurm client command's output; a `JobError` starting with `what` names the command and its stderr."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
+    except FileNotFoundError:
+        raise JobError(f"{what}: {command[0]} not found (is this a Slurm control node?)") from None
+    except subprocess.TimeoutExpired:
+        raise JobError(f"{what}: {shlex.join(command)} gave no answer in {timeout_s:.0f} s") from None
+    if done.returncode != 0:
+        raise JobError(f"{what}: {shlex.join(command)} exited {done.returncode}: {done.stderr.strip()[-500:]}")
+    return done.stdout
+
+
+def run_slurm_json(command: list[str], what: str, timeout_s: float) -> Mapping[str, Any]:
+    """A `--json` command's parsed output (errors as `run_slurm`'s)."""
+    out = run_slurm(command, what, timeout_s)
+    try:
+        return json.loads(out)
+    except json.JSONDecodeError as err:
+        raise JobError(f"{what}: {command[0]} --json gave no JSON ({err.msg} at line {err.lineno})") from None
 
 
 class SlurmJobManager:
@@ -104,34 +136,10 @@ class SlurmJobManager:
         self.command_timeout_s, self.unknown_grace_s = command_timeout_s, unknown_grace_s
         self._unknown_since: dict[str, float] = {}
 
-    def _run(self, command: list[str], what: str) -> str:
-        try:
-            done = subprocess.run(
-                command,
-                capture_output=True,
-                text=True,
-                timeout=self.command_timeout_s,
-                env=self.env if command[0] == "sbatch" else None,
-                check=False,
-            )
-        except FileNotFoundError:
-            raise JobError(f"{what}: {command[0]} not found (is this a Slurm control node?)") from None
-        except subprocess.TimeoutExpired:
-            raise JobError(f"{what}: {shlex.join(command)} gave no answer in {self.command_timeout_s:.0f} s") from None
-        if done.returncode != 0:
-            raise JobError(f"{what}: {shlex.join(command)} exited {done.returncode}: {done.stderr.strip()[-500:]}")
-        return done.stdout
-
-    def _json(self, command: list[str], what: str) -> Mapping[str, Any]:
-        out = self._run(command, what)
-        try:
-            return json.loads(out)
-        except json.JSONDecodeError as err:
-            raise JobError(f"{what}: {command[0]} --json gave no JSON ({err.msg} at line {err.lineno})") from None
-
     def submit(self, files: JobFiles) -> str:
         """sbatch the job script; its job id."""
-        out = self._run(["sbatch", "--parsable", str(files.script)], f"{files.script}")
+        command = ["sbatch", "--parsable", str(files.script)]
+        out = run_slurm(command, f"{files.script}", self.command_timeout_s, env=self.env)
         job_id = out.strip().split(";")[0]
         if not job_id.isdigit():
             raise JobError(f"{files.script}: sbatch gave no job id (output {out.strip()[:200]!r})")
@@ -139,7 +147,8 @@ class SlurmJobManager:
 
     def status(self, job_id: str) -> JobRecord:
         """squeue's record while slurmctld remembers the job (final ones unsettled); sacct's once it forgot."""
-        queued = record_from_squeue(self._json(["squeue", "--json"], f"job {job_id}"), job_id)
+        data = run_slurm_json(["squeue", "--json"], f"job {job_id}", self.command_timeout_s)
+        queued = record_from_squeue(data, job_id)
         if queued is not None:
             self._unknown_since.pop(job_id, None)
             return queued
@@ -154,7 +163,8 @@ class SlurmJobManager:
 
     def accounting(self, job_id: str) -> JobRecord | None:
         """The job's settled record from slurmdbd (exit code, elapsed, MaxRSS), or None until there is one."""
-        return record_from_sacct(self._json(["sacct", "--json", "-j", job_id], f"job {job_id}"), job_id)
+        data = run_slurm_json(["sacct", "--json", "-j", job_id], f"job {job_id}", self.command_timeout_s)
+        return record_from_sacct(data, job_id)
 
     def cancel(self, job_id: str) -> None:
-        self._run(["scancel", job_id], f"job {job_id}")
+        run_slurm(["scancel", job_id], f"job {job_id}", self.command_timeout_s)
