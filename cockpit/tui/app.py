@@ -1,44 +1,22 @@
-"""The cockpit application: the frame every screen lives in."""
+"""The cockpit application: polls its sources in workers and shows them on the dashboard."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import time
+from collections.abc import Callable
+from typing import Any
 
-from textual import work
-from textual.app import App, ComposeResult
+from textual.app import App
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.screen import Screen
 
 from cockpit.config import Settings
+from cockpit.tui.feeds import Feed
+from cockpit.tui.node_board import NodeBoard
+from cockpit.tui.screens.dashboard import DashboardScreen
 from cockpit.tui.screens.help import HelpScreen
-
-
-def model_status(path: Path) -> str:
-    """Whether the configured model is on disk, and its size; run off the event loop (it touches the disk)."""
-    if not (path / "config.json").is_file():
-        return "not built: run `cluster model build-tiny`"
-    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-    return f"ready, {size / 2**20:.1f} MiB"
-
-
-def overview_rows(settings: Settings, read_only: bool) -> list[tuple[str, str]]:
-    """The cluster overview as (item, value) rows; row keys are the items."""
-    info = settings.describe()
-    refresh = settings.refresh
-    wol = settings.wake_on_lan
-    return [
-        ("configuration", str(info["source"])),
-        ("cluster", settings.cluster.name),
-        ("nodes", str(info["inventory"])),
-        ("scheduler", settings.cluster.scheduler),
-        ("model", f"{info['model']}: checking..."),
-        ("model path", str(settings.model_path)),
-        ("runs", str(settings.runs_dir)),
-        ("baseline", str(info["baseline_url"])),
-        ("refresh", f"nodes {refresh.nodes_s:g} s, queue {refresh.squeue_s:g} s, shards {refresh.shards_s:g} s"),
-        ("wake-on-lan", f"{wol.broadcast}:{wol.port}" if wol.broadcast else "off (no broadcast address set)"),
-        ("mode", "read-only: actions disabled" if read_only else "actions enabled"),
-    ]
+from cockpit.tui.screens.info import InfoScreen
+from cockpit.tui.sources import ClusterSource
 
 
 class CockpitApp(App[None]):
@@ -48,35 +26,68 @@ class CockpitApp(App[None]):
     TITLE = "cockpit"
     BINDINGS = [
         Binding("question_mark", "help", "Help"),
+        Binding("i", "info", "Cluster info"),
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, settings: Settings, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        source: ClusterSource,
+        read_only: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__()
         self.settings = settings
+        self.source = source
         self.read_only = read_only
         self.sub_title = f"cluster {settings.cluster.name} · {settings.cluster.scheduler} scheduler"
+        refresh, ssh = settings.refresh, settings.ssh
+        self.board = NodeBoard(source.node_names, clock=clock)
+        self.feeds: dict[str, Feed[Any]] = {
+            "nodes": Feed("nodes", source.nodes, refresh.nodes_s, ssh.connect_timeout_s + ssh.command_timeout_s, clock),
+            "queue": Feed("queue", source.queue, refresh.squeue_s, 10.0, clock),
+            "sweep": Feed("sweep", source.sweep, refresh.shards_s, 10.0, clock),
+        }
 
-    def compose(self) -> ComposeResult:
-        yield Header(icon="◆")
-        yield Static("Cluster", classes="panel-title")
-        table: DataTable[str] = DataTable(id="overview", show_cursor=False, zebra_stripes=True)
-        table.add_column("item", key="item", width=14)
-        table.add_column("value", key="value")
-        for item, value in overview_rows(self.settings, self.read_only):
-            table.add_row(item, value, key=item)
-        yield table
-        yield Footer()
+    def get_default_screen(self) -> Screen:
+        return DashboardScreen()
 
     def on_mount(self) -> None:
-        self.check_model()
+        for feed in self.feeds.values():
+            self.poll(feed)
+            self.set_interval(feed.interval_s, lambda feed=feed: self.poll(feed))
 
-    @work(thread=True, exclusive=True, group="model")
-    def check_model(self) -> None:
-        status = f"{self.settings.file.model.name}: {model_status(self.settings.model_path)}"
-        table = self.query_one("#overview", DataTable)
-        self.call_from_thread(table.update_cell, "model", "value", status, update_width=True)
+    async def on_unmount(self) -> None:
+        await self.source.close()
+
+    def poll(self, feed: Feed[Any]) -> None:
+        """One poll of `feed` in a worker; skipped while the previous one is still out."""
+        if not feed.in_flight:
+            self.run_worker(self._poll(feed), group=feed.name, exit_on_error=False)
+
+    async def _poll(self, feed: Feed[Any]) -> None:
+        if await feed.poll():
+            if feed.name == "nodes" and feed.error is None:
+                self.board.ingest(feed.value or [])
+            self.show(feed.name)
+
+    def show(self, name: str) -> None:
+        """Redraw one panel, if the dashboard is the screen shown (hidden screens are caught up on return)."""
+        screen = self.screen
+        if not isinstance(screen, DashboardScreen):
+            return
+        with self.batch_update():
+            if name == "nodes":
+                screen.show_nodes(self.board, self.feeds["nodes"])
+            elif name == "queue":
+                screen.show_queue(self.feeds["queue"])
+            else:
+                screen.show_sweep(self.feeds["sweep"])
 
     def action_help(self) -> None:
         keys = [(self.get_key_display(b), b.description) for b in self.BINDINGS if isinstance(b, Binding)]
         self.push_screen(HelpScreen(keys))
+
+    def action_info(self) -> None:
+        self.push_screen(InfoScreen(self.settings, self.read_only))

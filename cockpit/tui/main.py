@@ -25,8 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     def start() -> int:
         settings = load_settings(args.config)
         from cockpit.tui.app import CockpitApp  # textual loads only once the configuration is known good
+        from cockpit.tui.sources import LiveSource
 
-        CockpitApp(settings, read_only=args.read_only).run()
+        CockpitApp(settings, LiveSource(settings), read_only=args.read_only).run()
         return EXIT_OK
 
     return run_main("cockpit", args.debug, start)

@@ -1,4 +1,5 @@
-"""The cockpit's frame: snapshots at a fixed size on fixed settings, and its key bindings under a Pilot."""
+"""The app at a fixed size on fixed data: the dashboard, the info screen and help as snapshots, on a fake cluster
+source and a fake clock (both named so), and the key bindings under a Pilot."""
 
 from __future__ import annotations
 
@@ -9,9 +10,19 @@ from textual.widgets import DataTable
 
 from cockpit.config import CockpitFile, ModelSection, PathsSection, Settings, WakeOnLanSection
 from cockpit.tui.app import CockpitApp
+from cockpit.tui.fake_source import FakeClusterSource
+from cockpit.tui.screens.dashboard import DashboardScreen
 from cockpit.tui.screens.help import HelpScreen
+from cockpit.tui.screens.info import InfoScreen
 
-SIZE = (100, 24)
+SIZE = (120, 36)
+
+
+class FakeClock:
+    """A clock that stands still, so ages and staleness marks are the same on every run."""
+
+    def __call__(self) -> float:
+        return 5000.0
 
 
 def fixed_settings(model_path: str = "/nonexistent/models/tiny-llama") -> Settings:
@@ -24,17 +35,27 @@ def fixed_settings(model_path: str = "/nonexistent/models/tiny-llama") -> Settin
     return Settings(file, Path("/etc/cockpit/cockpit.toml"))
 
 
+def fake_app(read_only: bool = False, **fleet: object) -> CockpitApp:
+    source = FakeClusterSource(**{"nodes": 3, "gpus": 2, "jobs": 5, "unreachable": ("node2",), **fleet})
+    return CockpitApp(fixed_settings(), source, read_only=read_only, clock=FakeClock())
+
+
 async def settle(pilot: Pilot) -> None:
     await pilot.app.workers.wait_for_complete()
     await pilot.pause()
 
 
-def test_shell_snapshot(snap_compare) -> None:
-    assert snap_compare(CockpitApp(fixed_settings()), terminal_size=SIZE, run_before=settle)
+def test_dashboard_snapshot(snap_compare) -> None:
+    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=settle)
 
 
-def test_shell_read_only_snapshot(snap_compare) -> None:
-    assert snap_compare(CockpitApp(fixed_settings(), read_only=True), terminal_size=SIZE, run_before=settle)
+def test_info_snapshot(snap_compare) -> None:
+    async def open_info(pilot: Pilot) -> None:
+        await settle(pilot)
+        await pilot.press("i")
+        await settle(pilot)
+
+    assert snap_compare(fake_app(read_only=True), terminal_size=SIZE, run_before=open_info)
 
 
 def test_help_snapshot(snap_compare) -> None:
@@ -43,28 +64,49 @@ def test_help_snapshot(snap_compare) -> None:
         await pilot.press("question_mark")
         await pilot.pause()
 
-    assert snap_compare(CockpitApp(fixed_settings()), terminal_size=SIZE, run_before=open_help)
+    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=open_help)
 
 
 async def test_model_status_comes_from_disk(tiny_model_dir: Path) -> None:
-    app = CockpitApp(fixed_settings(model_path=str(tiny_model_dir)))
+    app = CockpitApp(fixed_settings(model_path=str(tiny_model_dir)), FakeClusterSource(), clock=FakeClock())
     async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("i")
         await settle(pilot)
-        table = app.query_one("#overview", DataTable)
+        table = app.screen.query_one("#overview", DataTable)
         assert table.get_cell("model", "value").startswith("tiny-llama: ready, ")
         assert table.get_cell("model", "value").endswith(" MiB")
         assert table.get_cell("model path", "value") == str(tiny_model_dir)
 
 
-async def test_keys_help_and_quit() -> None:
-    app = CockpitApp(fixed_settings())
+async def test_tables_update_by_keyed_diffs() -> None:
+    app = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        nodes = app.screen.query_one("#nodes", DataTable)
+        keys = [key.value for key in nodes.rows]
+        assert keys == ["node0/0", "node0/1", "node1/0", "node1/1", "node2/-"]
+        before = str(nodes.get_cell("node0/0", "util %"))
+        app.poll(app.feeds["nodes"])  # the next tick: new readings, the same rows updated in place
+        await settle(pilot)
+        assert [key.value for key in nodes.rows] == keys
+        assert str(nodes.get_cell("node0/0", "util %")) != before
+        assert len(str(nodes.get_cell("node0/0", "util %")).split()[1]) == 2  # the sparkline grew
+        queue = app.screen.query_one("#queue", DataTable)
+        assert [key.value for key in queue.rows] == ["1000", "1001", "1002", "1003", "1004"]
+
+
+async def test_keys_help_info_and_quit() -> None:
+    app = fake_app()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         rows = app.screen.query_one("#help-keys", DataTable)
-        assert [rows.get_row_at(i)[1] for i in range(rows.row_count)] == ["Help", "Quit"]
+        assert [rows.get_row_at(i)[1] for i in range(rows.row_count)] == ["Help", "Cluster info", "Quit"]
         await pilot.press("escape")
-        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("i")
+        assert isinstance(app.screen, InfoScreen)
+        await pilot.press("escape")
+        assert isinstance(app.screen, DashboardScreen)
         await pilot.press("q")
         await pilot.pause()
     assert app.return_code == 0

@@ -1,0 +1,74 @@
+"""The app on real sources: the embedded default (this machine, the local scheduler) and the two sshd test hosts,
+one of which loses its link while the app watches."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Static
+
+from cockpit.config import load_settings
+from cockpit.tui.app import CockpitApp
+from cockpit.tui.sources import LiveSource
+from tests.infra.services import TestHosts
+
+SIZE = (120, 36)
+
+
+async def wait_until(pilot: Pilot, check, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await pilot.pause(0.1)
+
+
+def state(app: CockpitApp, row: str) -> str:
+    return str(app.screen.query_one("#nodes", DataTable).get_cell(row, "state"))
+
+
+@pytest.mark.usefixtures("isolated_home")
+async def test_embedded_default_shows_this_machine() -> None:
+    settings = load_settings()
+    app = CockpitApp(settings, LiveSource(settings))
+    async with app.run_test(size=SIZE) as pilot:
+        nodes = app.screen.query_one("#nodes", DataTable)
+        await wait_until(pilot, lambda: "localhost/-" in [k.value for k in nodes.rows], 20, "localhost's row")
+        await wait_until(pilot, lambda: state(app, "localhost/-") == "up", 20, "localhost up")
+        await wait_until(pilot, lambda: app.feeds["queue"].polls and app.feeds["sweep"].polls, 20, "queue, sweep")
+        await pilot.pause(0.2)
+        assert str(app.screen.query_one("#queue-title", Static).render()) == "Queue · 0 job(s), 0 running"
+        assert str(app.screen.query_one("#sweep-title", Static).render()) == "Sweep · none running"
+
+
+@pytest.mark.infra
+async def test_test_hosts_up_then_a_cut_link_is_unreachable(test_hosts: TestHosts, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    shutil.copy(test_hosts.known_hosts, known)
+    config = tmp_path / "cockpit.toml"
+    config.write_text(
+        f'[cluster]\ninventory = "{test_hosts.inventory}"\n[paths]\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[ssh]\nknown_hosts = "{known}"\nconnect_timeout_s = 1\ncommand_timeout_s = 5\n'
+        "[refresh]\nnodes_s = 1.0\n"
+    )
+    settings = load_settings(config)
+    app = CockpitApp(settings, LiveSource(settings))
+    async with app.run_test(size=SIZE) as pilot:
+        nodes = app.screen.query_one("#nodes", DataTable)
+        await wait_until(pilot, lambda: len(nodes.rows) == 2, 20, "both nodes' rows")
+        await wait_until(pilot, lambda: state(app, "node0/-") == state(app, "node1/-") == "up", 20, "both up")
+        subprocess.run(["ip", "link", "set", "ck-node1", "down"], check=True)
+        try:
+            polls = app.feeds["nodes"].polls
+            # two refreshes: the poll in flight when the link went, and the next one (each at most 1 s connect)
+            await wait_until(pilot, lambda: state(app, "node1/-").startswith("unreachable"), 2 * 1.0 + 2 * 1.0 + 2,
+                             "node1 unreachable")  # fmt: skip
+            assert app.feeds["nodes"].polls - polls <= 2
+            assert state(app, "node0/-") == "up"
+        finally:
+            subprocess.run(["ip", "link", "set", "ck-node1", "up"], check=True)
