@@ -25,7 +25,7 @@ from cockpit.nodes import power
 from cockpit.nodes.inventory import Inventory, Node
 from cockpit.nodes.nodeset import fold
 from cockpit.nodes.ssh import CommandResult, SshPool, group_identical
-from cockpit.nodes.telemetry import PROBE_COMMAND, parse_probe, probe_source, telemetry_table, telemetry_to_json
+from cockpit.nodes.telemetry import probe_nodes, telemetry_table, telemetry_to_json
 from cockpit.nodes.wol import wake
 from cockpit.provision.compute import compute_run
 from cockpit.provision.events import HostResult, Recap, describe, failure_details
@@ -202,28 +202,17 @@ def cmd_nodes_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_nodes_probe(args: argparse.Namespace, settings: Settings) -> int:
     """Uptime, load, memory and every GPU's health, one ssh round trip per node."""
     nodes = _nodes(args, settings)
-    script = probe_source()
-    results = asyncio.run(_with_pool(args, settings, lambda pool: pool.run_all(nodes, PROBE_COMMAND, input=script)))
-    rows: list[tuple[str, object]] = []
-    failed = 0
-    for result in results:
-        if not result.ok:
-            failed += 1
-            rows.append((result.node, result.error or f"exit {result.exit_status}: {result.stderr.strip()[-200:]}"))
-            continue
-        try:
-            rows.append((result.node, parse_probe(result.stdout, result.node)))
-        except Exception as err:  # a probe that printed garbage is that node's error, not the command's
-            failed += 1
-            rows.append((result.node, str(err)))
+    samples = asyncio.run(_with_pool(args, settings, lambda pool: probe_nodes(pool, nodes)))
+    failed = sum(1 for s in samples if s.telemetry is None)
     if args.json:
         out = [
-            {"node": name, "ok": not isinstance(value, str), "error": value if isinstance(value, str) else None,
-             "telemetry": None if isinstance(value, str) else telemetry_to_json(value)}
-            for name, value in rows
+            {"node": s.name, "ok": s.telemetry is not None, "error": s.error,
+             "telemetry": None if s.telemetry is None else telemetry_to_json(s.telemetry)}
+            for s in samples
         ]  # fmt: skip
         print(json.dumps({"ok": not failed, "nodes": out}, indent=2))
     else:
+        rows = [(s.name, s.telemetry if s.telemetry is not None else s.error or "") for s in samples]
         Console(width=max(140, Console().width)).print(telemetry_table(rows))
     return EXIT_OK if not failed else EXIT_FAILED
 

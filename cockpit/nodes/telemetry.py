@@ -19,7 +19,9 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from cockpit.nodes.inventory import Node
 from cockpit.nodes.probe_script import GPU_FIELDS, PROBE_VERSION
+from cockpit.nodes.ssh import SshPool
 
 PROBE_COMMAND = "python3 -"  # the probe's source goes on stdin: nothing is copied to or left on the node
 EXCERPT_CHARS = 200
@@ -65,6 +67,23 @@ class NodeTelemetry:
     memory_available_mib: float | None
     gpus: tuple[GpuTelemetry, ...]
     errors: tuple[str, ...]
+
+    @property
+    def memory_used_mib(self) -> float | None:
+        """Total minus available; None unless the node reported both."""
+        if self.memory_total_mib is None or self.memory_available_mib is None:
+            return None
+        return self.memory_total_mib - self.memory_available_mib
+
+
+@dataclass(frozen=True)
+class NodeSample:
+    """One probe's outcome for one node: its telemetry, or why there is none; `rtt_ms` when it answered."""
+
+    name: str
+    telemetry: NodeTelemetry | None
+    error: str | None
+    rtt_ms: float | None
 
 
 @functools.cache
@@ -171,8 +190,39 @@ def telemetry_to_json(t: NodeTelemetry) -> dict[str, Any]:
     return {"probe": PROBE_VERSION, **plain}
 
 
-def _fixed(value: float | None, digits: int = 0) -> str:
+async def probe_nodes(pool: SshPool, nodes: Sequence[Node]) -> list[NodeSample]:
+    """The probe on every node at once, one ssh round trip each; a node that fails or answers garbage is a sample
+    with its reason, never an exception."""
+    samples = []
+    for result in await pool.run_all(nodes, PROBE_COMMAND, input=probe_source()):
+        rtt = result.elapsed_s * 1000
+        if not result.ok:
+            reason = result.error or f"probe exit {result.exit_status}: {result.stderr.strip()[-EXCERPT_CHARS:]}"
+            samples.append(NodeSample(result.node, None, reason, None))
+            continue
+        try:
+            samples.append(NodeSample(result.node, parse_probe(result.stdout, result.node), None, rtt))
+        except ProbeError as err:
+            samples.append(NodeSample(result.node, None, str(err), rtt))
+    return samples
+
+
+def fixed(value: float | None, digits: int = 0) -> str:
+    """A reading with `digits` decimals, "-" when the device does not expose it."""
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def gib_pair(used_mib: float | None, total_mib: float | None) -> str:
+    """`used/total` in GiB with one decimal, "-" when neither is known."""
+    if used_mib is None and total_mib is None:
+        return "-"
+    used, total = (None if mib is None else mib / 1024 for mib in (used_mib, total_mib))
+    return f"{fixed(used, 1)}/{fixed(total, 1)}"
+
+
+def gpu_label(gpu: GpuTelemetry) -> str:
+    """`0 Intel Arc A770 Graphics`: index and name, trademarks dropped so it fits a column."""
+    return f"{gpu.index} {_TRADEMARKS.sub('', gpu.name or gpu.vendor)}"
 
 
 def _uptime(seconds: float | None) -> str:
@@ -187,11 +237,8 @@ def _uptime(seconds: float | None) -> str:
 
 
 def _gib(used: float | None, total: float | None) -> str:
-    if used is None and total is None:
-        return "-"
-    return (
-        f"{_fixed(None if used is None else used / 1024, 1)}/{_fixed(None if total is None else total / 1024, 1)} GiB"
-    )
+    pair = gib_pair(used, total)
+    return pair if pair == "-" else f"{pair} GiB"
 
 
 def _energy(joules: float | None) -> str:
@@ -207,11 +254,11 @@ def _gpu_cells(gpu: GpuTelemetry | None) -> list[str]:
     if gpu is None:
         return ["-"] * 6
     return [
-        f"{gpu.index} {_TRADEMARKS.sub('', gpu.name or gpu.vendor)}",
-        _fixed(gpu.util_pct),
+        gpu_label(gpu),
+        fixed(gpu.util_pct),
         _gib(gpu.memory_used_mib, gpu.memory_total_mib),
-        _fixed(gpu.temperature_c),
-        _fixed(gpu.power_w, 1),
+        fixed(gpu.temperature_c),
+        fixed(gpu.power_w, 1),
         _energy(gpu.energy_j),
     ]
 
@@ -228,11 +275,8 @@ def telemetry_table(rows: Sequence[tuple[str, NodeTelemetry | str]]) -> Table:
         if isinstance(result, str):
             table.add_row(name, "", "", "", Text(result, style="red"))
             continue
-        used = None
-        if result.memory_total_mib is not None and result.memory_available_mib is not None:
-            used = result.memory_total_mib - result.memory_available_mib
         load = "-" if result.load is None else " ".join(f"{x:.2f}" for x in result.load)
-        node_cells = [name, _uptime(result.uptime_s), load, _gib(used, result.memory_total_mib)]
+        node_cells = [name, _uptime(result.uptime_s), load, _gib(result.memory_used_mib, result.memory_total_mib)]
         for i, gpu in enumerate(result.gpus or (None,)):
             table.add_row(*(node_cells if i == 0 else [""] * len(node_cells)), *_gpu_cells(gpu))
     return table

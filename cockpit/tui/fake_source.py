@@ -7,8 +7,7 @@ from pathlib import Path
 
 from cockpit.experiments.progress import RankProgress, StrategyProgress, SweepProgress
 from cockpit.jobs.queue import QueueRow
-from cockpit.nodes.telemetry import GpuTelemetry, NodeTelemetry
-from cockpit.tui.node_board import NodeSample
+from cockpit.nodes.telemetry import GpuTelemetry, NodeSample, NodeTelemetry
 
 STATES = ("RUNNING", "PENDING", "PENDING", "RUNNING", "COMPLETING")
 

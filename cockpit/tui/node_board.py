@@ -7,12 +7,11 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 from rich.text import Text
 
-from cockpit.nodes.telemetry import GpuTelemetry, NodeTelemetry
+from cockpit.nodes.telemetry import GpuTelemetry, NodeSample, NodeTelemetry, fixed, gib_pair, gpu_label
 
 NodeState = Literal["unknown", "up", "unreachable", "waking", "off"]
 Expectation = Literal["waking", "off"]
@@ -21,30 +20,10 @@ STATE_STYLE = {"up": "green", "unreachable": "bold red", "waking": "yellow", "of
 SPARK = "▁▂▃▄▅▆▇█"
 
 
-@dataclass(frozen=True)
-class NodeSample:
-    """One poll's answer for one node: its telemetry, or why there is none."""
-
-    name: str
-    telemetry: NodeTelemetry | None
-    error: str | None
-    rtt_ms: float | None
-
-
 def sparkline(values: Sequence[float], width: int = 12) -> str:
     """The last `width` percentages as block characters (0-100 scale, so bars compare across GPUs)."""
     recent = list(values)[-width:]
     return "".join(SPARK[min(len(SPARK) - 1, int(max(0.0, v) / 100 * len(SPARK)))] for v in recent)
-
-
-def _num(value: float | None, digits: int = 0) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _gib_pair(used: float | None, total: float | None) -> str:
-    if used is None and total is None:
-        return "-"
-    return f"{_num(None if used is None else used / 1024, 1)}/{_num(None if total is None else total / 1024, 1)}"
 
 
 class NodeBoard:
@@ -114,16 +93,10 @@ class NodeBoard:
             node_cells: tuple[str | Text, ...] = (
                 Text(name, style="bold"),
                 self._state_cell(name),
-                Text(_num(sample.rtt_ms if fresh and sample else None), style=style),
-                Text(_num(telemetry.load[0], 2) if telemetry and telemetry.load else "-", style=style),
+                Text(fixed(sample.rtt_ms if fresh and sample else None), style=style),
+                Text(fixed(telemetry.load[0], 2) if telemetry and telemetry.load else "-", style=style),
                 Text(
-                    _gib_pair(
-                        None
-                        if telemetry is None or telemetry.memory_total_mib is None
-                        else telemetry.memory_total_mib - (telemetry.memory_available_mib or 0),
-                        telemetry.memory_total_mib if telemetry else None,
-                    ),
-                    style=style,
+                    gib_pair(telemetry.memory_used_mib, telemetry.memory_total_mib) if telemetry else "-", style=style
                 ),
             )
             gpus: Sequence[GpuTelemetry | None] = (telemetry.gpus if telemetry else ()) or (None,)
@@ -136,12 +109,12 @@ class NodeBoard:
     def _gpu_cells(self, node: str, gpu: GpuTelemetry | None, style: str) -> tuple[Text, ...]:
         if gpu is None:
             return tuple(Text("-", style="dim") for _ in range(5))
-        util = _num(gpu.util_pct)
+        util = fixed(gpu.util_pct)
         spark = sparkline(self.util.get((node, gpu.index), ()))
         return (
-            Text(f"{gpu.index} {gpu.name or gpu.vendor}", style=style),
+            Text(gpu_label(gpu), style=style),
             Text(f"{util:>3} {spark}", style=style),
-            Text(_gib_pair(gpu.memory_used_mib, gpu.memory_total_mib), style=style),
-            Text(_num(gpu.temperature_c), style=style),
-            Text(_num(gpu.power_w), style=style),
+            Text(gib_pair(gpu.memory_used_mib, gpu.memory_total_mib), style=style),
+            Text(fixed(gpu.temperature_c), style=style),
+            Text(fixed(gpu.power_w), style=style),
         )

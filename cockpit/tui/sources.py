@@ -13,8 +13,7 @@ from cockpit.experiments.progress import ProgressTracker, SweepProgress, find_ac
 from cockpit.jobs.queue import QueueRow, queue_source
 from cockpit.nodes.inventory import Inventory
 from cockpit.nodes.ssh import SshPool
-from cockpit.nodes.telemetry import PROBE_COMMAND, parse_probe, probe_source
-from cockpit.tui.node_board import NodeSample
+from cockpit.nodes.telemetry import NodeSample, probe_nodes
 
 
 class ClusterSource(Protocol):
@@ -49,19 +48,7 @@ class LiveSource:
         self._tracker: ProgressTracker | None = None
 
     async def nodes(self) -> list[NodeSample]:
-        results = await self.pool.run_all(self.inventory.compute, PROBE_COMMAND, input=probe_source())
-        samples = []
-        for result in results:
-            rtt = result.elapsed_s * 1000
-            if not result.ok:
-                reason = result.error or f"probe exit {result.exit_status}: {result.stderr.strip()[-200:]}"
-                samples.append(NodeSample(result.node, None, reason, None))
-                continue
-            try:
-                samples.append(NodeSample(result.node, parse_probe(result.stdout, result.node), None, rtt))
-            except Exception as err:  # a probe that printed garbage is that node's problem, not the app's
-                samples.append(NodeSample(result.node, None, str(err), rtt))
-        return samples
+        return await probe_nodes(self.pool, self.inventory.compute)
 
     async def queue(self) -> list[QueueRow]:
         return await asyncio.to_thread(self.jobs.active)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from cockpit.nodes.telemetry import GpuTelemetry, NodeTelemetry
+from cockpit.nodes.telemetry import GpuTelemetry, NodeSample, NodeTelemetry
 from cockpit.tui.feeds import Feed
-from cockpit.tui.node_board import NodeBoard, NodeSample, sparkline
+from cockpit.tui.node_board import NodeBoard, sparkline
 
 
 class FakeClock:
