@@ -34,7 +34,7 @@ from cockpit.experiments.prompts import PromptFileSet, PromptRepository
 from cockpit.experiments.report import RunSummary
 from cockpit.experiments.strategies import ParallelismStrategy, SweepSettings, sweep_strategies
 from cockpit.jobs.factory import RuntimeEnvironment, SlurmJobFactory
-from cockpit.jobs.local import LocalJobManager
+from cockpit.jobs.local import SWEEP_JOBS_DIR, LocalJobManager
 from cockpit.jobs.manifest import MANIFEST_NAME, Manifest, now_iso
 from cockpit.jobs.records import JobManager
 from cockpit.jobs.slurm import SlurmJobManager
@@ -158,7 +158,7 @@ def load(run_dir: Path) -> Sweep:
 def job_manager(sweep: Sweep) -> JobManager:
     if sweep.manifest.backend == "slurm":
         return SlurmJobManager()
-    return LocalJobManager(sweep.run_dir / "jobs")
+    return LocalJobManager(sweep.run_dir / SWEEP_JOBS_DIR)
 
 
 def _factory(sweep: Sweep) -> SlurmJobFactory:

@@ -27,6 +27,7 @@ from runtime.local_launch import local_env
 
 KILL_GRACE_S = 10.0
 DEFAULT_TIME_LIMIT = "01:00:00"
+SWEEP_JOBS_DIR = "jobs"  # a sweep's local jobs keep their state in <run folder>/jobs
 
 
 def parse_time_limit(text: str) -> float:
@@ -41,6 +42,12 @@ def parse_time_limit(text: str) -> float:
     if c is not None:  # HH:MM:SS
         return int(a) * 3600.0 + int(b) * 60 + int(c)
     return int(a) * 60.0 + int(b or 0)  # MM[:SS]
+
+
+def script_time_limit(script: str) -> float:
+    """The seconds a job script's `#SBATCH --time` allows (Slurm's default here when it sets none)."""
+    limit = re.search(r"^#SBATCH --time=(\S+)", script, re.MULTILINE)
+    return parse_time_limit(limit[1] if limit else DEFAULT_TIME_LIMIT)
 
 
 def _start_ticks(pid: int) -> str | None:
@@ -62,16 +69,22 @@ class LocalJobManager:
         self.env = dict(env) if env is not None else local_env()
         self._children: dict[str, subprocess.Popen[bytes]] = {}
 
-    def _paths(self, job_id: str) -> tuple[Path, Path]:
+    def paths(self, job_id: str) -> tuple[Path, Path]:
+        """A job's record (written at submission) and its result (written when it ends)."""
         return self.state_dir / f"{job_id}.json", self.state_dir / f"{job_id}.result.json"
+
+    def job_ids(self) -> list[str]:
+        """Every job this state folder has a record of (the `<job_id>.json` written at submission)."""
+        return [
+            p.name.removesuffix(".json") for p in self.state_dir.glob("*.json") if not p.name.endswith(".result.json")
+        ]
 
     def submit(self, files: JobFiles) -> str:
         """Start the job's supervisor, which honours the script's `#SBATCH --time`; its job id (`local-<pid>`)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        limit = re.search(r"^#SBATCH --time=(\S+)", files.script.read_text(), re.MULTILINE)
-        time_limit = limit[1] if limit else DEFAULT_TIME_LIMIT
+        time_limit = script_time_limit(files.script.read_text())
         command = [sys.executable, "-m", "cockpit.jobs.local", "--state-dir", str(self.state_dir)]
-        command += ["--log-pattern", files.log_pattern, "--time-limit", str(parse_time_limit(time_limit))]
+        command += ["--log-pattern", files.log_pattern, "--time-limit", str(time_limit)]
         command += ["bash", str(files.script)]
         child = subprocess.Popen(
             command,
@@ -85,7 +98,7 @@ class LocalJobManager:
         job_id = f"local-{child.pid}"
         self._children[job_id] = child
         info = {"pid": child.pid, "start_ticks": _start_ticks(child.pid), "script": str(files.script)}
-        atomic_write_text(self._paths(job_id)[0], json.dumps(info))
+        atomic_write_text(self.paths(job_id)[0], json.dumps(info))
         return job_id
 
     def _cancelled(self, job_id: str) -> Path:
@@ -106,7 +119,7 @@ class LocalJobManager:
         return info["start_ticks"] is not None and _start_ticks(info["pid"]) == info["start_ticks"]
 
     def status(self, job_id: str) -> JobRecord:
-        info_path, result_path = self._paths(job_id)
+        info_path, result_path = self.paths(job_id)
         info = self._read(info_path, job_id)
         name = Path(info["script"]).parent.name
         alive = self._alive(job_id, info)  # before looking for the record: a supervisor writes it, then exits
@@ -125,7 +138,7 @@ class LocalJobManager:
         return record if record.final else None
 
     def cancel(self, job_id: str) -> None:
-        info_path, result_path = self._paths(job_id)
+        info_path, result_path = self.paths(job_id)
         info = self._read(info_path, job_id)
         if not result_path.exists() and self._alive(job_id, info):
             self._cancelled(job_id).touch()  # read only if the supervisor dies before it can record

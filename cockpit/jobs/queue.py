@@ -7,14 +7,13 @@ pass over the local state folders) and a table of at most that many lines.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from cockpit.jobs.local import DEFAULT_TIME_LIMIT, LocalJobManager, parse_time_limit
+from cockpit.jobs.local import SWEEP_JOBS_DIR, LocalJobManager, script_time_limit
 from cockpit.jobs.records import ACTIVE_STATES, JobError, JobRecord
 from cockpit.jobs.slurm import run_slurm_json, sacct_record, slurm_number, squeue_record
 
@@ -159,9 +158,7 @@ def _mtime(path: Path) -> float | None:
 def _script_time_limit(info_path: Path) -> float | None:
     """The `#SBATCH --time` the job's supervisor enforces, read from its script as `LocalJobManager.submit` does."""
     try:
-        script = Path(json.loads(info_path.read_text())["script"]).read_text()
-        limit = re.search(r"^#SBATCH --time=(\S+)", script, re.MULTILINE)
-        return parse_time_limit(limit[1] if limit else DEFAULT_TIME_LIMIT)
+        return script_time_limit(Path(json.loads(info_path.read_text())["script"]).read_text())
     except (OSError, KeyError, json.JSONDecodeError, JobError):  # its run folder removed or edited since
         return None
 
@@ -177,7 +174,7 @@ def _local_row(manager: LocalJobManager, job_id: str, submitted_at: float, now: 
         user=None,  # every local job is this machine's user's
         partition=None,
         elapsed_s=elapsed,
-        time_limit_s=_script_time_limit(manager.state_dir / f"{job_id}.json"),
+        time_limit_s=_script_time_limit(manager.paths(job_id)[0]),
         submitted_at=submitted_at,
     )
 
@@ -192,13 +189,9 @@ def local_queue(source: LocalJobManager | Path, since_s: float = 3600) -> list[Q
     now = time.time()
     cutoff = now - since_s
     candidates: list[tuple[float, str]] = []
-    # LocalJobManager writes <job_id>.json at submission and <job_id>.result.json when the job ends
-    for info in manager.state_dir.glob("*.json"):
-        if info.name.endswith(".result.json"):
-            continue
-        job_id = info.name.removesuffix(".json")
-        submitted_at = _mtime(info)
-        ended_at = _mtime(manager.state_dir / f"{job_id}.result.json")
+    for job_id in manager.job_ids():
+        info_path, result_path = manager.paths(job_id)
+        submitted_at, ended_at = _mtime(info_path), _mtime(result_path)
         if submitted_at is not None and (ended_at is None or ended_at >= cutoff):
             candidates.append((submitted_at, job_id))
     candidates.sort(reverse=True)
@@ -235,7 +228,8 @@ class LocalQueue:
     since_s: float = 3600
 
     def _rows(self) -> list[QueueRow]:
-        rows = [row for jobs in self.runs_dir.glob("run_*/jobs") for row in local_queue(jobs, self.since_s)]
+        folders = self.runs_dir.glob(f"run_*/{SWEEP_JOBS_DIR}")
+        rows = [row for jobs in folders for row in local_queue(jobs, self.since_s)]
         rows.sort(key=lambda row: row.submitted_at or 0.0, reverse=True)
         return rows[:MAX_ROWS]
 
