@@ -193,7 +193,7 @@ def cmd_nodes_list(args: argparse.Namespace, settings: Settings) -> int:
     for column in ("node", "address", "user", "mac", "gpu", "groups"):
         table.add_column(column)
     for n in nodes:
-        address = "this machine" if n.local else (n.address if n.port == 22 else f"{n.address}:{n.port}")
+        address = "this machine" if n.local else n.endpoint
         table.add_row(n.name, address, n.user or "-", n.mac or "-", n.gpu_kind or "-", ",".join(n.groups))
     Console().print(table)
     return EXIT_OK

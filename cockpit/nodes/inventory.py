@@ -39,10 +39,14 @@ class Node:
     reboot_command: str = "shutdown -r now"
 
     @property
+    def endpoint(self) -> str:
+        """Where ssh goes: the address, with the port unless it is 22."""
+        return self.address if self.port == 22 else f"{self.address}:{self.port}"
+
+    @property
     def target(self) -> str:
         """How messages name the node: `node0 (10.77.0.10)`."""
-        shown = self.address if self.port == 22 else f"{self.address}:{self.port}"
-        return self.name if shown == self.name else f"{self.name} ({shown})"
+        return self.name if self.endpoint == self.name else f"{self.name} ({self.endpoint})"
 
 
 LOCALHOST = Node("localhost", "127.0.0.1", groups=(COMPUTE_GROUP,), local=True)

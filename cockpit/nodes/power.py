@@ -18,16 +18,6 @@ PowerAction = Literal["off", "reboot"]
 STATUS_COMMAND = "cat /proc/uptime"
 
 
-def uptime_s(result: CommandResult) -> float | None:
-    """The node's uptime from a status result, or None if it did not answer."""
-    if not result.ok:
-        return None
-    try:
-        return float(result.stdout.split()[0])
-    except (IndexError, ValueError):
-        return None
-
-
 async def status(pool: SshPool, nodes: Sequence[Node]) -> list[CommandResult]:
     """One ssh round trip per node; a node answers when its result is ok."""
     return await pool.run_all(nodes, STATUS_COMMAND)

@@ -67,7 +67,6 @@ def sweep_rows(progress: SweepProgress | None) -> list[tuple[str, tuple[str | Te
         return []
     out: list[tuple[str, tuple[str | Text, ...]]] = []
     for strategy in progress.strategies:
-        fraction = strategy.rows_written / strategy.rows_expected if strategy.rows_expected else 0.0
         stalled = [r for r in strategy.ranks if r.stalled]
         out.append(
             (
@@ -75,7 +74,7 @@ def sweep_rows(progress: SweepProgress | None) -> list[tuple[str, tuple[str | Te
                 (
                     Text(strategy.strategy_id, style="bold"),
                     Text(strategy.status, style=STATE_STYLE.get(strategy.status, "")),
-                    bar(fraction),
+                    bar(strategy.fraction),
                     f"{strategy.rows_written}/{strategy.rows_expected}",
                     f"{strategy.tokens_per_s:.0f}" if strategy.tokens_per_s else "-",
                     duration(strategy.eta_s),
