@@ -124,6 +124,7 @@ class SweepSection:
 
     prompt_files: dict[str, str] = field(default_factory=dict)  # variant -> file; default: the project's data/
     prompts_per_file: int = 20
+    prompt_limit: int = 0  # run only the first N prompts of each file (a quick look); 0: all of them
     nodes: int = 2
     gpus_per_node: int = 2
     batch_size: int = 4
@@ -140,6 +141,8 @@ class SweepSection:
         for key in ("prompts_per_file", "nodes", "gpus_per_node", "batch_size", "max_new_tokens", "max_attempts"):
             if getattr(self, key) < 1:
                 raise SchemaError(source, prefix + key, f"expected at least 1, got {getattr(self, key)}")
+        if self.prompt_limit < 0:
+            raise SchemaError(source, prefix + "prompt_limit", f"expected 0 (all) or more, got {self.prompt_limit}")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ OVERRIDES = {
     "batch_size": int,
     "max_new_tokens": int,
     "prompts_per_file": int,
+    "prompt_limit": int,
     "time_limit": str,
     "device": str,
     "precision": str,

@@ -38,6 +38,9 @@ SUMMARY_COLUMNS = ("strategy", "compared", "exact_matches", "scored", "mean_norm
 PLOT_SIZE = (100, 30)
 MARKERS = "ox+*#@%&$="
 NAN = "—"
+PLOTS_DIR = "plots"
+PLOT_NAMES = ("latency_vs_correctness", "throughput_vs_length")
+EXACT_MATCH_LIM = (-0.05, 1.05)  # the exact-match axis, with room for points at 0 and 1
 
 
 def _num(series: pd.Series) -> pd.Series:
@@ -83,7 +86,8 @@ FORMATS: dict[str, tuple[str, Callable[[float], str]]] = {
 }
 
 
-def _cell(column: str, value: object) -> str:
+def format_cell(column: str, value: object) -> str:
+    """A table value as the summary shows it: NaN and None as '—', numbers in their column's format."""
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return NAN
     if column in FORMATS:
@@ -91,6 +95,20 @@ def _cell(column: str, value: object) -> str:
     if column.startswith("latency_p50_ms_"):
         return f"{float(value):,.1f}"
     return str(value).replace("|", "\\|")
+
+
+def _plot_path(out_dir: str | Path, name: str, suffix: str) -> Path:
+    return Path(out_dir) / f"{name}_{suffix}.txt"
+
+
+def report_paths(results_dir: str | Path, stamp: str) -> dict[str, Path]:
+    """Where `RunSummary.write_all` puts run `stamp`'s CSV, Markdown and plots."""
+    root = Path(results_dir)
+    return {
+        "csv": root / f"summary_run_{stamp}.csv",
+        "markdown": root / f"summary_run_{stamp}.md",
+        **{name: _plot_path(root / PLOTS_DIR, name, f"run_{stamp}") for name in PLOT_NAMES},
+    }
 
 
 def _header(column: str) -> str:
@@ -257,7 +275,7 @@ class RunSummary:
             "|" + "|".join("---:" if c in numeric else "---" for c in table.columns) + "|",
         ]
         for row in table.itertuples(index=False):
-            lines.append("| " + " | ".join(_cell(c, v) for c, v in zip(table.columns, row, strict=True)) + " |")
+            lines.append("| " + " | ".join(format_cell(c, v) for c, v in zip(table.columns, row, strict=True)) + " |")
         lines += ["", f"{NAN}: not measured or not applicable."]
         return "\n".join(lines) + "\n"
 
@@ -291,15 +309,13 @@ class RunSummary:
         plt.clear_figure()
         return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
 
-    def latency_vs_correctness(self) -> str:
-        """Text plot: latency p50 (ms) against exact-match rate, one labelled point per strategy."""
+    def latency_points(self) -> list[tuple[str, float, float]]:
+        """(strategy, exact-match rate, latency p50 ms) for every strategy with both, in table order."""
         table = self.table().dropna(subset=["exact_match_rate", "latency_p50_ms"])
-        series = [(r.strategy, [r.exact_match_rate], [r.latency_p50_ms]) for r in table.itertuples()]
-        title = f"{self.run_id}: latency p50 vs exact match"
-        return self._plot(title, "exact-match rate", "latency p50 (ms)", series, xlim=(-0.05, 1.05))
+        return [(r.strategy, float(r.exact_match_rate), float(r.latency_p50_ms)) for r in table.itertuples()]
 
-    def throughput_vs_length(self) -> str:
-        """Text plot: per-prompt tokens/s against prompt length (prompt_tokens), one line per strategy."""
+    def throughput_curves(self) -> list[tuple[str, list[float], list[float]]]:
+        """(strategy, prompt tokens, mean per-prompt tokens/s at that length) per strategy, in table order."""
         rows = self.results.assign(
             throughput=_ratio(self.results["tokens_generated"], self.results["latency_ms"] / 1000)
         ).dropna(subset=["throughput", "prompt_tokens"])
@@ -309,17 +325,25 @@ class RunSummary:
             if strategy in curves.index.get_level_values("strategy"):
                 curve = curves.loc[strategy].sort_index()
                 series.append((strategy, [float(x) for x in curve.index], [float(y) for y in curve]))
-        return self._plot(f"{self.run_id}: throughput vs prompt length", "prompt tokens", "tokens/s", series)
+        return series
+
+    def latency_vs_correctness(self) -> str:
+        """Text plot: latency p50 (ms) against exact-match rate, one labelled point per strategy."""
+        series = [(strategy, [rate], [p50]) for strategy, rate, p50 in self.latency_points()]
+        title = f"{self.run_id}: latency p50 vs exact match"
+        return self._plot(title, "exact-match rate", "latency p50 (ms)", series, xlim=EXACT_MATCH_LIM)
+
+    def throughput_vs_length(self) -> str:
+        """Text plot: per-prompt tokens/s against prompt length (prompt_tokens), one line per strategy."""
+        title = f"{self.run_id}: throughput vs prompt length"
+        return self._plot(title, "prompt tokens", "tokens/s", self.throughput_curves())
 
     def build_plots(self, out_dir: str | Path, stamp: str | None = None) -> list[Path]:
         """Write both plots as .txt under `out_dir` (suffix `run_<stamp>`, else the run id); return their paths."""
         suffix = f"run_{stamp}" if stamp else self.run_id
         paths = []
-        for name, text in (
-            ("latency_vs_correctness", self.latency_vs_correctness()),
-            ("throughput_vs_length", self.throughput_vs_length()),
-        ):
-            path = Path(out_dir) / f"{name}_{suffix}.txt"
+        for name, text in zip(PLOT_NAMES, (self.latency_vs_correctness(), self.throughput_vs_length()), strict=True):
+            path = _plot_path(out_dir, name, suffix)
             atomic_write_text(path, text)
             paths.append(path)
         return paths
@@ -331,11 +355,8 @@ class RunSummary:
 
     def write_all(self, results_dir: str | Path, stamp: str) -> dict[str, Path]:
         """The CSV, the Markdown and both plots under `results_dir`, named for `stamp`."""
-        root = Path(results_dir)
-        latency, throughput = self.build_plots(root / "plots", stamp)
-        return {
-            "csv": self.to_csv(root / f"summary_run_{stamp}.csv"),
-            "markdown": self.to_markdown(root / f"summary_run_{stamp}.md"),
-            "latency_vs_correctness": latency,
-            "throughput_vs_length": throughput,
-        }
+        paths = report_paths(results_dir, stamp)
+        self.build_plots(Path(results_dir) / PLOTS_DIR, stamp)
+        self.to_csv(paths["csv"])
+        self.to_markdown(paths["markdown"])
+        return paths

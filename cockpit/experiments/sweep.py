@@ -30,7 +30,7 @@ from cockpit.experiments.collect import ResultCollector
 from cockpit.experiments.correctness import CorrectnessEvaluator
 from cockpit.experiments.pipeline import DistributedExperimentPipeline, SweepEvent, register
 from cockpit.experiments.prompt_table import PromptDataFrameBuilder
-from cockpit.experiments.prompts import PromptFileSet, PromptRepository
+from cockpit.experiments.prompts import PromptFileSet, PromptRecord, PromptRepository
 from cockpit.experiments.report import RunSummary
 from cockpit.experiments.strategies import ParallelismStrategy, SweepSettings, sweep_strategies
 from cockpit.jobs.factory import RuntimeEnvironment, SlurmJobFactory
@@ -84,6 +84,17 @@ def _plain_settings(settings: SweepSettings) -> dict[str, Any]:
     return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(settings).items()}
 
 
+def first_prompts(records: list[PromptRecord], limit: int) -> list[PromptRecord]:
+    """The first `limit` records of each variant, in file order (ids stay aligned across variants)."""
+    taken: dict[str, int] = {}
+    kept = []
+    for record in records:
+        taken[record.variant] = taken.get(record.variant, 0) + 1
+        if taken[record.variant] <= limit:
+            kept.append(record)
+    return kept
+
+
 def plan(settings: Settings, *, now: datetime | None = None, **overrides: Any) -> Sweep:
     """A new run folder: the prompt table written and checked, the manifest listing every strategy."""
     section = dataclasses.replace(settings.sweep, **overrides)
@@ -98,6 +109,8 @@ def plan(settings: Settings, *, now: datetime | None = None, **overrides: Any) -
         raise InputError(f"{run_dir}: a run with this timestamp exists already")
     files = PromptFileSet(settings.prompt_files(), count=section.prompts_per_file)
     records = PromptRepository(files).load_all()  # every file problem surfaces here, before any folder exists
+    if section.prompt_limit:
+        records = first_prompts(records, section.prompt_limit)
     sweep_settings = SweepSettings(
         model_name=settings.file.model.name,
         model_path=str(model_path),
@@ -243,6 +256,37 @@ def baseline_from_reference(sweep: Sweep) -> Path | None:
 
 
 @dataclass
+class Scored:
+    """A run's collected rows scored: per prompt against the reference and the baseline, and the strategy summary."""
+
+    rows: pd.DataFrame
+    scores: pd.DataFrame  # CorrectnessEvaluator.evaluate: one row per (strategy, variant, prompt_id)
+    reference: str  # the reference strategy's id
+    summary: RunSummary
+
+
+def score_rows(rows: pd.DataFrame, metrics: pd.DataFrame, baseline: pd.DataFrame, run_id: str) -> Scored:
+    """Correctness per prompt and strategy, and the run summary, from the run's tables; reads and writes nothing."""
+    evaluator = CorrectnessEvaluator()
+    scores = evaluator.evaluate(rows, baseline)
+    summary = RunSummary(rows, metrics, evaluator.summarize(scores), run_id)
+    return Scored(rows, scores, evaluator.reference_strategy(rows), summary)
+
+
+def score(sweep: Sweep) -> Scored:
+    """A run's collected rows, metrics and baseline from disk, scored; writes nothing. InputError before the first
+    strategy is collected."""
+    rows = ResultCollector.load_rows(sweep.results_dir, sweep.stamp)
+    if rows is None:
+        raise InputError(f"{sweep.run_dir}: no strategy has been collected yet (no results/run_{sweep.stamp}.parquet)")
+    metrics = ResultCollector.load_metrics(sweep.results_dir, sweep.stamp)
+    baseline_path = sweep.results_dir / BASELINE_NAME
+    builder = PromptDataFrameBuilder()
+    baseline = builder.load(baseline_path if baseline_path.exists() else sweep.settings.prompt_df_path)
+    return score_rows(rows, metrics, baseline, sweep.settings.run_id)
+
+
+@dataclass
 class Report:
     summary: RunSummary
     table: pd.DataFrame
@@ -251,19 +295,10 @@ class Report:
 
 def report(sweep: Sweep) -> Report:
     """Correctness per prompt and strategy, the strategy table and its plots, written under results/."""
-    rows = ResultCollector.load_rows(sweep.results_dir, sweep.stamp)
-    if rows is None:
-        raise InputError(f"{sweep.run_dir}: no strategy has been collected yet (no results/run_{sweep.stamp}.parquet)")
-    metrics = ResultCollector.load_metrics(sweep.results_dir, sweep.stamp)
-    baseline_path = sweep.results_dir / BASELINE_NAME
-    builder = PromptDataFrameBuilder()
-    baseline = builder.load(baseline_path if baseline_path.exists() else sweep.settings.prompt_df_path)
-    evaluator = CorrectnessEvaluator()
-    scores = evaluator.evaluate(rows, baseline)
-    ResultCollector.write_table(scores, sweep.results_dir / f"correctness_run_{sweep.stamp}.parquet")
-    summary = RunSummary(rows, metrics, evaluator.summarize(scores), sweep.settings.run_id)
-    files = summary.write_all(sweep.results_dir, sweep.stamp)
-    return Report(summary, summary.table(), files)
+    scored = score(sweep)
+    ResultCollector.write_table(scored.scores, sweep.results_dir / f"correctness_run_{sweep.stamp}.parquet")
+    files = scored.summary.write_all(sweep.results_dir, sweep.stamp)
+    return Report(scored.summary, scored.summary.table(), files)
 
 
 def cancel(sweep: Sweep) -> list[str]:

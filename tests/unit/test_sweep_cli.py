@@ -114,3 +114,17 @@ def test_manifest_from_another_version_is_named(sweep_home: Path) -> None:
     done = run("sweep", "resume", cwd=sweep_home)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"{path}: settings: nodez (unknown), model_name (missing)" in done.stderr
+
+
+def test_prompt_limit_runs_the_first_prompts_of_each_file(sweep_home: Path) -> None:
+    import pandas as pd
+
+    from cockpit.config import load_settings
+    from cockpit.experiments import sweep
+
+    planned = sweep.plan(load_settings(sweep_home / "cockpit.toml"), prompt_limit=1)
+    table = pd.read_parquet(planned.settings.prompt_df_path)
+    assert sorted(zip(table["variant"], table["prompt_id"], strict=True)) == [("2k", 1), ("4k", 1)]
+    (sweep_home / "cockpit.toml").write_text((sweep_home / "cockpit.toml").read_text() + "prompt_limit = -1\n")
+    done = run("sweep", "run", cwd=sweep_home)
+    assert done.returncode == 2 and "prompt_limit: expected 0 (all) or more, got -1" in done.stderr

@@ -1,0 +1,139 @@
+"""A run's results as the cockpit shows them: the runs on disk, and one run's strategy table, plot data and
+completions beside the reference's. Computed as `cluster report` computes them (`sweep.score`), but nothing is
+written; no Textual here."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from cockpit.experiments import sweep as sweeps
+from cockpit.experiments.correctness import KEY
+from cockpit.experiments.report import report_paths
+from cockpit.jobs.manifest import MANIFEST_NAME, Manifest
+from runtime.schema import InputError
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run folder, from its manifest alone."""
+
+    run_id: str
+    run_dir: Path
+    state: str  # the manifest's state, or "unreadable: <reason>"
+    backend: str
+    strategies: int
+    collected: int  # strategies whose rows are collected
+    started_at: str | None  # when the run was planned; None when the manifest is unreadable
+    has_results: bool  # some strategy's rows are collected: there is a table to show
+
+
+@dataclass(frozen=True)
+class CompletionPair:
+    """One prompt's completion by a strategy beside the reference strategy's, and where they part."""
+
+    strategy: str
+    variant: str
+    prompt_id: int
+    reference: str
+    completion: str
+    exact_match: bool
+    first_divergence: int | None  # the first token index where the token ids differ
+    divergence_char: int | None  # the first character offset where the texts differ; None when equal
+
+
+@dataclass(frozen=True, eq=False)
+class RunResults:
+    """Everything the results screen shows for one run."""
+
+    run_id: str
+    run_dir: Path
+    winner: str
+    table: pd.DataFrame  # RunSummary.table()
+    latency_points: list[tuple[str, float, float]]  # (strategy, exact-match rate, latency p50 ms)
+    throughput_curves: list[tuple[str, list[float], list[float]]]  # (strategy, prompt tokens, tokens/s)
+    completions: list[CompletionPair]
+    report_files: dict[str, Path]  # the summary and plots `cluster report` wrote, those on disk
+
+
+def divergence_char(reference: str, completion: str) -> int | None:
+    """The first character offset where the two texts differ (the shorter length if one is a prefix of the
+    other); None when they are equal."""
+    common = os.path.commonprefix([reference, completion])  # noqa: RUF071 (characters are what is compared)
+    return None if reference == completion else len(common)
+
+
+def _run_info(run_dir: Path) -> RunInfo:
+    try:
+        manifest = Manifest.load(run_dir)
+    except InputError as err:
+        return RunInfo(run_dir.name, run_dir, f"unreadable: {err}", "?", 0, 0, None, False)
+    collected = sum(entry.collected for entry in manifest.strategies.values())
+    return RunInfo(
+        run_id=manifest.run_id,
+        run_dir=run_dir,
+        state=manifest.state,
+        backend=manifest.backend,
+        strategies=len(manifest.strategies),
+        collected=collected,
+        started_at=manifest.created_at,
+        has_results=collected > 0,
+    )
+
+
+def list_runs(runs_dir: Path) -> list[RunInfo]:
+    """Every run folder under `runs_dir` (those with a manifest), newest first; a manifest that cannot be read
+    gives a run whose state says why."""
+    folders = sorted((path.parent for path in runs_dir.glob(f"run_*/{MANIFEST_NAME}")), reverse=True)
+    return [_run_info(folder) for folder in folders]
+
+
+def completion_pairs(scored: sweeps.Scored) -> list[CompletionPair]:
+    """Every non-reference strategy's completion beside the reference's for the same variant and prompt."""
+    rows = scored.rows
+    is_reference = rows["strategy"] == scored.reference
+    reference = rows.loc[is_reference, ["variant", "prompt_id", "completion"]].rename(
+        columns={"completion": "reference"}
+    )
+    pairs = rows.loc[~is_reference, [*KEY, "completion"]].merge(reference, on=["variant", "prompt_id"])
+    pairs = pairs.merge(scored.scores[[*KEY, "exact_match", "first_divergence"]], on=KEY).sort_values(KEY)
+    return [
+        CompletionPair(
+            strategy=str(row.strategy),
+            variant=str(row.variant),
+            prompt_id=int(row.prompt_id),
+            reference=str(row.reference),
+            completion=str(row.completion),
+            exact_match=bool(row.exact_match),
+            first_divergence=None if pd.isna(row.first_divergence) else int(row.first_divergence),
+            divergence_char=divergence_char(str(row.reference), str(row.completion)),
+        )
+        for row in pairs.itertuples(index=False)
+    ]
+
+
+def run_results(run_dir: Path, scored: sweeps.Scored, report_files: dict[str, Path]) -> RunResults:
+    """What the results screen shows, from a scored run."""
+    summary = scored.summary
+    table = summary.table()
+    return RunResults(
+        run_id=summary.run_id,
+        run_dir=run_dir,
+        winner=summary.winner(table),
+        table=table,
+        latency_points=summary.latency_points(),
+        throughput_curves=summary.throughput_curves(),
+        completions=completion_pairs(scored),
+        report_files=report_files,
+    )
+
+
+def load_results(run_dir: Path) -> RunResults:
+    """One run's results, read from its folder; writes nothing. InputError naming the folder when nothing is
+    collected yet or its manifest cannot be read."""
+    sweep = sweeps.load(run_dir)
+    files = report_paths(sweep.results_dir, sweep.stamp)
+    return run_results(sweep.run_dir, sweeps.score(sweep), {k: p for k, p in files.items() if p.exists()})

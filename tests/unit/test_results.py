@@ -1,0 +1,139 @@
+"""The cockpit's view of results: runs listed from their manifests (a torn one named, not raised), and one run's
+table, plot data and completion pairs read from the tables the collector writes, with nothing written."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cockpit.config import load_settings
+from cockpit.experiments import sweep as sweeps
+from cockpit.experiments.collect import ResultCollector
+from cockpit.experiments.prompt_table import PromptDataFrameBuilder
+from cockpit.experiments.results import divergence_char, list_runs, load_results
+from runtime.schema import InputError
+from tests.unit.test_report import PP, REF, TP, make_run
+
+
+@pytest.fixture
+def settings_file(isolated_home: Path) -> Path:
+    """A cockpit.toml with two two-prompt files (ids 0 and 1, as make_run's rows) and a model folder."""
+    (isolated_home / "model").mkdir()
+    for variant in ("2k", "4k"):
+        text = "".join(f"@@@ prompt {i}: t{i}\nSay {i} things about clusters.\n" for i in (0, 1))
+        (isolated_home / f"p{variant}.txt").write_text(text)
+    config = isolated_home / "cockpit.toml"
+    config.write_text(
+        '[model]\npath = "model"\n[paths]\ndata_dir = "data"\n'
+        '[sweep]\nprompt_files = { "2k" = "p2k.txt", "4k" = "p4k.txt" }\nprompts_per_file = 2\n'
+        "nodes = 2\ngpus_per_node = 1\n"
+    )
+    return config
+
+
+def planned(settings_file: Path, hour: int) -> sweeps.Sweep:
+    return sweeps.plan(load_settings(settings_file), now=datetime(2026, 11, 23, hour))
+
+
+def collected(settings_file: Path, hour: int = 12, tp_last_tokens: tuple[int, ...] = (1, 9, 1)) -> sweeps.Sweep:
+    """A run whose reference and TP strategies are collected, as the collector leaves them on disk."""
+    sweep = planned(settings_file, hour)
+    rows, metrics, _ = make_run(list(tp_last_tokens))
+    prompts = PromptDataFrameBuilder().load(sweep.settings.prompt_df_path)
+    collector = ResultCollector(prompts, sweep.results_dir, sweep.stamp, sweep.settings.run_id)
+    collector.write_table(rows.assign(run_id=sweep.settings.run_id), collector.results_path)
+    collector.write_table(metrics, collector.metrics_path)
+    for strategy in (REF, TP):
+        sweep.manifest.strategies[strategy].collected = True
+    sweep.manifest.save()
+    return sweep
+
+
+def files_under(folder: Path) -> dict[str, float]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime for p in sorted(folder.rglob("*"))}
+
+
+def test_list_runs_newest_first_and_a_torn_manifest_named(settings_file: Path) -> None:
+    old = planned(settings_file, 9)
+    new = collected(settings_file, 12)
+    runs_dir = new.run_dir.parent
+    torn = runs_dir / "run_20261123-100000"
+    torn.mkdir()
+    (torn / "manifest.json").write_text('{"run_id": "run_1", "run_dir"')
+    (runs_dir / "run_20261123-230000").mkdir()  # no manifest: not a run
+    runs = list_runs(runs_dir)
+    assert [r.run_id for r in runs] == [new.settings.run_id, torn.name, old.settings.run_id]
+    latest, broken, first = runs
+    assert (latest.state, latest.backend, latest.strategies, latest.collected) == ("planned", "local", 3, 2)
+    assert latest.has_results
+    assert latest.run_dir == new.run_dir and latest.started_at == new.manifest.created_at
+    assert (first.collected, first.has_results) == (0, False)
+    assert broken.state.startswith(f"unreadable: {torn}/manifest.json: not valid JSON")
+    assert (broken.run_dir, broken.started_at, broken.has_results) == (torn, None, False)
+
+
+def test_list_runs_without_a_runs_folder(tmp_path: Path) -> None:
+    assert list_runs(tmp_path / "nowhere") == []
+
+
+def test_load_results_is_the_report_without_writing(settings_file: Path) -> None:
+    sweep = collected(settings_file)
+    before = files_under(sweep.run_dir)
+    results = load_results(sweep.run_dir)
+    assert files_under(sweep.run_dir) == before  # nothing written, nothing touched
+    assert results.report_files == {}
+    built = sweeps.report(sweep)
+    pd.testing.assert_frame_equal(results.table, built.table)
+    assert results.winner == built.summary.winner() and results.winner.startswith(f"Winner: **{REF}**")
+    assert results.latency_points == built.summary.latency_points()
+    assert results.throughput_curves == built.summary.throughput_curves()
+    assert load_results(sweep.run_dir).report_files == built.files  # the files report wrote, found on disk
+    assert (results.run_id, results.run_dir) == (sweep.settings.run_id, sweep.run_dir)
+
+
+def test_plot_data(settings_file: Path) -> None:
+    results = load_results(collected(settings_file).run_dir)
+    assert results.latency_points == [(REF, 1.0, pytest.approx(250.0)), (TP, 0.75, pytest.approx(65.0))]
+    strategy, lengths, rates = results.throughput_curves[1]
+    assert (strategy, lengths) == (TP, [1000.0, 1100.0, 3000.0, 3100.0])
+    assert rates == pytest.approx([3 / 0.05, 3 / 0.06, 3 / 0.07, 3 / 0.08])
+
+
+def test_completion_pairs(settings_file: Path) -> None:
+    results = load_results(collected(settings_file).run_dir)
+    assert [(p.strategy, p.variant, p.prompt_id) for p in results.completions] == [
+        (TP, "2k", 0),
+        (TP, "2k", 1),
+        (TP, "4k", 0),
+        (TP, "4k", 1),
+    ]
+    same, diverging = results.completions[0], results.completions[3]
+    assert (same.exact_match, same.first_divergence, same.divergence_char) == (True, None, None)
+    assert same.reference == same.completion == "the cat sat"
+    assert (diverging.reference, diverging.completion) == ("the cat sat", "the cat sat down")
+    assert (diverging.exact_match, diverging.first_divergence, diverging.divergence_char) == (False, 1, 11)
+    assert PP not in {p.strategy for p in results.completions}  # never collected
+
+
+def test_nothing_collected_names_the_run(settings_file: Path) -> None:
+    sweep = planned(settings_file, 12)
+    with pytest.raises(InputError, match=f"^{sweep.run_dir}: no strategy has been collected yet"):
+        load_results(sweep.run_dir)
+    assert not sweep.results_dir.exists()
+
+
+def test_a_torn_manifest_is_an_input_error(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text("{")
+    with pytest.raises(InputError, match="not valid JSON"):
+        load_results(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("reference", "completion", "at"),
+    [("abc", "abc", None), ("abc", "abd", 2), ("ab", "abc", 2), ("abc", "ab", 2), ("", "x", 0), ("", "", None)],
+)
+def test_divergence_char(reference: str, completion: str, at: int | None) -> None:
+    assert divergence_char(reference, completion) == at
