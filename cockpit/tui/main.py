@@ -1,4 +1,5 @@
-"""`cockpit`: start the full-screen app. Configuration errors are reported before the screen opens."""
+"""`cockpit`: start the full-screen app, or serve it to a browser (`--web`). Configuration errors are reported before
+either starts."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--read-only", action="store_true", help="look, never act: disables every action")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    web = parser.add_argument_group("web", "serve the same app to a browser (one app process per browser tab)")
+    web.add_argument("--web", action="store_true", help="serve the app over http instead of opening it here")
+    web.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 opens it to the LAN)"
+    )
+    web.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
     return parser
 
 
@@ -24,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def start() -> int:
         settings = load_settings(args.config)
+        if args.web:
+            from cockpit.tui.web import app_command, serve
+
+            serve(app_command(settings.source, args.read_only, args.debug), args.host, args.port)
+            return EXIT_OK
         from cockpit.tui.app import CockpitApp  # textual loads only once the configuration is known good
         from cockpit.tui.sources import LiveSource
 
