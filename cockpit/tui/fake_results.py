@@ -1,0 +1,101 @@
+"""Fake runs for the results screen's snapshots: fixed tables of three strategies (the reference, TP over two
+nodes, PP over two nodes), two prompt variants of two prompts each, scored by the same code as a real run. TP
+diverges from the reference on one prompt. Nothing here reads or writes a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cockpit.experiments.results import RunInfo, RunResults, run_results
+from cockpit.experiments.sweep import score_rows
+from runtime.schema import InputError
+
+RUNS_DIR = Path("/srv/cockpit/runs")
+# strategy -> kind, tp, pp, nodes, latency ms of its first prompt, wall time s, energy J (None: not measured)
+STRATEGIES: dict[str, tuple[str, int, int, int, float, float, float | None]] = {
+    "tiny_pp1_tp1_n1": ("reference", 1, 1, 1, 820.0, 4.2, 310.0),
+    "tiny_pp1_tp2_n2": ("tp_nodes", 2, 1, 2, 540.0, 2.9, 402.0),
+    "tiny_pp2_tp1_n2": ("pp_nodes", 1, 2, 2, 700.0, 3.6, None),
+}
+PROMPTS = [("2k", 0), ("2k", 1), ("4k", 0), ("4k", 1)]
+TEXT = (
+    "A cluster scheduler decides which job runs on which node and when. Slurm keeps a queue per partition, "
+    "starts a job once the nodes it asked for are free, and"
+)
+TOKENS = list(range(100, 132))
+DIVERGING = ("tiny_pp1_tp2_n2", "4k", 1)  # this strategy's completion of this prompt parts from the reference
+DIVERGED_TEXT = TEXT[: TEXT.index("keeps")] + "runs jobs in the order they came, unless a backfill slot opens first."
+
+
+def fake_runs() -> list[RunInfo]:
+    """Four runs, newest first: one completed, one running with only the reference collected, one planned, and
+    one whose manifest is torn."""
+    torn = f"unreadable: {RUNS_DIR}/run_20261121-070000/manifest.json: not valid JSON: Expecting ',' delimiter"
+    return [
+        RunInfo("run_20261124-093000", RUNS_DIR / "run_20261124-093000", "completed", "slurm", 3, 3,
+                "2026-11-24T09:30:00+00:00", True),
+        RunInfo("run_20261123-101500", RUNS_DIR / "run_20261123-101500", "running", "slurm", 3, 1,
+                "2026-11-23T10:15:00+00:00", True),
+        RunInfo("run_20261122-080000", RUNS_DIR / "run_20261122-080000", "planned", "slurm", 3, 0,
+                "2026-11-22T08:00:00+00:00", False),
+        RunInfo("run_20261121-070000", RUNS_DIR / "run_20261121-070000", torn, "?", 0, 0, None, False),
+    ]  # fmt: skip
+
+
+def _row(strategy: str, variant: str, prompt_id: int) -> dict[str, Any]:
+    kind, tp, pp, nodes, latency, _, _ = STRATEGIES[strategy]
+    diverges = (strategy, variant, prompt_id) == DIVERGING
+    step = 1 + PROMPTS.index((variant, prompt_id))
+    return {
+        "strategy": strategy,
+        "strategy_kind": kind,
+        "tp_size": tp,
+        "pp_size": pp,
+        "num_nodes": nodes,
+        "variant": variant,
+        "prompt_id": prompt_id,
+        "completion": DIVERGED_TEXT if diverges else TEXT,
+        "token_ids": TOKENS[:21] + [7] * 11 if diverges else TOKENS,
+        "tokens_generated": len(TOKENS),
+        "prompt_tokens": {"2k": 1800, "4k": 3700}[variant] + 150 * prompt_id,
+        "latency_ms": latency * (1 + 0.35 * step),
+        "ttft_ms": latency * 0.2 * step,
+    }
+
+
+def _metrics(strategy: str) -> dict[str, Any]:
+    kind, tp, pp, nodes, _, wall, energy = STRATEGIES[strategy]
+    tokens = len(TOKENS) * len(PROMPTS)
+    return {
+        "strategy": strategy,
+        "strategy_kind": kind,
+        "tp_size": tp,
+        "pp_size": pp,
+        "num_nodes": nodes,
+        "world_size": tp * pp,
+        "elapsed_s": wall + 20.0,
+        "max_rss_bytes": 2**31,
+        "wall_time_s": wall,
+        "tokens_generated": tokens,
+        "prompts": len(PROMPTS),
+        "energy_j": energy,
+    }
+
+
+def fake_results(run_dir: Path) -> RunResults:
+    """The results of one of `fake_runs()`, as `load_results` gives them; InputError as it raises it for a run
+    with nothing collected or a torn manifest."""
+    run = next((r for r in fake_runs() if r.run_dir == run_dir), None)
+    if run is None or run.state.startswith("unreadable: "):
+        raise InputError(run.state.removeprefix("unreadable: ") if run else f"{run_dir}: not a sweep run folder")
+    if not run.has_results:
+        raise InputError(f"{run_dir}: no strategy has been collected yet (no results/{run.run_id}.parquet)")
+    strategies = list(STRATEGIES)[: run.collected]
+    rows = pd.DataFrame([_row(s, v, p) for s in strategies for v, p in PROMPTS]).assign(run_id=run.run_id)
+    metrics = pd.DataFrame([_metrics(s) for s in strategies])
+    baseline = pd.DataFrame({"variant": [v for v, _ in PROMPTS], "prompt_id": [p for _, p in PROMPTS]})
+    baseline["local_completion"] = TEXT
+    return run_results(run_dir, score_rows(rows, metrics, baseline, run.run_id), {})

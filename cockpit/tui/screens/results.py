@@ -1,0 +1,279 @@
+"""The results screen: the runs on disk, and for the highlighted one its strategy table, two plots and every
+completion beside the reference's; enter on a completion shows where the two part."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+from rich.markdown import Markdown
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+from textual_plotext import PlotextPlot
+
+from cockpit.experiments.report import EXACT_MATCH_LIM, NAN, format_cell
+from cockpit.experiments.results import CompletionPair, RunInfo, RunResults
+from cockpit.jobs.manifest import MANIFEST_NAME
+
+if TYPE_CHECKING:
+    from cockpit.tui.app import CockpitApp
+    from cockpit.tui.sources import ClusterSource
+
+RUN_COLUMNS = ("run", "state", "collected")
+RUN_STYLE = {"completed": "green", "running": "yellow", "failed": "bold red", "cancelled": "dim", "planned": "dim"}
+# RunSummary.table() column -> header
+SUMMARY_COLUMNS = {
+    "strategy": "strategy",
+    "kind": "kind",
+    "tp": "tp",
+    "pp": "pp",
+    "nodes": "nodes",
+    "exact_match_rate": "exact match %",
+    "similarity": "similarity",
+    "latency_p50_ms": "p50 ms",
+    "latency_p95_ms": "p95 ms",
+    "ttft_p50_ms": "TTFT ms",
+    "tokens_per_s": "tok/s",
+    "energy_per_token_j": "J/token",
+    "speedup": "speedup",
+}
+TEXT_COLUMNS = ("strategy", "kind")
+COMPLETION_COLUMNS = ("strategy", "variant", "prompt", "match", "first divergence")
+DIVERGED = "reverse red"
+
+
+def _table(table_id: str, columns: tuple[str, ...], fixed_columns: int = 0) -> DataTable:
+    table: DataTable = DataTable(id=table_id, cursor_type="row", zebra_stripes=True, fixed_columns=fixed_columns)
+    for column in columns:
+        table.add_column(column, key=column)
+    return table
+
+
+def run_cells(run: RunInfo) -> tuple[Text, Text, str]:
+    """A run's row: its id, its state (an unreadable manifest as 'unreadable'), strategies collected / all."""
+    state = run.state.split(":", 1)[0]
+    style = "bold red" if state == "unreadable" else RUN_STYLE.get(state, "")
+    return Text(run.run_id), Text(state, style=style), f"{run.collected}/{run.strategies}"
+
+
+def summary_cells(row: dict[str, object]) -> tuple[Text, ...]:
+    """One strategy of the table as the summary shows it, numbers right-aligned, unknowns as '—'."""
+    return tuple(
+        Text(format_cell(column, row[column]), justify="left" if column in TEXT_COLUMNS else "right")
+        for column in SUMMARY_COLUMNS
+    )
+
+
+def completion_cells(pair: CompletionPair) -> tuple[str | Text, ...]:
+    match = Text("✓", style="green") if pair.exact_match else Text("✗", style="bold red")
+    if pair.first_divergence is None and pair.divergence_char is None:
+        where = NAN
+    else:
+        token = NAN if pair.first_divergence is None else str(pair.first_divergence)
+        char = NAN if pair.divergence_char is None else str(pair.divergence_char)
+        where = f"token {token} · char {char}"
+    return pair.strategy, pair.variant, str(pair.prompt_id), match, where
+
+
+def divergence_line(pair: CompletionPair) -> str:
+    """'first divergence at token N, character M', 'identical', or which of tokens and text agree."""
+    if pair.first_divergence is None and pair.divergence_char is None:
+        return "identical"
+    token, char = pair.first_divergence, pair.divergence_char
+    tokens = "tokens identical" if token is None else f"first divergence at token {token}"
+    return f"{tokens}, {'text identical' if char is None else f'character {char}'}"
+
+
+def marked(text: str, at: int | None) -> Text:
+    """`text` with everything from character `at` on highlighted (a marker where it ends early)."""
+    if at is None:
+        return Text(text)
+    out = Text(text[:at])
+    out.append(text[at:] or "∎ ends here", style=DIVERGED)
+    return out
+
+
+def manifest_mtime(run_dir: Path) -> float | None:
+    """When the run's manifest last changed (None if it cannot be read): a run's results are cached per value."""
+    try:
+        return (run_dir / MANIFEST_NAME).stat().st_mtime
+    except OSError:
+        return None
+
+
+class CompletionDiffScreen(Screen[None]):
+    """A strategy's completion and the reference's, stacked; the text from the first difference on highlighted."""
+
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
+
+    def __init__(self, pair: CompletionPair) -> None:
+        super().__init__()
+        self.pair = pair
+
+    def compose(self) -> ComposeResult:
+        pair = self.pair
+        yield Header(icon="◆")
+        title = f"{pair.strategy} · {pair.variant} prompt {pair.prompt_id} · {divergence_line(pair)}"
+        yield Static(title, id="diff-title", classes="panel-title")
+        with VerticalScroll(classes="diff-pane") as reference:
+            reference.border_title = "reference"
+            yield Static(marked(pair.reference, pair.divergence_char), id="diff-reference")
+        with VerticalScroll(classes="diff-pane") as completion:
+            completion.border_title = pair.strategy
+            yield Static(marked(pair.completion, pair.divergence_char), id="diff-completion")
+        yield Footer()
+
+
+class ResultsScreen(Screen[None]):
+    """Runs on the left; the highlighted run's summary, plots and completions on the right. Data comes from the
+    app's source in workers, one run's results at a time, cached until its manifest changes."""
+
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("r", "reload", "Reload")]
+
+    def __init__(self, run_dir: Path | None = None) -> None:
+        super().__init__()
+        self.selected = run_dir  # the run shown (or being loaded); None: the newest with results
+        self.runs: dict[str, RunInfo] = {}  # by str(run_dir), newest first, as the runs table lists them
+        self.cache: dict[tuple[Path, float | None], RunResults] = {}
+        self.pairs: dict[str, CompletionPair] = {}  # the completions table's rows by key
+
+    @property
+    def source(self) -> ClusterSource:
+        return cast("CockpitApp", self.app).source
+
+    def compose(self) -> ComposeResult:
+        yield Header(icon="◆")
+        with Horizontal(id="results-body"):
+            with Vertical(id="runs-pane"):
+                yield Static("Runs", id="runs-title", classes="panel-title")
+                yield _table("runs", RUN_COLUMNS)
+            with Vertical(id="results-pane"):
+                yield Static("Results", id="results-title", classes="panel-title")
+                yield Static(id="results-error")
+                with TabbedContent(id="results-tabs"):
+                    with TabPane("Summary", id="summary-tab"):
+                        yield Static(id="winner")
+                        yield _table("summary", tuple(SUMMARY_COLUMNS.values()), fixed_columns=1)  # strategy in view
+                        yield Static(id="report-files")
+                    with TabPane("Plots", id="plots-tab"):
+                        yield PlotextPlot(id="latency-plot")
+                        yield PlotextPlot(id="throughput-plot")
+                    with TabPane("Completions", id="completions-tab"):
+                        yield _table("completions", COMPLETION_COLUMNS)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.action_reload()
+
+    def action_reload(self) -> None:
+        """Read the runs again, and the shown run's results (the cache is dropped)."""
+        self.cache.clear()
+        self.run_worker(self._load_runs(), exclusive=True, group="runs")
+
+    async def _load_runs(self) -> None:
+        try:
+            runs = await self.source.runs()
+        except Exception as err:  # any source failure is shown, never raised into the app
+            self._show_error(f"runs: {err}")
+            return
+        self.runs = {str(run.run_dir): run for run in runs}
+        table = self.query_one("#runs", DataTable)
+        table.clear()
+        for key, run in self.runs.items():
+            table.add_row(*run_cells(run), key=key)
+        self.query_one("#runs-title", Static).update(f"Runs · {len(runs)}")
+        if not runs:
+            self._show_error("no sweep runs yet (start one: cluster sweep run)")
+            return
+        chosen = str(self.selected) if str(self.selected) in self.runs else None
+        target = chosen or next((key for key, run in self.runs.items() if run.has_results), next(iter(self.runs)))
+        table.move_cursor(row=list(self.runs).index(target))
+        self.show_run(self.runs[target], force=True)
+
+    @on(DataTable.RowHighlighted, "#runs")
+    def _run_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.cursor_row != event.data_table.cursor_row:
+            return  # the cursor has moved on since (a table refill, or keys held down)
+        run = self.runs.get(str(event.row_key.value))
+        if run is not None:
+            self.show_run(run)
+
+    def show_run(self, run: RunInfo, force: bool = False) -> None:
+        """Load and show `run`'s results, unless they are the ones shown already."""
+        if run.run_dir == self.selected and not force:
+            return
+        self.selected = run.run_dir
+        self.query_one("#results-title", Static).update(f"{run.run_id} · loading…")
+        self.run_worker(self._load_results(run), exclusive=True, group="results")
+
+    async def _load_results(self, run: RunInfo) -> None:
+        try:
+            key = (run.run_dir, await asyncio.to_thread(manifest_mtime, run.run_dir))
+            results = self.cache.get(key)
+            if results is None:
+                results = self.cache[key] = await self.source.results(run.run_dir)
+        except Exception as err:  # e.g. nothing collected yet: the message is shown, never raised
+            self._show_error(str(err), run)
+            return
+        self._show_results(run, results)
+
+    def _title(self, run: RunInfo | None) -> None:
+        text = "Results" if run is None else f"{run.run_id} · {run.state} · {run.collected}/{run.strategies} collected"
+        self.query_one("#results-title", Static).update(text)
+
+    def _show_error(self, message: str, run: RunInfo | None = None) -> None:
+        self._title(run)
+        error = self.query_one("#results-error", Static)
+        error.update(Text(message))
+        error.display = True
+        self.query_one("#results-tabs").display = False
+
+    def _show_results(self, run: RunInfo, results: RunResults) -> None:
+        self._title(run)
+        self.query_one("#results-error").display = False
+        self.query_one("#results-tabs").display = True
+        self.query_one("#winner", Static).update(Markdown(results.winner))
+        summary = self.query_one("#summary", DataTable)
+        summary.clear()
+        for row in results.table.to_dict(orient="records"):
+            summary.add_row(*summary_cells(row), key=str(row["strategy"]))
+        files = ", ".join(str(path.relative_to(results.run_dir)) for path in results.report_files.values())
+        written = f"written: {files}" if files else "no summary files yet: `cluster report` writes them"
+        self.query_one("#report-files", Static).update(Text(written))
+        self._plot(results)
+        completions = self.query_one("#completions", DataTable)
+        completions.clear()
+        self.pairs = {f"{p.strategy}/{p.variant}/{p.prompt_id}": p for p in results.completions}
+        for key, pair in self.pairs.items():
+            completions.add_row(*completion_cells(pair), key=key)
+
+    def _plot(self, results: RunResults) -> None:
+        latency = self.query_one("#latency-plot", PlotextPlot)
+        plt = latency.plt
+        plt.clear_figure()
+        for strategy, rate, p50 in results.latency_points:
+            plt.scatter([rate], [p50], label=strategy, marker="●")
+        plt.xlim(*EXACT_MATCH_LIM)
+        plt.title("latency p50 vs exact match")
+        plt.xlabel("exact-match rate")
+        plt.ylabel("p50 ms")
+        latency.refresh()
+        throughput = self.query_one("#throughput-plot", PlotextPlot)
+        plt = throughput.plt
+        plt.clear_figure()
+        for strategy, lengths, rates in results.throughput_curves:
+            plt.plot(lengths, rates, label=strategy, marker="braille")
+        plt.title("throughput vs prompt length")
+        plt.xlabel("prompt tokens")
+        plt.ylabel("tokens/s")
+        throughput.refresh()
+
+    @on(DataTable.RowSelected, "#completions")
+    def _completion_selected(self, event: DataTable.RowSelected) -> None:
+        self.app.push_screen(CompletionDiffScreen(self.pairs[str(event.row_key.value)]))

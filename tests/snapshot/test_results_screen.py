@@ -1,0 +1,148 @@
+"""The results screen on the fake source's runs: each tab and the completion diff as snapshots, and under a
+Pilot the diff opened and closed, a run with nothing collected, the run chosen up front, and the cache."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Static, TabbedContent
+
+from cockpit.experiments.results import CompletionPair
+from cockpit.tui.fake_results import fake_runs
+from cockpit.tui.fake_source import FakeClusterSource
+from cockpit.tui.screens.results import CompletionDiffScreen, ResultsScreen, divergence_line, marked
+from tests.snapshot.test_app_shell import SIZE, fake_app, settle
+
+DIVERGING_ROW = 3  # tiny_pp1_tp2_n2 on the 4k prompt 1, the one completion that parts from the reference
+
+
+async def loaded(pilot: Pilot) -> None:
+    """Until the screen's workers are done (the runs worker starts the results worker)."""
+    while any(w.group in ("runs", "results") and w.is_running for w in pilot.app.workers):
+        await settle(pilot)
+    await settle(pilot)
+
+
+async def open_results(pilot: Pilot, screen: ResultsScreen | None = None) -> ResultsScreen:
+    await settle(pilot)
+    screen = screen or ResultsScreen()
+    pilot.app.push_screen(screen)
+    await loaded(pilot)
+    return screen
+
+
+async def show_tab(pilot: Pilot, tab: str) -> None:
+    pilot.app.screen.query_one(TabbedContent).active = tab
+    await pilot.pause()
+
+
+async def open_diff(pilot: Pilot) -> None:
+    await show_tab(pilot, "completions-tab")
+    table = pilot.app.screen.query_one("#completions", DataTable)
+    table.focus()
+    table.move_cursor(row=DIVERGING_ROW)
+    await pilot.press("enter")
+    await pilot.pause()
+
+
+def test_summary_snapshot(snap_compare) -> None:
+    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=open_results)
+
+
+def test_plots_snapshot(snap_compare) -> None:
+    async def plots(pilot: Pilot) -> None:
+        await open_results(pilot)
+        await show_tab(pilot, "plots-tab")
+
+    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=plots)
+
+
+def test_completions_snapshot(snap_compare) -> None:
+    async def completions(pilot: Pilot) -> None:
+        await open_results(pilot)
+        await show_tab(pilot, "completions-tab")
+
+    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=completions)
+
+
+def test_diff_snapshot(snap_compare) -> None:
+    async def diff(pilot: Pilot) -> None:
+        await open_results(pilot)
+        await open_diff(pilot)
+
+    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=diff)
+
+
+async def test_enter_opens_the_diff_and_escape_returns() -> None:
+    app = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        results = await open_results(pilot)
+        await open_diff(pilot)
+        assert isinstance(app.screen, CompletionDiffScreen)
+        pair = app.screen.pair
+        assert (pair.strategy, pair.variant, pair.prompt_id) == ("tiny_pp1_tp2_n2", "4k", 1)
+        title = str(app.screen.query_one("#diff-title", Static).render())
+        assert title.endswith("first divergence at token 21, character 73")
+        await pilot.press("escape")
+        assert app.screen is results
+        await pilot.press("escape")
+        assert not isinstance(app.screen, ResultsScreen)
+
+
+async def test_a_run_with_nothing_collected_shows_why() -> None:
+    app = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_results(pilot)
+        error, tabs = screen.query_one("#results-error", Static), screen.query_one(TabbedContent)
+        assert not error.display and tabs.display
+        screen.query_one("#runs", DataTable).move_cursor(row=2)  # planned, nothing collected
+        await loaded(pilot)
+        assert error.display and not tabs.display
+        assert "run_20261122-080000: no strategy has been collected yet" in str(error.render())
+        screen.query_one("#runs", DataTable).move_cursor(row=3)  # a torn manifest
+        await loaded(pilot)
+        assert "manifest.json: not valid JSON" in str(error.render())
+        screen.query_one("#runs", DataTable).move_cursor(row=1)  # running, the reference collected
+        await loaded(pilot)
+        assert not error.display and tabs.display
+        assert screen.query_one("#summary", DataTable).row_count == 1
+        assert screen.query_one("#completions", DataTable).row_count == 0
+
+
+async def test_the_run_asked_for_is_shown_and_results_are_cached() -> None:
+    app = fake_app()
+    source: FakeClusterSource = app.source  # type: ignore[assignment]
+    asked: list[str] = []
+    results = source.results
+
+    async def counted(run_dir):
+        asked.append(run_dir.name)
+        return await results(run_dir)
+
+    source.results = counted  # type: ignore[method-assign]
+    running = fake_runs()[1]
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_results(pilot, ResultsScreen(running.run_dir))
+        runs = screen.query_one("#runs", DataTable)
+        assert runs.cursor_row == 1 and asked == [running.run_id]
+        runs.move_cursor(row=0)
+        await loaded(pilot)
+        runs.move_cursor(row=1)
+        await loaded(pilot)
+        assert asked == [running.run_id, "run_20261124-093000"]  # the second visit came from the cache
+        await pilot.press("r")
+        await loaded(pilot)
+        assert runs.cursor_row == 1 and asked[-1] == running.run_id and len(asked) == 3
+
+
+def test_diff_text() -> None:
+    text = marked("the cat sat", 4)
+    assert text.plain == "the cat sat"
+    assert [(s.start, s.end, str(s.style)) for s in text.spans] == [(4, 11, "reverse red")]
+    assert marked("the", 3).plain == "the∎ ends here"  # the shorter text ends where the other goes on
+    assert marked("same", None).spans == []
+    pair = CompletionPair("tp", "2k", 0, "a b", "a c", False, 1, 2)
+    assert divergence_line(pair) == "first divergence at token 1, character 2"
+    assert divergence_line(replace(pair, first_divergence=None, divergence_char=None)) == "identical"
+    assert divergence_line(replace(pair, first_divergence=None)) == "tokens identical, character 2"
