@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cockpit.jobs.local import SWEEP_JOBS_DIR, LocalJobManager, script_time_limit
 from cockpit.jobs.records import ACTIVE_STATES, JobError, JobRecord
-from cockpit.jobs.slurm import run_slurm_json, sacct_record, slurm_number, squeue_record
+from cockpit.jobs.slurm import run_slurm, run_slurm_json, sacct_record, slurm_number, squeue_record
 
 if TYPE_CHECKING:
     from cockpit.config import Settings
@@ -199,11 +199,14 @@ def local_queue(source: LocalJobManager | Path, since_s: float = 3600) -> list[Q
 
 
 class QueueSource(Protocol):
-    """Where the dashboard's job table comes from; either call may raise `JobError`."""
+    """Where the dashboard's job table comes from, and how a job in it is cancelled; any call may raise
+    `JobError`."""
 
     def active(self) -> list[QueueRow]: ...
 
     def finished(self) -> list[QueueRow]: ...
+
+    def cancel(self, job_id: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,9 @@ class SlurmQueue:
 
     def finished(self) -> list[QueueRow]:
         return slurm_finished(self.since_s, self.timeout_s)
+
+    def cancel(self, job_id: str) -> None:
+        run_slurm(["scancel", job_id], f"job {job_id}", self.timeout_s)
 
 
 @dataclass(frozen=True)
@@ -240,6 +246,15 @@ class LocalQueue:
     def finished(self) -> list[QueueRow]:
         """Jobs that ended in the last `since_s` seconds, newest submitted first."""
         return [row for row in self._rows() if not row.active]
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a job of any run (its id names its supervisor, which the run's state folder records)."""
+        for jobs in self.runs_dir.glob(f"run_*/{SWEEP_JOBS_DIR}"):
+            manager = LocalJobManager(jobs)
+            if job_id in manager.job_ids():
+                manager.cancel(job_id)
+                return
+        raise JobError(f"job {job_id}: no such local job under {self.runs_dir}")
 
 
 def queue_source(settings: Settings) -> QueueSource:

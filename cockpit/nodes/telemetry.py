@@ -196,9 +196,9 @@ async def probe_nodes(pool: SshPool, nodes: Sequence[Node]) -> list[NodeSample]:
     samples = []
     for result in await pool.run_all(nodes, PROBE_COMMAND, input=probe_source()):
         rtt = result.elapsed_s * 1000
-        if not result.ok:
+        if not result.ok:  # no connection (no round trip to show), or the probe failed there
             reason = result.error or f"probe exit {result.exit_status}: {result.stderr.strip()[-EXCERPT_CHARS:]}"
-            samples.append(NodeSample(result.node, None, reason, None))
+            samples.append(NodeSample(result.node, None, reason, None if result.error else rtt))
             continue
         try:
             samples.append(NodeSample(result.node, parse_probe(result.stdout, result.node), None, rtt))

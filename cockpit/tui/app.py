@@ -1,22 +1,30 @@
-"""The cockpit application: polls its sources in workers and shows them on the dashboard."""
+"""The cockpit application: polls its sources in workers, shows them on the dashboard, and runs the actions
+(each in a worker of its own, its outcome a notification) that the screens and the command palette ask for."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
+from pathlib import Path
 from typing import Any
 
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
 from cockpit.config import Settings
 from cockpit.tui.feeds import Feed
 from cockpit.tui.node_board import NodeBoard
+from cockpit.tui.screens.confirm import ConfirmScreen
 from cockpit.tui.screens.dashboard import DashboardScreen
 from cockpit.tui.screens.help import HelpScreen
 from cockpit.tui.screens.info import InfoScreen
-from cockpit.tui.sources import ClusterSource
+from cockpit.tui.screens.provision import ProvisionScreen
+from cockpit.tui.screens.results import ResultsScreen
+from cockpit.tui.screens.sweep_form import SweepFormScreen
+from cockpit.tui.sources import ActionResult, ClusterSource, ProvisionRun
 
 
 class CockpitApp(App[None]):
@@ -27,8 +35,24 @@ class CockpitApp(App[None]):
     BINDINGS = [
         Binding("question_mark", "help", "Help"),
         Binding("i", "info", "Cluster info"),
+        Binding("s", "sweep", "Sweep"),
+        Binding("o", "results", "Results", show=False),
         Binding("q", "quit", "Quit"),
     ]
+    # what the command palette offers besides Textual's own: (title, help, action on the screen or the app)
+    PALETTE = (
+        ("Wake the selected nodes", "Wake-on-LAN magic packets to the marked node(s), else the one under the cursor",
+         "screen.wake"),
+        ("Wake all nodes", "Wake-on-LAN magic packets to every compute node", "screen.wake_all"),
+        ("Configure the selected nodes", "Run the compute playbooks (ansible-runner)", "screen.configure"),
+        ("Restart the selected nodes", "shutdown -r now over ssh", "screen.restart"),
+        ("Shut down the selected nodes", "shutdown -h now over ssh", "screen.shutdown"),
+        ("Cancel the job under the cursor", "scancel, or the local scheduler's cancel", "screen.cancel_job"),
+        ("Show finished jobs", "sacct: the jobs that ended in the last hour", "screen.finished"),
+        ("Start a sweep", "The strategies of [sweep] on the configured scheduler", "sweep"),
+        ("Open results", "Runs on disk: summary, plots, completion diffs", "results"),
+        ("Cluster info", "The effective configuration and the model", "info"),
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -41,9 +65,11 @@ class CockpitApp(App[None]):
         self.settings = settings
         self.source = source
         self.read_only = read_only
-        self.sub_title = f"cluster {settings.cluster.name} · {settings.cluster.scheduler} scheduler"
+        mode = " · read-only" if read_only else ""
+        self.sub_title = f"cluster {settings.cluster.name} · {settings.cluster.scheduler} scheduler{mode}"
         refresh, ssh = settings.refresh, settings.ssh
         self.board = NodeBoard(source.node_names, clock=clock)
+        self.provisioning: list[ProvisionRun] = []  # the playbook runs this app started
         self.feeds: dict[str, Feed[Any]] = {
             "nodes": Feed("nodes", source.nodes, refresh.nodes_s, ssh.connect_timeout_s + ssh.command_timeout_s, clock),
             "queue": Feed("queue", source.queue, refresh.squeue_s, 10.0, clock),
@@ -59,6 +85,9 @@ class CockpitApp(App[None]):
             self.set_interval(feed.interval_s, lambda feed=feed: self.poll(feed))
 
     async def on_unmount(self) -> None:
+        for run in self.provisioning:  # ansible-runner's thread would keep the process alive
+            if run.status in ("pending", "running"):
+                run.cancel()
         await self.source.close()
 
     def poll(self, feed: Feed[Any]) -> None:
@@ -85,9 +114,115 @@ class CockpitApp(App[None]):
             else:
                 screen.show_sweep(self.feeds["sweep"])
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action == "sweep" and self.read_only)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for title, help_text, action in self.PALETTE:
+            node, name = (screen, action.removeprefix("screen.")) if action.startswith("screen.") else (self, action)
+            if hasattr(node, f"action_{name}") and node.check_action(name, ()):
+                yield SystemCommand(title, help_text, partial(self.run_action, action))
+
     def action_help(self) -> None:
-        keys = [(self.get_key_display(b), b.description) for b in self.BINDINGS if isinstance(b, Binding)]
-        self.push_screen(HelpScreen(keys))
+        shown = {b.binding.key: b for b in self.screen.active_bindings.values() if b.enabled}
+        keys = [(self.get_key_display(b.binding), b.binding.description) for b in shown.values()]
+        self.push_screen(HelpScreen([(key, text) for key, text in keys if text]))
 
     def action_info(self) -> None:
         self.push_screen(InfoScreen(self.settings, self.read_only))
+
+    def action_sweep(self) -> None:
+        def start(overrides: dict[str, Any] | None) -> None:
+            if overrides is not None:
+                self.act(self.source.start_sweep(overrides), "sweep")
+
+        self.push_screen(SweepFormScreen(self.settings.sweep, self.settings.cluster.scheduler), start)
+
+    def action_results(self) -> None:
+        self.open_results(None)
+
+    def open_results(self, run_dir: Path | None) -> None:
+        self.push_screen(ResultsScreen(run_dir))
+
+    # ---- actions: each in a worker, its outcome a notification
+
+    def act(self, work: Awaitable[ActionResult | str | None], what: str) -> None:
+        """Run one action off the event loop; what it says, or why it failed, becomes a notification."""
+
+        async def run() -> None:
+            try:
+                outcome = await work
+            except Exception as err:  # an action's failure is reported, never raised into the app
+                self.notify(str(err), title=f"{what} failed", severity="error", timeout=12)
+                return
+            if isinstance(outcome, ActionResult):
+                severity = "information" if outcome.ok else "error"
+                self.notify(outcome.message(), title=what, severity=severity, timeout=12 if outcome.failed else 6)
+            elif outcome:
+                self.notify(outcome, title=what)
+
+        self.run_worker(run(), group="actions", exit_on_error=False)
+
+    def confirm(self, question: str, detail: str, targets: Sequence[str], then: Callable[[list[str]], None]) -> None:
+        """Ask before a destructive action on `targets`; nothing is asked when there is nothing to act on."""
+        if not targets:
+            self.notify("nothing selected: move the cursor to a row, or mark nodes with space", severity="warning")
+            return
+        self.push_screen(ConfirmScreen(question, detail), lambda yes: then(list(targets)) if yes else None)
+
+    def wake(self, names: list[str]) -> None:
+        if not names:
+            self.notify("no node selected", severity="warning")
+            return
+
+        async def work() -> ActionResult:
+            outcome = await self.source.wake(names)
+            self.board.expect(outcome.done, "waking")
+            self.show("nodes")
+            return outcome
+
+        self.act(work(), "wake")
+
+    def _power(self, names: list[str], action: str) -> None:
+        async def work() -> ActionResult:
+            outcome = await self.source.power(names, "off" if action == "shut down" else "reboot")
+            self.board.expect(outcome.done, "off" if action == "shut down" else "waking")
+            self.show("nodes")
+            return outcome
+
+        self.act(work(), action)
+
+    def restart(self, names: list[str]) -> None:
+        self._power(names, "restart")
+
+    def shutdown(self, names: list[str]) -> None:
+        self._power(names, "shut down")
+
+    def configure(self, names: list[str]) -> None:
+        async def work() -> None:
+            run = await self.source.configure(names)
+            self.provisioning.append(run)
+            await self.push_screen(ProvisionScreen(run, names))
+
+        self.act(work(), "configure")
+
+    def cancel_job(self, job_ids: list[str]) -> None:
+        async def work() -> ActionResult:
+            outcome = await self.source.cancel_job(job_ids[0])
+            self.poll(self.feeds["queue"])
+            return outcome
+
+        self.act(work(), "cancel")
+
+    def load_finished(self) -> None:
+        """The finished jobs (sacct), once, shown in place of the queue until `f` again."""
+
+        async def work() -> None:
+            rows = await asyncio.wait_for(self.source.finished(), self.feeds["queue"].timeout_s)
+            screen = self.screen
+            if isinstance(screen, DashboardScreen):
+                screen.finished = rows
+                self.show("queue")
+
+        self.act(work(), "finished jobs")

@@ -1,13 +1,22 @@
 """A fake cluster for snapshots and benchmarks: fixed, deterministic data in the shape `LiveSource` returns,
-for any number of nodes, GPUs and jobs. Nothing here touches the machine or the network."""
+for any number of nodes, GPUs and jobs, and actions that are only recorded. Nothing here touches the machine or
+the network."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from cockpit.experiments.progress import RankProgress, StrategyProgress, SweepProgress
+from cockpit.experiments.results import RunInfo, RunResults
 from cockpit.jobs.queue import QueueRow
+from cockpit.nodes.power import PowerAction
 from cockpit.nodes.telemetry import GpuTelemetry, NodeSample, NodeTelemetry
+from cockpit.tui.fake_provision import FakeProvisionRun
+from cockpit.tui.fake_results import fake_results, fake_runs
+from cockpit.tui.sources import ActionResult
 
 STATES = ("RUNNING", "PENDING", "PENDING", "RUNNING", "COMPLETING")
 
@@ -76,27 +85,67 @@ def fake_sweep(taken_at: float) -> SweepProgress:
 class FakeClusterSource:
     """`nodes` x `gpus` fake nodes, `jobs` fake queued jobs and one fake sweep; every poll advances `tick`."""
 
-    def __init__(self, nodes: int = 2, gpus: int = 1, jobs: int = 4, unreachable: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        nodes: int = 2,
+        gpus: int = 1,
+        jobs: int = 4,
+        unreachable: tuple[str, ...] = (),
+        failing: tuple[str, ...] = (),
+    ) -> None:
         self.node_names = [f"node{i}" for i in range(nodes)]
         self.gpus = gpus
         self.jobs = fake_jobs(jobs)
         self.unreachable = set(unreachable)
+        self.failing = set(failing)  # they answer, with garbage
         self.tick = 0
+        self.actions: list[tuple[str, ...]] = []  # what the app asked for, in order
+
+    def _sample(self, index: int, name: str) -> NodeSample:
+        if name in self.unreachable:
+            return NodeSample(name, None, "no answer within 5 s (connect timeout)", None)
+        if name in self.failing:
+            return NodeSample(name, None, f"{name}: probe output is not JSON: 'Segmentation fault'", 3.0)
+        return NodeSample(name, fake_telemetry(name, index, self.gpus, self.tick), None, 2.0 + index % 5)
 
     async def nodes(self) -> list[NodeSample]:
         self.tick += 1
-        return [
-            NodeSample(name, None, "no answer within 5 s (connect timeout)", None)
-            if name in self.unreachable
-            else NodeSample(name, fake_telemetry(name, i, self.gpus, self.tick), None, 2.0 + i % 5)
-            for i, name in enumerate(self.node_names)
-        ]
+        return [self._sample(i, name) for i, name in enumerate(self.node_names)]
 
     async def queue(self) -> list[QueueRow]:
         return self.jobs
 
     async def sweep(self) -> SweepProgress | None:
         return fake_sweep(1_700_000_000.0)
+
+    async def runs(self) -> list[RunInfo]:
+        return fake_runs()
+
+    async def results(self, run_dir: Path) -> RunResults:
+        return fake_results(run_dir)
+
+    async def wake(self, names: Sequence[str]) -> ActionResult:
+        self.actions.append(("wake", *names))
+        return ActionResult("magic packets sent", tuple(names))
+
+    async def power(self, names: Sequence[str], action: PowerAction) -> ActionResult:
+        self.actions.append((action, *names))
+        return ActionResult("shutting down" if action == "off" else "restarting", tuple(names))
+
+    async def configure(self, names: Sequence[str]) -> FakeProvisionRun:
+        self.actions.append(("configure", *names))
+        return FakeProvisionRun()
+
+    async def start_sweep(self, overrides: dict[str, Any]) -> str:
+        self.actions.append(("sweep", *(f"{k}={v}" for k, v in sorted(overrides.items()))))
+        return "run_20261123-101500: started (fake)"
+
+    async def cancel_job(self, job_id: str) -> ActionResult:
+        self.actions.append(("cancel", job_id))
+        return ActionResult("cancel sent to job", (job_id,))
+
+    async def finished(self) -> list[QueueRow]:
+        return [replace(job, state="COMPLETED", reason=None) for job in self.jobs[:3]]
 
     async def close(self) -> None:
         return None

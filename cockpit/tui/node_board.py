@@ -13,10 +13,18 @@ from rich.text import Text
 
 from cockpit.nodes.telemetry import GpuTelemetry, NodeSample, NodeTelemetry, fixed, gib_pair, gpu_label
 
-NodeState = Literal["unknown", "up", "unreachable", "waking", "off"]
+# failing: it answers ssh, but its probe fails or says something that is not telemetry
+NodeState = Literal["unknown", "up", "failing", "unreachable", "waking", "off"]
 Expectation = Literal["waking", "off"]
 COLUMNS = ("node", "state", "rtt ms", "load", "mem GiB", "gpu", "util %", "gpu mem GiB", "temp °C", "power W")
-STATE_STYLE = {"up": "green", "unreachable": "bold red", "waking": "yellow", "off": "dim", "unknown": "dim"}
+STATE_STYLE = {
+    "up": "green",
+    "failing": "bold magenta",
+    "unreachable": "bold red",
+    "waking": "yellow",
+    "off": "dim",
+    "unknown": "dim",
+}
 SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -38,6 +46,7 @@ class NodeBoard:
         self.seen_at: dict[str, float] = {}
         self.util: dict[tuple[str, int], deque[float]] = {}
         self.expected: dict[str, Expectation] = {}
+        self.marked: set[str] = set()  # nodes the user picked for the next action
 
     def ingest(self, samples: Sequence[NodeSample]) -> None:
         """Take one poll's samples; a node that answers is no longer waking."""
@@ -59,13 +68,26 @@ class NodeBoard:
         """After a wake or a shutdown: the node is waking (or off) rather than unreachable, until it answers."""
         self.expected.update((name, state) for name in names)
 
+    def toggle_mark(self, name: str) -> None:
+        """Pick a node for the next action, or put it back."""
+        self.marked ^= {name}
+
     def state(self, name: str) -> NodeState:
         sample = self.last.get(name)
         if sample is None:
             return self.expected.get(name, "unknown")
         if sample.telemetry is not None:
             return "up"
-        return self.expected.get(name, "unreachable")
+        return self.expected.get(name, "unreachable" if sample.rtt_ms is None else "failing")
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(node, why) for every node whose latest poll failed, in inventory order."""
+        latest = [self.last.get(name) for name in self.names]
+        return [
+            (s.name, (s.error or "no telemetry").removeprefix(f"{s.name}: "))
+            for s in latest
+            if s is not None and s.telemetry is None
+        ]
 
     def _state_cell(self, name: str) -> Text:
         state = self.state(name)
@@ -91,7 +113,7 @@ class NodeBoard:
             fresh = sample is not None and sample.telemetry is not None
             style = "" if fresh else "dim"
             node_cells: tuple[str | Text, ...] = (
-                Text(name, style="bold"),
+                Text(name, style="bold reverse yellow" if name in self.marked else "bold"),
                 self._state_cell(name),
                 Text(fixed(sample.rtt_ms if fresh and sample else None), style=style),
                 Text(fixed(telemetry.load[0], 2) if telemetry and telemetry.load else "-", style=style),

@@ -1,23 +1,83 @@
-"""The seam between the app and the world: what the dashboard polls. `LiveSource` asks the nodes (one probe per
-node over the ssh pool), the scheduler (squeue or the local job records) and the active run's progress files;
-tests and benchmarks hand the app a fake with fixed data instead (`cockpit.tui.fake_source`)."""
+"""The seam between the app and the world: what the app polls and what its actions do. `LiveSource` asks the
+nodes (one probe per node over the ssh pool), the scheduler (squeue/sacct or the local job records) and the run
+folders, and acts through the same layers as the `cluster` CLI; tests and benchmarks hand the app a fake with fixed
+data instead (`cockpit.tui.fake_source`)."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cockpit.config import Settings
+from cockpit.experiments import sweep as sweeps
 from cockpit.experiments.progress import ProgressTracker, SweepProgress, find_active_run
+from cockpit.experiments.results import RunInfo, RunResults, list_runs, load_results
 from cockpit.jobs.queue import QueueRow, queue_source
-from cockpit.nodes.inventory import Inventory
-from cockpit.nodes.ssh import SshPool
+from cockpit.nodes import power
+from cockpit.nodes.inventory import Inventory, Node
+from cockpit.nodes.nodeset import fold
+from cockpit.nodes.ssh import CommandResult, SshPool
 from cockpit.nodes.telemetry import NodeSample, probe_nodes
+from cockpit.nodes.wol import wake
+from cockpit.provision.compute import compute_run
+from cockpit.provision.events import ProvisionEvent
+from runtime.local_launch import local_env
+from runtime.schema import InputError
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What one action did: the names it worked for, and for each other one why not."""
+
+    action: str
+    done: tuple[str, ...]
+    failed: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def message(self) -> str:
+        lines = [f"{self.action}: {fold(self.done)}"] if self.done else []
+        return "\n".join(lines + [f"{name}: {reason}" for name, reason in self.failed])
+
+
+def command_outcome(action: str, results: Sequence[CommandResult]) -> ActionResult:
+    """An ActionResult from per-node command results (a failure's reason is its error or exit status)."""
+
+    def reason(result: CommandResult) -> str:
+        last = result.stderr.strip().splitlines()[-1:] if result.error is None else []
+        return "; ".join([result.error or f"exit {result.exit_status}", *last])
+
+    done = tuple(r.node for r in results if r.ok)
+    return ActionResult(action, done, tuple((r.node, reason(r)) for r in results if not r.ok))
+
+
+class ProvisionRun(Protocol):
+    """A running playbook, as the provisioning screen follows it (`cockpit.provision.runner.PlaybookRun`)."""
+
+    playbook: Path
+
+    def events(self) -> Iterator[ProvisionEvent]: ...
+
+    def cancel(self) -> None: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def rc(self) -> int | None: ...
+
+    def output_tail(self, lines: int = 20) -> str: ...
 
 
 class ClusterSource(Protocol):
-    """Everything the dashboard shows, one awaitable per panel; each call is one poll."""
+    """Everything the app shows (one awaitable per panel, each call one poll) and everything it can do."""
 
     node_names: list[str]
 
@@ -25,15 +85,32 @@ class ClusterSource(Protocol):
 
     async def queue(self) -> list[QueueRow]: ...
 
+    async def finished(self) -> list[QueueRow]: ...
+
     async def sweep(self) -> SweepProgress | None: ...
+
+    async def runs(self) -> list[RunInfo]: ...
+
+    async def results(self, run_dir: Path) -> RunResults: ...
+
+    async def wake(self, names: Sequence[str]) -> ActionResult: ...
+
+    async def power(self, names: Sequence[str], action: power.PowerAction) -> ActionResult: ...
+
+    async def configure(self, names: Sequence[str]) -> ProvisionRun: ...
+
+    async def start_sweep(self, overrides: dict[str, Any]) -> str: ...
+
+    async def cancel_job(self, job_id: str) -> ActionResult: ...
 
     async def close(self) -> None: ...
 
 
 class LiveSource:
-    """The configured cluster: inventory nodes over ssh, its scheduler's queue, the newest running sweep."""
+    """The configured cluster: inventory nodes over ssh, its scheduler's queue, the run folders."""
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.inventory = Inventory.load(settings.inventory)
         self.node_names = [node.name for node in self.inventory.compute]
         ssh = settings.ssh
@@ -47,11 +124,17 @@ class LiveSource:
         self.runs_dir = settings.runs_dir
         self._tracker: ProgressTracker | None = None
 
+    def _nodes(self, names: Sequence[str]) -> list[Node]:
+        return self.inventory.select(list(names))
+
     async def nodes(self) -> list[NodeSample]:
         return await probe_nodes(self.pool, self.inventory.compute)
 
     async def queue(self) -> list[QueueRow]:
         return await asyncio.to_thread(self.jobs.active)
+
+    async def finished(self) -> list[QueueRow]:
+        return await asyncio.to_thread(self.jobs.finished)
 
     async def sweep(self) -> SweepProgress | None:
         return await asyncio.to_thread(self._sweep)
@@ -63,6 +146,57 @@ class LiveSource:
         if self._tracker is None or self._tracker.run_dir != run:
             self._tracker = ProgressTracker(run)
         return self._tracker.poll()
+
+    async def runs(self) -> list[RunInfo]:
+        return await asyncio.to_thread(list_runs, self.runs_dir)
+
+    async def results(self, run_dir: Path) -> RunResults:
+        return await asyncio.to_thread(load_results, run_dir)
+
+    async def wake(self, names: Sequence[str]) -> ActionResult:
+        results = wake(self._nodes(names), self.settings.wake_on_lan)
+        done = tuple(r.node for r in results if r.ok)
+        return ActionResult("magic packets sent", done, tuple((r.node, str(r.error)) for r in results if not r.ok))
+
+    async def power(self, names: Sequence[str], action: power.PowerAction) -> ActionResult:
+        results = await power.power(self.pool, self._nodes(names), action)
+        return command_outcome("shutting down" if action == "off" else "restarting", results)
+
+    async def configure(self, names: Sequence[str]) -> ProvisionRun:
+        """The compute playbooks on `names`, started once every one of them answers."""
+        nodes = self._nodes(names)
+        silent = [r for r in await power.status(self.pool, nodes) if not r.ok]
+        if silent:
+            reasons = "; ".join(f"{r.node}: {r.error or f'exit {r.exit_status}'}" for r in silent)
+            raise InputError(f"configure: not every node answers ({reasons})")
+        return compute_run(self.settings, nodes).start()
+
+    async def start_sweep(self, overrides: dict[str, Any]) -> str:
+        """Plan a run here (bad input shows at once), then run it in a process of its own that outlives the app,
+        as `cluster sweep resume RUN_DIR` would; the dashboard follows it through its files."""
+        sweep = await asyncio.to_thread(sweeps.plan, self.settings, **overrides)
+        command = [sys.executable, "-m", "cockpit.cli"]
+        if self.settings.source is not None:
+            command += ["--config", str(self.settings.source)]
+        command += ["sweep", "resume", str(sweep.run_dir)]
+        log = sweep.run_dir / "sweep.log"
+        with log.open("ab") as out:
+            subprocess.Popen(
+                command,
+                env=local_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # it runs on when the app quits, like a submitted job
+            )
+        return f"{sweep.settings.run_id}: started ({', '.join(s.strategy_id for s in sweep.strategies())})"
+
+    async def cancel_job(self, job_id: str) -> ActionResult:
+        try:
+            await asyncio.to_thread(self.jobs.cancel, job_id)
+        except Exception as err:
+            return ActionResult("cancelled", (), ((f"job {job_id}", str(err)),))
+        return ActionResult("cancel sent to job", (job_id,))
 
     async def close(self) -> None:
         await self.pool.close()

@@ -26,3 +26,13 @@ def sync_rows(table: DataTable, rows: Sequence[tuple[str, Sequence[object]]]) ->
             if table.get_cell(row_key, column) != cell:
                 table.update_cell(row_key, column, cell)
     return len(rows) - len(shown)
+
+
+def matching(rows: Sequence[tuple[str, Sequence[object]]], needle: str) -> list[tuple[str, Sequence[object]]]:
+    """The rows whose key or any cell's text contains `needle` (case-insensitive); all rows for an empty one."""
+    needle = needle.strip().lower()
+    if not needle:
+        return list(rows)
+    return [
+        (key, cells) for key, cells in rows if needle in key.lower() or any(needle in str(c).lower() for c in cells)
+    ]

@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Static
 from cockpit.config import load_settings
 from cockpit.tui.app import CockpitApp
 from cockpit.tui.sources import LiveSource
-from tests.infra.services import TestHosts
+from tests.infra.services import SlurmCluster, TestHosts
 
 SIZE = (120, 36)
 
@@ -72,3 +72,39 @@ async def test_test_hosts_up_then_a_cut_link_is_unreachable(test_hosts: TestHost
             assert state(app, "node0/-") == "up"
         finally:
             subprocess.run(["ip", "link", "set", "ck-node1", "up"], check=True)
+
+
+@pytest.mark.infra
+async def test_slurm_job_in_the_queue_until_completed(
+    slurm_cluster: SlurmCluster, test_hosts: TestHosts, tmp_path: Path
+) -> None:
+    """Both nodes up; a submitted job shows in the queue, leaves it when done, and is COMPLETED among the finished."""
+    known = tmp_path / "known_hosts"
+    shutil.copy(test_hosts.known_hosts, known)
+    config = tmp_path / "cockpit.toml"
+    config.write_text(
+        f'[cluster]\nscheduler = "slurm"\ninventory = "{test_hosts.inventory}"\n'
+        f'[paths]\ndata_dir = "{tmp_path / "data"}"\n[ssh]\nknown_hosts = "{known}"\n'
+        "[refresh]\nnodes_s = 1.0\nsqueue_s = 0.5\n"
+    )
+    script = tmp_path / "job.slurm"
+    script.write_text(
+        "#!/bin/bash\n#SBATCH --job-name=cockpit-tui-sleep\n#SBATCH --time=00:02:00\n"
+        f"#SBATCH --output={tmp_path}/slurm-%j.out\nsleep 3\n"
+    )
+    settings = load_settings(config)
+    app = CockpitApp(settings, LiveSource(settings))
+    async with app.run_test(size=SIZE) as pilot:
+        nodes = app.screen.query_one("#nodes", DataTable)
+        queue = app.screen.query_one("#queue", DataTable)
+        await wait_until(pilot, lambda: len(nodes.rows) == 2, 20, "both nodes' rows")
+        await wait_until(pilot, lambda: state(app, "node0/-") == state(app, "node1/-") == "up", 20, "both up")
+        job_id = slurm_cluster.submit(script)
+        await wait_until(pilot, lambda: job_id in [k.value for k in queue.rows], 20, f"job {job_id} in the queue")
+        assert str(queue.get_cell(job_id, "name")) == "cockpit-tui-sleep"
+        await wait_until(pilot, lambda: str(queue.get_cell(job_id, "state")) == "RUNNING", 20, f"job {job_id} running")
+        await wait_until(pilot, lambda: job_id not in [k.value for k in queue.rows], 40, f"job {job_id} to end")
+        slurm_cluster.wait_settled(job_id)
+        await pilot.press("f")
+        await wait_until(pilot, lambda: job_id in [k.value for k in queue.rows], 20, f"job {job_id} among finished")
+        assert str(queue.get_cell(job_id, "state")) == "COMPLETED"

@@ -341,3 +341,24 @@ def test_find_active_run_picks_the_newest_planned_or_running(tmp_path: Path) -> 
     assert find_active_run(runs) == folders["20260101-1000"]
     manifest(folders["20260101-1000"], [], state="cancelled")
     assert find_active_run(runs) is None
+
+
+def test_a_progress_file_replaced_or_removed_between_polls(run_dir: Path, tmp_path: Path) -> None:
+    cfg = config(run_dir, "single")
+    manifest(run_dir, [cfg])
+    clock = Clock(100.0)
+    tracker = ProgressTracker(run_dir, clock=clock)
+    beat(cfg, 0, 100.0, 4, 8, 64)
+    assert only(tracker.poll()).ranks[0].rows_written == 4
+    path = cfg.progress_path(0)
+    other = ExperimentConfig(**{**vars(cfg), "output_root": str(tmp_path / "elsewhere")})
+    beat(other, 0, 101.0, 5, 8, 80)
+    beat(other, 0, 102.0, 6, 8, 96)
+    other.progress_path(0).replace(path)  # swapped whole under the reader, as an atomic rewrite does
+    clock.now = 102.0
+    rank = only(tracker.poll()).ranks[0]
+    assert (rank.rows_written, rank.updated_at) == (6, 102.0)
+    path.unlink()  # gone: the last good reading stays
+    clock.now = 103.0
+    rank = only(tracker.poll()).ranks[0]
+    assert (rank.rows_written, rank.updated_at) == (6, 102.0)

@@ -95,6 +95,24 @@ def test_node_board_states_staleness_and_sparklines() -> None:
     assert board.counts() == {"unreachable": 1, "up": 1}
 
 
+def test_a_node_answering_garbage_is_failing_with_its_reason_and_marks_toggle() -> None:
+    board = NodeBoard(["node0", "node1", "node2"], clock=FakeClock())
+    board.ingest([
+        NodeSample("node0", telemetry(5.0), None, 3.0),
+        NodeSample("node1", None, "node1: probe output is not JSON: 'garbage'", 4.0),  # it answered: a round trip
+        NodeSample("node2", None, "no answer within 5 s (connect timeout)", None),
+    ])  # fmt: skip
+    assert [board.state(n) for n in board.names] == ["up", "failing", "unreachable"]
+    assert board.problems() == [
+        ("node1", "probe output is not JSON: 'garbage'"),
+        ("node2", "no answer within 5 s (connect timeout)"),
+    ]
+    board.toggle_mark("node1")
+    assert dict(board.rows())["node1/-"][0].style == "bold reverse yellow"
+    board.toggle_mark("node1")
+    assert dict(board.rows())["node1/-"][0].style == "bold" and not board.marked
+
+
 def test_sparkline_scale() -> None:
     assert sparkline([0, 25, 50, 75, 100]) == "▁▃▅▇█"
     assert sparkline(list(range(100)), width=3) == "███"

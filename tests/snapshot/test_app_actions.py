@@ -1,0 +1,239 @@
+"""Every action key under a Pilot, on the fake cluster source (which only records what it is asked to do), the
+confirmations of destructive ones, `--read-only`, the command palette, and snapshots of the modals and views."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input, Static
+
+from cockpit.tui.app import CockpitApp
+from cockpit.tui.fake_source import FakeClusterSource
+from cockpit.tui.screens.confirm import ConfirmScreen
+from cockpit.tui.screens.dashboard import DashboardScreen
+from cockpit.tui.screens.provision import ProvisionScreen
+from cockpit.tui.screens.results import ResultsScreen
+from cockpit.tui.screens.sweep_form import SweepFormScreen, parse_overrides
+from tests.snapshot.test_app_shell import SIZE, FakeClock, fake_app, fixed_settings, settle
+
+
+def recorded(app: CockpitApp) -> list[tuple[str, ...]]:
+    source = app.source
+    assert isinstance(source, FakeClusterSource)
+    return source.actions
+
+
+def title(app: CockpitApp, panel: str) -> str:
+    return str(app.screen.query_one(f"#{panel}-title", Static).render())
+
+
+async def press_and_settle(pilot: Pilot, *keys: str) -> None:
+    await pilot.press(*keys)
+    await settle(pilot)
+
+
+async def test_wake_the_cursor_node_the_marked_ones_and_all() -> None:
+    app = fake_app(unreachable=())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press_and_settle(pilot, "w")  # the cursor is on node0's first GPU row
+        await press_and_settle(pilot, "space", "down", "down", "down", "down", "space", "w")  # node0 and node2
+        assert "2 marked" in title(app, "nodes")
+        await press_and_settle(pilot, "W")
+        assert recorded(app) == [("wake", "node0"), ("wake", "node0", "node2"), ("wake", "node0", "node1", "node2")]
+        assert app.board.state("node1") == "up"  # it answered on the poll after the wake
+
+
+@pytest.mark.parametrize(("key", "expected"), [("d", ("off", "node0")), ("r", ("reboot", "node0"))])
+async def test_power_actions_ask_first(key: str, expected: tuple[str, ...]) -> None:
+    app = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press_and_settle(pilot, key)
+        assert isinstance(app.screen, ConfirmScreen)
+        await press_and_settle(pilot, "n")
+        assert isinstance(app.screen, DashboardScreen)
+        assert recorded(app) == []
+        await press_and_settle(pilot, key, "y")
+        assert recorded(app) == [expected]
+
+
+async def test_configure_asks_then_follows_the_run() -> None:
+    app = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press_and_settle(pilot, "c")
+        assert isinstance(app.screen, ConfirmScreen)
+        await press_and_settle(pilot, "y")
+        assert recorded(app) == [("configure", "node0")]
+        assert isinstance(app.screen, ProvisionScreen)
+
+
+async def test_cancel_the_job_under_the_cursor() -> None:
+    app = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.screen.query_one("#queue", DataTable).focus()
+        await press_and_settle(pilot, "down", "x")
+        assert isinstance(app.screen, ConfirmScreen)
+        await press_and_settle(pilot, "y")
+        assert recorded(app) == [("cancel", "1001")]
+
+
+async def test_finished_jobs_on_demand_and_back() -> None:
+    app = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press_and_settle(pilot, "f")
+        assert title(app, "queue").startswith("Finished · 3 job(s)")
+        queue = app.screen.query_one("#queue", DataTable)
+        assert {str(queue.get_cell(k, "state")) for k in queue.rows} == {"COMPLETED"}
+        await press_and_settle(pilot, "f")
+        assert title(app, "queue").startswith("Queue · 5 job(s)")
+
+
+async def test_filter_narrows_every_table_and_escape_clears_it() -> None:
+    app = fake_app(jobs=30)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"node1")
+        await settle(pilot)
+        nodes = app.screen.query_one("#nodes", DataTable)
+        assert [k.value for k in nodes.rows] == ["node1/0", "node1/1"]
+        queue = app.screen.query_one("#queue", DataTable)
+        assert all("node1" in " ".join(map(str, queue.get_row(k))) for k in queue.rows)
+        assert "filter 'node1'" in title(app, "nodes")
+        await press_and_settle(pilot, "enter")  # keeps the filter, back to the tables
+        assert app.screen.query_one("#filter", Input).value == "node1"
+        await press_and_settle(pilot, "escape")
+        assert len(nodes.rows) == 5
+
+
+async def test_sweep_form_starts_a_sweep_with_the_changed_fields() -> None:
+    app = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press_and_settle(pilot, "s")
+        assert isinstance(app.screen, SweepFormScreen)
+        field = app.screen.query_one("#field-prompt_limit", Input)
+        field.value = "x"
+        await press_and_settle(pilot, "enter")
+        assert "prompt_limit: expected a whole number" in str(app.screen.query_one("#sweep-form-error").render())
+        field.value = "2"
+        await press_and_settle(pilot, "enter")
+        assert isinstance(app.screen, DashboardScreen)
+        assert recorded(app) == [("sweep", "prompt_limit=2")]
+
+
+def test_parse_overrides_keeps_only_what_changed() -> None:
+    defaults = fixed_settings().sweep
+    values = {"nodes": "2", "prompt_limit": " 3 ", "time_limit": "00:10:00"}
+    assert parse_overrides(values, defaults) == {"prompt_limit": 3, "time_limit": "00:10:00"}
+    assert parse_overrides({"prompt_limit": "0"}, defaults) == {}
+    with pytest.raises(ValueError, match="nodes: expected a whole number of at least 1, got '0'"):
+        parse_overrides({"nodes": "0"}, defaults)
+
+
+async def test_enter_on_the_sweep_and_o_open_results() -> None:
+    app = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.screen.query_one("#sweep", DataTable).focus()
+        await press_and_settle(pilot, "enter")
+        assert isinstance(app.screen, ResultsScreen)
+        await press_and_settle(pilot, "escape", "o")
+        assert isinstance(app.screen, ResultsScreen)
+
+
+async def test_read_only_disables_every_action() -> None:
+    app = fake_app(read_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        for key in ("w", "W", "c", "r", "d", "s"):
+            await press_and_settle(pilot, key)
+            assert isinstance(app.screen, DashboardScreen), key
+        app.screen.query_one("#queue", DataTable).focus()
+        await press_and_settle(pilot, "x")
+        assert isinstance(app.screen, DashboardScreen)
+        assert recorded(app) == []
+        await press_and_settle(pilot, "f")  # looking is still allowed
+        assert title(app, "queue").startswith("Finished")
+        assert "read-only" in app.sub_title
+
+
+async def test_palette_runs_actions_and_hides_them_when_read_only() -> None:
+    app = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+p", *"Wake all nodes")
+        await pilot.pause(0.5)
+        await press_and_settle(pilot, "enter")
+        assert recorded(app) == [("wake", "node0", "node1", "node2")]
+    app = fake_app(read_only=True)
+    async with app.run_test(size=SIZE):
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+    assert "Open results" in titles and "Show finished jobs" in titles
+    assert "Wake all nodes" not in titles and "Start a sweep" not in titles
+
+
+async def test_help_lists_the_screens_keys() -> None:
+    app = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press_and_settle(pilot, "question_mark")
+        rows = app.screen.query_one("#help-keys", DataTable)
+        actions = [rows.get_row_at(i)[1] for i in range(rows.row_count)]
+        for wanted in ("Wake", "Configure", "Shut down", "Cancel job", "Filter", "Sweep", "Results", "Quit"):
+            assert wanted in actions
+
+
+def test_confirm_snapshot(snap_compare) -> None:
+    async def ask(pilot: Pilot) -> None:
+        await settle(pilot)
+        await press_and_settle(pilot, "space", "down", "down", "space", "d")
+
+    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=ask)
+
+
+def test_sweep_form_snapshot(snap_compare) -> None:
+    async def open_form(pilot: Pilot) -> None:
+        await settle(pilot)
+        await press_and_settle(pilot, "s")
+
+    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=open_form)
+
+
+def test_filtered_finished_snapshot(snap_compare) -> None:
+    async def narrow(pilot: Pilot) -> None:
+        await settle(pilot)
+        await press_and_settle(pilot, "f", "slash", *"100")
+
+    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=narrow)
+
+
+def test_small_terminal_snapshot(snap_compare) -> None:
+    """60x20: cramped, but every panel is still there and says what it holds."""
+    assert snap_compare(fake_app(), terminal_size=(60, 20), run_before=settle)
+
+
+class HungQueueSource(FakeClusterSource):
+    """A fake whose squeue never answers."""
+
+    async def queue(self) -> list:
+        await asyncio.sleep(3600)
+        return []
+
+
+async def test_a_hung_queue_is_marked_while_the_rest_stays_live() -> None:
+    app = CockpitApp(fixed_settings(), HungQueueSource(nodes=2, failing=("node1",)), clock=FakeClock())
+    app.feeds["queue"].timeout_s = 0.2
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert title(app, "queue") == "Queue · 0 job(s), 0 running ⚠ no data yet · queue: no answer within 0.2 s"
+        assert len(app.screen.query_one("#nodes", DataTable).rows) == 2
+        assert str(app.screen.query_one("#nodes-problems", Static).render()) == (
+            "⚠ node1: probe output is not JSON: 'Segmentation fault'"
+        )
+        assert app.board.state("node1") == "failing"
