@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from bench import comm, decode, fanout, pipeline, report, roofline, strategies
+from bench import comm, decode, fanout, pipeline, report, roofline, strategies, tui
 
 BENCHMARKS = {
     "decode": decode.run,  # our loop vs HF generate
@@ -19,6 +19,7 @@ BENCHMARKS = {
     "collect": pipeline.collect,  # shard rows into the results table vs pandas.read_json
     "orchestration": pipeline.orchestration,  # a Slurm job's end to its rows collected
     "fanout": fanout.run,  # uptime on 64 sshd endpoints vs clush
+    "tui": tui.run,  # the cockpit on 64 nodes + 2,000 jobs vs an empty cluster
 }
 
 
