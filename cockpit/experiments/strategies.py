@@ -15,12 +15,13 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, NamedTuple
-
-import pandas as pd
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from cockpit.jobs.records import TRANSIENT_STATES, JobRecord
 from runtime.contract import Device, ExperimentConfig, Precision
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # how running out of memory reads in a job's log, on any device (and Slurm's own state for a cgroup kill)
 OUT_OF_MEMORY = re.compile(

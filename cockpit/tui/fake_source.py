@@ -7,16 +7,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cockpit.experiments.progress import RankProgress, StrategyProgress, SweepProgress
-from cockpit.experiments.results import RunInfo, RunResults
 from cockpit.jobs.queue import QueueRow
 from cockpit.nodes.power import PowerAction
 from cockpit.nodes.telemetry import GpuTelemetry, NodeSample, NodeTelemetry
 from cockpit.tui.fake_provision import FakeProvisionRun
-from cockpit.tui.fake_results import fake_results, fake_runs
 from cockpit.tui.sources import ActionResult
+
+if TYPE_CHECKING:
+    from cockpit.experiments.results import RunInfo, RunResults
 
 STATES = ("RUNNING", "PENDING", "PENDING", "RUNNING", "COMPLETING")
 
@@ -119,9 +120,13 @@ class FakeClusterSource:
         return fake_sweep(1_700_000_000.0)
 
     async def runs(self) -> list[RunInfo]:
+        from cockpit.tui.fake_results import fake_runs  # pandas, as with the live source: only when asked
+
         return fake_runs()
 
     async def results(self, run_dir: Path) -> RunResults:
+        from cockpit.tui.fake_results import fake_results
+
         return fake_results(run_dir)
 
     async def wake(self, names: Sequence[str]) -> ActionResult:

@@ -11,12 +11,10 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cockpit.config import Settings
-from cockpit.experiments import sweep as sweeps
 from cockpit.experiments.progress import ProgressTracker, SweepProgress, find_active_run
-from cockpit.experiments.results import RunInfo, RunResults, list_runs, load_results
 from cockpit.jobs.queue import QueueRow, queue_source
 from cockpit.nodes import power
 from cockpit.nodes.inventory import Inventory, Node
@@ -24,10 +22,14 @@ from cockpit.nodes.nodeset import fold
 from cockpit.nodes.ssh import CommandResult, SshPool
 from cockpit.nodes.telemetry import NodeSample, probe_nodes
 from cockpit.nodes.wol import wake
-from cockpit.provision.compute import compute_run
 from cockpit.provision.events import ProvisionEvent
 from runtime.local_launch import local_env
 from runtime.schema import InputError
+
+if TYPE_CHECKING:
+    from cockpit.experiments.results import RunInfo, RunResults
+
+# pandas (results, sweeps) and ansible-runner (configure) load on first use: the dashboard's first paint needs neither
 
 
 @dataclass(frozen=True)
@@ -148,9 +150,13 @@ class LiveSource:
         return self._tracker.poll()
 
     async def runs(self) -> list[RunInfo]:
+        from cockpit.experiments.results import list_runs
+
         return await asyncio.to_thread(list_runs, self.runs_dir)
 
     async def results(self, run_dir: Path) -> RunResults:
+        from cockpit.experiments.results import load_results
+
         return await asyncio.to_thread(load_results, run_dir)
 
     async def wake(self, names: Sequence[str]) -> ActionResult:
@@ -164,6 +170,8 @@ class LiveSource:
 
     async def configure(self, names: Sequence[str]) -> ProvisionRun:
         """The compute playbooks on `names`, started once every one of them answers."""
+        from cockpit.provision.compute import compute_run
+
         nodes = self._nodes(names)
         silent = [r for r in await power.status(self.pool, nodes) if not r.ok]
         if silent:
@@ -174,6 +182,8 @@ class LiveSource:
     async def start_sweep(self, overrides: dict[str, Any]) -> str:
         """Plan a run here (bad input shows at once), then run it in a process of its own that outlives the app,
         as `cluster sweep resume RUN_DIR` would; the dashboard follows it through its files."""
+        from cockpit.experiments import sweep as sweeps
+
         sweep = await asyncio.to_thread(sweeps.plan, self.settings, **overrides)
         command = [sys.executable, "-m", "cockpit.cli"]
         if self.settings.source is not None:

@@ -116,3 +116,13 @@ def test_a_node_answering_garbage_is_failing_with_its_reason_and_marks_toggle() 
 def test_sparkline_scale() -> None:
     assert sparkline([0, 25, 50, 75, 100]) == "▁▃▅▇█"
     assert sparkline(list(range(100)), width=3) == "███"
+
+
+def test_cells_that_differ_only_in_style_are_not_the_same() -> None:
+    from rich.text import Text
+
+    from cockpit.tui.tables import same
+
+    assert same(Text("node0", style="bold"), Text("node0", style="bold"))
+    assert not same(Text("node0", style="bold"), Text("node0", style="bold reverse yellow"))
+    assert not same("1", 1) and same("-", "-")

@@ -14,8 +14,6 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from cockpit.experiments.progress import SweepProgress
 from cockpit.jobs.queue import QueueRow
 from cockpit.nodes.nodeset import fold
-from cockpit.provision.compute import PROJECT_ROOT
-from cockpit.provision.runner import compute_playbook
 from cockpit.tui.feeds import Feed
 from cockpit.tui.node_board import COLUMNS as NODE_COLUMNS
 from cockpit.tui.node_board import NodeBoard
@@ -133,6 +131,7 @@ class DashboardScreen(Screen[None]):
         super().__init__()
         self.filter_text = ""
         self.finished: list[QueueRow] | None = None  # shown instead of the queue while not None
+        self._queue_shown: tuple[object, ...] = ()
 
     @property
     def cockpit(self) -> CockpitApp:
@@ -182,6 +181,10 @@ class DashboardScreen(Screen[None]):
 
     def show_queue(self, feed: Feed[list[QueueRow]]) -> None:
         rows = feed.value or [] if self.finished is None else self.finished
+        view = (rows, self.filter_text, feed.mark(), feed.error, self.finished is None)
+        if view == self._queue_shown:
+            return  # squeue said the same again: 2,000 unchanged rows are not worth rebuilding
+        self._queue_shown = view
         left_out = sync_rows(self.query_one("#queue", DataTable), matching(queue_rows(rows), self.filter_text))
         more = f" (first 2000; {left_out} more)" if left_out else ""
         if self.finished is not None:
@@ -237,7 +240,7 @@ class DashboardScreen(Screen[None]):
 
     def action_configure(self) -> None:
         names = self.selected_nodes()
-        detail = f"runs {compute_playbook(PROJECT_ROOT)} on them through ansible-runner"
+        detail = "runs the compute playbooks (ansible/compute.yml) on them through ansible-runner"
         self.cockpit.confirm(f"Configure {fold(names)}?", detail, names, self.cockpit.configure)
 
     def action_restart(self) -> None:
