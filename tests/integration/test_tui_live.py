@@ -108,3 +108,32 @@ async def test_slurm_job_in_the_queue_until_completed(
         await pilot.press("f")
         await wait_until(pilot, lambda: job_id in [k.value for k in queue.rows], 20, f"job {job_id} among finished")
         assert str(queue.get_cell(job_id, "state")) == "COMPLETED"
+
+
+@pytest.mark.infra
+async def test_x_cancels_a_slurm_job(slurm_cluster: SlurmCluster, test_hosts: TestHosts, tmp_path: Path) -> None:
+    config = tmp_path / "cockpit.toml"
+    config.write_text(
+        f'[cluster]\nscheduler = "slurm"\ninventory = "{test_hosts.inventory}"\n'
+        f'[paths]\ndata_dir = "{tmp_path / "data"}"\n[refresh]\nsqueue_s = 0.5\n'
+    )
+    script = tmp_path / "job.slurm"
+    script.write_text(
+        f"#!/bin/bash\n#SBATCH --job-name=cockpit-tui-long\n#SBATCH --output={tmp_path}/slurm-%j.out\nsleep 120\n"
+    )
+    settings = load_settings(config)
+    app = CockpitApp(settings, LiveSource(settings))
+    async with app.run_test(size=SIZE) as pilot:
+        queue = app.screen.query_one("#queue", DataTable)
+        job_id = slurm_cluster.submit(script)
+        await wait_until(pilot, lambda: job_id in [k.value for k in queue.rows], 20, f"job {job_id} in the queue")
+        queue.focus()
+        queue.move_cursor(row=queue.get_row_index(job_id))
+        await pilot.press("x")
+        await pilot.pause()
+        await pilot.press("y")
+        await wait_until(pilot, lambda: job_id not in [k.value for k in queue.rows], 20, f"job {job_id} to go")
+        slurm_cluster.wait_settled(job_id)
+        await pilot.press("f")
+        await wait_until(pilot, lambda: job_id in [k.value for k in queue.rows], 20, f"job {job_id} among finished")
+        assert str(queue.get_cell(job_id, "state")) == "CANCELLED"

@@ -331,6 +331,10 @@ def test_local_source_reads_every_runs_state_folder(tmp_path: Path) -> None:
         source = LocalQueue(runs_dir)
         assert [row.job_id for row in source.active()] == [running]
         assert [row.job_id for row in source.finished()] == [ids[1], ids[0]]
+        source.cancel(running)  # found in its run's state folder
+        assert wait_final(running_manager, running, poll_s=0.05, timeout_s=30).state == "CANCELLED"
+        with pytest.raises(JobError, match=f"job local-1: no such local job under {runs_dir}"):
+            source.cancel("local-1")
     finally:
         running_manager.cancel(running)
         wait_final(running_manager, running, poll_s=0.05, timeout_s=30)
