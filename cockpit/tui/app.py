@@ -131,8 +131,8 @@ class CockpitApp(App[None]):
                 yield SystemCommand(title, help_text, partial(self.run_action, action))
 
     def action_help(self) -> None:
-        shown = {b.binding.key: b for b in self.screen.active_bindings.values() if b.enabled}
-        keys = [(self.get_key_display(b.binding), b.binding.description) for b in shown.values()]
+        active = self.screen.active_bindings.values()
+        keys = [(self.get_key_display(b.binding), b.binding.description) for b in active if b.enabled]
         self.push_screen(HelpScreen([(key, text) for key, text in keys if text]))
 
     def action_info(self) -> None:
