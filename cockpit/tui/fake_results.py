@@ -45,16 +45,17 @@ def fake_runs() -> list[RunInfo]:
     ]  # fmt: skip
 
 
+def _shape(strategy: str) -> dict[str, Any]:
+    kind, tp, pp, nodes, *_ = STRATEGIES[strategy]
+    return {"strategy": strategy, "strategy_kind": kind, "tp_size": tp, "pp_size": pp, "num_nodes": nodes}
+
+
 def _row(strategy: str, variant: str, prompt_id: int) -> dict[str, Any]:
-    kind, tp, pp, nodes, latency, _, _ = STRATEGIES[strategy]
+    latency = STRATEGIES[strategy][4]
     diverges = (strategy, variant, prompt_id) == DIVERGING
     step = 1 + PROMPTS.index((variant, prompt_id))
     return {
-        "strategy": strategy,
-        "strategy_kind": kind,
-        "tp_size": tp,
-        "pp_size": pp,
-        "num_nodes": nodes,
+        **_shape(strategy),
         "variant": variant,
         "prompt_id": prompt_id,
         "completion": DIVERGED_TEXT if diverges else TEXT,
@@ -67,14 +68,10 @@ def _row(strategy: str, variant: str, prompt_id: int) -> dict[str, Any]:
 
 
 def _metrics(strategy: str) -> dict[str, Any]:
-    kind, tp, pp, nodes, _, wall, energy = STRATEGIES[strategy]
+    _, tp, pp, _, _, wall, energy = STRATEGIES[strategy]
     tokens = len(TOKENS) * len(PROMPTS)
     return {
-        "strategy": strategy,
-        "strategy_kind": kind,
-        "tp_size": tp,
-        "pp_size": pp,
-        "num_nodes": nodes,
+        **_shape(strategy),
         "world_size": tp * pp,
         "elapsed_s": wall + 20.0,
         "max_rss_bytes": 2**31,
