@@ -7,6 +7,7 @@ AutoTP is always given an `mpu` naming the stage's own TP group: without it Deep
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -15,6 +16,9 @@ from runtime.checkpoint import Stage
 from runtime.generate import Timers
 from runtime.launch import LaunchInfo
 from runtime.topology import Topology
+
+# the name DeepSpeed's shm.cpp gives a rank's all-reduce workspace (under /dev/shm)
+SHM_WORKSPACE = "deepspeed_allreduce_buffer_{uid}_{addr}_{port}_{rank}"
 
 
 class StageMPU:
@@ -49,6 +53,18 @@ def uses_shared_memory_allreduce(topo: Topology, info: LaunchInfo, device_type: 
     return device_type == "cpu" and topo.tp_size == info.world_size and info.local_world_size == info.world_size
 
 
+def release_shm_workspace(info: LaunchInfo) -> None:
+    """DeepSpeed's CPU all-reduce gives each rank of a one-machine world a 66 MB /dev/shm segment at init and never
+    unlinks it: every such run left its segments behind, until memory ran out. Init returns once this rank has
+    mapped every peer's segment; after a barrier (all have) each rank unlinks its own name, and the memory goes
+    when the last rank exits, however it ends."""
+    name = SHM_WORKSPACE.format(
+        uid=os.getuid(), addr=os.environ.get("MASTER_ADDR", ""), port=os.environ.get("MASTER_PORT", ""), rank=info.rank
+    )
+    dist.barrier()
+    (Path("/dev/shm") / name).unlink(missing_ok=True)
+
+
 def init_deepspeed_comm(topo: Topology, info: LaunchInfo, device_type: str) -> bool:
     """Wrap the existing process group in DeepSpeed's comm layer; returns whether the SHM all-reduce is used."""
     import deepspeed
@@ -56,6 +72,7 @@ def init_deepspeed_comm(topo: Topology, info: LaunchInfo, device_type: str) -> b
 
     os.environ["LOCAL_SIZE"] = str(info.local_world_size)  # the SHM op reads it to decide it is single-node
     deepspeed.init_distributed(dist_backend=dist.get_backend())
+    release_shm_workspace(info)
     shm = uses_shared_memory_allreduce(topo, info, device_type)
     if not shm and getattr(ds_comm.cdb, "shm_vector_kernel_level", 0):
         ds_comm.cdb.shm_vector_kernel_level = 0  # private in 0.19.8: forces the process-group all-reduce

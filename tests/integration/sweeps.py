@@ -12,6 +12,7 @@ import pandas as pd
 
 from cockpit.jobs.manifest import Manifest
 from runtime.local_launch import local_env
+from runtime.schema import InputError
 from tests.integration import runs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,7 +85,7 @@ def wait_for(predicate: object, timeout: float, what: str) -> None:
         try:
             if predicate():  # type: ignore[operator]
                 return
-        except (OSError, ValueError):  # the manifest is replaced atomically; a run folder may not exist yet
+        except (OSError, ValueError, InputError):  # a run folder, or its manifest, may not exist yet
             pass
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")

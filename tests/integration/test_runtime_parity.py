@@ -28,8 +28,10 @@ def test_single_process(run_dir: Path, tiny_model_dir: Path, reference: dict[int
 
 def test_tp2_in_one_node_shared_memory(run_dir: Path, tiny_model_dir: Path, reference: dict[int, list[int]]) -> None:
     config = runs.write_config(run_dir, tiny_model_dir, "tiny_tp2_node", tp=2)
+    before = set(Path("/dev/shm").glob("deepspeed_allreduce_buffer_*"))
     done = runs.deepspeed(config, 2)
     assert done.returncode == 0, runs.describe_failure(done)
+    assert set(Path("/dev/shm").glob("deepspeed_allreduce_buffer_*")) <= before  # no 66 MB segment left behind
     assert "all-reduce via shared memory" in done.stdout + done.stderr
     assert runs.shard_tokens(config) == reference
     assert [m["tp_rank"] for m in runs.metrics(config)] == [0, 1]

@@ -36,8 +36,9 @@ async def test_start_a_sweep_from_the_app_and_read_its_report(tiny_model_dir: Pa
         assert run is not None
         assert [s.strategy_id for s in run.strategies] == ["tiny_pp1_tp1_n1", "tiny_pp1_tp2_n2", "tiny_pp2_tp1_n2"]
         await wait_until(
-            pilot, lambda: sweep.value is not None and sweep.value.state == "completed", 540, "the sweep to complete"
+            pilot, lambda: sweep.value is not None and sweep.value.state not in ("planned", "running"), 540, "its end"
         )
+        assert sweep.value.state == "completed", (run.run_dir / "sweep.log").read_text()[-3000:]
         title = str(app.screen.query_one("#sweep-title", Static).render())
         assert title == f"Sweep · {run.run_id} completed"
         app.screen.query_one("#sweep", DataTable).focus()
