@@ -180,7 +180,7 @@ class DashboardScreen(Screen[None]):
         line.display = bool(problems)
 
     def show_queue(self, feed: Feed[list[QueueRow]]) -> None:
-        rows = feed.value or [] if self.finished is None else self.finished
+        rows = self.jobs_shown()
         view = (rows, self.filter_text, feed.mark(), feed.error, self.finished is None)
         if view == self._queue_shown:
             return  # squeue said the same again: 2,000 unchanged rows are not worth rebuilding
@@ -217,13 +217,16 @@ class DashboardScreen(Screen[None]):
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value or ""
         return [key.rsplit("/", 1)[0]]
 
+    def jobs_shown(self) -> list[QueueRow]:
+        """The queue's latest rows, or the finished jobs while those are shown."""
+        return self.cockpit.feeds["queue"].value or [] if self.finished is None else self.finished
+
     def selected_job(self) -> QueueRow | None:
         table = self.query_one("#queue", DataTable)
         if not table.row_count:
             return None
         job_id = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        rows = self.cockpit.feeds["queue"].value or [] if self.finished is None else self.finished
-        return next((row for row in rows if row.job_id == job_id), None)
+        return next((row for row in self.jobs_shown() if row.job_id == job_id), None)
 
     # ---- actions
 
