@@ -28,6 +28,30 @@ async def wait_until(pilot: Pilot, check, timeout_s: float, what: str) -> None:
         await pilot.pause(0.1)
 
 
+def hosts_app(
+    test_hosts: TestHosts, tmp: Path, *, scheduler: str = "local", ssh: str = "", refresh: str = ""
+) -> CockpitApp:
+    """The app on the two sshd test hosts (their host keys trusted), with extra [ssh] and [refresh] lines."""
+    known = tmp / "known_hosts"
+    shutil.copy(test_hosts.known_hosts, known)
+    config = tmp / "cockpit.toml"
+    config.write_text(
+        f'[cluster]\nscheduler = "{scheduler}"\ninventory = "{test_hosts.inventory}"\n'
+        f'[paths]\ndata_dir = "{tmp / "data"}"\n[ssh]\nknown_hosts = "{known}"\n{ssh}[refresh]\n{refresh}'
+    )
+    settings = load_settings(config)
+    return CockpitApp(settings, LiveSource(settings))
+
+
+def job_script(tmp: Path, name: str, sleep_s: int) -> Path:
+    script = tmp / f"{name}.slurm"
+    script.write_text(
+        f"#!/bin/bash\n#SBATCH --job-name={name}\n#SBATCH --time=00:05:00\n"
+        f"#SBATCH --output={tmp}/slurm-%j.out\nsleep {sleep_s}\n"
+    )
+    return script
+
+
 def state(app: CockpitApp, row: str) -> str:
     return str(app.screen.query_one("#nodes", DataTable).get_cell(row, "state"))
 
@@ -48,16 +72,8 @@ async def test_embedded_default_shows_this_machine() -> None:
 
 @pytest.mark.infra
 async def test_test_hosts_up_then_a_cut_link_is_unreachable(test_hosts: TestHosts, tmp_path: Path) -> None:
-    known = tmp_path / "known_hosts"
-    shutil.copy(test_hosts.known_hosts, known)
-    config = tmp_path / "cockpit.toml"
-    config.write_text(
-        f'[cluster]\ninventory = "{test_hosts.inventory}"\n[paths]\ndata_dir = "{tmp_path / "data"}"\n'
-        f'[ssh]\nknown_hosts = "{known}"\nconnect_timeout_s = 1\ncommand_timeout_s = 5\n'
-        "[refresh]\nnodes_s = 1.0\n"
-    )
-    settings = load_settings(config)
-    app = CockpitApp(settings, LiveSource(settings))
+    timeouts = "connect_timeout_s = 1\ncommand_timeout_s = 5\n"
+    app = hosts_app(test_hosts, tmp_path, ssh=timeouts, refresh="nodes_s = 1.0\n")
     async with app.run_test(size=SIZE) as pilot:
         nodes = app.screen.query_one("#nodes", DataTable)
         await wait_until(pilot, lambda: len(nodes.rows) == 2, 20, "both nodes' rows")
@@ -79,21 +95,8 @@ async def test_slurm_job_in_the_queue_until_completed(
     slurm_cluster: SlurmCluster, test_hosts: TestHosts, tmp_path: Path
 ) -> None:
     """Both nodes up; a submitted job shows in the queue, leaves it when done, and is COMPLETED among the finished."""
-    known = tmp_path / "known_hosts"
-    shutil.copy(test_hosts.known_hosts, known)
-    config = tmp_path / "cockpit.toml"
-    config.write_text(
-        f'[cluster]\nscheduler = "slurm"\ninventory = "{test_hosts.inventory}"\n'
-        f'[paths]\ndata_dir = "{tmp_path / "data"}"\n[ssh]\nknown_hosts = "{known}"\n'
-        "[refresh]\nnodes_s = 1.0\nsqueue_s = 0.5\n"
-    )
-    script = tmp_path / "job.slurm"
-    script.write_text(
-        "#!/bin/bash\n#SBATCH --job-name=cockpit-tui-sleep\n#SBATCH --time=00:02:00\n"
-        f"#SBATCH --output={tmp_path}/slurm-%j.out\nsleep 3\n"
-    )
-    settings = load_settings(config)
-    app = CockpitApp(settings, LiveSource(settings))
+    app = hosts_app(test_hosts, tmp_path, scheduler="slurm", refresh="nodes_s = 1.0\nsqueue_s = 0.5\n")
+    script = job_script(tmp_path, "cockpit-tui-sleep", 3)
     async with app.run_test(size=SIZE) as pilot:
         nodes = app.screen.query_one("#nodes", DataTable)
         queue = app.screen.query_one("#queue", DataTable)
@@ -112,17 +115,8 @@ async def test_slurm_job_in_the_queue_until_completed(
 
 @pytest.mark.infra
 async def test_x_cancels_a_slurm_job(slurm_cluster: SlurmCluster, test_hosts: TestHosts, tmp_path: Path) -> None:
-    config = tmp_path / "cockpit.toml"
-    config.write_text(
-        f'[cluster]\nscheduler = "slurm"\ninventory = "{test_hosts.inventory}"\n'
-        f'[paths]\ndata_dir = "{tmp_path / "data"}"\n[refresh]\nsqueue_s = 0.5\n'
-    )
-    script = tmp_path / "job.slurm"
-    script.write_text(
-        f"#!/bin/bash\n#SBATCH --job-name=cockpit-tui-long\n#SBATCH --output={tmp_path}/slurm-%j.out\nsleep 120\n"
-    )
-    settings = load_settings(config)
-    app = CockpitApp(settings, LiveSource(settings))
+    app = hosts_app(test_hosts, tmp_path, scheduler="slurm", refresh="squeue_s = 0.5\n")
+    script = job_script(tmp_path, "cockpit-tui-long", 120)
     async with app.run_test(size=SIZE) as pilot:
         queue = app.screen.query_one("#queue", DataTable)
         job_id = slurm_cluster.submit(script)
