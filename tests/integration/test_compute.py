@@ -250,7 +250,7 @@ def test_configure_runs_the_compute_playbooks_on_both_nodes(test_hosts: TestHost
     inventory = tmp_path / "inventory.ini"
     text = test_hosts.inventory.read_text()
     for host in test_hosts.hosts:  # the namespaces share this machine's disk: a state folder each
-        text = text.replace(f"\n{host.name} ", f"\n{host.name} node_state_dir={tmp_path / host.name} ")
+        text = text.replace(f"\n{host.name} ", f"\n{host.name} node_base_state_dir={tmp_path / host.name} ")
     inventory.write_text(text)
     known = tmp_path / "known_hosts"
     shutil.copy(test_hosts.known_hosts, known)

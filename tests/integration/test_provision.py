@@ -31,10 +31,10 @@ BASE_TASKS = [
 
 
 def write_inventory(test_hosts: TestHosts, folder: Path, state_root: Path, extra: str = "") -> Path:
-    """The test hosts' inventory, each host with a node_state_dir of its own: they share this machine's disk."""
+    """The test hosts' inventory, each host with a node_base_state_dir of its own: they share this machine's disk."""
     (folder / "host_vars").mkdir(parents=True)
     for host in test_hosts.hosts:
-        (folder / "host_vars" / f"{host.name}.yml").write_text(f"node_state_dir: {state_root / host.name}\n")
+        (folder / "host_vars" / f"{host.name}.yml").write_text(f"node_base_state_dir: {state_root / host.name}\n")
     inventory = folder / "hosts.ini"
     inventory.write_text(test_hosts.inventory.read_text() + extra)
     return inventory
