@@ -1,0 +1,391 @@
+"""The pxe_server role applied for real on this machine, through cockpit's ansible-runner bridge.
+
+Two network namespaces stand in for the compute network:
+- ckpxe-ctl, "the control node": the veth ckpxe0 (compute_interface, 192.168.1.1/24). The play's modules run
+  in it through a python3 wrapper that enters the namespace, so the dnsmasq and nginx it starts live there.
+- ckpxe-cli, "a compute node": the veth's peer on a bridge, where dhclient, curl's TFTP and HTTP clients and
+  QEMU's network card (a tap on the same bridge) ask the server.
+The role also writes dnsmasq's and nginx's configuration in /etc, as it would on a control node: the test
+removes those files and stops both daemons (by pidfile) at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cockpit.provision.events import HostResult, ProvisionEvent, Recap
+from cockpit.provision.runner import PlaybookRun
+from tests.infra.services import infra_unavailable, pid_alive, require_root
+
+pytestmark = [pytest.mark.infra, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+PLAYBOOK = REPO / "ansible" / "control.yml"
+CTL, CLI, BAD = "ckpxe-ctl", "ckpxe-cli", "ckpxe-bad"
+INTERFACE, SERVER, CLIENT = "ckpxe0", "192.168.1.1", "192.168.1.50"
+# dnsmasq and nginx serve these files as their own users: pytest's tmp dirs (0700) would hide them
+WORK = Path("/tmp/cockpit-pxe-test")
+PIDFILES = (Path("/run/dnsmasq/dnsmasq.pid"), Path("/run/nginx.pid"))
+SYSTEM_FILES = (
+    Path("/etc/dnsmasq.d/cockpit-pxe.conf"),
+    Path("/etc/nginx/sites-enabled/cockpit-pxe.conf"),
+    Path("/etc/nginx/sites-available/cockpit-pxe.conf"),
+)
+KERNEL, INITRD = b"test kernel from the test ISO\n", b"test initrd from the test ISO\n"
+TOOLS = ("dnsmasq", "nginx", "xorriso", "dhclient", "curl", "qemu-system-x86_64", "ssh-keygen")
+
+
+def sh(*command: str, timeout: float = 30) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    assert done.returncode == 0, f"{' '.join(command)} exited {done.returncode}: {done.stderr}"
+    return done.stdout
+
+
+def in_ns(namespace: str, *command: str, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["ip", "netns", "exec", namespace, *command], capture_output=True, timeout=timeout)
+
+
+def make_iso(folder: Path) -> tuple[Path, str]:
+    """A small ISO 9660 image laid out like Ubuntu's (casper/vmlinuz, casper/initrd), and its sha256."""
+    tree = folder / "iso-tree" / "casper"
+    tree.mkdir(parents=True)
+    (tree / "vmlinuz").write_bytes(KERNEL)
+    (tree / "initrd").write_bytes(INITRD)
+    iso = folder / "test.iso"
+    sh("xorriso", "-as", "mkisofs", "-quiet", "-V", "COCKPIT_TEST", "-o", str(iso), str(tree.parent))
+    return iso, hashlib.sha256(iso.read_bytes()).hexdigest()
+
+
+def python_in(namespace: str, folder: Path) -> Path:
+    """An interpreter for Ansible's modules that runs this machine's python3 inside `namespace`."""
+    wrapper = folder / f"python3-{namespace}"
+    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {namespace} /usr/bin/python3 "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def write_inventory(folder: Path, namespace: str, variables: dict[str, str | None]) -> Path:
+    """The control host (this machine, inside `namespace`) with the role's variables; None leaves one out."""
+    lines = [
+        "[control]",
+        f"pxe-control ansible_connection=local ansible_python_interpreter={python_in(namespace, folder)}"
+        " ansible_become=false",  # the test runs as root, where sudo may not exist
+        "",
+        "[all:vars]",
+    ]
+    lines += [f"{name}={value}" for name, value in variables.items() if value is not None]
+    inventory = folder / "hosts.ini"
+    inventory.write_text("\n".join(lines) + "\n")
+    return inventory
+
+
+def play(inventory: Path) -> tuple[PlaybookRun, list[ProvisionEvent]]:
+    run = PlaybookRun(PLAYBOOK, inventory, artifacts_root=inventory.parent / "runs")
+    return run, list(run.start().events())
+
+
+def recap(events: list[ProvisionEvent]) -> Recap:
+    assert isinstance(events[-1], Recap), events[-1]
+    return events[-1]
+
+
+def failures(events: list[ProvisionEvent]) -> list[HostResult]:
+    return [e for e in events if isinstance(e, HostResult) and e.status == "failed" and not e.ignored]
+
+
+def make_namespace(name: str) -> None:
+    if name in sh("ip", "netns", "list").split():
+        sh("ip", "netns", "del", name)
+    sh("ip", "netns", "add", name)
+    sh("ip", "-n", name, "link", "set", "lo", "up")
+
+
+@dataclass(frozen=True)
+class Lan:
+    folder: Path
+    iso: Path
+    checksum: str
+    key_dir: Path
+
+    def variables(self, **changes: str | None) -> dict[str, str | None]:
+        return {
+            "compute_interface": INTERFACE,
+            "compute_network": "192.168.1.0/24",
+            "pxe_server_iso_local_path": str(self.iso),
+            "pxe_server_iso_checksum": f"sha256:{self.checksum}",
+            "pxe_server_ssh_key_dir": str(self.key_dir),
+            "pxe_server_tftp_root": str(self.folder / "tftp"),
+            "pxe_server_http_root": str(self.folder / "http"),
+            **changes,
+        }
+
+
+def check_machine() -> None:
+    require_root()
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        infra_unavailable(f"missing {', '.join(missing)}: run scripts/setup test")
+    running = [str(path) for path in PIDFILES if pid_alive(path)]
+    if running or any(path.exists() for path in SYSTEM_FILES):
+        infra_unavailable(f"this machine already runs dnsmasq/nginx or has a cockpit-pxe config ({running})")
+
+
+@pytest.fixture(scope="module")
+def lan() -> Iterator[Lan]:
+    check_machine()
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(mode=0o755)
+    iso, checksum = make_iso(WORK)
+    key_dir = WORK / "keys"
+    key_dir.mkdir()
+    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cockpit-pxe-test", "-f", str(key_dir / "id_ed25519"))
+    for name in (CTL, CLI):
+        make_namespace(name)
+    sh("ip", "link", "add", INTERFACE, "netns", CTL, "type", "veth", "peer", "name", "eth0", "netns", CLI)
+    sh("ip", "-n", CTL, "addr", "add", f"{SERVER}/24", "dev", INTERFACE)
+    sh("ip", "-n", CTL, "link", "set", INTERFACE, "up")
+    # the client side is a bridge, so QEMU's tap can join the same segment
+    sh("ip", "-n", CLI, "link", "add", "br0", "type", "bridge")
+    sh("ip", "-n", CLI, "link", "set", "eth0", "master", "br0", "up")
+    sh("ip", "-n", CLI, "addr", "add", f"{CLIENT}/24", "dev", "br0")
+    sh("ip", "-n", CLI, "link", "set", "br0", "up")
+    try:
+        yield Lan(WORK, iso, checksum, key_dir)
+    finally:
+        for pidfile in PIDFILES:  # the daemons the role started (the fixture refused to run beside others)
+            if pid_alive(pidfile):
+                os.kill(int(pidfile.read_text().split()[0]), 15)
+        for path in SYSTEM_FILES:
+            path.unlink(missing_ok=True)
+        for name in (CTL, CLI):
+            subprocess.run(["ip", "netns", "del", name], check=False)
+        shutil.rmtree(WORK, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Applied:
+    first: list[ProvisionEvent]
+    second: list[ProvisionEvent]
+    inventory: Path
+
+
+@pytest.fixture(scope="module")
+def applied(lan: Lan) -> Applied:
+    """The role applied twice: the first run configures everything, the second must change nothing."""
+    inventory = write_inventory(lan.folder, CTL, lan.variables())
+    (first_run, first), (_, second) = play(inventory), play(inventory)
+    assert first_run.rc == 0 and not failures(first), first_run.output_tail(40)
+    return Applied(first, second, inventory)
+
+
+def test_first_run_configures_and_a_second_changes_nothing(applied: Applied) -> None:
+    assert recap(applied.first).hosts["pxe-control"].changed > 0
+    stats = recap(applied.second).hosts["pxe-control"]
+    assert (stats.failed, stats.changed) == (0, 0), [
+        e.task for e in applied.second if isinstance(e, HostResult) and e.status == "changed"
+    ]
+
+
+def test_dnsmasq_and_nginx_run_inside_the_control_namespace(applied: Applied) -> None:
+    for pidfile in PIDFILES:
+        assert pid_alive(pidfile), pidfile
+        assert sh("ip", "netns", "identify", pidfile.read_text().split()[0]).strip() == CTL
+
+
+def dhcp_lease(lan: Lan, name: str, extra: str) -> str:
+    """One DHCP exchange from the client namespace (dhclient configures nothing: -sf /bin/true)."""
+    config, lease, pidfile = (lan.folder / f"dhclient-{name}.{ext}" for ext in ("conf", "lease", "pid"))
+    config.write_text("timeout 20;\noption client-arch code 93 = unsigned integer 16;\n" + extra)
+    done = in_ns(CLI, "dhclient", "-1", "-cf", str(config), "-lf", str(lease), "-pf", str(pidfile),
+                 "-sf", "/bin/true", "br0", timeout=40)  # fmt: skip
+    if pidfile.exists():  # dhclient stays behind to renew the lease; it is ours to stop
+        os.kill(int(pidfile.read_text()), 15)
+    assert done.returncode == 0, done.stderr.decode()
+    return lease.read_text()
+
+
+@pytest.mark.parametrize(
+    ("client", "extra", "boot_file"),
+    [
+        ("bios", "", "pxelinux.0"),
+        ("uefi", "send client-arch 7;\n", "ipxe.efi"),
+        ("uefi-ipxe", 'send client-arch 7;\nsend user-class "iPXE";\n', f"http://{SERVER}/boot.ipxe"),
+    ],
+)
+def test_dhcp_gives_a_lease_and_the_boot_file(applied: Applied, lan: Lan, client: str, extra: str, boot_file: str):
+    lease = dhcp_lease(lan, client, extra)
+    address = re.search(r"fixed-address 192\.168\.1\.(\d+);", lease)
+    assert address and 100 <= int(address.group(1)) <= 200, lease
+    assert f'filename "{boot_file}";' in lease
+    assert f"option routers {SERVER};" in lease
+
+
+def tftp(path: str) -> bytes:
+    done = in_ns(CLI, "curl", "-sS", "--fail", f"tftp://{SERVER}/{path}")
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout
+
+
+def http(path: str) -> bytes:
+    done = in_ns(CLI, "curl", "-sS", "--fail", f"http://{SERVER}/{path}")
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout
+
+
+def menu_entries(menu: str) -> dict[str, dict[str, str]]:
+    """pxelinux's LABEL blocks: label -> {KERNEL, INITRD, APPEND, MENU LABEL}."""
+    entries: dict[str, dict[str, str]] = {}
+    for block in re.split(r"\n(?=LABEL )", menu)[1:]:
+        name, *lines = block.strip().splitlines()
+        entries[name.split()[1]] = dict(re.match(r"\s*(MENU LABEL|\w+) (.*)", line).groups() for line in lines)
+    return entries
+
+
+def test_tftp_serves_the_bootloader_and_a_menu_whose_default_is_the_live_boot(applied: Applied) -> None:
+    assert tftp("pxelinux.0") == Path("/usr/lib/PXELINUX/pxelinux.0").read_bytes()
+    assert tftp("ldlinux.c32") == Path("/usr/lib/syslinux/modules/bios/ldlinux.c32").read_bytes()
+    menu = tftp("pxelinux.cfg/default").decode()
+    entries = menu_entries(menu)
+    assert list(entries) == ["live", "install"]
+    assert re.search(r"^DEFAULT live$", menu, re.MULTILINE)
+    live, install = entries["live"], entries["install"]
+    assert "RAM" in live["MENU LABEL"] and "erases the disk" in install["MENU LABEL"]
+    for entry in (live, install):
+        assert tftp(entry["KERNEL"]) == KERNEL and tftp(entry["INITRD"]) == INITRD
+        assert f"url=http://{SERVER}/ubuntu.iso" in entry["APPEND"].split()
+    assert f"ds=nocloud-net;s=http://{SERVER}/live/" in live["APPEND"].split()
+    assert "autoinstall" not in live["APPEND"]
+    assert f"ds=nocloud-net;s=http://{SERVER}/autoinstall/" in install["APPEND"].split()
+    assert "autoinstall" in install["APPEND"].split()
+
+
+def test_http_serves_the_iso_the_seeds_and_the_uefi_menu(applied: Applied, lan: Lan) -> None:
+    assert http("ubuntu.iso") == lan.iso.read_bytes()
+    key = (lan.key_dir / "id_ed25519.pub").read_text().strip()
+    install = yaml.safe_load(http("autoinstall/user-data"))["autoinstall"]
+    assert install["identity"]["username"] == "admin"
+    assert install["identity"]["password"].startswith("$6$")  # a hash, never the password
+    assert install["ssh"] == {"install-server": True, "allow-pw": False, "authorized-keys": [key]}
+    live = yaml.safe_load(http("live/user-data"))
+    assert "autoinstall" not in live
+    assert live["users"][0]["name"] == "admin" and live["users"][0]["ssh_authorized_keys"] == [key]
+    ipxe = http("boot.ipxe").decode()
+    assert ipxe.startswith("#!ipxe") and "choose --default live " in ipxe
+    assert http("boot/ubuntu/vmlinuz") == KERNEL
+
+
+def test_qemu_pxe_boots_through_dnsmasq_to_the_menu(applied: Applied) -> None:
+    """A real BIOS machine (QEMU, software emulation, its iPXE network ROM): DHCP, TFTP, pxelinux, the menu on
+    its serial console, and at the timeout the default entry's kernel (the test ISO's, which cannot boot)."""
+    sh("ip", "-n", CLI, "tuntap", "add", "tap0", "mode", "tap")
+    sh("ip", "-n", CLI, "link", "set", "tap0", "master", "br0", "up")
+    qemu = subprocess.Popen(
+        ["ip", "netns", "exec", CLI, "qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-nographic",
+         "-no-reboot", "-boot", "n", "-netdev", "tap,id=net0,ifname=tap0,script=no,downscript=no",
+         "-device", "e1000,netdev=net0,mac=52:54:00:7c:00:01"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    output, deadline = b"", time.monotonic() + 180
+    try:
+        os.set_blocking(qemu.stdout.fileno(), False)
+        while b"Loading ubuntu/initrd" not in output and time.monotonic() < deadline and qemu.poll() is None:
+            output += qemu.stdout.read() or b""
+            time.sleep(0.2)
+    finally:
+        qemu.kill()
+        qemu.wait()
+        subprocess.run(["ip", "-n", CLI, "link", "del", "tap0"], check=False)
+    text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", output).decode(errors="replace")
+    assert "Filename: pxelinux.0" in text and f"Next server: {SERVER}" in text, text[-3000:]
+    assert "cockpit PXE boot: 192.168.1.0/24" in text, text[-3000:]
+    for label in ("Ubuntu 22.04 live in RAM", "Install Ubuntu 22.04"):
+        # the menu is drawn on the serial line and echoed through the BIOS console: letters may come twice
+        assert label in text or "".join(c * 2 for c in label) in text, text[-3000:]
+    assert "Loading ubuntu/vmlinuz" in text, text[-3000:]
+
+
+@pytest.fixture
+def bare(lan: Lan) -> Iterator[Path]:
+    """A second 'control node' namespace, its compute_interface a veth with nothing behind it and nothing
+    running: bad input there."""
+    folder = lan.folder / "bad"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    make_namespace(BAD)
+    for link in (INTERFACE, "noaddr0"):
+        sh("ip", "-n", BAD, "link", "add", link, "type", "veth", "peer", "name", f"{link}-peer")
+    sh("ip", "-n", BAD, "addr", "add", f"{SERVER}/24", "dev", INTERFACE)
+    for link in (INTERFACE, "noaddr0"):
+        sh("ip", "-n", BAD, "link", "set", link, "up")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["ip", "netns", "del", BAD], check=False)
+
+
+def fails_with(lan: Lan, folder: Path, message: str, **changes: str | None) -> str:
+    """Run the role with bad input: it stops with one message containing `message`, having written nothing."""
+    variables = lan.variables(**changes) | {
+        "pxe_server_tftp_root": str(folder / "tftp"),
+        "pxe_server_http_root": str(folder / "http"),
+    }
+    run, events = play(write_inventory(folder, BAD, variables))
+    failed = failures(events)
+    assert run.rc != 0 and len(failed) == 1, run.output_tail(30)
+    assert message in " ".join(failed[0].message.split()), failed[0].message
+    assert not (folder / "tftp").exists() and not (folder / "http").exists()
+    return failed[0].message
+
+
+def test_missing_compute_interface(lan: Lan, bare: Path) -> None:
+    fails_with(lan, bare, "compute_interface is not set: set it in the inventory's group_vars/all.yml",
+               compute_interface=None)  # fmt: skip
+
+
+def test_an_interface_that_does_not_exist(lan: Lan, bare: Path) -> None:
+    message = fails_with(lan, bare, "compute_interface nosuch0 does not exist", compute_interface="nosuch0")
+    assert INTERFACE in message  # it lists the interfaces there are
+
+
+def test_an_interface_without_an_address_in_the_compute_network(lan: Lan, bare: Path) -> None:
+    fails_with(lan, bare, "noaddr0 has no IPv4 address, not one in compute_network 192.168.1.0/24",
+               compute_interface="noaddr0")  # fmt: skip
+
+
+def test_no_ssh_public_key(lan: Lan, bare: Path) -> None:
+    empty = bare / "no-keys"
+    empty.mkdir()
+    fails_with(lan, bare, f"There is no ssh public key in {empty} (no *.pub file): create one with `ssh-keygen",
+               pxe_server_ssh_key_dir=str(empty))  # fmt: skip
+
+
+def test_an_iso_whose_checksum_does_not_match(lan: Lan, bare: Path) -> None:
+    wrong = "0" * 64
+    fails_with(lan, bare, f"has sha256 {lan.checksum}, not the {wrong} of pxe_server_iso_checksum: download it again",
+               pxe_server_iso_checksum=f"sha256:{wrong}")  # fmt: skip
+
+
+def test_a_port_held_by_another_service(lan: Lan, bare: Path) -> None:
+    squatter = subprocess.Popen(
+        ["ip", "netns", "exec", BAD, "python3", "-m", "http.server", "80", "--bind", "0.0.0.0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while b":80 " not in in_ns(BAD, "ss", "-ltn").stdout and time.monotonic() < deadline:
+            time.sleep(0.1)
+        fails_with(lan, bare, f"Port 80/tcp on {INTERFACE} (0.0.0.0) is held by python3 (pid {squatter.pid}).")
+    finally:
+        squatter.kill()
+        squatter.wait()
