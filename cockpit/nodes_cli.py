@@ -1,4 +1,5 @@
-"""`cluster compute up|down|restart|status|configure` and `cluster nodes list|probe|run`: the nodes, headless.
+"""`cluster compute up|down|restart|status|configure`, `cluster control configure|golden-image` and
+`cluster nodes list|probe|run`: the nodes, headless.
 
 Success is one short line; a failure prints everything needed to debug it (node, command, exit status or
 error, stderr). Exit codes: 0 every node did it, 1 some did not (each named), 2 bad input, 130 Ctrl-C.
@@ -22,13 +23,14 @@ from rich.table import Table
 from cockpit.config import Settings
 from cockpit.errors import EXIT_FAILED, EXIT_OK
 from cockpit.nodes import power
-from cockpit.nodes.inventory import Inventory, Node
+from cockpit.nodes.inventory import CONTROL_GROUP, Inventory, Node
 from cockpit.nodes.nodeset import fold
 from cockpit.nodes.ssh import CommandResult, SshPool, group_identical
 from cockpit.nodes.telemetry import probe_nodes, telemetry_table, telemetry_to_json
 from cockpit.nodes.wol import wake
-from cockpit.provision.compute import compute_run
+from cockpit.provision.compute import PROJECT_ROOT, compute_run
 from cockpit.provision.events import HostResult, Recap, describe, failure_details
+from cockpit.provision.runner import PlaybookRun
 from runtime.schema import InputError
 
 T = TypeVar("T")
@@ -143,10 +145,25 @@ def cmd_configure(args: argparse.Namespace, settings: Settings) -> int:
     if not all(r.ok for r in checked):
         print("configure: not every node answers; fix that first (cluster compute status)", file=sys.stderr)
         return _report(args, checked, "")
-    run = compute_run(settings, nodes, args.playbook)
+    return _follow(args, compute_run(settings, nodes, args.playbook), nodes, "configure")
+
+
+def _control_playbook(playbook: str, verb: str) -> Callable[[argparse.Namespace, Settings], int]:
+    def command(args: argparse.Namespace, settings: Settings) -> int:
+        nodes = Inventory.load(settings.inventory).select([CONTROL_GROUP])
+        run = compute_run(settings, nodes, args.playbook or PROJECT_ROOT / "ansible" / playbook)
+        return _follow(args, run, nodes, verb)
+
+    command.__doc__ = f"Run ansible/{playbook} on the inventory's control node."
+    return command
+
+
+def _follow(args: argparse.Namespace, run: PlaybookRun, nodes: Sequence[Node], verb: str) -> int:
+    """Start `run`, print its tasks and results as they come, and end with one line or every failure in full."""
     run.start()
     log = sys.stderr if args.json else sys.stdout
-    print(f"configure: {run.playbook} on {fold(n.name for n in nodes)} (artifacts in {run.artifact_dir})", file=log)
+    names = fold(n.name for n in nodes)
+    print(f"{verb}: {run.playbook} on {names} (artifacts in {run.artifact_dir})", file=log)
     failures: list[HostResult] = []
     recap: Recap | None = None
     try:
@@ -167,13 +184,13 @@ def cmd_configure(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps({"ok": ok, "status": run.status, "rc": run.rc, "artifact_dir": str(run.artifact_dir),
                           "recap": stats, "failures": [vars(f) for f in failures]}, indent=2))  # fmt: skip
     elif ok:
-        print(f"configure: {fold(n.name for n in nodes)} configured")
+        print(f"{verb}: {names} configured")
     else:
         for failure in failures:
             print(failure_details(failure), file=sys.stderr)
         if not failures:  # a playbook that does not load sends no events: its reason is only in the output
             print(run.output_tail(), file=sys.stderr)
-        print(f"configure: {run.status} (rc {run.rc}); full log: {run.stdout_path}", file=sys.stderr)
+        print(f"{verb}: {run.status} (rc {run.rc}); full log: {run.stdout_path}", file=sys.stderr)
     return EXIT_OK if ok else EXIT_FAILED
 
 
@@ -264,6 +281,16 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
             p.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds (exit 1)")
         if name == "configure":
             p.add_argument("--playbook", type=Path, help="run this playbook instead of ansible/compute.yml")
+
+    control = sub.add_parser("control", parents=[common], help="configure the control node: PXE server, golden image")
+    actions = control.add_subparsers(dest="control_command", required=True, metavar="ACTION")
+    for name, playbook, text in (
+        ("configure", "control.yml", "the PXE boot server the compute nodes boot from (ansible/control.yml)"),
+        ("golden-image", "golden_image.yml", "build and export the golden image (ansible/golden_image.yml)"),
+    ):
+        p = actions.add_parser(name, parents=[common], help=text)
+        p.add_argument("--playbook", type=Path, help=f"run this playbook instead of ansible/{playbook}")
+        p.set_defaults(handler=_control_playbook(playbook, f"control {name}"))
 
     nodes = sub.add_parser("nodes", parents=[common], help="the inventory's nodes: list, probe, run commands")
     actions = nodes.add_subparsers(dest="nodes_command", required=True, metavar="ACTION")

@@ -19,6 +19,7 @@ from cockpit.nodes.nodeset import expand
 from runtime.schema import InputError
 
 COMPUTE_GROUP = "compute"
+CONTROL_GROUP = "control"  # the control node: PXE server, golden image builder
 _MAC = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$", re.IGNORECASE)
 
 
