@@ -293,34 +293,56 @@ def test_http_serves_the_iso_the_seeds_and_the_uefi_menu(applied: Applied, lan: 
     assert http("boot/ubuntu/vmlinuz") == KERNEL
 
 
-def test_qemu_pxe_boots_through_dnsmasq_to_the_menu(applied: Applied) -> None:
-    """A real BIOS machine (QEMU, software emulation, its iPXE network ROM): DHCP, TFTP, pxelinux, the menu on
-    its serial console, and at the timeout the default entry's kernel (the test ISO's, which cannot boot)."""
+def qemu_boot(firmware: list[str], until: bytes, timeout_s: float = 240) -> str:
+    """Boot a QEMU machine (software emulation, e1000 with QEMU's iPXE ROM) on the client bridge; its serial
+    console, ANSI codes removed, up to `until` or the timeout."""
     sh("ip", "-n", CLI, "tuntap", "add", "tap0", "mode", "tap")
     sh("ip", "-n", CLI, "link", "set", "tap0", "master", "br0", "up")
     qemu = subprocess.Popen(
-        ["ip", "netns", "exec", CLI, "qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-nographic",
-         "-no-reboot", "-boot", "n", "-netdev", "tap,id=net0,ifname=tap0,script=no,downscript=no",
+        ["ip", "netns", "exec", CLI, "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-nographic",
+         "-no-reboot", *firmware, "-netdev", "tap,id=net0,ifname=tap0,script=no,downscript=no",
          "-device", "e1000,netdev=net0,mac=52:54:00:7c:00:01"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    output, deadline = b"", time.monotonic() + 180
+    output, deadline = b"", time.monotonic() + timeout_s
     try:
         os.set_blocking(qemu.stdout.fileno(), False)
-        while b"Loading ubuntu/initrd" not in output and time.monotonic() < deadline and qemu.poll() is None:
+        while until not in output and time.monotonic() < deadline and qemu.poll() is None:
             output += qemu.stdout.read() or b""
             time.sleep(0.2)
     finally:
         qemu.kill()
         qemu.wait()
         subprocess.run(["ip", "-n", CLI, "link", "del", "tap0"], check=False)
-    text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", output).decode(errors="replace")
+    return re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", output).decode(errors="replace")
+
+
+def shows(text: str, label: str) -> bool:
+    """The menu is drawn on the serial line and echoed through the firmware's console: letters may come twice."""
+    return label in text or "".join(c * 2 for c in label) in text
+
+
+def test_qemu_bios_pxe_boots_through_dnsmasq_to_the_menu(applied: Applied) -> None:
+    """A BIOS machine: DHCP, TFTP, pxelinux, the menu on its serial console, and at the timeout the default
+    entry's kernel (the test ISO's, which cannot boot)."""
+    text = qemu_boot(["-boot", "n"], until=b"Loading ubuntu/initrd")
     assert "Filename: pxelinux.0" in text and f"Next server: {SERVER}" in text, text[-3000:]
     assert "cockpit PXE boot: 192.168.1.0/24" in text, text[-3000:]
-    for label in ("Ubuntu 22.04 live in RAM", "Install Ubuntu 22.04"):
-        # the menu is drawn on the serial line and echoed through the BIOS console: letters may come twice
-        assert label in text or "".join(c * 2 for c in label) in text, text[-3000:]
+    assert shows(text, "Ubuntu 22.04 live in RAM") and shows(text, "Install Ubuntu 22.04"), text[-3000:]
     assert "Loading ubuntu/vmlinuz" in text, text[-3000:]
+
+
+def test_qemu_uefi_pxe_boots_through_ipxe_to_the_menu(applied: Applied) -> None:
+    """A UEFI machine (OVMF): DHCP gives it ipxe.efi over TFTP; iPXE asks again, gets boot.ipxe over HTTP, shows
+    the menu and at the timeout fetches the live entry's kernel over HTTP."""
+    firmware = Path("/usr/share/ovmf/OVMF.fd")
+    if not firmware.exists():
+        infra_unavailable("no UEFI firmware for QEMU (/usr/share/ovmf/OVMF.fd): run scripts/setup test")
+    text = qemu_boot(["-bios", str(firmware), "-boot", "n"], until=f"http://{SERVER}/boot/ubuntu/vmlinuz".encode())
+    assert f"http://{SERVER}/boot.ipxe" in text, text[-3000:]
+    assert "cockpit PXE boot: 192.168.1.0/24" in text, text[-3000:]
+    assert shows(text, "Ubuntu 22.04 live in RAM") and shows(text, "Install Ubuntu 22.04"), text[-3000:]
+    assert f"http://{SERVER}/boot/ubuntu/vmlinuz" in text, text[-3000:]
 
 
 @pytest.fixture
