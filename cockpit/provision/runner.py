@@ -101,6 +101,8 @@ class PlaybookRun:
         extravars: dict[str, object] | None = None,
         envvars: dict[str, str] | None = None,
         timeout_s: float | None = None,
+        check: bool = False,
+        diff: bool = False,
     ) -> None:
         if not playbook.is_file():
             raise InputError(f"{playbook}: playbook not found")
@@ -113,6 +115,8 @@ class PlaybookRun:
         self.extravars = dict(extravars or {})
         self.envvars = dict(envvars or {})
         self.timeout_s = timeout_s
+        self.check = check  # ansible-playbook --check: report what would change, change nothing
+        self.diff = diff  # --diff: each changed file's before and after in its result's `diff`
         self._queue: queue.Queue[ProvisionEvent] = queue.Queue()
         self._cancel = threading.Event()
         self._timed_out = False
@@ -165,6 +169,7 @@ class PlaybookRun:
                 playbook=str(self.playbook),
                 inventory=str(self.inventory),
                 limit=self.limit,
+                cmdline=" ".join(flag for flag, on in (("--check", self.check), ("--diff", self.diff)) if on) or None,
                 extravars=dict(self.extravars),
                 envvars=envvars,
                 settings=dict(POLL_SETTINGS),
