@@ -249,8 +249,13 @@ def test_malformed_inventory_is_one_line(test_hosts: TestHosts, tmp_path: Path) 
 def test_configure_runs_the_compute_playbooks_on_both_nodes(test_hosts: TestHosts, tmp_path: Path) -> None:
     inventory = tmp_path / "inventory.ini"
     text = test_hosts.inventory.read_text()
-    for host in test_hosts.hosts:  # the namespaces share this machine's disk: a state folder each
-        text = text.replace(f"\n{host.name} ", f"\n{host.name} node_base_state_dir={tmp_path / host.name} ")
+    for host in test_hosts.hosts:  # the namespaces share this machine's disk: state and systemd folders each
+        state = tmp_path / host.name
+        text = text.replace(
+            f"\n{host.name} ",
+            f"\n{host.name} node_base_state_dir={state} wol_systemd_dir={state / 'systemd'} "
+            f"wol_record_dir={tmp_path / 'recorded'} wol_required=False ",  # a veth has no Wake-on-LAN
+        )
     inventory.write_text(text)
     known = tmp_path / "known_hosts"
     shutil.copy(test_hosts.known_hosts, known)
@@ -260,3 +265,4 @@ def test_configure_runs_the_compute_playbooks_on_both_nodes(test_hosts: TestHost
     for host in test_hosts.hosts:
         facts = json.loads((tmp_path / host.name / "node.json").read_text())
         assert facts["hostname"] == host.name
+        assert (tmp_path / "recorded" / host.name / "wol.yml").read_text().endswith(f'mac_address: "{host.mac}"\n')

@@ -28,13 +28,63 @@ BASE_TASKS = [
     "Create the node state directory",
     "Write node.json",
 ]
+# The test hosts' NIC is a veth: no Wake-on-LAN, so the tasks that would turn it on are skipped.
+WOL_TASKS = [
+    "Set up Wake-on-LAN",
+    "Install ethtool",
+    "Gather the network facts",
+    "Find the NIC the node is reached on",
+    "Stop when there is no NIC to wake on",
+    "Report that there is no NIC to wake on",
+    "Create the systemd folder for the unit and its multi-user target's links",
+    "Place the Wake-on-LAN unit",
+    "Enable Wake-on-LAN at boot on eth0",
+    "Create the udev rules folder",
+    "Place the udev rule that starts the unit for each wired NIC",
+    "Read the Wake-on-LAN settings of eth0",
+    "Note what the NIC supports and has",
+    "Stop when the NIC cannot wake by magic packet",
+    "Report that the NIC cannot wake by magic packet",
+    "Turn Wake-on-LAN on now on eth0",
+    "Create the node's host_vars folder",
+    "Write the node's MAC address into its host_vars",
+    "Reload systemd",  # the handler, after the unit was placed; skipped, as systemd is not running here
+]
+INTEL_GPU_TASKS = ["Set up the Intel GPU stack"]  # skipped: the test hosts have no gpu_kind
+PLAYS = {
+    "Base configuration of the compute nodes": ("node_base", BASE_TASKS),
+    "Wake-on-LAN on the compute nodes": ("wol", WOL_TASKS),
+    "Intel GPU drivers on the compute nodes": ("intel_gpu", INTEL_GPU_TASKS),
+}
+SKIPPED_ON_TEST_HOSTS = {
+    "Gather the network facts",  # node_base gathered them
+    "Stop when there is no NIC to wake on",
+    "Report that there is no NIC to wake on",
+    "Create the udev rules folder",  # for an image build only
+    "Place the udev rule that starts the unit for each wired NIC",
+    "Stop when the NIC cannot wake by magic packet",  # wol_required is false
+    "Turn Wake-on-LAN on now on eth0",
+    "Reload systemd",
+    "Set up the Intel GPU stack",
+}
+
+
+def host_vars(state_root: Path, host: str) -> str:
+    """One test host's variables: its own state and systemd folders (the hosts share this machine's disk), no
+    Wake-on-LAN required (a veth has none), its MAC recorded under `state_root/recorded`."""
+    return (
+        f"node_base_state_dir: {state_root / host}\n"
+        "wol_required: false\n"
+        f"wol_record_dir: {state_root / 'recorded'}\n"
+        f"wol_systemd_dir: {state_root / host / 'systemd'}\n"
+    )
 
 
 def write_inventory(test_hosts: TestHosts, folder: Path, state_root: Path, extra: str = "") -> Path:
-    """The test hosts' inventory, each host with a node_base_state_dir of its own: they share this machine's disk."""
+    """The test hosts' inventory, each host with the variables of `host_vars`."""
     (folder / "host_vars").mkdir(parents=True)
     for host in test_hosts.hosts:
-        (folder / "host_vars" / f"{host.name}.yml").write_text(f"node_base_state_dir: {state_root / host.name}\n")
+        (folder / "host_vars" / f"{host.name}.yml").write_text(host_vars(state_root, host.name))
     inventory = folder / "hosts.ini"
     inventory.write_text(test_hosts.inventory.read_text() + extra)
     return inventory
@@ -84,23 +134,32 @@ def test_compute_playbook_configures_both_hosts_with_events_in_order(
     run, events = configured.runs[0], configured.events[0]
     assert run.status == "successful" and run.rc == 0, run.output_tail()
     assert isinstance(events[0], PlayStarted) and isinstance(events[-1], Recap)
-    current_task, tasks = None, []
-    for event in events[1:-1]:
-        assert not isinstance(event, (PlayStarted, Recap))
-        if isinstance(event, TaskStarted):
+    current_play, current_task, plays, tasks = None, None, [], []
+    for event in events[:-1]:
+        assert not isinstance(event, Recap)
+        if isinstance(event, PlayStarted):
+            current_play = event.play
+            plays.append(event.play)
+        elif isinstance(event, TaskStarted):
             current_task = event.task
             tasks.append(event.task)
-            assert event.path and event.path.startswith(str(REPO / "ansible" / "roles" / "node_base"))
+            role = PLAYS[event.play][0]
+            assert event.play == current_play and event.path
+            assert event.path.startswith(str(REPO / "ansible" / "roles" / role))
         else:
             assert event.task == current_task, "a host result before its task started"
-    assert tasks == BASE_TASKS
+    assert plays == list(PLAYS)
+    expected = [task for _, role_tasks in PLAYS.values() for task in role_tasks]
+    assert tasks == expected
     names = {host.name for host in test_hosts.hosts}
-    for task in BASE_TASKS:
+    for task in expected:
         assert {r.host for r in results(events) if r.task == task} == names
-    assert all(r.status in ("ok", "changed") for r in results(events))
+        allowed = {"skipped"} if task in SKIPPED_ON_TEST_HOSTS else {"ok", "changed"}
+        assert {r.status for r in results(events) if r.task == task} <= allowed, task
     recap = events[-1]
     assert isinstance(recap, Recap) and set(recap.hosts) == names
-    assert all(s.failed == s.unreachable == 0 and s.ok == len(BASE_TASKS) for s in recap.hosts.values())
+    ran = len(expected) - len(SKIPPED_ON_TEST_HOSTS)
+    assert all(s.failed == s.unreachable == 0 and s.ok == ran for s in recap.hosts.values())
     assert {r.host for r in results(events) if r.task == "Write node.json" and r.status == "changed"} == names
 
 
@@ -114,10 +173,19 @@ def test_node_json_describes_each_host(configured: Configured, test_hosts: TestH
         assert node["cpu_count"] >= 1 and node["memory_mb"] > 0
 
 
+def test_wake_on_lan_unit_and_macs_are_in_place(configured: Configured, test_hosts: TestHosts) -> None:
+    for host in test_hosts.hosts:
+        systemd = configured.state_root / host.name / "systemd"
+        assert "ExecStart=/usr/sbin/ethtool -s %i wol g" in (systemd / "wol@.service").read_text()
+        assert (systemd / "multi-user.target.wants" / "wol@eth0.service").readlink() == systemd / "wol@.service"
+        recorded = configured.state_root / "recorded" / host.name / "wol.yml"
+        assert f'mac_address: "{host.mac}"' in recorded.read_text()
+
+
 def test_second_run_changes_nothing(configured: Configured) -> None:
     run, events = configured.runs[1], configured.events[1]
     assert run.status == "successful"
-    assert [r for r in results(events) if r.status != "ok"] == []
+    assert [r for r in results(events) if r.status not in ("ok", "skipped")] == []
     recap = events[-1]
     assert isinstance(recap, Recap) and all(s.changed == 0 for s in recap.hosts.values())
 
