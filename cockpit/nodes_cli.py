@@ -148,10 +148,10 @@ def cmd_configure(args: argparse.Namespace, settings: Settings) -> int:
     return _follow(args, compute_run(settings, nodes, args.playbook), nodes, "configure")
 
 
-def _control_playbook(playbook: str, verb: str) -> Callable[[argparse.Namespace, Settings], int]:
+def _control_playbook(playbook: str, verb: str, also: Sequence[str]) -> Callable[[argparse.Namespace, Settings], int]:
     def command(args: argparse.Namespace, settings: Settings) -> int:
         nodes = Inventory.load(settings.inventory).select([CONTROL_GROUP])
-        run = compute_run(settings, nodes, args.playbook or PROJECT_ROOT / "ansible" / playbook)
+        run = compute_run(settings, nodes, args.playbook or PROJECT_ROOT / "ansible" / playbook, also)
         return _follow(args, run, nodes, verb)
 
     command.__doc__ = f"Run ansible/{playbook} on the inventory's control node."
@@ -284,13 +284,14 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
 
     control = sub.add_parser("control", parents=[common], help="configure the control node: PXE server, golden image")
     actions = control.add_subparsers(dest="control_command", required=True, metavar="ACTION")
-    for name, playbook, text in (
-        ("configure", "control.yml", "the PXE boot server the compute nodes boot from (ansible/control.yml)"),
-        ("golden-image", "golden_image.yml", "build and export the golden image (ansible/golden_image.yml)"),
+    for name, playbook, also, text in (
+        ("configure", "control.yml", (), "the PXE boot server the compute nodes boot from (ansible/control.yml)"),
+        # the image is a host the playbook adds (chroot connection): the limit must let it in
+        ("golden-image", "golden_image.yml", ("golden_image",), "build, configure and export the golden image"),
     ):
         p = actions.add_parser(name, parents=[common], help=text)
         p.add_argument("--playbook", type=Path, help=f"run this playbook instead of ansible/{playbook}")
-        p.set_defaults(handler=_control_playbook(playbook, f"control {name}"))
+        p.set_defaults(handler=_control_playbook(playbook, f"control {name}", also))
 
     nodes = sub.add_parser("nodes", parents=[common], help="the inventory's nodes: list, probe, run commands")
     actions = nodes.add_subparsers(dest="nodes_command", required=True, metavar="ACTION")

@@ -24,9 +24,12 @@ def _embedded_inventory(settings: Settings) -> Path:
     return path
 
 
-def compute_run(settings: Settings, nodes: Sequence[Node], playbook: Path | None = None) -> PlaybookRun:
-    """A run (not yet started) of the compute playbooks, limited to `nodes`, checking host keys against the
-    cockpit's own known_hosts so Ansible trusts exactly the nodes the cockpit does."""
+def compute_run(
+    settings: Settings, nodes: Sequence[Node], playbook: Path | None = None, also: Sequence[str] = ()
+) -> PlaybookRun:
+    """A run (not yet started) of the compute playbooks, limited to `nodes` (and the host patterns in `also`: hosts
+    a play adds itself), checking host keys against the cockpit's own known_hosts so Ansible trusts exactly the
+    nodes the cockpit does."""
     ssh_args = [
         "-o", "ControlMaster=auto", "-o", "ControlPersist=60s",
         "-o", f"UserKnownHostsFile={settings.known_hosts}", "-o", "StrictHostKeyChecking=yes",
@@ -36,6 +39,6 @@ def compute_run(settings: Settings, nodes: Sequence[Node], playbook: Path | None
         playbook or compute_playbook(PROJECT_ROOT),
         settings.inventory or _embedded_inventory(settings),
         artifacts_root=settings.data_dir / "provision",
-        limit=",".join(node.name for node in nodes),
+        limit=",".join([*(node.name for node in nodes), *also]),
         envvars={"ANSIBLE_SSH_ARGS": shlex.join(ssh_args)},
     )
