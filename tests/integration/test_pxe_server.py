@@ -419,3 +419,22 @@ def test_a_port_held_by_another_service(lan: Lan, bare: Path) -> None:
     finally:
         squatter.kill()
         squatter.wait()
+
+
+def test_the_golden_image_entry_appears_once_its_kernel_is_in_place(applied: Applied, lan: Lan) -> None:
+    """The golden_image role leaves the image's kernel and initrd in <tftp>/golden: the next run of the role adds
+    the NFS-root entry, after the live boot, which stays the default."""
+    golden = lan.folder / "tftp" / "golden"
+    golden.mkdir()
+    (golden / "vmlinuz").write_bytes(KERNEL)
+    (golden / "initrd.img").write_bytes(INITRD)
+    run, events = play(write_inventory(lan.folder, CTL, lan.variables()))
+    assert run.rc == 0 and not failures(events), run.output_tail(30)
+    menu = tftp("pxelinux.cfg/default").decode()
+    entries = menu_entries(menu)
+    assert list(entries) == ["live", "install", "golden"]
+    assert re.search(r"^DEFAULT live$", menu, re.MULTILINE)
+    nfs_root = {"root=/dev/nfs", f"nfsroot={SERVER}:/srv/golden/ubuntu-22.04,ro", "ip=dhcp", "overlayroot=tmpfs"}
+    assert nfs_root <= set(entries["golden"]["APPEND"].split())
+    assert tftp(entries["golden"]["KERNEL"]) == KERNEL
+    assert "item golden " in http("boot.ipxe").decode()
