@@ -86,7 +86,7 @@ class Work:
             "golden_image_packages": PACKAGES,
             "golden_image_debootstrap_cache_dir": str(REPO / ".cache" / "debootstrap"),
             "golden_image_control_apt_cache_valid_s": 10 * 365 * 86400,  # no apt update of this machine's lists
-            "golden_image_ssh_key_dir": str(self.folder / "keys"),
+            "compute_admin_ssh_key_dir": str(self.folder / "keys"),
             "golden_image_tftp_dir": str(self.folder / "tftp" / name),
             "golden_image_exports_file": str(self.folder / "exports.d" / f"{name}.exports"),
             "golden_image_chroot_exe": str(self.folder / "chroot"),
@@ -292,7 +292,7 @@ def fails_with(work: Work, variables: dict[str, object], message: str) -> Played
 def test_no_ssh_public_key(work: Work) -> None:
     empty = work.folder / "no-keys"
     empty.mkdir()
-    variables = work.variables("nokey", golden_image_ssh_key_dir=str(empty))
+    variables = work.variables("nokey", compute_admin_ssh_key_dir=str(empty))
     fails_with(work, variables, f"There is no ssh public key in {empty} (no *.pub file): create one with `ssh-keygen")
     assert not (work.folder / "srv" / "nokey").exists()
 

@@ -126,7 +126,7 @@ class Lan:
             "compute_network": "192.168.1.0/24",
             "pxe_server_iso_local_path": str(self.iso),
             "pxe_server_iso_checksum": f"sha256:{self.checksum}",
-            "pxe_server_ssh_key_dir": str(self.key_dir),
+            "compute_admin_ssh_key_dir": str(self.key_dir),
             "pxe_server_tftp_root": str(self.folder / "tftp"),
             "pxe_server_http_root": str(self.folder / "http"),
             **changes,
@@ -397,7 +397,7 @@ def test_no_ssh_public_key(lan: Lan, bare: Path) -> None:
     empty = bare / "no-keys"
     empty.mkdir()
     fails_with(lan, bare, f"There is no ssh public key in {empty} (no *.pub file): create one with `ssh-keygen",
-               pxe_server_ssh_key_dir=str(empty))  # fmt: skip
+               compute_admin_ssh_key_dir=str(empty))  # fmt: skip
 
 
 def test_an_iso_whose_checksum_does_not_match(lan: Lan, bare: Path) -> None:
