@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -25,6 +26,12 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Offline always; DeepSpeed's JIT-compiled ops cached with the clone so only the first run pays for them.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+
+# torch._dynamo, when first imported, registers a stand-in for sys.intern and refuses one that is not a function;
+# ansible-core, when it loads, replaces sys.intern with a callable object. The tests import both into one process
+# (the cockpit never imports torch), so dynamo goes first: otherwise `pytest tests/unit` fails in torch's import.
+with contextlib.suppress(ImportError):
+    import torch._dynamo  # noqa: F401
 
 
 @pytest.hookimpl(hookwrapper=True)
