@@ -262,6 +262,19 @@ class TimeSplit:
 
 
 @dataclass(frozen=True)
+class LinkFit:
+    """A link as the strategy's own ranks measured it just before decoding: one operation's time fitted to
+    the alpha-beta model (AR(m, N) = 2(N-1) alpha + 2(N-1)/N m / beta; P2P(m) = alpha + m / beta)."""
+
+    op: Literal["all_reduce", "send_recv"]
+    impl: str  # what carried it: "shm_all_reduce", "gloo_all_reduce", "nccl_send_recv", ...
+    ranks: int  # ranks in one operation: the TP group's size, or 2 for a stage boundary
+    intra_node: bool  # every rank of it on one host
+    alpha_s: float
+    beta_Bps: float
+
+
+@dataclass(frozen=True)
 class RankMetrics:
     """`metrics/metrics_rank_<rank>.json`, written once at the end. Unmeasurable values are null, not guessed."""
 
@@ -290,6 +303,10 @@ class RankMetrics:
     time_split: TimeSplit | None = None
     energy_j: float | None = None
     energy_source: str | None = None
+    device_name: str | None = None  # "NVIDIA H100 80GB HBM3", the CPU's model name, ...
+    host_cpus: int | None = None  # CPUs this rank's process may run on
+    memory_bandwidth_Bps: float | None = None  # the probe's figure, taken by single-rank runs (the reference)
+    links: tuple[LinkFit, ...] = ()  # the strategy's own TP all-reduce and stage-boundary send/recv
 
 
 def read_text(path: Path) -> str:

@@ -9,6 +9,7 @@ Exit codes: 0 done, 1 failed (a peer included), 2 bad input.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import statistics
@@ -48,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--shape", help="named shape for --init random, e.g. llama-3.1-8b")
     bench.add_argument("--prompt-tokens", type=int, default=128, help="synthetic prompt length (random mode)")
     bench.add_argument("--prompts", type=int, default=0, help="synthetic prompts (random mode; default: one batch)")
+    parser.add_argument(
+        "--skip-calibration",
+        action="store_true",
+        help="do not time the links (and, on one rank, the memory bandwidth) before decoding",
+    )
     return parser
 
 
@@ -152,6 +158,7 @@ class Rank:
         self.topo = Topology(cfg.tp_size, cfg.pp_size, cfg.dp_size, info.rank)
         self.world: World | None = None
         self.tp_group = None
+        self.tp_all_reduce: tuple[str, Callable] | None = None  # what AutoTP's layers all-reduce with, named
         self.outputs = RankOutputs(cfg, info.rank, self.topo.owns_results, rows_expected=0)
 
     def fail(self, message: str, code: int) -> int:
@@ -184,6 +191,11 @@ class Rank:
         backend = self.world.backend if self.world else "none"
         log.info("%s; %s; device %s, backend %s", info.describe(), topo.describe(), device, backend)
 
+        from runtime.microbench import calibrate_links, device_name, host_cpus, memory_bandwidth
+
+        bandwidth = None
+        if info.world_size == 1 and not self.args.skip_calibration:  # the reference: eta is fitted against it
+            bandwidth = memory_bandwidth(device, megabytes=256 if device.type == "cpu" else 1024, repeats=3)
         self.outputs.progress("loading")
         load_start = time.perf_counter()
         stage = self.load_stage(device)
@@ -199,6 +211,9 @@ class Rank:
         from runtime.energy import energy_meter
         from runtime.generate import Generator, Links, Timers
 
+        link_fits = []
+        if self.world is not None and not self.args.skip_calibration:
+            link_fits = calibrate_links(topo, info.hostname, device, self.tp_all_reduce, backend)
         timers = Timers(enabled=device.type == "cpu")
         if self.tp_group is not None:
             from runtime.tensor_parallel import time_allreduce
@@ -276,6 +291,10 @@ class Rank:
                 time_split=split,
                 energy_j=meter.joules() if meter else None,
                 energy_source=meter.source if meter else None,
+                device_name=device_name(device),
+                host_cpus=host_cpus(),
+                memory_bandwidth_Bps=bandwidth["bandwidth_Bps"] if bandwidth else None,
+                links=tuple(link_fits),
             )
         )
         self.outputs.progress("done")
@@ -303,6 +322,11 @@ class Rank:
             self.tp_group = tp_groups(topo)
             shm = init_deepspeed_comm(topo, self.info, device.type)
             log.info("TP group %s, all-reduce via %s", topo.tp_group, "shared memory" if shm else "process group")
+            import deepspeed.comm
+            import torch.distributed as dist
+
+            name = "shm_all_reduce" if shm else f"{dist.get_backend()}_all_reduce"
+            self.tp_all_reduce = (name, functools.partial(deepspeed.comm.inference_all_reduce, group=self.tp_group))
             stage = shard_stage(stage, self.tp_group, cfg.tp_size, dtype)
         stage.model = stage.model.to(device=device, dtype=dtype)
         return stage

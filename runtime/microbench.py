@@ -17,6 +17,7 @@ import functools
 import json
 import logging
 import os
+import platform
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from runtime.atomic import atomic_write_text
+from runtime.contract import LinkFit
 from runtime.launch import detect_launch, join_world
 from runtime.schema import InputError
 from runtime.topology import Topology
@@ -92,39 +94,102 @@ def alpha_beta(op: str, world: int, a: float, b: float) -> tuple[float, float]:
     return a, 1 / b
 
 
-Impl = tuple[str, str, Callable[[torch.Tensor], object], int]  # name, op, call, messages per call
+Impl = tuple[str, str, Callable[[torch.Tensor], object], int, int]  # name, op, call, messages per call, ranks
 
 
-def time_ops(device: torch.device, world: int, impls: list[Impl]) -> list[dict]:
+def time_ops(device: torch.device, impls: list[Impl], sizes: list[int] = SIZES, repeats: int = 3) -> list[dict]:
     """Per implementation and size, the slowest rank's time per message (every rank times the same loop)."""
     results = []
-    for name, op, call, messages in impls:
+    for name, op, call, messages, ranks in impls:
         seconds = []
-        for size in SIZES:
+        for size in sizes:
             buffer = torch.ones(size // 4, dtype=torch.float32, device=device)
             inner = 50 if size <= 2**16 else 10
             dist.barrier()
-            per_call = best_seconds(functools.partial(call, buffer), device, repeats=3, inner=inner)
+            per_call = best_seconds(functools.partial(call, buffer), device, repeats, inner)
             mine = torch.tensor([per_call / messages])
             dist.all_reduce(mine, op=dist.ReduceOp.MAX)
             seconds.append(mine.item())
-        alpha, beta = alpha_beta(op, world, *fit(SIZES, seconds))
-        results.append({"op": op, "impl": name, "sizes": SIZES, "seconds": seconds, "alpha_s": alpha, "beta_Bps": beta})
+        alpha, beta = alpha_beta(op, ranks, *fit(sizes, seconds))
+        results.append(
+            {
+                "op": op,
+                "impl": name,
+                "ranks": ranks,
+                "sizes": sizes,
+                "seconds": seconds,
+                "alpha_s": alpha,
+                "beta_Bps": beta,
+            }
+        )
     return results
 
 
-def ping_pong(rank: int) -> Callable[[torch.Tensor], None]:
-    """A round trip between ranks 0 and 1: two P2P messages; other ranks idle."""
+def ping_pong(rank: int, first: int, second: int) -> Callable[[torch.Tensor], None]:
+    """A round trip between ranks `first` and `second`: two P2P messages; other ranks idle."""
 
     def call(buffer: torch.Tensor) -> None:
-        if rank == 0:
-            dist.send(buffer, 1)
-            dist.recv(buffer, 1)
-        elif rank == 1:
-            dist.recv(buffer, 0)
-            dist.send(buffer, 0)
+        if rank == first:
+            dist.send(buffer, second)
+            dist.recv(buffer, second)
+        elif rank == second:
+            dist.recv(buffer, first)
+            dist.send(buffer, first)
 
     return call
+
+
+CALIBRATION_SIZES = [4 * 16**k for k in range(6)]  # 4 B .. 4 MiB
+
+
+def calibrate_links(
+    topo: Topology,
+    hostname: str,
+    device: torch.device,
+    all_reduce: tuple[str, Callable[[torch.Tensor], object]] | None,
+    backend: str,
+) -> list[LinkFit]:
+    """A strategy's own links, timed by its ranks just before decoding: the TP all-reduce it will use (every TP
+    group at once, as in decoding) and send/recv across the first stage boundary (every TP slice at once)."""
+    hosts: list[str | None] = [None] * topo.world_size
+    dist.all_gather_object(hosts, hostname)
+    impls: list[Impl] = []
+    on_one_host: dict[str, bool] = {}
+    if all_reduce is not None and topo.tp_size > 1:
+        name, call = all_reduce
+        impls.append((name, "all_reduce", call, 1, topo.tp_size))
+        on_one_host[name] = all(len({hosts[r] for r in group}) == 1 for group in topo.all_tp_groups())
+    if topo.pp_size > 1:
+        name = f"{backend}_send_recv"
+        pairs = [
+            (topo.rank_of(t, 0, d), topo.rank_of(t, 1, d)) for t in range(topo.tp_size) for d in range(topo.dp_size)
+        ]
+        mine = next(((a, b) for a, b in pairs if topo.rank in (a, b)), (-1, -1))
+        impls.append((name, "send_recv", ping_pong(topo.rank, *mine), 2, 2))
+        on_one_host[name] = all(hosts[a] == hosts[b] for a, b in pairs)
+    buffers = torch.device("cpu") if backend == "gloo" else device
+    fits = time_ops(buffers, impls, CALIBRATION_SIZES, repeats=2)
+    return [LinkFit(f["op"], f["impl"], f["ranks"], on_one_host[f["impl"]], f["alpha_s"], f["beta_Bps"]) for f in fits]
+
+
+def device_name(device: torch.device) -> str:
+    """The device's model name: the GPU's, or the CPU's from /proc/cpuinfo."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "xpu":
+        return torch.xpu.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def host_cpus() -> int:
+    """CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _peer_lost(reason: str) -> None:
@@ -141,7 +206,8 @@ def communication(rendezvous_timeout_s: float) -> dict:
         raise InputError("comm needs at least 2 ranks: start it with torchrun, srun or the deepspeed launcher")
     device = pick_device("auto", info.local_rank)
     world = join_world(info, device.type, rendezvous_timeout_s, 600.0, on_peer_failure=_peer_lost)
-    impls: list[Impl] = [(f"{world.backend}_all_reduce", "all_reduce", dist.all_reduce, 1)]
+    n = info.world_size
+    impls: list[Impl] = [(f"{world.backend}_all_reduce", "all_reduce", dist.all_reduce, 1, n)]
     if device.type == "cpu":
         import deepspeed.comm as ds
 
@@ -149,9 +215,9 @@ def communication(rendezvous_timeout_s: float) -> dict:
 
         everyone = Topology(info.world_size, 1, 1, info.rank)  # the world as one TP group, as AutoTP would see it
         if init_deepspeed_comm(everyone, info, device.type):
-            impls.append(("shm_all_reduce", "all_reduce", ds.inference_all_reduce, 1))
-    impls.append((f"{world.backend}_send_recv", "send_recv", ping_pong(info.rank), 2))
-    results = time_ops(device, info.world_size, impls)
+            impls.append(("shm_all_reduce", "all_reduce", ds.inference_all_reduce, 1, n))
+    impls.append((f"{world.backend}_send_recv", "send_recv", ping_pong(info.rank, 0, 1), 2, 2))
+    results = time_ops(device, impls)
     hosts = [None] * info.world_size
     dist.all_gather_object(hosts, info.hostname)
     world.finish()
