@@ -94,20 +94,21 @@ def alpha_beta(op: str, world: int, a: float, b: float) -> tuple[float, float]:
     return a, 1 / b
 
 
-Impl = tuple[str, str, Callable[[torch.Tensor], object], int, int]  # name, op, call, messages per call, ranks
+# name, op, call, messages per call, ranks in the op, seconds of the call spent on purpose not communicating
+Impl = tuple[str, str, Callable[[torch.Tensor], object], int, int, float]
 
 
 def time_ops(device: torch.device, impls: list[Impl], sizes: list[int] = SIZES, repeats: int = 3) -> list[dict]:
     """Per implementation and size, the slowest rank's time per message (every rank times the same loop)."""
     results = []
-    for name, op, call, messages, ranks in impls:
+    for name, op, call, messages, ranks, pause_s in impls:
         seconds = []
         for size in sizes:
             buffer = torch.ones(size // 4, dtype=torch.float32, device=device)
             inner = 50 if size <= 2**16 else 10
             dist.barrier()
             per_call = best_seconds(functools.partial(call, buffer), device, repeats, inner)
-            mine = torch.tensor([per_call / messages])
+            mine = torch.tensor([max(per_call - pause_s, 0.0) / messages])
             dist.all_reduce(mine, op=dist.ReduceOp.MAX)
             seconds.append(mine.item())
         alpha, beta = alpha_beta(op, ranks, *fit(sizes, seconds))
@@ -125,21 +126,32 @@ def time_ops(device: torch.device, impls: list[Impl], sizes: list[int] = SIZES, 
     return results
 
 
-def ping_pong(rank: int, first: int, second: int) -> Callable[[torch.Tensor], None]:
-    """A round trip between ranks `first` and `second`: two P2P messages; other ranks idle."""
+def spin(seconds: float) -> None:
+    """Keep the CPU busy, as a stage computing between two messages does."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def ping_pong(rank: int, first: int, second: int, pause_s: float = 0.0) -> Callable[[torch.Tensor], None]:
+    """A round trip between ranks `first` and `second`: two P2P messages; other ranks idle. With a pause, each
+    side works that long after a message arrives, so the other waits cold, as a pipeline's stages do."""
 
     def call(buffer: torch.Tensor) -> None:
         if rank == first:
             dist.send(buffer, second)
             dist.recv(buffer, second)
+            spin(pause_s)
         elif rank == second:
             dist.recv(buffer, first)
+            spin(pause_s)
             dist.send(buffer, first)
 
     return call
 
 
 CALIBRATION_SIZES = [4 * 16**k for k in range(6)]  # 4 B .. 4 MiB
+STAGE_PAUSE_S = 1e-3  # between a pipeline's messages a stage computes: long enough for its peer to fall asleep
 
 
 def calibrate_links(
@@ -157,7 +169,7 @@ def calibrate_links(
     on_one_host: dict[str, bool] = {}
     if all_reduce is not None and topo.tp_size > 1:
         name, call = all_reduce
-        impls.append((name, "all_reduce", call, 1, topo.tp_size))
+        impls.append((name, "all_reduce", call, 1, topo.tp_size, 0.0))
         on_one_host[name] = all(len({hosts[r] for r in group}) == 1 for group in topo.all_tp_groups())
     if topo.pp_size > 1:
         name = f"{backend}_send_recv"
@@ -165,7 +177,7 @@ def calibrate_links(
             (topo.rank_of(t, 0, d), topo.rank_of(t, 1, d)) for t in range(topo.tp_size) for d in range(topo.dp_size)
         ]
         mine = next(((a, b) for a, b in pairs if topo.rank in (a, b)), (-1, -1))
-        impls.append((name, "send_recv", ping_pong(topo.rank, *mine), 2, 2))
+        impls.append((name, "send_recv", ping_pong(topo.rank, *mine, STAGE_PAUSE_S), 2, 2, 2 * STAGE_PAUSE_S))
         on_one_host[name] = all(hosts[a] == hosts[b] for a, b in pairs)
     buffers = torch.device("cpu") if backend == "gloo" else device
     fits = time_ops(buffers, impls, CALIBRATION_SIZES, repeats=2)
@@ -207,7 +219,7 @@ def communication(rendezvous_timeout_s: float) -> dict:
     device = pick_device("auto", info.local_rank)
     world = join_world(info, device.type, rendezvous_timeout_s, 600.0, on_peer_failure=_peer_lost)
     n = info.world_size
-    impls: list[Impl] = [(f"{world.backend}_all_reduce", "all_reduce", dist.all_reduce, 1, n)]
+    impls: list[Impl] = [(f"{world.backend}_all_reduce", "all_reduce", dist.all_reduce, 1, n, 0.0)]
     if device.type == "cpu":
         import deepspeed.comm as ds
 
@@ -215,8 +227,8 @@ def communication(rendezvous_timeout_s: float) -> dict:
 
         everyone = Topology(info.world_size, 1, 1, info.rank)  # the world as one TP group, as AutoTP would see it
         if init_deepspeed_comm(everyone, info, device.type):
-            impls.append(("shm_all_reduce", "all_reduce", ds.inference_all_reduce, 1, n))
-    impls.append((f"{world.backend}_send_recv", "send_recv", ping_pong(info.rank, 0, 1), 2, 2))
+            impls.append(("shm_all_reduce", "all_reduce", ds.inference_all_reduce, 1, n, 0.0))
+    impls.append((f"{world.backend}_send_recv", "send_recv", ping_pong(info.rank, 0, 1), 2, 2, 0.0))
     results = time_ops(device, impls)
     hosts = [None] * info.world_size
     dist.all_gather_object(hosts, info.hostname)
