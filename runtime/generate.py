@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from runtime.checkpoint import Stage
+from runtime.prompts import split_evenly
 from runtime.topology import Topology
 
 
@@ -94,16 +95,6 @@ def left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[
     ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], dtype=torch.long, device=device)
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long, device=device)
     return ids, mask
-
-
-def split_evenly(items: list, parts: int) -> list[list]:
-    base, extra = divmod(len(items), parts)
-    out, start = [], 0
-    for i in range(parts):
-        size = base + (1 if i < extra else 0)
-        out.append(items[start : start + size])
-        start += size
-    return [chunk for chunk in out if chunk]
 
 
 def _new_micro_batch(stage: Stage, rows: list[list[int]], pad_id: int, device: torch.device) -> MicroBatch:

@@ -52,3 +52,14 @@ def read_prompt_table(path: str | Path) -> list[Prompt]:
 def replica_share(prompts: list[Prompt], dp_rank: int, dp_size: int) -> list[Prompt]:
     """This data-parallel replica's prompts: every dp_size-th row, so long and short prompts spread evenly."""
     return prompts[dp_rank::dp_size]
+
+
+def split_evenly(items: list, parts: int) -> list[list]:
+    """A batch cut into `parts` micro-batches in order, sizes differing by at most one, none empty."""
+    base, extra = divmod(len(items), parts)
+    out, start = [], 0
+    for i in range(parts):
+        size = base + (1 if i < extra else 0)
+        out.append(items[start : start + size])
+        start += size
+    return [chunk for chunk in out if chunk]

@@ -9,7 +9,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from runtime.checkpoint import Stage, load_config, load_stage
-from runtime.generate import Generator, RowResult, left_pad, split_evenly
+from runtime.generate import Generator, RowResult, left_pad
+from runtime.prompts import split_evenly
 from tests.integration import runs
 from tests.integration.runs import PROMPTS
 
