@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,15 @@ def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobReco
     wall = max((m["wall_time_s"] for m in ranks), default=None)
     tokens = int(rows["tokens_generated"].sum()) if len(rows) else 0
     energy = [m.get("energy_j") for m in ranks]
+    splits = [m.get("time_split") for m in ranks]
+    hosts = Counter(m["hostname"] for m in ranks if m.get("hostname"))
+
+    def first(key: str) -> Any:
+        return next((m[key] for m in ranks if m.get(key) is not None), None)
+
+    def mean_split(key: str) -> float | None:
+        return sum(s[key] for s in splits) / len(splits) if ranks and all(splits) else None
+
     return {
         "strategy": strategy.strategy_id,
         "strategy_kind": strategy.kind,
@@ -132,6 +142,16 @@ def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobReco
         "energy_j": sum(energy) if ranks and all(e is not None for e in energy) else None,
         "energy_source": next((m.get("energy_source") for m in ranks if m.get("energy_source")), None),
         "metrics_ranks": len(ranks),
+        "precision": config.precision,
+        "micro_batches": config.micro_batches_in_flight if config.pp_size > 1 else 1,
+        "device_name": first("device_name"),
+        "host_cpus": first("host_cpus"),
+        "memory_bandwidth_Bps": first("memory_bandwidth_Bps"),
+        "hosts": len(hosts) or None,
+        "ranks_per_host": max(hosts.values(), default=None),
+        "links": json.dumps(first("links") or []),  # the ranks' own link timings (runtime.contract.LinkFit)
+        # a rank's mean seconds in its own work, waiting on communication, and idle (pipeline bubble)
+        **{key: mean_split(key) for key in ("compute_s", "comm_s", "idle_s")},
     }
 
 

@@ -1,34 +1,62 @@
-"""Where the time goes: each strategy's decode and prefill time predicted from the hardware.
+"""Where the time goes: each strategy's prefill and decode predicted from the hardware, as parts one can name.
 
-A decoder at small batch reads every weight (and its KV cache) once per token, so a token costs
-t_mem(X) = X / (eta * B_mem) for the X bytes a rank reads, plus communication in the alpha-beta model:
-all-reduce AR(m, N) = 2(N-1) alpha + 2(N-1)/N * m / beta, point-to-point P2P(m) = alpha + m / beta.
-- TP-N: t = t_mem((W + KV) / N) + 2L * AR(m, N) (one all-reduce after attention, one after the MLP, per layer).
-- PP-N: t = t_mem(W + KV) + (N-1) * P2P(m): stages run one after the other for one token; only micro-batches in
-  flight turn the N stages into throughput.
-- Hybrid, TP-t in each node and PP-p across nodes: t = t_mem((W + KV) / t) + 2L * AR(m, t) + (p-1) * P2P(m).
-Prefill is the same with the prompt's tokens in each message and compute, not memory, bounding the matrix work.
-eta is fitted per device from the single-device run; alpha and beta come from the runtime's microbenchmark.
+A forward pass on a rank costs a fixed overhead (framework dispatch, kernel launches) plus its share of the work:
+decode reads every weight and the KV cache once per token, t_mem(X) = X / (eta * B_mem); prefill is matrix work,
+2 FLOPs per parameter per prompt token plus attention's 4 L T^2 d per sequence, at F FLOP/s. Communication is the
+alpha-beta model: all-reduce AR(m, N) = 2(N-1) alpha + 2(N-1)/N * m / beta, point-to-point P2P(m) = alpha + m/beta.
+
+One stage's turn on one micro-batch (a *slot*) is its 1/(tp * pp) of the work, 2L/pp all-reduces of the
+activations over its TP group and one hand-on to the next stage:
+- TP-N: slot = t_mem((W + KV) / N) + 2L * AR(m, N); one slot per token.
+- PP-N: slot = t_mem((W + KV) / N) + P2P(m); a token passes all N stages (the last hands the token back to the
+  first), so a round takes max(micro-batches, N) slots: only micro-batches in flight fill the stages.
+- Hybrid, TP-t in each node and PP-p across nodes: both, per slot.
+A prefill of `mb` micro-batches through p stages takes p + mb - 1 slots (the pipeline fills).
+
+Ranks on one CPU host share its cores and memory: each gets 1/k of the host's rate when k of them are busy at once
+(more ranks than cores also stretch the overhead). An accelerator belongs to its rank alone. The rates and
+overheads are fitted from the single-device reference; alpha and beta come from the strategy's own link timings.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
-from cockpit.experiments.strategies import Shape
+from runtime.shapes import weight_bytes
 
 GB = 1e9
+OVERHEAD, COMPUTE, MEMORY, LATENCY, BANDWIDTH = (
+    "per-pass overhead",
+    "compute",
+    "memory bandwidth",
+    "link latency",
+    "link bandwidth",
+)
+PARTS = (OVERHEAD, COMPUTE, MEMORY, LATENCY, BANDWIDTH)
 
-# Peak memory bandwidth (bytes/s) of devices this project meets; an inventory's `memory_bandwidth_Bps` wins.
+# Peak memory bandwidth (bytes/s) of devices this project meets, by a fragment of the device's name (first match
+# wins, so the more specific comes first); an inventory's `memory_bandwidth_gbps` wins over the table.
 KNOWN_MEMORY_BANDWIDTH_BPS: dict[str, float] = {
-    "intel-arc-a770": 560 * GB,
-    "amd-ryzen-ai-max-395": 256 * GB,
-    "nvidia-h100-sxm": 3350 * GB,
-    "nvidia-h100-pcie": 2000 * GB,
-    "nvidia-h200": 4800 * GB,
-    "nvidia-a100-80gb": 2039 * GB,
-    "nvidia-rtx-4090": 1008 * GB,
+    "a770": 560 * GB,  # Intel Arc A770 16 GB
+    "ryzen ai max": 256 * GB,  # AMD Ryzen AI Max+ 395, LPDDR5X-8000
+    "gh200": 4000 * GB,
+    "h100 pcie": 2000 * GB,
+    "h100 nvl": 3900 * GB,
+    "h100": 3350 * GB,  # SXM, HBM3
+    "h200": 4800 * GB,
+    "a100-sxm4-40gb": 1555 * GB,
+    "a100-pcie-40gb": 1555 * GB,
+    "a100": 2039 * GB,  # 80 GB
+    "4090": 1008 * GB,
 }
+
+
+def known_memory_bandwidth(device_name: str) -> float | None:
+    """The table's peak bandwidth for a device name ("NVIDIA H100 80GB HBM3" -> 3.35 TB/s), None if unknown."""
+    name = device_name.lower()
+    return next((bps for fragment, bps in KNOWN_MEMORY_BANDWIDTH_BPS.items() if fragment in name), None)
 
 
 @dataclass(frozen=True)
@@ -49,6 +77,9 @@ class Comm:
         return Comm(self.latency_s * times, self.transfer_s * times)
 
 
+NO_COMM = Comm(0.0, 0.0)
+
+
 @dataclass(frozen=True)
 class Link:
     """One hop in the alpha-beta model: alpha the latency of a message (s), beta the bandwidth (bytes/s)."""
@@ -63,12 +94,12 @@ class Link:
     def all_reduce(self, message_bytes: float, ranks: int) -> Comm:
         """Ring all-reduce: 2(N-1) steps, each moving m/N bytes; nothing to do for one rank."""
         if ranks <= 1:
-            return Comm(0.0, 0.0)
+            return NO_COMM
         return Comm(2 * (ranks - 1) * self.alpha_s, 2 * (ranks - 1) / ranks * message_bytes / self.beta_Bps)
 
 
-# For what-ifs only, nominal line rates and typical small-message latencies through a kernel TCP stack; a sweep's
-# own figures come from the runtime's microbenchmark.
+# For what-ifs only: nominal line rates and typical small-message latencies through a kernel TCP stack; a sweep's
+# own figures come from the ranks' link timings.
 NOMINAL_LINKS: dict[str, Link] = {
     "1gbe": Link("1 GbE", 50e-6, 1e9 / 8),
     "2.5gbe": Link("2.5 GbE", 40e-6, 2.5e9 / 8),
@@ -78,114 +109,198 @@ NOMINAL_LINKS: dict[str, Link] = {
 
 
 @dataclass(frozen=True)
-class Device:
-    """What bounds one rank's own work: memory bandwidth (with eta, the share a decoder reaches) and compute."""
+class ModelShape:
+    """The sizes the formulas need, named as in a transformers config."""
 
-    name: str
-    memory_bandwidth_Bps: float
-    efficiency: float = 1.0  # eta
-    flops: float | None = None  # sustained matrix FLOP/s; None: prefill bounded by memory alone
+    num_hidden_layers: int
+    hidden_size: int
+    intermediate_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    vocab_size: int
+    bytes_per_element: int = 2
 
-    def read_time(self, nbytes: float) -> float:
-        return nbytes / (self.efficiency * self.memory_bandwidth_Bps)
+    @classmethod
+    def from_config(cls, config: Mapping[str, object], bytes_per_element: int) -> ModelShape:
+        """From a model's config.json."""
+        hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
+        return cls(
+            num_hidden_layers=int(config["num_hidden_layers"]),
+            hidden_size=hidden,
+            intermediate_size=int(config["intermediate_size"]),
+            num_attention_heads=heads,
+            num_key_value_heads=int(config.get("num_key_value_heads") or heads),
+            head_dim=int(config.get("head_dim") or hidden // heads),
+            vocab_size=int(config["vocab_size"]),
+            bytes_per_element=bytes_per_element,
+        )
+
+    @property
+    def layers(self) -> int:
+        return self.num_hidden_layers
+
+    @property
+    def weight_bytes(self) -> float:
+        """W: every weight read for one token (embedding lookups aside)."""
+        return weight_bytes(self, self.bytes_per_element)
+
+    @property
+    def kv_bytes_per_token(self) -> float:
+        return 2 * self.layers * self.num_key_value_heads * self.head_dim * self.bytes_per_element
+
+    def decode_bytes(self, batch: int, context: float) -> float:
+        """Bytes one decode step reads: the weights once, and every sequence's KV cache."""
+        return self.weight_bytes + self.kv_bytes_per_token * batch * context
+
+    def prefill_flops(self, batch: int, width: int) -> float:
+        """FLOPs of a prefill of `batch` prompts padded to `width` tokens: the matrix products and attention's
+        scores and weighted sum over the whole (masked, not skipped) square."""
+        parameters = self.weight_bytes / self.bytes_per_element
+        attention = 4 * self.layers * width**2 * self.num_attention_heads * self.head_dim
+        return batch * (2 * parameters * width + attention)
+
+    def message_bytes(self, batch: int, tokens: int) -> float:
+        """One activation message: `tokens` hidden states of every sequence."""
+        return batch * tokens * self.hidden_size * self.bytes_per_element
 
 
 @dataclass(frozen=True)
-class ModelShape:
-    """The bytes and sizes the model is made of, as the formulas need them."""
+class Rate:
+    """A device at one phase: a pass costs `overhead_s` plus its work (bytes for decode, FLOPs for prefill) at
+    `per_s` per second."""
 
-    layers: int
-    hidden_size: int
-    weight_bytes: float  # W: every weight, once
-    kv_bytes_per_token: float  # K and V of one token in every layer
-    bytes_per_element: int = 2
+    overhead_s: float
+    per_s: float
 
-    @property
-    def parameters(self) -> float:
-        return self.weight_bytes / self.bytes_per_element
+    def time(self, work: float) -> float:
+        return self.overhead_s + work / self.per_s
+
+
+def fit_rate(works: Sequence[float], seconds: Sequence[float], ceiling: float | None = None) -> Rate:
+    """t = a + work / r by least squares over measured passes, a >= 0. Where the passes cannot separate the two
+    (one size of pass, or a negative intercept), the device is taken to work at `ceiling` (a measured peak) and
+    the rest of the time is overhead; with no ceiling the line goes through the origin."""
+    n = len(works)
+    if n == 0 or len(seconds) != n:
+        raise ValueError("fit_rate needs as many passes as timings, at least one")
+    mean_w, mean_t = sum(works) / n, sum(seconds) / n
+    spread = sum((w - mean_w) ** 2 for w in works)
+    slope = sum((w - mean_w) * (t - mean_t) for w, t in zip(works, seconds, strict=True)) / spread if spread else 0.0
+    intercept = mean_t - slope * mean_w
+    if spread and intercept >= 0 and slope > 0:
+        return Rate(intercept, 1 / slope)
+    if ceiling:
+        rate = max(ceiling, sum(works) / sum(seconds))  # faster than the "peak": the peak was underestimated
+        return Rate(max(mean_t - mean_w / rate, 0.0), rate)
+    return Rate(0.0, sum(works) / sum(seconds)) if sum(works) else Rate(mean_t, math.inf)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What the reference's device does per pass, fitted, and whether ranks share it (a CPU host's cores)."""
+
+    decode: Rate
+    prefill: Rate
+    cpu_cores: int | None = None  # a CPU host's cores; None for an accelerator, one per rank
 
 
 @dataclass(frozen=True)
 class Placement:
-    """A strategy on the cluster: its shape and the links its TP group and its stage boundaries use."""
+    """A strategy on the cluster: its shape, what shares a host, and the links its traffic crosses."""
 
-    shape: Shape
-    tp_link: Link | None  # None where TP is 1
-    pp_link: Link | None  # None where PP is 1
+    tp: int
+    pp: int
+    micro_batches: int = 1  # in flight per pipeline
+    ranks_per_host: int = 1
+    tp_link: Link | None = None  # None where tp is 1
+    pp_link: Link | None = None  # None where pp is 1
 
 
 @dataclass(frozen=True)
-class Prediction:
-    """Time of one step (a decode token or a prefill): a rank's own work, bound by memory or compute, and its
-    communication."""
+class Breakdown:
+    """Predicted seconds per part of the time (PARTS)."""
 
-    work_s: float
-    comm: Comm
-    work_bound: str = "memory bandwidth"  # or "compute"
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_s(self) -> float:
-        return self.work_s + self.comm.total_s
+        return sum(self.seconds.values())
+
+    def __add__(self, other: Breakdown) -> Breakdown:
+        return Breakdown({p: self.seconds.get(p, 0.0) + other.seconds.get(p, 0.0) for p in PARTS})
+
+    def __mul__(self, times: float) -> Breakdown:
+        return Breakdown({p: s * times for p, s in self.seconds.items()})
+
+    def share(self, part: str) -> float:
+        return self.seconds.get(part, 0.0) / self.total_s if self.total_s else 0.0
 
     @property
     def comm_share(self) -> float:
-        return self.comm.total_s / self.total_s if self.total_s else 0.0
+        return self.share(LATENCY) + self.share(BANDWIDTH)
 
     @property
     def bottleneck(self) -> str:
-        """What limits the step most: memory bandwidth, compute, link latency or link bandwidth."""
-        parts = {
-            self.work_bound: self.work_s,
-            "link latency": self.comm.latency_s,
-            "link bandwidth": self.comm.transfer_s,
+        """The part that takes the most time."""
+        return max(PARTS, key=lambda p: self.seconds.get(p, 0.0))
+
+
+def busy_per_host(where: Placement) -> int:
+    """Ranks of one host working at once in steady state: the active stage's TP group, times as many of the
+    host's stages as there are micro-batches in flight to keep them busy, never more than the host holds."""
+    stages_here = max(1, where.ranks_per_host // where.tp)
+    return min(where.ranks_per_host, where.tp * min(where.micro_batches, stages_here))
+
+
+def slot(model: ModelShape, hw: Hardware, where: Placement, phase: str, batch: int, tokens: int) -> Breakdown:
+    """One stage's turn on one micro-batch of `batch` sequences: its 1/(tp*pp) of the work, 2L/pp all-reduces over
+    its TP group, one hand-on. Prefill: `tokens` is the padded prompt width; decode: the mean context."""
+    busy = busy_per_host(where)
+    share, stretch = (busy, max(1.0, busy / hw.cpu_cores)) if hw.cpu_cores else (1.0, 1.0)
+    if phase == "prefill":
+        rate, part, work, message = hw.prefill, COMPUTE, model.prefill_flops(batch, tokens), (batch, tokens)
+    else:
+        rate, part, work, message = hw.decode, MEMORY, model.decode_bytes(batch, tokens), (batch, 1)
+    m = model.message_bytes(*message)
+    comm = NO_COMM
+    if where.tp_link and where.tp > 1:
+        comm = comm + where.tp_link.all_reduce(m, where.tp) * (2 * model.layers / where.pp)
+    if where.pp_link and where.pp > 1:
+        comm = comm + where.pp_link.p2p(m)
+    return Breakdown(
+        {
+            OVERHEAD: rate.overhead_s / where.pp * stretch,
+            part: work / (where.tp * where.pp) * share / rate.per_s,
+            LATENCY: comm.latency_s,
+            BANDWIDTH: comm.transfer_s,
         }
-        return max(parts, key=parts.__getitem__)
+    )
 
 
-def placement(shape: Shape, gpus_per_node: int, intra: Link, inter: Link) -> Placement:
-    """Which link each kind of traffic crosses: TP inside a node when its group fits there, stages across nodes
-    when there is more than one node."""
-    tp_nodes = max(1, shape.nodes // shape.pp)
-    tp_link = None if shape.tp == 1 else inter if tp_nodes > 1 and shape.tp > gpus_per_node else intra
-    pp_link = None if shape.pp == 1 else inter if shape.nodes > 1 else intra
-    return Placement(shape, tp_link, pp_link)
+@dataclass(frozen=True)
+class BatchTime:
+    prefill: Breakdown  # to the first token
+    decode: Breakdown  # every later token
+
+    @property
+    def total(self) -> Breakdown:
+        return self.prefill + self.decode
 
 
-def decode_step(model: ModelShape, where: Placement, device: Device, batch: int, context: int) -> Prediction:
-    """One decode step for `batch` sequences at `context` tokens each: every rank reads its share of the
-    weights and the KV cache; TP all-reduces the activations 2L times, PP hands them on p-1 times."""
-    read = (model.weight_bytes + model.kv_bytes_per_token * context * batch) / where.shape.tp
-    message = batch * model.hidden_size * model.bytes_per_element
-    return Prediction(device.read_time(read), _comm(model, where, message))
+def batch_time(
+    model: ModelShape, hw: Hardware, where: Placement, micro_batches: Sequence[Sequence[int]], new_tokens: int
+) -> BatchTime:
+    """One batch, given as micro-batches of prompt lengths (each left-padded to its longest), generating
+    `new_tokens` tokens: the prefill fills the pipeline, then each round moves every micro-batch one token."""
+    count = len(micro_batches)
+    steps = max(new_tokens - 1, 0)
 
+    def mean_slot(phase: str, tokens: Sequence[float]) -> Breakdown:
+        slots = [slot(model, hw, where, phase, len(mb), t) for mb, t in zip(micro_batches, tokens, strict=True)]
+        return sum(slots, Breakdown()) * (1 / count)
 
-def prefill(model: ModelShape, where: Placement, device: Device, batch: int, prompt: int) -> Prediction:
-    """The prompt's forward pass: the weights are read once, the matrix work is 2 FLOPs per parameter per token
-    (on each rank, its 1/tp share); messages carry every prompt token."""
-    tp = where.shape.tp
-    read = device.read_time(model.weight_bytes / tp)
-    compute = 2 * model.parameters * batch * prompt / tp / device.flops if device.flops else 0.0
-    message = batch * prompt * model.hidden_size * model.bytes_per_element
-    bound = "compute" if compute > read else "memory bandwidth"
-    return Prediction(max(read, compute), _comm(model, where, message), bound)
-
-
-def _comm(model: ModelShape, where: Placement, message_bytes: float) -> Comm:
-    tp, pp = where.shape.tp, where.shape.pp
-    none = Comm(0.0, 0.0)
-    all_reduces = where.tp_link.all_reduce(message_bytes, tp) * (2 * model.layers) if where.tp_link else none
-    hand_offs = where.pp_link.p2p(message_bytes) * (pp - 1) if where.pp_link else none
-    return all_reduces + hand_offs
-
-
-def fit_efficiency(model: ModelShape, device: Device, seconds_per_token: float, batch: int, context: int) -> Device:
-    """The device with eta fitted to a measured single-device decode step (no communication in it)."""
-    ideal = decode_step(model, Placement(Shape(1, 1, 1), None, None), replace(device, efficiency=1.0), batch, context)
-    return replace(device, efficiency=ideal.work_s / seconds_per_token)
-
-
-def tokens_per_s(step: Prediction, batch: int, micro_batches_in_flight: int = 1, stages: int = 1) -> float:
-    """Generated tokens per second: `batch` tokens per step; with micro-batches in flight a pipeline overlaps up
-    to `stages` of them, so its steady state is bounded by one stage's share of the step."""
-    overlap = min(micro_batches_in_flight, stages)
-    return batch * overlap / step.total_s if step.total_s else 0.0
+    widths = [max(mb) for mb in micro_batches]
+    prefill = mean_slot("prefill", widths) * (where.pp + count - 1)
+    decode = mean_slot("decode", [w + new_tokens / 2 for w in widths]) * (max(count, where.pp) * steps)
+    return BatchTime(prefill, decode)

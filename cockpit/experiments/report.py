@@ -1,7 +1,9 @@
 """The run summary (seed 01, step 6.2-6.3): one row per strategy joining correctness, latency, throughput and
 cost, written as CSV and Markdown, plus two text plots (plotext) that need no terminal.
 
-    summary_run_<stamp>.csv / .md                      the table; the Markdown names the winner and why
+    summary_run_<stamp>.csv / .md                      the table; the Markdown names the winner and why, and
+                                                       where the time goes (performance.py)
+    performance_run_<stamp>.csv, what_if_run_<stamp>.csv predicted against measured, and on other links
     plots/latency_vs_correctness_run_<stamp>.txt       latency p50 against exact-match rate, one point a strategy
     plots/throughput_vs_length_run_<stamp>.txt         tokens/s against prompt length, one line a strategy
 """
@@ -17,6 +19,7 @@ import pandas as pd
 import plotext as plt
 
 from cockpit.experiments.correctness import require_columns
+from cockpit.experiments.performance import SECTION, Performance
 from runtime.atomic import atomic_write_text
 
 RESULT_COLUMNS = ("strategy", "strategy_kind", "variant", "latency_ms", "ttft_ms", "tokens_generated", "prompt_tokens")
@@ -97,6 +100,13 @@ def format_cell(column: str, value: object) -> str:
     return str(value).replace("|", "\\|")
 
 
+def _write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    atomic_write_text(path, buffer.getvalue())
+    return Path(path)
+
+
 def _plot_path(out_dir: str | Path, name: str, suffix: str) -> Path:
     return Path(out_dir) / f"{name}_{suffix}.txt"
 
@@ -107,6 +117,8 @@ def report_paths(results_dir: str | Path, stamp: str) -> dict[str, Path]:
     return {
         "csv": root / f"summary_run_{stamp}.csv",
         "markdown": root / f"summary_run_{stamp}.md",
+        "performance": root / f"performance_run_{stamp}.csv",
+        "what_if": root / f"what_if_run_{stamp}.csv",
         **{name: _plot_path(root / PLOTS_DIR, name, f"run_{stamp}") for name in PLOT_NAMES},
     }
 
@@ -130,6 +142,7 @@ class RunSummary:
         run_id: str,
         *,
         reference_kind: str = "reference",
+        performance: Performance | str | None = None,
     ) -> None:
         require_columns(results, RESULT_COLUMNS, "results")
         require_columns(metrics, METRIC_COLUMNS, "metrics")
@@ -138,6 +151,7 @@ class RunSummary:
         self.results = results.assign(**{c: _num(results[c]) for c in numbers})
         self.metrics, self.correctness = metrics, correctness_summary
         self.run_id, self.reference_kind = run_id, reference_kind
+        self.performance = performance  # the strategies against the performance model, or why there is none
 
     def _shapes(self) -> pd.DataFrame:
         shape = ["strategy", "strategy_kind", "tp_size", "pp_size", "num_nodes"]
@@ -257,10 +271,7 @@ class RunSummary:
 
     def to_csv(self, path: str | Path) -> Path:
         """The table as CSV (NaN as an empty field), written atomically."""
-        buffer = io.StringIO()
-        self.table().to_csv(buffer, index=False)
-        atomic_write_text(path, buffer.getvalue())
-        return Path(path)
+        return _write_csv(self.table(), path)
 
     def markdown(self) -> str:
         """The Markdown text: a header naming the run, the winner sentence, and the table as a pipe table."""
@@ -277,6 +288,10 @@ class RunSummary:
         for row in table.itertuples(index=False):
             lines.append("| " + " | ".join(format_cell(c, v) for c, v in zip(table.columns, row, strict=True)) + " |")
         lines += ["", f"{NAN}: not measured or not applicable."]
+        if isinstance(self.performance, Performance):
+            lines += ["", self.performance.markdown()]
+        elif self.performance:
+            lines += ["", SECTION, "", self.performance]
         return "\n".join(lines) + "\n"
 
     def to_markdown(self, path: str | Path) -> Path:
@@ -354,9 +369,15 @@ class RunSummary:
         print(self.throughput_vs_length())
 
     def write_all(self, results_dir: str | Path, stamp: str) -> dict[str, Path]:
-        """The CSV, the Markdown and both plots under `results_dir`, named for `stamp`."""
+        """The CSV, the Markdown and both plots under `results_dir`, named for `stamp`; with a performance
+        analysis, its table and what-ifs as CSV too."""
         paths = report_paths(results_dir, stamp)
         self.build_plots(Path(results_dir) / PLOTS_DIR, stamp)
         self.to_csv(paths["csv"])
         self.to_markdown(paths["markdown"])
+        if isinstance(self.performance, Performance):
+            _write_csv(self.performance.table(), paths["performance"])
+            _write_csv(self.performance.what_if_table(), paths["what_if"])
+        else:
+            del paths["performance"], paths["what_if"]
         return paths

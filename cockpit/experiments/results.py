@@ -12,6 +12,7 @@ import pandas as pd
 
 from cockpit.experiments import sweep as sweeps
 from cockpit.experiments.correctness import KEY
+from cockpit.experiments.performance import Performance
 from cockpit.experiments.report import report_paths
 from cockpit.jobs.manifest import MANIFEST_NAME, Manifest
 from runtime.schema import InputError
@@ -57,6 +58,7 @@ class RunResults:
     throughput_curves: list[tuple[str, list[float], list[float]]]  # (strategy, prompt tokens, tokens/s)
     completions: list[CompletionPair]
     report_files: dict[str, Path]  # the summary and plots `cluster report` wrote, those on disk
+    performance: Performance | str | None = None  # the strategies against the performance model, or why not
 
 
 def divergence_char(reference: str, completion: str) -> int | None:
@@ -128,6 +130,7 @@ def run_results(run_dir: Path, scored: sweeps.Scored, report_files: dict[str, Pa
         throughput_curves=summary.throughput_curves(),
         completions=completion_pairs(scored),
         report_files=report_files,
+        performance=summary.performance,
     )
 
 

@@ -28,6 +28,7 @@ import pandas as pd
 from cockpit.config import EMBEDDED_MODEL, Settings
 from cockpit.experiments.collect import ResultCollector
 from cockpit.experiments.correctness import CorrectnessEvaluator
+from cockpit.experiments.performance import Performance, for_run
 from cockpit.experiments.pipeline import DistributedExperimentPipeline, SweepEvent, register
 from cockpit.experiments.prompt_table import PromptDataFrameBuilder
 from cockpit.experiments.prompts import PromptFileSet, PromptRecord, PromptRepository
@@ -265,11 +266,17 @@ class Scored:
     summary: RunSummary
 
 
-def score_rows(rows: pd.DataFrame, metrics: pd.DataFrame, baseline: pd.DataFrame, run_id: str) -> Scored:
+def score_rows(
+    rows: pd.DataFrame,
+    metrics: pd.DataFrame,
+    baseline: pd.DataFrame,
+    run_id: str,
+    performance: Performance | str | None = None,
+) -> Scored:
     """Correctness per prompt and strategy, and the run summary, from the run's tables; reads and writes nothing."""
     evaluator = CorrectnessEvaluator()
     scores = evaluator.evaluate(rows, baseline)
-    summary = RunSummary(rows, metrics, evaluator.summarize(scores), run_id)
+    summary = RunSummary(rows, metrics, evaluator.summarize(scores), run_id, performance=performance)
     return Scored(rows, scores, evaluator.reference_strategy(rows), summary)
 
 
@@ -283,7 +290,8 @@ def score(sweep: Sweep) -> Scored:
     baseline_path = sweep.results_dir / BASELINE_NAME
     builder = PromptDataFrameBuilder()
     baseline = builder.load(baseline_path if baseline_path.exists() else sweep.settings.prompt_df_path)
-    return score_rows(rows, metrics, baseline, sweep.settings.run_id)
+    performance = for_run(rows, metrics, sweep.settings)
+    return score_rows(rows, metrics, baseline, sweep.settings.run_id, performance)
 
 
 @dataclass

@@ -24,7 +24,15 @@ PROMPT_FILES = {
 MAX_NEW_TOKENS = 6
 
 
-def write_config(tmp: Path, model: Path, *, scheduler: str = "local", nodes: int = 2, gpus_per_node: int = 2) -> Path:
+def write_config(
+    tmp: Path,
+    model: Path,
+    *,
+    scheduler: str = "local",
+    nodes: int = 2,
+    gpus_per_node: int = 2,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> Path:
     for variant, prompts in PROMPT_FILES.items():
         text = "".join(f"@@@ prompt {pid}: p{pid}\n{prompt}\n" for pid, prompt in prompts)
         (tmp / f"prompts_{variant}.txt").write_text(f"# {variant} test prompts\n{text}")
@@ -43,7 +51,7 @@ prompts_per_file = 2
 nodes = {nodes}
 gpus_per_node = {gpus_per_node}
 batch_size = 4
-max_new_tokens = {MAX_NEW_TOKENS}
+max_new_tokens = {max_new_tokens}
 precision = "fp32"
 device = "cpu"
 time_limit = "00:05:00"

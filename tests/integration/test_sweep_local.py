@@ -55,7 +55,14 @@ def test_full_sweep(tmp_path: Path, tiny_model_dir: Path, expected: dict) -> Non
     assert sorted(baseline["local_completion"]) == sorted(reference["completion"])
     scores = pd.read_parquet(next((run / "results").glob("correctness_run_*.parquet")))
     assert scores["exact_match"].all() and (scores["normalized_levenshtein"] == 1.0).all()
-    assert set(out["report"]) == {"csv", "markdown", "latency_vs_correctness", "throughput_vs_length"}
+    assert set(out["report"]) == {
+        "csv",
+        "markdown",
+        "performance",
+        "what_if",
+        "latency_vs_correctness",
+        "throughput_vs_length",
+    }
     summary = Path(out["report"]["markdown"]).read_text()
     assert "Winner: **" in summary and summary.count("| 100.0% |") == 5
     assert pd.read_csv(out["report"]["csv"])["strategy"].nunique() == 5
@@ -166,3 +173,31 @@ def test_baseline_from_an_endpoint(tmp_path: Path, tiny_model_dir: Path) -> None
     scores = pd.read_parquet(next((run / "results").glob("correctness_run_*.parquet")))
     assert scores["ratio"].notna().all() and scores["exact_match"].all()
     assert "4 of 4 completions from" in done.stderr
+
+
+def test_performance_model_against_the_sweep(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The report carries a prediction and a measurement for every strategy, each within a factor of 2 unless
+    the report itself says the placement is outside the model (more busy ranks than this host's CPUs)."""
+    config = sweeps.write_config(tmp_path, tiny_model_dir, max_new_tokens=32)
+    done = sweeps.cluster(config, "sweep", "run", "--json")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    out = json.loads(done.stdout)
+    table = pd.read_csv(out["report"]["performance"])
+    assert sorted(table["kind"]) == sorted(row["kind"] for row in out["strategies"])
+    print("\nmeasured/predicted tokens/s:")
+    for row in table.itertuples():
+        print(f"  {row.strategy:18} {row.kind:10} {row.ratio:5.2f}{'  (oversubscribed)' if row.oversubscribed else ''}")
+    assert table[["predicted_tokens_per_s", "measured_tokens_per_s"]].gt(0).all().all()
+    within = table[~table["oversubscribed"]]
+    assert within["ratio"].between(0.5, 2.0).all(), within[["strategy", "ratio"]]
+    markdown = Path(out["report"]["markdown"]).read_text()
+    assert "## Where the time goes" in markdown and "Reference device:" in markdown
+    for row in table.itertuples():
+        sentence = next(line for line in markdown.splitlines() if line.startswith(f"- {row.strategy} ("))
+        assert "-bound" in sentence
+        assert ("more busy ranks than CPUs" in sentence) == row.oversubscribed
+    what_if = pd.read_csv(out["report"]["what_if"]).set_index("strategy")
+    assert what_if.notna().all().all() and len(what_if) == len(table)
+    tp_nodes = table.loc[table["kind"] == "tp_nodes", "strategy"].iloc[0]
+    # TP across nodes all-reduces over the wire: a slower link can only make it slower
+    assert what_if.loc[tp_nodes, "1 GbE x2"] < what_if.loc[tp_nodes, "USB4 (40 Gb/s) x2"]

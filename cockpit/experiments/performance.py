@@ -1,0 +1,413 @@
+"""A run's strategies measured against the performance model (perf_model): predicted and measured tokens/s, the
+bottleneck in words, the measured split of each rank's time, and what-ifs on other links and more nodes.
+
+The model is fitted to the run itself: the reference's batches give the device's rate and overhead per pass (its
+prefill and decode timings, against the FLOPs and bytes each pass needed), each strategy's ranks timed their own
+links before decoding, and its placement (ranks per host) comes from the ranks' host names. Nothing of a
+strategy's own decoding goes into its prediction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from cockpit.experiments import perf_model as pm
+from cockpit.experiments.strategies import STRATEGIES, Shape, SweepSettings
+from runtime.prompts import split_evenly
+from runtime.schema import InputError
+
+PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+REFERENCE = "reference"
+WHAT_IF_LINKS = ("1gbe", "2.5gbe", "10gbe", "usb4")
+SPLIT_PARTS = ("compute_s", "comm_s", "idle_s")
+
+
+def model_shape(model_path: str | Path, precision: str) -> pm.ModelShape:
+    """The model's sizes from its config.json."""
+    path = Path(model_path) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+        return pm.ModelShape.from_config(config, PRECISION_BYTES[precision])
+    except OSError as err:
+        raise InputError(f"{path}: {err.strerror}") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{path}: not a transformers model config ({err})") from None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch as the runtime ran it: micro-batches of prompt lengths, tokens generated, and the timings its
+    rows carry (seconds to the first token, to the last)."""
+
+    micro_batches: list[list[int]]
+    new_tokens: int
+    ttft_s: float
+    latency_s: float
+
+    @property
+    def prompt_lengths(self) -> list[int]:
+        return [n for mb in self.micro_batches for n in mb]
+
+    def recut(self, micro_batches: int) -> Batch:
+        """The same prompts cut into another number of micro-batches."""
+        lengths = self.prompt_lengths
+        return dataclasses.replace(self, micro_batches=split_evenly(lengths, min(micro_batches, len(lengths))))
+
+
+def batches(rows: pd.DataFrame, micro_batches: int) -> list[Batch]:
+    """A strategy's rows regrouped into its batches, cut into micro-batches as runtime.generate cuts them."""
+    out = []
+    for _, group in rows.sort_values(["batch_index", "variant", "prompt_id"]).groupby("batch_index", sort=True):
+        lengths = [int(n) for n in group["prompt_tokens"]]
+        out.append(
+            Batch(
+                micro_batches=split_evenly(lengths, min(micro_batches, len(lengths))),
+                new_tokens=int(group["tokens_generated"].max()),
+                ttft_s=float(group["ttft_ms"].min()) / 1000,
+                latency_s=float(group["latency_ms"].max()) / 1000,
+            )
+        )
+    return out
+
+
+def fit_hardware(
+    model: pm.ModelShape, reference: list[Batch], cpu_cores: int | None, memory_bandwidth_Bps: float | None = None
+) -> pm.Hardware:
+    """The reference device's rates: its prefills (time to first token) against their FLOPs, its decode steps
+    against the bytes each read (no faster than the measured memory bandwidth, when known)."""
+    prefill = [(model.prefill_flops(len(b.micro_batches[0]), max(b.micro_batches[0])), b.ttft_s) for b in reference]
+    decode = [
+        (
+            model.decode_bytes(len(b.micro_batches[0]), max(b.micro_batches[0]) + b.new_tokens / 2),
+            (b.latency_s - b.ttft_s) / (b.new_tokens - 1),
+        )
+        for b in reference
+        if b.new_tokens > 1
+    ]
+    no_decode = pm.Rate(0.0, math.inf)
+    return pm.Hardware(
+        decode=pm.fit_rate(*zip(*decode, strict=True), ceiling=memory_bandwidth_Bps) if decode else no_decode,
+        prefill=pm.fit_rate(*zip(*prefill, strict=True)),
+        cpu_cores=cpu_cores,
+    )
+
+
+def measured_links(metrics_row: pd.Series) -> dict[str, dict]:
+    """The strategy's own link timings by operation ("all_reduce", "send_recv")."""
+    return {fit["op"]: fit for fit in json.loads(metrics_row.get("links") or "[]")}
+
+
+def _link(fit: dict | None) -> pm.Link | None:
+    return pm.Link(fit["impl"], fit["alpha_s"], fit["beta_Bps"]) if fit else None
+
+
+def label(kind: str, shape: Shape) -> str:
+    """A strategy in a few words: 'TP-2 across 2 nodes'."""
+    return {
+        "reference": "one device",
+        "tp_nodes": f"TP-{shape.tp} across {shape.nodes} nodes",
+        "pp_nodes": f"PP-{shape.pp} across {shape.nodes} nodes",
+        "tp_node": f"TP-{shape.tp} in one node",
+        "hybrid": f"TP-{shape.tp} in each node x PP-{shape.pp} across {shape.nodes} nodes",
+    }.get(kind, f"TP-{shape.tp} x PP-{shape.pp} on {shape.nodes} node(s)")
+
+
+@dataclass(frozen=True)
+class StrategyPerformance:
+    """One strategy: prediction, measurement, and what limits it."""
+
+    strategy: str
+    kind: str
+    label: str
+    tokens: int
+    predicted: pm.Breakdown  # the whole run's time, by part
+    predicted_ttft_s: float
+    measured_wall_s: float | None
+    measured_ttft_s: float | None
+    measured_split: dict[str, float] | None  # share of a rank's wall time: compute_s, comm_s, idle_s
+    sentence: str
+    what_if: dict[str, float]  # "<link> x<nodes>" -> predicted tokens/s
+    oversubscribed: bool = False  # more busy ranks than CPUs on a host: outside what the model captures
+
+    @property
+    def predicted_tokens_per_s(self) -> float:
+        return self.tokens / self.predicted.total_s if self.predicted.total_s else math.nan
+
+    @property
+    def measured_tokens_per_s(self) -> float:
+        return self.tokens / self.measured_wall_s if self.measured_wall_s else math.nan
+
+    @property
+    def ratio(self) -> float:
+        """Measured over predicted tokens/s: above 1, faster than the model says."""
+        return self.measured_tokens_per_s / self.predicted_tokens_per_s
+
+
+@dataclass(frozen=True)
+class Performance:
+    """A run's strategies against the model, with the fitted device in words."""
+
+    hardware: str
+    strategies: list[StrategyPerformance]
+    skipped: list[str]  # strategies with no prediction, and why
+
+    def table(self) -> pd.DataFrame:
+        """One row per strategy: predicted and measured tokens/s and TTFT, their ratio, the shares of time."""
+        return pd.DataFrame(
+            [
+                {
+                    "strategy": s.strategy,
+                    "kind": s.kind,
+                    "predicted_tokens_per_s": s.predicted_tokens_per_s,
+                    "measured_tokens_per_s": s.measured_tokens_per_s,
+                    "ratio": s.ratio,
+                    "predicted_ttft_ms": s.predicted_ttft_s * 1000,
+                    "measured_ttft_ms": (s.measured_ttft_s or math.nan) * 1000,
+                    "predicted_comm_share": s.predicted.comm_share,
+                    **{
+                        f"measured_{k.removesuffix('_s')}_share": (s.measured_split or {}).get(k, math.nan)
+                        for k in SPLIT_PARTS
+                    },
+                    "bottleneck": s.predicted.bottleneck,
+                    "oversubscribed": s.oversubscribed,
+                }
+                for s in self.strategies
+            ]
+        )
+
+    def what_if_table(self) -> pd.DataFrame:
+        """Predicted tokens/s per strategy (rows) on each nominal link at the sweep's nodes and twice as many."""
+        return pd.DataFrame([{"strategy": s.strategy, **s.what_if} for s in self.strategies])
+
+    def markdown(self) -> str:
+        """The report's section: the fitted device, predicted against measured, the bottlenecks, the what-ifs."""
+        lines = [SECTION, "", self.hardware, ""]
+        lines += _pipe_table(
+            [
+                "strategy",
+                "predicted tok/s",
+                "measured tok/s",
+                "measured/predicted",
+                "predicted TTFT ms",
+                "measured TTFT ms",
+                "predicted comm",
+                "measured compute/comm/idle",
+                "bottleneck",
+            ],
+            [
+                [
+                    s.strategy,
+                    f"{s.predicted_tokens_per_s:,.1f}",
+                    f"{s.measured_tokens_per_s:,.1f}",
+                    f"{s.ratio:.2f}",
+                    f"{s.predicted_ttft_s * 1e3:,.1f}",
+                    f"{(s.measured_ttft_s or math.nan) * 1e3:,.1f}",
+                    f"{s.predicted.comm_share:.0%}",
+                    "/".join(f"{v:.0%}" for v in s.measured_split.values()) if s.measured_split else "—",
+                    s.predicted.bottleneck + (" (oversubscribed)" if s.oversubscribed else ""),
+                ]
+                for s in self.strategies
+            ],
+        )
+        lines += ["", *(f"- {s.sentence}" for s in self.strategies), *(f"- {why}" for why in self.skipped), ""]
+        what_if = self.what_if_table()
+        if len(what_if):
+            lines += ["### What if: predicted tokens/s, each node a separate host like the reference's", ""]
+            columns = list(what_if.columns)
+            cells = [[str(r[0]), *(f"{v:,.1f}" for v in r[1:])] for r in what_if.itertuples(index=False)]
+            lines += [*_pipe_table(columns, cells), ""]
+        return "\n".join(lines)
+
+
+SECTION = "## Where the time goes"
+
+
+def _pipe_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---:|" * (len(header) - 1),
+        *("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows),
+    ]
+
+
+def for_run(rows: pd.DataFrame, metrics: pd.DataFrame | None, settings: SweepSettings) -> Performance | str:
+    """`analyse` for a sweep's tables, or why there is no analysis (never raises on a bad model folder)."""
+    if metrics is None or metrics.empty:
+        return "no prediction: no strategy's metrics are collected"
+    try:
+        model = model_shape(settings.model_path, settings.precision)
+    except InputError as err:
+        return f"no prediction: {err}"
+    return analyse(rows, metrics, settings, model)
+
+
+def _measured_split(row: pd.Series) -> dict[str, float] | None:
+    wall = row.get("wall_time_s")
+    values = [row.get(k) for k in SPLIT_PARTS]
+    if not wall or any(v is None or pd.isna(v) for v in values):
+        return None
+    return {k: float(v) / wall for k, v in zip(SPLIT_PARTS, values, strict=True)}
+
+
+def oversubscribed(hw: pm.Hardware, where: pm.Placement) -> bool:
+    """More ranks working at once on a CPU host than it has CPUs."""
+    return bool(hw.cpu_cores) and pm.busy_per_host(where) > hw.cpu_cores
+
+
+def _predict(model: pm.ModelShape, hw: pm.Hardware, where: pm.Placement, runs: list[Batch]) -> list[pm.BatchTime]:
+    return [pm.batch_time(model, hw, where, b.micro_batches, b.new_tokens) for b in runs]
+
+
+def _sentence(
+    name: str, what: str, total: pm.Breakdown, hw: pm.Hardware, where: pm.Placement, model: pm.ModelShape
+) -> str:
+    part = total.bottleneck
+    share = total.share(part)
+    if part == pm.LATENCY:
+        per_token = []
+        if where.tp > 1 and where.tp_link:
+            each = where.tp_link.all_reduce(0, where.tp).latency_s
+            per_token.append(f"{2 * model.layers} all-reduces per token at {each * 1e6:,.0f} us each")
+        if where.pp > 1 and where.pp_link:
+            per_token.append(f"{where.pp} hand-ons per token at {where.pp_link.alpha_s * 1e6:,.0f} us each")
+        detail = " and ".join(per_token)
+    elif part == pm.BANDWIDTH:
+        links = [link for link in (where.tp_link, where.pp_link) if link]
+        detail = "activations over " + ", ".join(f"{link.name} at {link.beta_Bps / 1e9:.2f} GB/s" for link in links)
+    elif part == pm.COMPUTE:
+        detail = f"prefill matrix work at {hw.prefill.per_s / 1e9:,.1f} GFLOP/s per device"
+    elif part == pm.MEMORY:
+        detail = f"every decode step reads weights and KV cache at {hw.decode.per_s / 1e9:,.1f} GB/s"
+    else:
+        detail = f"{hw.decode.overhead_s * 1e3:.2f} ms per decode pass whatever its size (dispatch, launches)"
+    shared = ""
+    if hw.cpu_cores and where.ranks_per_host > 1:
+        shared = f"; {where.ranks_per_host} ranks share one host's {hw.cpu_cores} CPUs"
+    if oversubscribed(hw, where):
+        shared += (
+            ", more busy ranks than CPUs: every message may wait for a descheduled partner, which the model leaves out"
+        )
+    return f"{name} ({what}) is {part}-bound, {share:.0%} of its predicted time: {detail}{shared}."
+
+
+def analyse(
+    rows: pd.DataFrame, metrics: pd.DataFrame, settings: SweepSettings, model: pm.ModelShape
+) -> Performance | str:
+    """Every collected strategy against the model fitted to this run; a sentence saying why when there is
+    nothing to fit (no reference collected)."""
+    metrics = metrics.drop_duplicates("strategy", keep="last").set_index("strategy")
+    by_strategy = dict(tuple(rows.groupby("strategy")))
+    reference = metrics.index[metrics["strategy_kind"] == REFERENCE]
+    if len(reference) != 1 or reference[0] not in by_strategy:
+        return "no prediction: the reference strategy is not collected, and the model is fitted to it"
+    ref_row = metrics.loc[reference[0]]
+    cpu = str(ref_row.get("device") or "").startswith("cpu")
+    cores = int(ref_row["host_cpus"]) if cpu and pd.notna(ref_row.get("host_cpus")) else None
+    probe = ref_row.get("memory_bandwidth_Bps")
+    hw = fit_hardware(model, batches(by_strategy[reference[0]], 1), cores, probe if pd.notna(probe) else None)
+    skipped, out = [], []
+    intra = {}  # op -> a fit measured inside one host, for what-ifs' in-node traffic
+    for name in metrics.index:
+        for op, fit in measured_links(metrics.loc[name]).items():
+            if fit.get("intra_node"):
+                intra.setdefault(op, fit)
+    for name, row in metrics.iterrows():
+        if name not in by_strategy:
+            continue
+        shape = Shape(int(row["tp_size"]), int(row["pp_size"]), int(row["num_nodes"]))
+        links = measured_links(row)
+        missing = [op for op, n in (("all_reduce", shape.tp), ("send_recv", shape.pp)) if n > 1 and op not in links]
+        if missing:
+            skipped.append(f"{name}: no prediction, its ranks did not time their {' or '.join(missing)}")
+            continue
+        where = pm.Placement(
+            tp=shape.tp,
+            pp=shape.pp,
+            micro_batches=int(row.get("micro_batches") or 1),
+            ranks_per_host=int(row.get("ranks_per_host") or 1),
+            tp_link=_link(links.get("all_reduce")),
+            pp_link=_link(links.get("send_recv")),
+        )
+        runs = batches(by_strategy[name], where.micro_batches)
+        times = _predict(model, hw, where, runs)
+        total = sum((t.total for t in times), pm.Breakdown())
+        rows_of = by_strategy[name]
+        kind = str(row["strategy_kind"])
+        what = label(kind, shape)
+        ttfts = [t.prefill.total_s for t, b in zip(times, runs, strict=True) for _ in b.prompt_lengths]
+        out.append(
+            StrategyPerformance(
+                strategy=str(name),
+                kind=kind,
+                label=what,
+                tokens=int(rows_of["tokens_generated"].sum()),
+                predicted=total,
+                predicted_ttft_s=statistics.median(ttfts),
+                measured_wall_s=float(row["wall_time_s"]) if pd.notna(row.get("wall_time_s")) else None,
+                measured_ttft_s=float(rows_of["ttft_ms"].median()) / 1000,
+                measured_split=_measured_split(row),
+                sentence=_sentence(str(name), what, total, hw, where, model),
+                oversubscribed=oversubscribed(hw, where),
+                what_if=_what_if(kind, settings, model, hw, runs, links, intra),
+            )
+        )
+    return Performance(_hardware_sentence(ref_row, hw), out, skipped)
+
+
+def _what_if(
+    kind: str,
+    settings: SweepSettings,
+    model: pm.ModelShape,
+    hw: pm.Hardware,
+    runs: list[Batch],
+    links: dict[str, dict],
+    intra: dict[str, dict],
+) -> dict[str, float]:
+    """Predicted tokens/s with every node a separate host like the reference's, nodes joined by each nominal
+    link, at the sweep's node count and at twice as many; traffic inside a node keeps the measured figures."""
+    tokens = sum(len(b.prompt_lengths) * b.new_tokens for b in runs)
+    out = {}
+    for nodes in (settings.nodes, 2 * settings.nodes):
+        shape = STRATEGIES[kind](dataclasses.replace(settings, nodes=nodes)).shape()
+        per_host = shape.tp * shape.pp // shape.nodes
+        micro = shape.pp  # the runtime's default: as many micro-batches in flight as stages
+        recut = [b.recut(micro) for b in runs]
+        for key in WHAT_IF_LINKS:
+            wire = pm.NOMINAL_LINKS[key]
+            in_node = {op: _link(links.get(op) or intra.get(op)) for op in ("all_reduce", "send_recv")}
+            where = pm.Placement(
+                tp=shape.tp,
+                pp=shape.pp,
+                micro_batches=micro,
+                ranks_per_host=per_host,
+                tp_link=wire if shape.tp > per_host else in_node["all_reduce"],
+                pp_link=wire if shape.nodes > 1 else in_node["send_recv"],
+            )
+            total = sum((t.total for t in _predict(model, hw, where, recut)), pm.Breakdown())
+            out[f"{wire.name} x{nodes}"] = tokens / total.total_s if total.total_s else math.nan
+    return out
+
+
+def _hardware_sentence(ref: pd.Series, hw: pm.Hardware) -> str:
+    name = ref.get("device_name") or ref.get("device") or "the reference device"
+    peak = pm.known_memory_bandwidth(str(name)) or ref.get("memory_bandwidth_Bps")
+    parts = [f"Reference device: {name}"]
+    if hw.cpu_cores:
+        parts.append(f"{hw.cpu_cores} CPUs")
+    decode = f"decode reads at {hw.decode.per_s / 1e9:,.1f} GB/s"
+    if peak and pd.notna(peak) and math.isfinite(hw.decode.per_s):
+        decode += f" (eta {hw.decode.per_s / float(peak):.0%} of {float(peak) / 1e9:,.1f} GB/s)"
+    parts += [
+        decode,
+        f"prefill computes at {hw.prefill.per_s / 1e9:,.1f} GFLOP/s",
+        f"overhead {hw.decode.overhead_s * 1e3:.2f} ms per decode pass, "
+        f"{hw.prefill.overhead_s * 1e3:.1f} ms per prefill",
+    ]
+    return "; ".join(parts) + "."

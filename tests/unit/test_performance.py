@@ -1,0 +1,140 @@
+"""A run's analysis against the performance model: the device fitted from the reference's batches, each
+strategy predicted from its placement and its own link timings, and the reasons when nothing can be predicted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cockpit.experiments import perf_model as pm
+from cockpit.experiments.performance import Batch, analyse, batches, fit_hardware, for_run
+from cockpit.experiments.strategies import SweepSettings
+
+MODEL = pm.ModelShape(4, 128, 352, 8, 4, 16, 487, bytes_per_element=4)
+TRUE = pm.Hardware(decode=pm.Rate(1e-3, 5e9), prefill=pm.Rate(2e-3, 20e9), cpu_cores=None)
+LINK = {"op": "all_reduce", "impl": "nccl_all_reduce", "ranks": 2, "intra_node": False, "alpha_s": 50e-6}
+PROMPTS = {0: [300, 280, 260, 240], 1: [900, 880, 860, 840]}  # two batches of four, different widths
+NEW_TOKENS = 16
+
+
+def _settings(tmp_path: Path) -> SweepSettings:
+    return SweepSettings("tiny", str(tmp_path / "model"), "tiny", "run_1", tmp_path / "run_1", tmp_path / "p.parquet")
+
+
+def _rows(strategy: str, kind: str, where: pm.Placement) -> pd.DataFrame:
+    """Rows whose timings are exactly what the model says for TRUE hardware."""
+    rows = []
+    for batch, lengths in PROMPTS.items():
+        times = pm.batch_time(MODEL, TRUE, where, [lengths], NEW_TOKENS)
+        for prompt_id, n in enumerate(lengths):
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "strategy_kind": kind,
+                    "batch_index": batch,
+                    "variant": "2k",
+                    "prompt_id": batch * 10 + prompt_id,
+                    "prompt_tokens": n,
+                    "tokens_generated": NEW_TOKENS,
+                    "ttft_ms": times.prefill.total_s * 1e3,
+                    "latency_ms": times.total.total_s * 1e3,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _metrics(strategy: str, kind: str, tp: int, rows: pd.DataFrame, links: list[dict]) -> dict:
+    wall = rows.groupby("batch_index")["latency_ms"].max().sum() / 1e3
+    return {
+        "strategy": strategy,
+        "strategy_kind": kind,
+        "tp_size": tp,
+        "pp_size": 1,
+        "num_nodes": tp,
+        "wall_time_s": wall,
+        "device": "cuda:0",
+        "device_name": "NVIDIA H100 80GB HBM3",
+        "host_cpus": 16,
+        "memory_bandwidth_Bps": None,
+        "micro_batches": 1,
+        "ranks_per_host": 1,
+        "links": json.dumps(links),
+        "compute_s": wall * 0.8,
+        "comm_s": wall * 0.2,
+        "idle_s": 0.0,
+    }
+
+
+def _run() -> tuple[pd.DataFrame, pd.DataFrame]:
+    tp_link = pm.Link("nccl_all_reduce", 50e-6, 10e9)
+    ref = _rows("tiny_pp1_tp1_n1", "reference", pm.Placement(1, 1))
+    tp = _rows("tiny_pp1_tp2_n2", "tp_nodes", pm.Placement(2, 1, tp_link=tp_link))
+    metrics = pd.DataFrame(
+        [
+            _metrics("tiny_pp1_tp1_n1", "reference", 1, ref, []),
+            _metrics("tiny_pp1_tp2_n2", "tp_nodes", 2, tp, [{**LINK, "beta_Bps": 10e9}]),
+        ]
+    )
+    return pd.concat([ref, tp], ignore_index=True), metrics
+
+
+def test_fit_recovers_the_reference_device() -> None:
+    ref = batches(_rows("r", "reference", pm.Placement(1, 1)), 1)
+    assert [b.micro_batches for b in ref] == [[PROMPTS[0]], [PROMPTS[1]]]
+    hw = fit_hardware(MODEL, ref, None)
+    assert hw.prefill.overhead_s == pytest.approx(2e-3) and hw.prefill.per_s == pytest.approx(20e9)
+    assert hw.decode.overhead_s == pytest.approx(1e-3) and hw.decode.per_s == pytest.approx(5e9)
+
+
+def test_batches_cut_micro_batches_as_the_runtime_does() -> None:
+    (first, _) = batches(_rows("r", "reference", pm.Placement(1, 1)), 3)
+    assert first.micro_batches == [[300, 280], [260], [240]]
+    assert first.recut(2) == Batch([[300, 280], [260, 240]], first.new_tokens, first.ttft_s, first.latency_s)
+
+
+def test_a_strategy_that_runs_as_modelled_has_ratio_one(tmp_path: Path) -> None:
+    rows, metrics = _run()
+    perf = analyse(rows, metrics, _settings(tmp_path), MODEL)
+    assert not isinstance(perf, str) and perf.skipped == []
+    by_kind = {s.kind: s for s in perf.strategies}
+    assert by_kind["reference"].ratio == pytest.approx(1.0)
+    assert by_kind["tp_nodes"].ratio == pytest.approx(1.0)
+    assert by_kind["tp_nodes"].predicted.comm_share > 0 and by_kind["reference"].predicted.comm_share == 0
+    assert by_kind["tp_nodes"].measured_split == pytest.approx({"compute_s": 0.8, "comm_s": 0.2, "idle_s": 0.0})
+    assert "(eta 0% of 3,350.0 GB/s)" in perf.hardware  # 5 GB/s fitted against the table's H100 peak
+    table = perf.table()
+    assert list(table["strategy"]) == ["tiny_pp1_tp1_n1", "tiny_pp1_tp2_n2"]
+    what_if = perf.what_if_table().set_index("strategy")
+    assert what_if.loc["tiny_pp1_tp2_n2", "1 GbE x2"] < what_if.loc["tiny_pp1_tp2_n2", "USB4 (40 Gb/s) x2"]
+    markdown = perf.markdown()
+    assert markdown.startswith("## Where the time goes") and "| tiny_pp1_tp2_n2 | " in markdown
+    assert "- tiny_pp1_tp2_n2 (TP-2 across 2 nodes) is " in markdown
+
+
+def test_no_reference_no_prediction(tmp_path: Path) -> None:
+    rows, metrics = _run()
+    keep = metrics["strategy_kind"] != "reference"
+    reason = analyse(rows[rows["strategy_kind"] != "reference"], metrics[keep], _settings(tmp_path), MODEL)
+    assert reason == "no prediction: the reference strategy is not collected, and the model is fitted to it"
+
+
+def test_a_strategy_without_link_timings_is_skipped_by_name(tmp_path: Path) -> None:
+    rows, metrics = _run()
+    metrics.loc[metrics["strategy_kind"] == "tp_nodes", "links"] = "[]"
+    perf = analyse(rows, metrics, _settings(tmp_path), MODEL)
+    assert not isinstance(perf, str)
+    assert [s.kind for s in perf.strategies] == ["reference"]
+    assert perf.skipped == ["tiny_pp1_tp2_n2: no prediction, its ranks did not time their all_reduce"]
+
+
+def test_a_missing_model_config_is_named(tmp_path: Path) -> None:
+    rows, metrics = _run()
+    reason = for_run(rows, metrics, _settings(tmp_path))
+    assert reason == f"no prediction: {tmp_path / 'model' / 'config.json'}: No such file or directory"
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"hidden_size": 128}')
+    assert str(for_run(rows, metrics, _settings(tmp_path))).startswith("no prediction: ")
+    assert "not a transformers model config" in str(for_run(rows, metrics, _settings(tmp_path)))
