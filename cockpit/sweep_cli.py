@@ -55,12 +55,19 @@ def _printer(args: argparse.Namespace) -> Any:
     return show
 
 
-def _outcome(args: argparse.Namespace, sweep: sweeps.Sweep) -> int:
+def _memory_bandwidths(settings: Settings) -> dict[str, float]:
+    """The inventory's `memory_bandwidth_gbps` by node, for the performance analysis (none without one)."""
+    from cockpit.nodes.inventory import Inventory
+
+    return Inventory.load(settings.inventory).memory_bandwidths() if settings.inventory else {}
+
+
+def _outcome(args: argparse.Namespace, settings: Settings, sweep: sweeps.Sweep) -> int:
     """Report after a run or resume, then the status; the exit code says whether everything came back whole."""
     manifest: Manifest = sweep.manifest
     report_files: dict[str, str] = {}
     if any(entry.collected for entry in manifest.strategies.values()):
-        built = sweeps.report(sweep)
+        built = sweeps.report(sweep, _memory_bandwidths(settings))
         report_files = {name: str(path) for name, path in built.files.items()}
         if not args.json:
             print()
@@ -82,14 +89,14 @@ def cmd_sweep_run(args: argparse.Namespace, settings: Settings) -> int:
         strategies = ", ".join(s.strategy_id for s in sweep.strategies())
         print(f"{sweep.settings.run_id}: {strategies} on the {sweep.manifest.backend} backend", flush=True)
     sweeps.execute(sweep, settings, _printer(args))
-    return _outcome(args, sweep)
+    return _outcome(args, settings, sweep)
 
 
 def cmd_sweep_resume(args: argparse.Namespace, settings: Settings) -> int:
     """Run what an earlier sweep left undone (done strategies are skipped, running jobs re-attached)."""
     sweep = sweeps.load(_run_dir(args, settings))
     sweeps.execute(sweep, settings, _printer(args))
-    return _outcome(args, sweep)
+    return _outcome(args, settings, sweep)
 
 
 def cmd_sweep_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -127,7 +134,7 @@ def _plain(value: Any) -> Any:
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     """Correctness, the strategy table and plots for a run (written under results/, shown here)."""
-    built = sweeps.report(sweeps.load(_run_dir(args, settings)))
+    built = sweeps.report(sweeps.load(_run_dir(args, settings)), _memory_bandwidths(settings))
     if args.json:
         table = [{k: _plain(v) for k, v in row.items()} for row in built.table.to_dict(orient="records")]
         files = {name: str(path) for name, path in built.files.items()}

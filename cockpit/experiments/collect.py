@@ -148,6 +148,7 @@ def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobReco
         "host_cpus": first("host_cpus"),
         "memory_bandwidth_Bps": first("memory_bandwidth_Bps"),
         "hosts": len(hosts) or None,
+        "hostnames": json.dumps(sorted(hosts)),
         "ranks_per_host": max(hosts.values(), default=None),
         "links": json.dumps(first("links") or []),  # the ranks' own link timings (runtime.contract.LinkFit)
         # a rank's mean seconds in its own work, waiting on communication, and idle (pipeline bubble)

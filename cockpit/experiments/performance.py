@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,7 +238,12 @@ def _pipe_table(header: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
-def for_run(rows: pd.DataFrame, metrics: pd.DataFrame | None, settings: SweepSettings) -> Performance | str:
+def for_run(
+    rows: pd.DataFrame,
+    metrics: pd.DataFrame | None,
+    settings: SweepSettings,
+    peaks: Mapping[str, float] | None = None,
+) -> Performance | str:
     """`analyse` for a sweep's tables, or why there is no analysis (never raises on a bad model folder)."""
     if metrics is None or metrics.empty:
         return "no prediction: no strategy's metrics are collected"
@@ -245,7 +251,7 @@ def for_run(rows: pd.DataFrame, metrics: pd.DataFrame | None, settings: SweepSet
         model = model_shape(settings.model_path, settings.precision)
     except InputError as err:
         return f"no prediction: {err}"
-    return analyse(rows, metrics, settings, model)
+    return analyse(rows, metrics, settings, model, peaks)
 
 
 def _measured_split(row: pd.Series) -> dict[str, float] | None:
@@ -298,10 +304,14 @@ def _sentence(
 
 
 def analyse(
-    rows: pd.DataFrame, metrics: pd.DataFrame, settings: SweepSettings, model: pm.ModelShape
+    rows: pd.DataFrame,
+    metrics: pd.DataFrame,
+    settings: SweepSettings,
+    model: pm.ModelShape,
+    peaks: Mapping[str, float] | None = None,
 ) -> Performance | str:
     """Every collected strategy against the model fitted to this run; a sentence saying why when there is
-    nothing to fit (no reference collected)."""
+    nothing to fit (no reference collected). `peaks`: host name -> the inventory's peak memory bandwidth."""
     metrics = metrics.drop_duplicates("strategy", keep="last").set_index("strategy")
     by_strategy = dict(tuple(rows.groupby("strategy")))
     reference = metrics.index[metrics["strategy_kind"] == REFERENCE]
@@ -358,7 +368,7 @@ def analyse(
                 what_if=_what_if(kind, settings, model, hw, runs, links, intra),
             )
         )
-    return Performance(_hardware_sentence(ref_row, hw), out, skipped)
+    return Performance(_hardware_sentence(ref_row, hw, peaks or {}), out, skipped)
 
 
 def _what_if(
@@ -395,9 +405,19 @@ def _what_if(
     return out
 
 
-def _hardware_sentence(ref: pd.Series, hw: pm.Hardware) -> str:
+def peak_memory_bandwidth(ref: pd.Series, peaks: Mapping[str, float]) -> float | None:
+    """The reference device's peak: the inventory's for its host, else the table's for its name, else the
+    bandwidth its rank measured."""
+    hosts = json.loads(ref.get("hostnames") or "[]")
+    chosen = next((peaks[h] for h in hosts if h in peaks), None)
+    chosen = chosen or pm.known_memory_bandwidth(str(ref.get("device_name") or ""))
+    probe = ref.get("memory_bandwidth_Bps")
+    return chosen or (float(probe) if probe is not None and pd.notna(probe) else None)
+
+
+def _hardware_sentence(ref: pd.Series, hw: pm.Hardware, peaks: Mapping[str, float]) -> str:
     name = ref.get("device_name") or ref.get("device") or "the reference device"
-    peak = pm.known_memory_bandwidth(str(name)) or ref.get("memory_bandwidth_Bps")
+    peak = peak_memory_bandwidth(ref, peaks)
     parts = [f"Reference device: {name}"]
     if hw.cpu_cores:
         parts.append(f"{hw.cpu_cores} CPUs")

@@ -5,6 +5,7 @@ written; no Textual here."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,9 +135,9 @@ def run_results(run_dir: Path, scored: sweeps.Scored, report_files: dict[str, Pa
     )
 
 
-def load_results(run_dir: Path) -> RunResults:
+def load_results(run_dir: Path, peaks: Mapping[str, float] | None = None) -> RunResults:
     """One run's results, read from its folder; writes nothing. InputError naming the folder when nothing is
-    collected yet or its manifest cannot be read."""
+    collected yet or its manifest cannot be read. `peaks`: the inventory's memory bandwidths by host."""
     sweep = sweeps.load(run_dir)
     files = report_paths(sweep.results_dir, sweep.stamp)
-    return run_results(sweep.run_dir, sweeps.score(sweep), {k: p for k, p in files.items() if p.exists()})
+    return run_results(sweep.run_dir, sweeps.score(sweep, peaks), {k: p for k, p in files.items() if p.exists()})

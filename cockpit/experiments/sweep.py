@@ -16,7 +16,7 @@ import dataclasses
 import os
 import re
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -280,9 +280,10 @@ def score_rows(
     return Scored(rows, scores, evaluator.reference_strategy(rows), summary)
 
 
-def score(sweep: Sweep) -> Scored:
+def score(sweep: Sweep, peaks: Mapping[str, float] | None = None) -> Scored:
     """A run's collected rows, metrics and baseline from disk, scored; writes nothing. InputError before the first
-    strategy is collected."""
+    strategy is collected. `peaks`: host name -> peak memory bandwidth from the inventory, for the performance
+    analysis."""
     rows = ResultCollector.load_rows(sweep.results_dir, sweep.stamp)
     if rows is None:
         raise InputError(f"{sweep.run_dir}: no strategy has been collected yet (no results/run_{sweep.stamp}.parquet)")
@@ -290,7 +291,7 @@ def score(sweep: Sweep) -> Scored:
     baseline_path = sweep.results_dir / BASELINE_NAME
     builder = PromptDataFrameBuilder()
     baseline = builder.load(baseline_path if baseline_path.exists() else sweep.settings.prompt_df_path)
-    performance = for_run(rows, metrics, sweep.settings)
+    performance = for_run(rows, metrics, sweep.settings, peaks)
     return score_rows(rows, metrics, baseline, sweep.settings.run_id, performance)
 
 
@@ -301,9 +302,9 @@ class Report:
     files: dict[str, Path]
 
 
-def report(sweep: Sweep) -> Report:
+def report(sweep: Sweep, peaks: Mapping[str, float] | None = None) -> Report:
     """Correctness per prompt and strategy, the strategy table and its plots, written under results/."""
-    scored = score(sweep)
+    scored = score(sweep, peaks)
     ResultCollector.write_table(scored.scores, sweep.results_dir / f"correctness_run_{sweep.stamp}.parquet")
     files = scored.summary.write_all(sweep.results_dir, sweep.stamp)
     return Report(scored.summary, scored.summary.table(), files)

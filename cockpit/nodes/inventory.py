@@ -34,6 +34,7 @@ class Node:
     key_file: Path | None = None
     mac: str | None = None
     gpu_kind: str | None = None
+    memory_bandwidth_Bps: float | None = None  # the GPU's peak, overriding the performance model's table
     groups: tuple[str, ...] = ()
     local: bool = False
     power_off_command: str = "shutdown -h now"
@@ -61,6 +62,18 @@ def _mac(value: object, host: str, source: str) -> str | None:
     return value.lower().replace("-", ":")
 
 
+def _gbps(value: object, host: str, source: str) -> float | None:
+    if value in (None, ""):
+        return None
+    try:
+        gbps = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        gbps = 0.0
+    if not gbps > 0:
+        raise InputError(f"{source}: host {host}: memory_bandwidth_gbps {value!r} is not a positive number of GB/s")
+    return gbps * 1e9
+
+
 def node_from_vars(name: str, hostvars: Mapping[str, Any], groups: Iterable[str], source: str) -> Node:
     """A Node from one host's Ansible variables (ansible_host, ansible_port, ansible_user, ...)."""
     local = hostvars.get("ansible_connection") == "local"
@@ -78,6 +91,7 @@ def node_from_vars(name: str, hostvars: Mapping[str, Any], groups: Iterable[str]
         key_file=Path(str(key)).expanduser() if key else None,
         mac=_mac(hostvars.get("mac_address"), name, source),
         gpu_kind=hostvars.get("gpu_kind"),
+        memory_bandwidth_Bps=_gbps(hostvars.get("memory_bandwidth_gbps"), name, source),
         groups=tuple(sorted(g for g in groups if g != "all")),
         local=local,
         power_off_command=str(hostvars.get("power_off_command") or defaults.power_off_command),
@@ -139,6 +153,10 @@ class Inventory:
             if node.name == name:
                 return node
         raise InputError(f"{self.where}: no node named {name!r} (known: {', '.join(self.names)})")
+
+    def memory_bandwidths(self) -> dict[str, float]:
+        """Node name -> peak memory bandwidth (bytes/s), where the inventory sets `memory_bandwidth_gbps`."""
+        return {node.name: node.memory_bandwidth_Bps for node in self.nodes if node.memory_bandwidth_Bps}
 
     @property
     def names(self) -> list[str]:

@@ -157,7 +157,7 @@ class LiveSource:
     async def results(self, run_dir: Path) -> RunResults:
         from cockpit.experiments.results import load_results
 
-        return await asyncio.to_thread(load_results, run_dir)
+        return await asyncio.to_thread(load_results, run_dir, self.inventory.memory_bandwidths())
 
     async def wake(self, names: Sequence[str]) -> ActionResult:
         results = wake(self._nodes(names), self.settings.wake_on_lan)

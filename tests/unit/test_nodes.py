@@ -60,7 +60,7 @@ def yaml_inventory(tmp_path: Path) -> Path:
         "        nuc: {ansible_connection: local}\n"
         "    compute:\n"
         "      hosts:\n"
-        "        node0: {ansible_host: 192.168.1.10, mac_address: 'AA-BB-CC-00-00-01'}\n"
+        "        node0: {ansible_host: 192.168.1.10, mac_address: 'AA-BB-CC-00-00-01', memory_bandwidth_gbps: 560}\n"
         "        node[1:2]:\n"
         "      vars: {ansible_port: 2222}\n"
     )
@@ -77,6 +77,7 @@ def test_yaml_inventory_with_group_vars(yaml_inventory: Path) -> None:
     assert inventory["node1"].address == "node1" and inventory["node1"].mac is None
     assert inventory["nuc"].local and inventory["nuc"].groups == ("control",)
     assert [n.name for n in inventory.compute] == ["node0", "node1", "node2"]
+    assert inventory.memory_bandwidths() == {"node0": 560e9}  # the performance model's peak, by node
 
 
 def test_selection_by_patterns_and_ranges(yaml_inventory: Path) -> None:
@@ -106,6 +107,7 @@ def test_embedded_default_is_this_machine() -> None:
         ("broken.yml", "all:\n  hosts: [node0, node1\n", "yaml inventory: YAML parsing failed"),
         ("badmac.ini", "[compute]\nnode0 mac_address=02:77:zz:00:00:0a\n", "host node0: mac_address '02:77:zz"),
         ("badport.ini", "[compute]\nnode0 ansible_port=ssh\n", "host node0: ansible_port 'ssh' is not a port"),
+        ("badbw.ini", "[compute]\nnode0 memory_bandwidth_gbps=fast\n", "host node0: memory_bandwidth_gbps 'fast' is"),
     ],
 )
 def test_bad_inventory_names_the_file(tmp_path: Path, name: str, text: str, problem: str) -> None:

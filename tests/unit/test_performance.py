@@ -105,6 +105,9 @@ def test_a_strategy_that_runs_as_modelled_has_ratio_one(tmp_path: Path) -> None:
     assert by_kind["tp_nodes"].predicted.comm_share > 0 and by_kind["reference"].predicted.comm_share == 0
     assert by_kind["tp_nodes"].measured_split == pytest.approx({"compute_s": 0.8, "comm_s": 0.2, "idle_s": 0.0})
     assert "(eta 0% of 3,350.0 GB/s)" in perf.hardware  # 5 GB/s fitted against the table's H100 peak
+    metrics["hostnames"] = '["gpu0"]'
+    overridden = analyse(rows, metrics, _settings(tmp_path), MODEL, peaks={"gpu0": 10e9})
+    assert not isinstance(overridden, str) and "(eta 50% of 10.0 GB/s)" in overridden.hardware  # the inventory's
     table = perf.table()
     assert list(table["strategy"]) == ["tiny_pp1_tp1_n1", "tiny_pp1_tp2_n2"]
     what_if = perf.what_if_table().set_index("strategy")
