@@ -108,7 +108,7 @@ def time_ops(device: torch.device, impls: list[Impl], sizes: list[int] = SIZES, 
             inner = 50 if size <= 2**16 else 10
             dist.barrier()
             per_call = best_seconds(functools.partial(call, buffer), device, repeats, inner)
-            mine = torch.tensor([max(per_call - pause_s, 0.0) / messages])
+            mine = torch.tensor([max(per_call - pause_s, 0.0) / messages], device=device)  # NCCL wants it there
             dist.all_reduce(mine, op=dist.ReduceOp.MAX)
             seconds.append(mine.item())
         alpha, beta = alpha_beta(op, ranks, *fit(sizes, seconds))
