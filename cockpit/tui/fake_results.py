@@ -1,15 +1,21 @@
 """Fake runs for the results screen's snapshots: fixed tables of three strategies (the reference, TP over two
 nodes, PP over two nodes), two prompt variants of two prompts each, scored by the same code as a real run. TP
-diverges from the reference on one prompt. Nothing here reads or writes a file."""
+diverges from the reference on one prompt. The completed run has a fixed performance analysis (PP measured at
+under half its predicted tokens/s); the running one has none, its model folder not being on this machine.
+Nothing here reads or writes a file."""
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from cockpit.experiments import perf_model as pm
+from cockpit.experiments.performance import SPLIT_PARTS, WHAT_IF_LINKS, Performance, StrategyPerformance, label
 from cockpit.experiments.results import RunInfo, RunResults, run_results
+from cockpit.experiments.strategies import Shape
 from cockpit.experiments.sweep import score_rows
 from runtime.schema import InputError
 
@@ -28,6 +34,37 @@ TEXT = (
 TOKENS = list(range(100, 132))
 DIVERGING = ("tiny_pp1_tp2_n2", "4k", 1)  # this strategy's completion of this prompt parts from the reference
 DIVERGED_TEXT = TEXT[: TEXT.index("keeps")] + "runs jobs in the order they came, unless a backfill slot opens first."
+MODEL_DIR = Path("/srv/cockpit/models/tiny")
+HARDWARE = (
+    "Reference device: AMD Ryzen AI Max+ 395; 16 CPUs; decode reads at 41.3 GB/s (eta 16% of 256.0 GB/s); "
+    "prefill computes at 182.4 GFLOP/s; overhead 4.30 ms per decode pass, 12.5 ms per prefill."
+)
+WHAT_IF_COLUMNS = [f"{pm.NOMINAL_LINKS[link].name} x{nodes}" for nodes in (2, 4) for link in WHAT_IF_LINKS]
+# strategy -> the whole run's predicted seconds by part, predicted TTFT s, measured compute/comm/idle shares of a
+# rank's wall time, the bottleneck's detail, predicted tokens/s on each of WHAT_IF_COLUMNS
+PREDICTED: dict[str, tuple[dict[str, float], float, tuple[float, float, float], str, tuple[float, ...]]] = {
+    "tiny_pp1_tp1_n1": (
+        {pm.OVERHEAD: 0.55, pm.COMPUTE: 0.85, pm.MEMORY: 2.5},
+        0.385,
+        (0.93, 0.0, 0.07),
+        "every decode step reads weights and KV cache at 41.3 GB/s",
+        (32.8,) * 8,
+    ),
+    "tiny_pp1_tp2_n2": (
+        {pm.OVERHEAD: 0.55, pm.COMPUTE: 0.43, pm.MEMORY: 1.25, pm.LATENCY: 1.3, pm.BANDWIDTH: 0.07},
+        0.29,
+        (0.52, 0.31, 0.17),
+        "48 all-reduces per token at 212 us each",
+        (18.4, 27.9, 36.2, 38.1, 10.7, 17.5, 25.3, 27.6),
+    ),
+    "tiny_pp2_tp1_n2": (
+        {pm.OVERHEAD: 0.28, pm.COMPUTE: 0.22, pm.MEMORY: 1.1, pm.LATENCY: 0.04, pm.BANDWIDTH: 0.06},
+        0.31,
+        (0.38, 0.06, 0.56),
+        "every decode step reads weights and KV cache at 41.3 GB/s",
+        (70.1, 73.4, 75.0, 75.2, 96.3, 112.8, 121.5, 122.9),
+    ),
+}
 
 
 def fake_runs() -> list[RunInfo]:
@@ -82,6 +119,34 @@ def _metrics(strategy: str) -> dict[str, Any]:
     }
 
 
+def _strategy_performance(strategy: str) -> StrategyPerformance:
+    kind, tp, pp, nodes, _, wall, _ = STRATEGIES[strategy]
+    seconds, ttft_s, split, detail, what_if = PREDICTED[strategy]
+    predicted = pm.Breakdown(seconds)
+    what = label(kind, Shape(tp, pp, nodes))
+    part = predicted.bottleneck
+    return StrategyPerformance(
+        strategy=strategy,
+        kind=kind,
+        label=what,
+        tokens=len(TOKENS) * len(PROMPTS),
+        predicted=predicted,
+        predicted_ttft_s=ttft_s,
+        measured_wall_s=wall,
+        measured_ttft_s=statistics.median(_row(strategy, v, p)["ttft_ms"] for v, p in PROMPTS) / 1000,
+        measured_split=dict(zip(SPLIT_PARTS, split, strict=True)),
+        sentence=f"{strategy} ({what}) is {part}-bound, {predicted.share(part):.0%} of its predicted time: {detail}.",
+        what_if=dict(zip(WHAT_IF_COLUMNS, what_if, strict=True)),
+    )
+
+
+def fake_performance(strategies: list[str]) -> Performance | str:
+    """The completed run's analysis; for the others why there is none, as if their model folder were elsewhere."""
+    if len(strategies) < len(STRATEGIES):
+        return f"no prediction: {MODEL_DIR}/config.json: No such file or directory"
+    return Performance(HARDWARE, [_strategy_performance(s) for s in strategies], [])
+
+
 def fake_results(run_dir: Path) -> RunResults:
     """The results of one of `fake_runs()`, as `load_results` gives them; InputError as it raises it for a run
     with nothing collected or a torn manifest."""
@@ -95,4 +160,5 @@ def fake_results(run_dir: Path) -> RunResults:
     metrics = pd.DataFrame([_metrics(s) for s in strategies])
     baseline = pd.DataFrame({"variant": [v for v, _ in PROMPTS], "prompt_id": [p for _, p in PROMPTS]})
     baseline["local_completion"] = TEXT
-    return run_results(run_dir, score_rows(rows, metrics, baseline, run.run_id), {})
+    scored = score_rows(rows, metrics, baseline, run.run_id, performance=fake_performance(strategies))
+    return run_results(run_dir, scored, {})

@@ -1,5 +1,6 @@
 """The results screen on the fake source's runs: each tab and the completion diff as snapshots, and under a
-Pilot the diff opened and closed, a run with nothing collected, the run chosen up front, and the cache."""
+Pilot the diff opened and closed, a run with nothing collected, the run chosen up front, the cache, and the
+performance tab's rows with and without an analysis."""
 
 from __future__ import annotations
 
@@ -9,12 +10,22 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Static, TabbedContent
 
 from cockpit.experiments.results import CompletionPair
-from cockpit.tui.fake_results import fake_runs
+from cockpit.tui.fake_results import fake_performance, fake_runs
 from cockpit.tui.fake_source import FakeClusterSource
-from cockpit.tui.screens.results import CompletionDiffScreen, ResultsScreen, divergence_line, marked
+from cockpit.tui.screens.results import (
+    NO_PERFORMANCE,
+    WARNING,
+    CompletionDiffScreen,
+    ResultsScreen,
+    bottleneck_lines,
+    divergence_line,
+    marked,
+    performance_cells,
+)
 from tests.snapshot.test_app_shell import SIZE, fake_app, settle
 
 DIVERGING_ROW = 3  # tiny_pp1_tp2_n2 on the 4k prompt 1, the one completion that parts from the reference
+RATIO, BOTTLENECK = 3, 8  # the performance table's measured/predicted and bottleneck columns
 
 
 async def loaded(pilot: Pilot) -> None:
@@ -64,6 +75,22 @@ def test_completions_snapshot(snap_compare) -> None:
         await show_tab(pilot, "completions-tab")
 
     assert snap_compare(fake_app(), terminal_size=SIZE, run_before=completions)
+
+
+def test_performance_snapshot(snap_compare) -> None:
+    async def performance(pilot: Pilot) -> None:
+        await open_results(pilot)
+        await show_tab(pilot, "performance-tab")
+
+    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=performance)
+
+
+def test_no_performance_snapshot(snap_compare) -> None:
+    async def no_analysis(pilot: Pilot) -> None:
+        await open_results(pilot, ResultsScreen(fake_runs()[1].run_dir))  # running: no analysis, and why
+        await show_tab(pilot, "performance-tab")
+
+    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=no_analysis)
 
 
 def test_diff_snapshot(snap_compare) -> None:
@@ -134,6 +161,47 @@ async def test_the_run_asked_for_is_shown_and_results_are_cached() -> None:
         await pilot.press("r")
         await loaded(pilot)
         assert runs.cursor_row == 1 and asked[-1] == running.run_id and len(asked) == 3
+
+
+async def test_performance_tab_marks_the_strategy_the_model_misses() -> None:
+    app = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_results(pilot)
+        await show_tab(pilot, "performance-tab")
+        table, what_if = screen.query_one("#performance", DataTable), screen.query_one("#what-if", DataTable)
+        assert table.row_count == 3 and what_if.row_count == 3 and len(what_if.columns) == 9
+        ratios = [table.get_row_at(row)[RATIO] for row in range(table.row_count)]
+        assert [r.plain for r in ratios] == ["0.93x", "1.24x", "0.47x"]
+        assert [str(r.style) for r in ratios] == ["", "", WARNING]  # PP: under half the predicted tokens/s
+        assert table.get_row_at(2)[BOTTLENECK].plain == "memory bandwidth"
+        assert not screen.query_one("#performance-reason", Static).display
+        screen.query_one("#runs", DataTable).move_cursor(row=1)  # running: no analysis
+        await loaded(pilot)
+        reason = screen.query_one("#performance-reason", Static)
+        assert reason.display and not screen.query_one("#performance-body").display
+        assert str(reason.render()).startswith("no prediction: /srv/cockpit/models/tiny/config.json")
+        screen._performance(None)
+        assert str(reason.render()) == NO_PERFORMANCE
+
+
+def test_performance_cells_mark_oversubscription_and_skipped_strategies() -> None:
+    performance = fake_performance(["tiny_pp1_tp1_n1", "tiny_pp1_tp2_n2", "tiny_pp2_tp1_n2"])
+    assert not isinstance(performance, str)
+    row = performance.table().to_dict(orient="records")[1] | {"oversubscribed": True, "ratio": float("nan")}
+    cells = performance_cells(row)
+    assert [c.plain for c in cells[1:]] == [
+        "35.6",
+        "44.1",
+        "—",
+        "290.0",
+        "270.0",
+        "38",
+        "52/31/17",
+        "link latency ⚠ oversubscribed",
+    ]
+    assert [str(s.style) for s in cells[BOTTLENECK].spans] == [WARNING]
+    skipped = replace(performance, skipped=["tiny_pp4_tp1_n4: no prediction, its ranks did not time their send_recv"])
+    assert bottleneck_lines(skipped).row_count == 4
 
 
 def test_diff_text() -> None:

@@ -1,13 +1,16 @@
-"""The results screen: the runs on disk, and for the highlighted one its strategy table, two plots and every
-completion beside the reference's; enter on a completion shows where the two part."""
+"""The results screen: the runs on disk, and for the highlighted one its strategy table, two plots, every
+completion beside the reference's, and each strategy measured against the performance model; enter on a
+completion shows where the two part."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from rich.markdown import Markdown
+from rich.table import Table
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -17,6 +20,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
+from cockpit.experiments.performance import SPLIT_PARTS, Performance
 from cockpit.experiments.report import EXACT_MATCH_LIM, NAN, format_cell
 from cockpit.experiments.results import CompletionPair, RunInfo, RunResults
 from cockpit.jobs.manifest import MANIFEST_NAME
@@ -46,6 +50,21 @@ SUMMARY_COLUMNS = {
 TEXT_COLUMNS = ("strategy", "kind")
 COMPLETION_COLUMNS = ("strategy", "variant", "prompt", "match", "first divergence")
 DIVERGED = "reverse red"
+PERFORMANCE_COLUMNS = (
+    "strategy",
+    "pred tok/s",
+    "meas tok/s",
+    "meas/pred",
+    "pred TTFT ms",
+    "meas TTFT ms",
+    "pred comm %",
+    "compute/comm/idle %",
+    "bottleneck",
+)
+RATIO_RANGE = (0.5, 2.0)  # measured over predicted tokens/s outside this: the model misses something
+WARNING = "bold yellow"
+NO_PERFORMANCE = "no performance analysis for this run"
+WHAT_IF_TITLE = "What if · predicted tok/s on other links and twice the nodes"
 
 
 def _table(table_id: str, columns: tuple[str, ...], fixed_columns: int = 0) -> DataTable:
@@ -68,6 +87,45 @@ def summary_cells(row: dict[str, object]) -> tuple[Text, ...]:
         Text(format_cell(column, row[column]), justify="left" if column in TEXT_COLUMNS else "right")
         for column in SUMMARY_COLUMNS
     )
+
+
+def _number(value: float, spec: str = ",.1f", suffix: str = "", style: str = "") -> Text:
+    """A number right-aligned, '—' when unknown."""
+    return Text(NAN if math.isnan(value) else f"{value:{spec}}{suffix}", style=style, justify="right")
+
+
+def performance_cells(row: dict[str, Any]) -> tuple[Text, ...]:
+    """One strategy of `Performance.table()`: tokens/s and TTFT predicted and measured, their ratio (warning
+    style outside RATIO_RANGE), shares of time in percent, the bottleneck (marked when oversubscribed)."""
+    ratio = row["ratio"]
+    off = not math.isnan(ratio) and not RATIO_RANGE[0] <= ratio <= RATIO_RANGE[1]
+    split = [row[f"measured_{part.removesuffix('_s')}_share"] for part in SPLIT_PARTS]
+    bottleneck = Text(row["bottleneck"])
+    if row["oversubscribed"]:
+        bottleneck.append(" ⚠ oversubscribed", style=WARNING)
+    return (
+        Text(row["strategy"]),
+        _number(row["predicted_tokens_per_s"]),
+        _number(row["measured_tokens_per_s"]),
+        _number(ratio, ".2f", "x", WARNING if off else ""),
+        _number(row["predicted_ttft_ms"]),
+        _number(row["measured_ttft_ms"]),
+        _number(row["predicted_comm_share"] * 100, ".0f"),
+        Text(NAN if any(math.isnan(v) for v in split) else "/".join(f"{v * 100:.0f}" for v in split), justify="right"),
+        bottleneck,
+    )
+
+
+def bottleneck_lines(performance: Performance) -> Table:
+    """Each strategy's bottleneck sentence, then why any strategy has no prediction, as a bulleted list."""
+    lines = Table.grid(padding=(0, 1))
+    lines.add_column(width=1)
+    lines.add_column(ratio=1)
+    for strategy in performance.strategies:
+        lines.add_row("•", strategy.sentence)
+    for why in performance.skipped:
+        lines.add_row("•", Text(why, style="dim"))
+    return lines
 
 
 def completion_cells(pair: CompletionPair) -> tuple[str | Text, ...]:
@@ -166,6 +224,14 @@ class ResultsScreen(Screen[None]):
                         yield PlotextPlot(id="throughput-plot")
                     with TabPane("Completions", id="completions-tab"):
                         yield _table("completions", COMPLETION_COLUMNS)
+                    with TabPane("Performance", id="performance-tab"):
+                        yield Static(id="performance-reason")
+                        with VerticalScroll(id="performance-body"):
+                            yield Static(id="hardware")
+                            yield _table("performance", PERFORMANCE_COLUMNS, fixed_columns=1)
+                            yield Static(id="bottlenecks")
+                            yield Static(WHAT_IF_TITLE, id="what-if-title")
+                            yield _table("what-if", (), fixed_columns=1)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -252,6 +318,30 @@ class ResultsScreen(Screen[None]):
         self.pairs = {f"{p.strategy}/{p.variant}/{p.prompt_id}": p for p in results.completions}
         for key, pair in self.pairs.items():
             completions.add_row(*completion_cells(pair), key=key)
+        self._performance(results.performance)
+
+    def _performance(self, performance: Performance | str | None) -> None:
+        """The performance tab: the analysis, or why there is none in place of its tables."""
+        reason = self.query_one("#performance-reason", Static)
+        body = self.query_one("#performance-body")
+        if not isinstance(performance, Performance):
+            reason.update(Text(performance or NO_PERFORMANCE))
+            reason.display, body.display = True, False
+            return
+        reason.display, body.display = False, True
+        self.query_one("#hardware", Static).update(Text(performance.hardware))
+        table = self.query_one("#performance", DataTable)
+        table.clear()
+        for row in performance.table().to_dict(orient="records"):
+            table.add_row(*performance_cells(row), key=str(row["strategy"]))
+        self.query_one("#bottlenecks", Static).update(bottleneck_lines(performance))
+        what_if = self.query_one("#what-if", DataTable)
+        what_if.clear(columns=True)
+        frame = performance.what_if_table()
+        for column in frame.columns:
+            what_if.add_column(str(column), key=str(column))
+        for strategy, *rates in frame.itertuples(index=False):
+            what_if.add_row(Text(str(strategy)), *(_number(rate) for rate in rates), key=str(strategy))
 
     def _plot(self, results: RunResults) -> None:
         latency = self.query_one("#latency-plot", PlotextPlot)
