@@ -187,56 +187,6 @@ class Performance:
         """Predicted tokens/s per strategy (rows) on each nominal link at the sweep's nodes and twice as many."""
         return pd.DataFrame([{"strategy": s.strategy, **s.what_if} for s in self.strategies])
 
-    def markdown(self) -> str:
-        """The report's section: the fitted device, predicted against measured, the bottlenecks, the what-ifs."""
-        lines = [SECTION, "", self.hardware, ""]
-        lines += _pipe_table(
-            [
-                "strategy",
-                "predicted tok/s",
-                "measured tok/s",
-                "measured/predicted",
-                "predicted TTFT ms",
-                "measured TTFT ms",
-                "predicted comm",
-                "measured compute/comm/idle",
-                "bottleneck",
-            ],
-            [
-                [
-                    s.strategy,
-                    f"{s.predicted_tokens_per_s:,.1f}",
-                    f"{s.measured_tokens_per_s:,.1f}",
-                    f"{s.ratio:.2f}",
-                    f"{s.predicted_ttft_s * 1e3:,.1f}",
-                    f"{(s.measured_ttft_s or math.nan) * 1e3:,.1f}",
-                    f"{s.predicted.comm_share:.0%}",
-                    "/".join(f"{v:.0%}" for v in s.measured_split.values()) if s.measured_split else "—",
-                    s.predicted.bottleneck + (" (oversubscribed)" if s.oversubscribed else ""),
-                ]
-                for s in self.strategies
-            ],
-        )
-        lines += ["", *(f"- {s.sentence}" for s in self.strategies), *(f"- {why}" for why in self.skipped), ""]
-        what_if = self.what_if_table()
-        if len(what_if):
-            lines += ["### What if: predicted tokens/s, each node a separate host like the reference's", ""]
-            columns = list(what_if.columns)
-            cells = [[str(r[0]), *(f"{v:,.1f}" for v in r[1:])] for r in what_if.itertuples(index=False)]
-            lines += [*_pipe_table(columns, cells), ""]
-        return "\n".join(lines)
-
-
-SECTION = "## Where the time goes"
-
-
-def _pipe_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "|---|" + "---:|" * (len(header) - 1),
-        *("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows),
-    ]
-
 
 def for_run(
     rows: pd.DataFrame,
@@ -383,6 +333,7 @@ def _what_if(
     """Predicted tokens/s with every node a separate host like the reference's, nodes joined by each nominal
     link, at the sweep's node count and at twice as many; traffic inside a node keeps the measured figures."""
     tokens = sum(len(b.prompt_lengths) * b.new_tokens for b in runs)
+    in_node = {op: _link(links.get(op) or intra.get(op)) for op in ("all_reduce", "send_recv")}
     out = {}
     for nodes in (settings.nodes, 2 * settings.nodes):
         shape = STRATEGIES[kind](dataclasses.replace(settings, nodes=nodes)).shape()
@@ -391,7 +342,6 @@ def _what_if(
         recut = [b.recut(micro) for b in runs]
         for key in WHAT_IF_LINKS:
             wire = pm.NOMINAL_LINKS[key]
-            in_node = {op: _link(links.get(op) or intra.get(op)) for op in ("all_reduce", "send_recv")}
             where = pm.Placement(
                 tp=shape.tp,
                 pp=shape.pp,

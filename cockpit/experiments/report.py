@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
 import plotext as plt
 
 from cockpit.experiments.correctness import require_columns
-from cockpit.experiments.performance import SECTION, Performance
+from cockpit.experiments.performance import Performance
 from runtime.atomic import atomic_write_text
 
 RESULT_COLUMNS = ("strategy", "strategy_kind", "variant", "latency_ms", "ttft_ms", "tokens_generated", "prompt_tokens")
@@ -97,7 +97,64 @@ def format_cell(column: str, value: object) -> str:
         return FORMATS[column][1](float(value))
     if column.startswith("latency_p50_ms_"):
         return f"{float(value):,.1f}"
-    return str(value).replace("|", "\\|")
+    return str(value)
+
+
+def pipe_table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric: Sequence[bool]) -> list[str]:
+    """A Markdown pipe table, numeric columns right-aligned, '|' inside a cell escaped."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" if right else "---" for right in numeric) + "|",
+        *("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows),
+    ]
+
+
+PERFORMANCE_SECTION = "## Where the time goes"
+PERFORMANCE_HEADER = (
+    "strategy",
+    "predicted tok/s",
+    "measured tok/s",
+    "measured/predicted",
+    "predicted TTFT ms",
+    "measured TTFT ms",
+    "predicted comm",
+    "measured compute/comm/idle",
+    "bottleneck",
+)
+
+
+def _number(value: float | None, spec: str) -> str:
+    return NAN if value is None or math.isnan(value) else format(value, spec)
+
+
+def performance_markdown(performance: Performance | str) -> str:
+    """The summary's section on the performance model: the fitted device, predicted against measured per
+    strategy, the bottleneck sentences and the what-ifs; or why there is no analysis."""
+    if isinstance(performance, str):
+        return f"{PERFORMANCE_SECTION}\n\n{performance}\n"
+    rows = [
+        [
+            s.strategy,
+            _number(s.predicted_tokens_per_s, ",.1f"),
+            _number(s.measured_tokens_per_s, ",.1f"),
+            _number(s.ratio, ".2f"),
+            _number(s.predicted_ttft_s * 1e3, ",.1f"),
+            _number(s.measured_ttft_s * 1e3 if s.measured_ttft_s is not None else None, ",.1f"),
+            f"{s.predicted.comm_share:.0%}",
+            "/".join(f"{v:.0%}" for v in s.measured_split.values()) if s.measured_split else NAN,
+            s.predicted.bottleneck + (" (oversubscribed)" if s.oversubscribed else ""),
+        ]
+        for s in performance.strategies
+    ]
+    lines = [PERFORMANCE_SECTION, "", performance.hardware, ""]
+    lines += pipe_table(PERFORMANCE_HEADER, rows, [False, *[True] * 7, False])
+    lines += ["", *(f"- {s.sentence}" for s in performance.strategies), *(f"- {w}" for w in performance.skipped)]
+    what_if = performance.what_if_table()
+    if len(what_if):
+        cells = [[str(r[0]), *(_number(v, ",.1f") for v in r[1:])] for r in what_if.itertuples(index=False)]
+        lines += ["", "### What if: predicted tokens/s, each node a separate host like the reference's", ""]
+        lines += pipe_table(list(what_if.columns), cells, [False, *[True] * (len(what_if.columns) - 1)])
+    return "\n".join(lines) + "\n"
 
 
 def _write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
@@ -276,23 +333,17 @@ class RunSummary:
     def markdown(self) -> str:
         """The Markdown text: a header naming the run, the winner sentence, and the table as a pipe table."""
         table = self.table()
-        numeric = {c for c in table.columns if c in FORMATS or c.startswith("latency_p50_ms_")}
-        lines = [
-            f"# Run summary: {self.run_id}",
-            "",
-            self.winner(table),
-            "",
-            "| " + " | ".join(_header(c) for c in table.columns) + " |",
-            "|" + "|".join("---:" if c in numeric else "---" for c in table.columns) + "|",
-        ]
-        for row in table.itertuples(index=False):
-            lines.append("| " + " | ".join(format_cell(c, v) for c, v in zip(table.columns, row, strict=True)) + " |")
+        numeric = [c in FORMATS or c.startswith("latency_p50_ms_") for c in table.columns]
+        cells = (
+            [format_cell(c, v) for c, v in zip(table.columns, row, strict=True)]
+            for row in table.itertuples(index=False)
+        )
+        lines = [f"# Run summary: {self.run_id}", "", self.winner(table), ""]
+        lines += pipe_table([_header(c) for c in table.columns], cells, numeric)
         lines += ["", f"{NAN}: not measured or not applicable."]
-        if isinstance(self.performance, Performance):
-            lines += ["", self.performance.markdown()]
-        elif self.performance:
-            lines += ["", SECTION, "", self.performance]
-        return "\n".join(lines) + "\n"
+        if self.performance is not None:
+            lines += ["", performance_markdown(self.performance)]
+        return "\n".join(lines).rstrip("\n") + "\n"
 
     def to_markdown(self, path: str | Path) -> Path:
         """The Markdown summary, written atomically."""

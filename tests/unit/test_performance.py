@@ -11,6 +11,7 @@ import pytest
 
 from cockpit.experiments import perf_model as pm
 from cockpit.experiments.performance import Batch, analyse, batches, fit_hardware, for_run
+from cockpit.experiments.report import performance_markdown
 from cockpit.experiments.strategies import SweepSettings
 
 MODEL = pm.ModelShape(4, 128, 352, 8, 4, 16, 487, bytes_per_element=4)
@@ -112,7 +113,7 @@ def test_a_strategy_that_runs_as_modelled_has_ratio_one(tmp_path: Path) -> None:
     assert list(table["strategy"]) == ["tiny_pp1_tp1_n1", "tiny_pp1_tp2_n2"]
     what_if = perf.what_if_table().set_index("strategy")
     assert what_if.loc["tiny_pp1_tp2_n2", "1 GbE x2"] < what_if.loc["tiny_pp1_tp2_n2", "USB4 (40 Gb/s) x2"]
-    markdown = perf.markdown()
+    markdown = performance_markdown(perf)
     assert markdown.startswith("## Where the time goes") and "| tiny_pp1_tp2_n2 | " in markdown
     assert "- tiny_pp1_tp2_n2 (TP-2 across 2 nodes) is " in markdown
 
