@@ -172,6 +172,7 @@ class Rate:
 
     overhead_s: float
     per_s: float
+    separated: bool = True  # told apart by passes of different sizes; False: split by an assumption
 
     def time(self, work: float) -> float:
         return self.overhead_s + work / self.per_s
@@ -192,8 +193,8 @@ def fit_rate(works: Sequence[float], seconds: Sequence[float], ceiling: float | 
         return Rate(intercept, 1 / slope)
     if ceiling:
         rate = max(ceiling, sum(works) / sum(seconds))  # faster than the "peak": the peak was underestimated
-        return Rate(max(mean_t - mean_w / rate, 0.0), rate)
-    return Rate(0.0, sum(works) / sum(seconds)) if sum(works) else Rate(mean_t, math.inf)
+        return Rate(max(mean_t - mean_w / rate, 0.0), rate, separated=False)
+    return Rate(0.0, sum(works) / sum(seconds), False) if sum(works) else Rate(mean_t, math.inf, False)
 
 
 @dataclass(frozen=True)

@@ -374,6 +374,8 @@ def _hardware_sentence(ref: pd.Series, hw: pm.Hardware, peaks: Mapping[str, floa
     decode = f"decode reads at {hw.decode.per_s / 1e9:,.1f} GB/s"
     if peak and pd.notna(peak) and math.isfinite(hw.decode.per_s):
         decode += f" (eta {hw.decode.per_s / float(peak):.0%} of {float(peak) / 1e9:,.1f} GB/s)"
+    if not hw.decode.separated:
+        decode += ", assumed: its batches were too alike to tell the rate from the overhead"
     parts += [
         decode,
         f"prefill computes at {hw.prefill.per_s / 1e9:,.1f} GFLOP/s",

@@ -88,6 +88,10 @@ def test_fit_recovers_the_reference_device() -> None:
     hw = fit_hardware(MODEL, ref, None)
     assert hw.prefill.overhead_s == pytest.approx(2e-3) and hw.prefill.per_s == pytest.approx(20e9)
     assert hw.decode.overhead_s == pytest.approx(1e-3) and hw.decode.per_s == pytest.approx(5e9)
+    assert hw.decode.separated and hw.prefill.separated
+    # one batch cannot tell overhead from rate: decode is taken at the probe's bandwidth, the rest is overhead
+    alone = fit_hardware(MODEL, ref[:1], None, memory_bandwidth_Bps=50e9)
+    assert not alone.decode.separated and alone.decode.per_s == 50e9 and alone.decode.overhead_s > 1e-3
 
 
 def test_batches_cut_micro_batches_as_the_runtime_does() -> None:
