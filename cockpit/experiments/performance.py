@@ -135,7 +135,7 @@ class StrategyPerformance:
     measured_split: dict[str, float] | None  # share of a rank's wall time: compute_s, comm_s, idle_s
     sentence: str
     what_if: dict[str, float]  # "<link> x<nodes>" -> predicted tokens/s
-    oversubscribed: bool = False  # more busy ranks than CPUs on a host: outside what the model captures
+    oversubscribed: bool = False  # its ranks wait for CPU time on a host (see `contention`): outside the model
 
     @property
     def predicted_tokens_per_s(self) -> float:
@@ -212,9 +212,19 @@ def _measured_split(row: pd.Series) -> dict[str, float] | None:
     return {k: float(v) / wall for k, v in zip(SPLIT_PARTS, values, strict=True)}
 
 
-def oversubscribed(hw: pm.Hardware, where: pm.Placement) -> bool:
-    """More ranks working at once on a CPU host than it has CPUs."""
-    return bool(hw.cpu_cores) and pm.busy_per_host(where) > hw.cpu_cores
+def contention(hw: pm.Hardware, where: pm.Placement) -> str | None:
+    """Why the ranks of a CPU host wait for CPU time, which the model leaves out: more busy ranks than CPUs,
+    or as many while their messages go through gloo, whose transport threads then find no free core (on this
+    project's 2-CPU test VM, PP-2 with two micro-batches in flight ran 1.5x slower than with one)."""
+    if not hw.cpu_cores:
+        return None
+    busy = pm.busy_per_host(where)
+    if busy > hw.cpu_cores:
+        return f"{busy} busy ranks on {hw.cpu_cores} CPUs: every message may wait for a descheduled partner"
+    gloo = any(link.name.startswith("gloo") for link in (where.tp_link, where.pp_link) if link)
+    if gloo and busy == hw.cpu_cores:
+        return f"{busy} busy ranks on {hw.cpu_cores} CPUs leave no core for gloo's transport threads"
+    return None
 
 
 def _predict(model: pm.ModelShape, hw: pm.Hardware, where: pm.Placement, runs: list[Batch]) -> list[pm.BatchTime]:
@@ -246,10 +256,8 @@ def _sentence(
     shared = ""
     if hw.cpu_cores and where.ranks_per_host > 1:
         shared = f"; {where.ranks_per_host} ranks share one host's {hw.cpu_cores} CPUs"
-    if oversubscribed(hw, where):
-        shared += (
-            ", more busy ranks than CPUs: every message may wait for a descheduled partner, which the model leaves out"
-        )
+    if why := contention(hw, where):
+        shared += f"; {why}, which the model leaves out"
     return f"{name} ({what}) is {part}-bound, {share:.0%} of its predicted time: {detail}{shared}."
 
 
@@ -314,7 +322,7 @@ def analyse(
                 measured_ttft_s=float(rows_of["ttft_ms"].median()) / 1000,
                 measured_split=_measured_split(row),
                 sentence=_sentence(str(name), what, total, hw, where, model),
-                oversubscribed=oversubscribed(hw, where),
+                oversubscribed=contention(hw, where) is not None,
                 what_if=_what_if(kind, settings, model, hw, runs, links, intra),
             )
         )

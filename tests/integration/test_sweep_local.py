@@ -177,7 +177,7 @@ def test_baseline_from_an_endpoint(tmp_path: Path, tiny_model_dir: Path) -> None
 
 def test_performance_model_against_the_sweep(tmp_path: Path, tiny_model_dir: Path) -> None:
     """The report carries a prediction and a measurement for every strategy, each within a factor of 2 unless
-    the report itself says the placement is outside the model (more busy ranks than this host's CPUs)."""
+    the report itself says the placement is outside the model (its ranks wait for this host's CPUs)."""
     config = sweeps.write_config(tmp_path, tiny_model_dir, max_new_tokens=32)
     done = sweeps.cluster(config, "sweep", "run", "--json")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
@@ -195,7 +195,7 @@ def test_performance_model_against_the_sweep(tmp_path: Path, tiny_model_dir: Pat
     for row in table.itertuples():
         sentence = next(line for line in markdown.splitlines() if line.startswith(f"- {row.strategy} ("))
         assert "-bound" in sentence
-        assert ("more busy ranks than CPUs" in sentence) == row.oversubscribed
+        assert ("which the model leaves out" in sentence) == row.oversubscribed
     what_if = pd.read_csv(out["report"]["what_if"]).set_index("strategy")
     assert what_if.notna().all().all() and len(what_if) == len(table)
     tp_nodes = table.loc[table["kind"] == "tp_nodes", "strategy"].iloc[0]
