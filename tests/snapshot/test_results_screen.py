@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static, TabbedContent
 
@@ -61,28 +62,13 @@ def test_summary_snapshot(snap_compare) -> None:
     assert snap_compare(fake_app(), terminal_size=SIZE, run_before=open_results)
 
 
-def test_plots_snapshot(snap_compare) -> None:
-    async def plots(pilot: Pilot) -> None:
+@pytest.mark.parametrize("tab", ["plots-tab", "completions-tab", "performance-tab"])
+def test_tab_snapshot(snap_compare, tab: str) -> None:
+    async def open_tab(pilot: Pilot) -> None:
         await open_results(pilot)
-        await show_tab(pilot, "plots-tab")
+        await show_tab(pilot, tab)
 
-    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=plots)
-
-
-def test_completions_snapshot(snap_compare) -> None:
-    async def completions(pilot: Pilot) -> None:
-        await open_results(pilot)
-        await show_tab(pilot, "completions-tab")
-
-    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=completions)
-
-
-def test_performance_snapshot(snap_compare) -> None:
-    async def performance(pilot: Pilot) -> None:
-        await open_results(pilot)
-        await show_tab(pilot, "performance-tab")
-
-    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=performance)
+    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=open_tab)
 
 
 def test_no_performance_snapshot(snap_compare) -> None:
