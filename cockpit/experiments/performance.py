@@ -66,15 +66,13 @@ def batches(rows: pd.DataFrame, micro_batches: int) -> list[Batch]:
     """A strategy's rows regrouped into its batches, cut into micro-batches as runtime.generate cuts them."""
     out = []
     for _, group in rows.sort_values(["batch_index", "variant", "prompt_id"]).groupby("batch_index", sort=True):
-        lengths = [int(n) for n in group["prompt_tokens"]]
-        out.append(
-            Batch(
-                micro_batches=split_evenly(lengths, min(micro_batches, len(lengths))),
-                new_tokens=int(group["tokens_generated"].max()),
-                ttft_s=float(group["ttft_ms"].min()) / 1000,
-                latency_s=float(group["latency_ms"].max()) / 1000,
-            )
+        whole = Batch(
+            micro_batches=[[int(n) for n in group["prompt_tokens"]]],
+            new_tokens=int(group["tokens_generated"].max()),
+            ttft_s=float(group["ttft_ms"].min()) / 1000,
+            latency_s=float(group["latency_ms"].max()) / 1000,
         )
+        out.append(whole.recut(micro_batches))
     return out
 
 
@@ -107,17 +105,6 @@ def measured_links(metrics_row: pd.Series) -> dict[str, dict]:
 
 def _link(fit: dict | None) -> pm.Link | None:
     return pm.Link(fit["impl"], fit["alpha_s"], fit["beta_Bps"]) if fit else None
-
-
-def label(kind: str, shape: Shape) -> str:
-    """A strategy in a few words: 'TP-2 across 2 nodes'."""
-    return {
-        "reference": "one device",
-        "tp_nodes": f"TP-{shape.tp} across {shape.nodes} nodes",
-        "pp_nodes": f"PP-{shape.pp} across {shape.nodes} nodes",
-        "tp_node": f"TP-{shape.tp} in one node",
-        "hybrid": f"TP-{shape.tp} in each node x PP-{shape.pp} across {shape.nodes} nodes",
-    }.get(kind, f"TP-{shape.tp} x PP-{shape.pp} on {shape.nodes} node(s)")
 
 
 @dataclass(frozen=True)
@@ -308,7 +295,7 @@ def analyse(
         total = sum((t.total for t in times), pm.Breakdown())
         rows_of = by_strategy[name]
         kind = str(row["strategy_kind"])
-        what = label(kind, shape)
+        what = STRATEGIES[kind].label(shape)
         ttfts = [t.prefill.total_s for t, b in zip(times, runs, strict=True) for _ in b.prompt_lengths]
         out.append(
             StrategyPerformance(

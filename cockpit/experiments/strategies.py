@@ -72,6 +72,11 @@ class ParallelismStrategy(ABC):
     def describe_topology(self) -> str:
         """In words, for people: where the model is cut and what crosses which link."""
 
+    @classmethod
+    @abstractmethod
+    def label(cls, shape: Shape) -> str:
+        """The strategy at `shape` in a few words: 'TP-2 across 2 nodes'."""
+
     @property
     def tp_size(self) -> int:
         return self.shape().tp
@@ -178,6 +183,10 @@ class ParallelismStrategy(ABC):
 class SingleDeviceReference(ParallelismStrategy):
     kind = "reference"
 
+    @classmethod
+    def label(cls, shape: Shape) -> str:
+        return "one device"
+
     def shape(self) -> Shape:
         return Shape(tp=1, pp=1, nodes=1)
 
@@ -187,6 +196,10 @@ class SingleDeviceReference(ParallelismStrategy):
 
 class TensorParallelAcrossNodes(ParallelismStrategy):
     kind = "tp_nodes"
+
+    @classmethod
+    def label(cls, shape: Shape) -> str:
+        return f"TP-{shape.tp} across {shape.nodes} nodes"
 
     def shape(self) -> Shape:
         return Shape(tp=self.settings.nodes, pp=1, nodes=self.settings.nodes)
@@ -201,6 +214,10 @@ class TensorParallelAcrossNodes(ParallelismStrategy):
 class PipelineParallelAcrossNodes(ParallelismStrategy):
     kind = "pp_nodes"
 
+    @classmethod
+    def label(cls, shape: Shape) -> str:
+        return f"PP-{shape.pp} across {shape.nodes} nodes"
+
     def shape(self) -> Shape:
         return Shape(tp=1, pp=self.settings.nodes, nodes=self.settings.nodes)
 
@@ -212,6 +229,10 @@ class PipelineParallelAcrossNodes(ParallelismStrategy):
 class TensorParallelInNode(ParallelismStrategy):
     kind = "tp_node"
 
+    @classmethod
+    def label(cls, shape: Shape) -> str:
+        return f"TP-{shape.tp} in one node"
+
     def shape(self) -> Shape:
         return Shape(tp=self.settings.gpus_per_node, pp=1, nodes=1)
 
@@ -222,6 +243,10 @@ class TensorParallelInNode(ParallelismStrategy):
 
 class HybridTensorPipeline(ParallelismStrategy):
     kind = "hybrid"
+
+    @classmethod
+    def label(cls, shape: Shape) -> str:
+        return f"TP-{shape.tp} in each node x PP-{shape.pp} across {shape.nodes} nodes"
 
     def shape(self) -> Shape:
         return Shape(tp=self.settings.gpus_per_node, pp=self.settings.nodes, nodes=self.settings.nodes)

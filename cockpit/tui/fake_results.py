@@ -13,9 +13,9 @@ from typing import Any
 import pandas as pd
 
 from cockpit.experiments import perf_model as pm
-from cockpit.experiments.performance import SPLIT_PARTS, WHAT_IF_LINKS, Performance, StrategyPerformance, label
+from cockpit.experiments import strategies as parallelism
+from cockpit.experiments.performance import SPLIT_PARTS, WHAT_IF_LINKS, Performance, StrategyPerformance
 from cockpit.experiments.results import RunInfo, RunResults, run_results
-from cockpit.experiments.strategies import Shape
 from cockpit.experiments.sweep import score_rows
 from runtime.schema import InputError
 
@@ -123,7 +123,7 @@ def _strategy_performance(strategy: str) -> StrategyPerformance:
     kind, tp, pp, nodes, _, wall, _ = STRATEGIES[strategy]
     seconds, ttft_s, split, detail, what_if = PREDICTED[strategy]
     predicted = pm.Breakdown(seconds)
-    what = label(kind, Shape(tp, pp, nodes))
+    what = parallelism.STRATEGIES[kind].label(parallelism.Shape(tp, pp, nodes))
     part = predicted.bottleneck
     return StrategyPerformance(
         strategy=strategy,
