@@ -13,6 +13,8 @@
 #   SLURM_NETNS=0              1 = run slurmd for node$i INSIDE network namespace node$i made by start-test-hosts.sh
 #                              (NodeAddr 10.77.0.1$i, hostname node$i): Slurm nodes == the ssh test hosts.
 #                              Run start-test-hosts.sh first. 0 = all slurmds on 127.0.0.1, ports 17000+i
+#                              With 1, each slurmd also sees its host's node-local folder, as its sshd does
+#   TEST_HOSTS_DIR=/tmp/cockpit-testhosts  where start-test-hosts.sh keeps the hosts' files
 # Stop with stop-slurm.sh (kills by pidfile).
 set -euo pipefail
 
@@ -23,6 +25,7 @@ ACCT=${SLURM_ACCOUNTING:-slurmdbd}
 CLEAN=${SLURM_CLEAN:-0}
 WAIT=${SLURM_WAIT:-60}
 NETNS=${SLURM_NETNS:-0}
+HOSTS_DIR=${TEST_HOSTS_DIR:-/tmp/cockpit-testhosts}
 HOST=$(hostname -s)
 T_START=$(date +%s.%N)
 log(){ printf '[start-slurm %6.1fs] %s\n' "$(awk -v a="$(date +%s.%N)" -v b="$T_START" 'BEGIN{print a-b}')" "$*" >&2; }
@@ -217,7 +220,9 @@ for i in $(seq 0 $((NODES-1))); do
     if [ "$NETNS" = 1 ]; then
       # nsenter, NOT `ip netns exec`: the latter remounts /sys, hiding /sys/fs/cgroup, and slurmd 22.05
       # then dies with "Unable to initialize cgroup plugin" even with proctrack/linuxproc + task/none
-      nsenter --net=/run/netns/node$i unshare --uts -- sh -c "hostname node$i; exec /usr/sbin/slurmd -N node$i"
+      # (its own mount namespace: the host's node-local folder, as start-test-hosts.sh gives its sshd)
+      nsenter --net=/run/netns/node$i unshare --uts --mount --propagation private -- sh -c \
+        "mount --bind '$HOSTS_DIR/node$i/local' '$HOSTS_DIR/node-local' && hostname node$i && exec /usr/sbin/slurmd -N node$i"
     else
       /usr/sbin/slurmd -N node$i   # forks; pidfile appears a moment later
     fi

@@ -5,6 +5,9 @@
 #   root ns: bridge ckbr0 10.77.0.1/24
 #   ns "node$i": eth0 10.77.0.$((10+i))/24, own UTS namespace (hostname node$i), sshd on :22,
 #                no default route (nothing can leave the test LAN)
+#   node-local storage: $TEST_HOSTS_DIR/node-local is each host's own folder (node$i/local bind-mounted there
+#                in the host's own mount namespace; start-slurm.sh does the same for its slurmd), so a path
+#                can differ per node as on separate machines, though the hosts share this machine's filesystem
 #
 # Idempotent. Env: TEST_HOSTS=2, TEST_HOSTS_DIR=/tmp/cockpit-testhosts
 # Produces in $TEST_HOSTS_DIR: id_ed25519 (client key), known_hosts, ssh_config, inventory.ini, fake-shutdown,
@@ -34,7 +37,7 @@ ip link set $BR up
 
 : > "$D/known_hosts.new"
 for i in $(seq 0 $((N-1))); do
-  NS=node$i; IP=$NET.$((10+i)); H=$D/$NS; install -d -m 0700 "$H"
+  NS=node$i; IP=$NET.$((10+i)); H=$D/$NS; install -d -m 0700 "$H"; install -d -m 0755 "$H/local" "$D/node-local"
   # ---- namespace + veth pair (root end "ck-$NS" on the bridge, namespace end renamed eth0)
   [[ " $(ip netns list | cut -d' ' -f1 | tr '\n' ' ') " == *" $NS "* ]] || ip netns add $NS
   if ! ip link show ck-$NS >/dev/null 2>&1; then
@@ -69,8 +72,10 @@ EOF
   /usr/sbin/sshd -t -f "$H/sshd_config"
   if ! { [ -f "$H/sshd.pid" ] && kill -0 "$(cat "$H/sshd.pid")" 2>/dev/null; }; then
     rm -f "$H/sshd.pid"
-    # own UTS namespace so `hostname` inside ssh sessions says node$i; sshd forks into background
-    ip netns exec $NS unshare --uts -- sh -c "hostname $NS; exec /usr/sbin/sshd -f '$H/sshd_config' -E '$H/sshd.log'"
+    # own UTS namespace so `hostname` inside ssh sessions says node$i, own mount namespace for its node-local
+    # folder; sshd forks into background
+    ip netns exec $NS unshare --uts --mount --propagation private -- sh -c \
+      "mount --bind '$H/local' '$D/node-local' && hostname $NS && exec /usr/sbin/sshd -f '$H/sshd_config' -E '$H/sshd.log'"
     for _ in $(seq 1 50); do [ -s "$H/sshd.pid" ] && break; sleep 0.1; done
   fi
   for _ in $(seq 1 50); do (exec 3<>/dev/tcp/$IP/22) 2>/dev/null && break; sleep 0.1; done
