@@ -20,14 +20,19 @@ from runtime.schema import InputError, SchemaError, parse, to_plain
 T = TypeVar("T")
 
 EXP_CONFIG_NAME = "exp_config.json"
+BUILD_MANIFEST_NAME = "build_manifest.json"
+RUNTIME_BUILD_VAR = "COCKPIT_RUNTIME_BUILD"  # set by job scripts to the verified build's id; recorded in metrics
 Precision = Literal["fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda", "xpu"]
+DeviceKind = Literal["cpu", "cuda", "xpu"]  # what a runtime build targets: a device, named
+Delivery = Literal["venv", "apptainer"]
 Profiler = Literal["torch", "nsys", "perf"]
 Phase = Literal["starting", "loading", "running", "done", "failed"]
 FinishReason = Literal["eos", "length"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d\d){0,2}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 def _require(ok: bool, source: str, key: str, problem: str) -> None:
@@ -307,6 +312,50 @@ class RankMetrics:
     host_cpus: int | None = None  # CPUs this rank's process may run on
     memory_bandwidth_Bps: float | None = None  # the probe's figure, taken by single-rank runs (the reference)
     links: tuple[LinkFit, ...] = ()  # the strategy's own TP all-reduce and stage-boundary send/recv
+    runtime_build: str | None = None  # the BuildManifest.build_id this rank ran from; null: an unbuilt tree
+
+
+@dataclass(frozen=True)
+class BuildManifest:
+    """`build_manifest.json`: one runtime build, as `cluster runtime build` made it (seed 04's manifest).
+
+    The control node keeps it beside the build; every node keeps the copy that came with its install, and a
+    sweep runs only where the two digests agree. Job scripts pass `build_id` to the runtime ($COCKPIT_RUNTIME_BUILD),
+    which records it in its metrics, so every result names the build that produced it.
+    """
+
+    build_id: str  # "<runtime_version>-<first 12 hex digits of the digest>": the install's folder on the nodes
+    runtime_version: str
+    git_commit: str | None  # the tree's commit, "+dirty" when it had uncommitted changes; null outside git
+    python: str
+    torch: str
+    deepspeed: str
+    transformers: str
+    device: DeviceKind
+    delivery: Delivery
+    digest: str  # "sha256:<hex>": of the environment's files (venv) or of the image file (apptainer)
+    built_at: str  # ISO 8601, UTC
+    files: int = 0
+    bytes: int = 0
+    base_python: str | None = None  # venv: the interpreter it was made from; every node needs it at this path
+
+    def check(self, source: str, prefix: str = "") -> None:
+        _require(bool(_DIGEST.match(self.digest)), source, prefix + "digest", "expected 'sha256:' and 64 hex digits")
+        expected = self.make_id(self.runtime_version, self.digest)
+        _require(self.build_id == expected, source, prefix + "build_id", f"expected {expected!r}")
+
+    @staticmethod
+    def make_id(runtime_version: str, digest: str) -> str:
+        """The build id of a version and a digest."""
+        return f"{runtime_version}-{digest.removeprefix('sha256:')[:12]}"
+
+    @classmethod
+    def load(cls, path: Path) -> BuildManifest:
+        """Read and validate a manifest; errors name the file."""
+        return loads(cls, read_text(path), str(path))
+
+    def write(self, path: Path) -> None:
+        atomic_write_text(path, json.dumps(to_plain(self), indent=2) + "\n")
 
 
 def read_text(path: Path) -> str:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runtime.contract import ExperimentConfig, Percentiles, RankMetrics, ShardRow, TimeSplit
+from runtime.contract import RUNTIME_BUILD_VAR, ExperimentConfig, Percentiles, RankMetrics, ShardRow, TimeSplit
 from runtime.launch import LaunchError, LaunchInfo, World, detect_launch, join_world
 from runtime.outputs import RankOutputs
 from runtime.schema import InputError
@@ -182,16 +182,16 @@ class Rank:
         started = datetime.now(UTC)
         self.outputs.progress("starting")
         device = pick_device(cfg.device, info.local_rank)
-        if device.type == "cpu":
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.local_world_size))
+        from runtime.microbench import calibrate_links, device_name, host_cpus, memory_bandwidth
+
+        if device.type == "cpu":  # the CPUs this process may use (a Slurm cpuset can give fewer than the host has)
+            torch.set_num_threads(max(1, host_cpus() // info.local_world_size))
         if info.world_size > 1:
             self.world = join_world(
                 info, device.type, self.args.rendezvous_timeout, self.args.comm_timeout, self.on_peer_failure
             )
         backend = self.world.backend if self.world else "none"
         log.info("%s; %s; device %s, backend %s", info.describe(), topo.describe(), device, backend)
-
-        from runtime.microbench import calibrate_links, device_name, host_cpus, memory_bandwidth
 
         self.outputs.progress("loading")
         load_start = time.perf_counter()
@@ -301,6 +301,7 @@ class Rank:
                 host_cpus=host_cpus(),
                 memory_bandwidth_Bps=bandwidth["bandwidth_Bps"] if bandwidth else None,
                 links=tuple(link_fits),
+                runtime_build=os.environ.get(RUNTIME_BUILD_VAR),
             )
         )
         self.outputs.progress("done")
