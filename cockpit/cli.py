@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from cockpit import nodes_cli, sweep_cli
+from cockpit import nodes_cli, runtime_cli, sweep_cli
 from cockpit.config import CONFIG_NAME, Settings, load_settings, parse_config
 from cockpit.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, run_main
 from runtime.contract import ExperimentConfig, read_text
@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_model_build_tiny)
 
     nodes_cli.add_commands(sub, common)
+    runtime_cli.add_commands(sub, common)
     sweep_cli.add_commands(sub, common)
     return parser
 

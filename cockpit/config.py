@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from runtime.contract import Device, Precision, read_text
+from runtime.contract import Device, DeviceKind, Precision, read_text
 from runtime.schema import InputError, SchemaError, parse, to_plain
 
 CONFIG_NAME = "cockpit.toml"
@@ -133,7 +133,6 @@ class SweepSection:
     device: Device = "cpu"
     time_limit: str = "01:00:00"
     launcher: Literal["srun", "deepspeed"] = "srun"  # how Slurm jobs start their ranks
-    container_image: str | None = None
     model_tag: str | None = None  # short name in strategy ids; default: from the model's name
     max_attempts: int = 3
 
@@ -143,6 +142,38 @@ class SweepSection:
                 raise SchemaError(source, prefix + key, f"expected at least 1, got {getattr(self, key)}")
         if self.prompt_limit < 0:
             raise SchemaError(source, prefix + "prompt_limit", f"expected 0 (all) or more, got {self.prompt_limit}")
+
+
+@dataclass(frozen=True)
+class RuntimeSection:
+    """How the compute nodes get the runtime: `cluster runtime build`, then `deploy`; every sweep verifies it.
+
+    shared: the nodes run this tree and its .venv as they are (this machine, or a filesystem the nodes share);
+    venv: a virtual environment built here and copied to `install_root` on each node by the `runtime` role;
+    apptainer: an image built here from the project's definition file and copied to `image_dir`, storage every
+    node mounts."""
+
+    delivery: Literal["shared", "venv", "apptainer"] = "shared"
+    install_root: str = "/opt/cockpit/runtime"  # venv: the same path on every node; one folder per build below it
+    image_dir: str | None = None  # apptainer: where the images go (a shared filesystem, same path everywhere)
+    build_dir: str | None = None  # where builds are made here; default <data_dir>/runtime
+    python: str | None = None  # venv: the interpreter to build from (default: the cockpit's own base Python);
+    # every node needs the same one at the same path
+    extra_index_urls: dict[str, str] = field(default_factory=dict)  # per device kind: where pip finds its torch,
+    # e.g. { xpu = "https://download.pytorch.org/whl/xpu" }
+    keep_builds: int = 2  # per node: older builds are removed on deploy
+    verify_timeout_s: float = 300.0  # hashing a node's install (a GB or more) before each sweep
+
+    def check(self, source: str, prefix: str = "") -> None:
+        if not self.install_root.startswith("/"):
+            raise SchemaError(source, prefix + "install_root", f"expected an absolute path, got {self.install_root!r}")
+        unknown = sorted(set(self.extra_index_urls) - {"cpu", "cuda", "xpu"})
+        if unknown:
+            raise SchemaError(source, prefix + "extra_index_urls", f"keys are device kinds (cpu, cuda, xpu): {unknown}")
+        if self.keep_builds < 1:
+            raise SchemaError(source, prefix + "keep_builds", f"expected at least 1, got {self.keep_builds}")
+        if self.verify_timeout_s <= 0:
+            raise SchemaError(source, prefix + "verify_timeout_s", "expected a positive number of seconds")
 
 
 @dataclass(frozen=True)
@@ -157,6 +188,7 @@ class CockpitFile:
     ssh: SshSection = field(default_factory=SshSection)
     baseline: BaselineSection = field(default_factory=BaselineSection)
     sweep: SweepSection = field(default_factory=SweepSection)
+    runtime: RuntimeSection = field(default_factory=RuntimeSection)
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -213,6 +245,23 @@ class Settings:
         if configured:
             return {variant: self._path(path) for variant, path in configured.items()}
         return {variant: PROJECT_DATA / f"prompts_{variant}.txt" for variant in ("2k", "4k")}
+
+    @property
+    def runtime(self) -> RuntimeSection:
+        return self.file.runtime
+
+    @property
+    def runtime_build_dir(self) -> Path:
+        """Where `cluster runtime build` makes its builds, one folder per device kind."""
+        value = self.runtime.build_dir
+        return self._path(value) if value else self.data_dir / "runtime"
+
+    def runtime_device(self, device: str | None = None) -> DeviceKind:
+        """The device kind a build is for: `device`, else the sweep's device; "auto" names none."""
+        chosen = device or self.sweep.device
+        if chosen not in ("cpu", "cuda", "xpu"):
+            raise InputError(f"runtime: a build is for one device kind (cpu, cuda or xpu), not {chosen!r}")
+        return chosen  # type: ignore[return-value]
 
     @property
     def inventory(self) -> Path | None:
@@ -274,6 +323,8 @@ class Settings:
             "baseline_url": self.baseline_url or "none: the single-process reference run",
             "baseline_model": self.baseline_model,
             "baseline_key": "set" if self._key_is_configured() else "unset",
+            "runtime_delivery": self.runtime.delivery,
+            "runtime_build_dir": str(self.runtime_build_dir),
         }
 
     def _key_is_configured(self) -> bool:

@@ -36,11 +36,11 @@ from runtime.schema import InputError
 T = TypeVar("T")
 
 
-def _nodes(args: argparse.Namespace, settings: Settings) -> list[Node]:
+def selected_nodes(args: argparse.Namespace, settings: Settings) -> list[Node]:
     return Inventory.load(settings.inventory).select(args.nodes)
 
 
-def _pool(args: argparse.Namespace, settings: Settings) -> SshPool:
+def ssh_pool(args: argparse.Namespace, settings: Settings) -> SshPool:
     ssh = settings.ssh
     return SshPool(
         settings.known_hosts,
@@ -82,21 +82,21 @@ def _report(args: argparse.Namespace, results: Sequence[CommandResult], what: st
     return EXIT_OK if not failed else EXIT_FAILED
 
 
-async def _with_pool(args: argparse.Namespace, settings: Settings, work: Callable[[SshPool], Awaitable[T]]) -> T:
-    async with _pool(args, settings) as pool:
+async def with_pool(args: argparse.Namespace, settings: Settings, work: Callable[[SshPool], Awaitable[T]]) -> T:
+    async with ssh_pool(args, settings) as pool:
         return await work(pool)
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Exit 0 iff every selected node answers over ssh."""
-    nodes = _nodes(args, settings)
-    results = asyncio.run(_with_pool(args, settings, lambda pool: power.status(pool, nodes)))
+    nodes = selected_nodes(args, settings)
+    results = asyncio.run(with_pool(args, settings, lambda pool: power.status(pool, nodes)))
     return _report(args, results, "every node answers")
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     """Wake the nodes, then poll once a second until every one answers (or Ctrl-C, or --timeout)."""
-    nodes = _nodes(args, settings)
+    nodes = selected_nodes(args, settings)
     woken = wake(nodes, settings.wake_on_lan)
     sent = [w for w in woken if w.ok]
     log = sys.stderr if args.json else sys.stdout
@@ -123,15 +123,15 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             return await power.status(pool, nodes)
 
     print(f"waiting for {fold(n.name for n in nodes)} to answer (Ctrl-C to stop)", file=log, flush=True)
-    results = asyncio.run(_with_pool(args, settings, work))
+    results = asyncio.run(with_pool(args, settings, work))
     woke = {"woken": [{"node": w.node, "mac": w.mac, "packets": w.packets, "error": w.error} for w in woken]}
     return _report(args, results, f"up in {time.monotonic() - started:.1f} s", woke)
 
 
 def _power(action: power.PowerAction, what: str) -> Callable[[argparse.Namespace, Settings], int]:
     def command(args: argparse.Namespace, settings: Settings) -> int:
-        nodes = _nodes(args, settings)
-        results = asyncio.run(_with_pool(args, settings, lambda pool: power.power(pool, nodes, action)))
+        nodes = selected_nodes(args, settings)
+        results = asyncio.run(with_pool(args, settings, lambda pool: power.power(pool, nodes, action)))
         return _report(args, results, what)
 
     command.__doc__ = f"Ask each node to {what} (`shutdown` over ssh, through sudo unless root)."
@@ -140,8 +140,8 @@ def _power(action: power.PowerAction, what: str) -> Callable[[argparse.Namespace
 
 def cmd_configure(args: argparse.Namespace, settings: Settings) -> int:
     """Check that every node answers, then run the compute playbooks on them through ansible-runner."""
-    nodes = _nodes(args, settings)
-    checked = asyncio.run(_with_pool(args, settings, lambda pool: power.status(pool, nodes)))
+    nodes = selected_nodes(args, settings)
+    checked = asyncio.run(with_pool(args, settings, lambda pool: power.status(pool, nodes)))
     if not all(r.ok for r in checked):
         print("configure: not every node answers; fix that first (cluster compute status)", file=sys.stderr)
         return _report(args, checked, "")
@@ -158,12 +158,12 @@ def _control_playbook(playbook: str, verb: str, also: Sequence[str]) -> Callable
     return command
 
 
-def _follow(args: argparse.Namespace, run: PlaybookRun, nodes: Sequence[Node], verb: str) -> int:
-    """Start `run`, print its tasks and results as they come, and end with one line or every failure in full."""
+def run_playbook(args: argparse.Namespace, run: PlaybookRun, nodes: Sequence[Node], verb: str) -> tuple[bool, dict]:
+    """Start `run` and print its tasks and results as they come (to stderr under --json); whether every node did
+    it, and the run as JSON. Failures are printed in full."""
     run.start()
     log = sys.stderr if args.json else sys.stdout
-    names = fold(n.name for n in nodes)
-    print(f"{verb}: {run.playbook} on {names} (artifacts in {run.artifact_dir})", file=log)
+    print(f"{verb}: {run.playbook} on {fold(n.name for n in nodes)} (artifacts in {run.artifact_dir})", file=log)
     failures: list[HostResult] = []
     recap: Recap | None = None
     try:
@@ -172,25 +172,31 @@ def _follow(args: argparse.Namespace, run: PlaybookRun, nodes: Sequence[Node], v
                 failures.append(event)
             recap = event if isinstance(event, Recap) else recap
             line = describe(event)
-            if line is not None and not args.json:
-                print(line, flush=True)
+            if line is not None:
+                print(line, file=log, flush=True)
     except KeyboardInterrupt:
         run.cancel()
         raise
     # ansible-playbook calls a run that matched no host successful; here it configured nothing, so it is not
     ok = run.status == "successful" and not failures and recap is not None and bool(recap.hosts)
-    if args.json:
-        stats = {host: vars(s) for host, s in recap.hosts.items()} if recap else {}
-        print(json.dumps({"ok": ok, "status": run.status, "rc": run.rc, "artifact_dir": str(run.artifact_dir),
-                          "recap": stats, "failures": [vars(f) for f in failures]}, indent=2))  # fmt: skip
-    elif ok:
-        print(f"{verb}: {names} configured")
-    else:
+    if not ok:
         for failure in failures:
             print(failure_details(failure), file=sys.stderr)
         if not failures:  # a playbook that does not load sends no events: its reason is only in the output
             print(run.output_tail(), file=sys.stderr)
         print(f"{verb}: {run.status} (rc {run.rc}); full log: {run.stdout_path}", file=sys.stderr)
+    stats = {host: vars(s) for host, s in recap.hosts.items()} if recap else {}
+    return ok, {"ok": ok, "status": run.status, "rc": run.rc, "artifact_dir": str(run.artifact_dir),
+                "recap": stats, "failures": [vars(f) for f in failures]}  # fmt: skip
+
+
+def _follow(args: argparse.Namespace, run: PlaybookRun, nodes: Sequence[Node], verb: str) -> int:
+    """Run the playbook to its end; one line when every node did it, else every failure in full."""
+    ok, result = run_playbook(args, run, nodes, verb)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif ok:
+        print(f"{verb}: {fold(n.name for n in nodes)} configured")
     return EXIT_OK if ok else EXIT_FAILED
 
 
@@ -218,8 +224,8 @@ def cmd_nodes_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_nodes_probe(args: argparse.Namespace, settings: Settings) -> int:
     """Uptime, load, memory and every GPU's health, one ssh round trip per node."""
-    nodes = _nodes(args, settings)
-    samples = asyncio.run(_with_pool(args, settings, lambda pool: probe_nodes(pool, nodes)))
+    nodes = selected_nodes(args, settings)
+    samples = asyncio.run(with_pool(args, settings, lambda pool: probe_nodes(pool, nodes)))
     failed = sum(1 for s in samples if s.telemetry is None)
     if args.json:
         out = [
@@ -241,7 +247,7 @@ def cmd_nodes_run(args: argparse.Namespace, settings: Settings) -> int:
         raise InputError("nodes run: no command given (cluster nodes run -w NODES -- COMMAND)")
     line = command[0] if len(command) == 1 else shlex.join(command)  # like remote.py: words quoted one by one
     nodes = Inventory.load(settings.inventory).select(args.nodes)
-    results = asyncio.run(_with_pool(args, settings, lambda pool: pool.run_all(nodes, line)))
+    results = asyncio.run(with_pool(args, settings, lambda pool: pool.run_all(nodes, line)))
     if args.json:
         print(json.dumps({"ok": all(r.ok for r in results), "nodes": [_result_json(r) for r in results]}, indent=2))
     else:
@@ -253,7 +259,7 @@ def cmd_nodes_run(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
-def _ssh_flags() -> argparse.ArgumentParser:
+def ssh_flags() -> argparse.ArgumentParser:
     flags = argparse.ArgumentParser(add_help=False)
     flags.add_argument("--accept-new", action="store_true", help="record the host key of a node not yet known")
     flags.add_argument("--connect-timeout", type=float, metavar="S", help="seconds to wait for a node's ssh")
@@ -263,7 +269,7 @@ def _ssh_flags() -> argparse.ArgumentParser:
 
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Register `compute ...` and `nodes ...` on the `cluster` parser."""
-    ssh = _ssh_flags()
+    ssh = ssh_flags()
     pattern_help = "nodes or groups: node0, node[0-3], compute, 'compute:!node1' (default: the compute group)"
     compute = sub.add_parser("compute", parents=[common], help="wake, stop, check and configure compute nodes")
     actions = compute.add_subparsers(dest="compute_command", required=True, metavar="ACTION")

@@ -151,6 +151,8 @@ def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobReco
         "hostnames": json.dumps(sorted(hosts)),
         "ranks_per_host": max(hosts.values(), default=None),
         "links": json.dumps(first("links") or []),  # the ranks' own link timings (runtime.contract.LinkFit)
+        # the verified runtime build(s) the ranks ran from; more than one would mean nodes ran different code
+        "runtime_build": ",".join(sorted({m["runtime_build"] for m in ranks if m.get("runtime_build")})) or None,
         # a rank's mean seconds in its own work, waiting on communication, and idle (pipeline bubble)
         **{key: mean_split(key) for key in ("compute_s", "comm_s", "idle_s")},
     }

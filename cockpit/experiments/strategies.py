@@ -48,7 +48,6 @@ class SweepSettings:
     slurm_time_limit: str = "01:00:00"
     partition: str | None = None
     account: str | None = None
-    container_image: str | None = None
 
 
 class Shape(NamedTuple):
@@ -126,7 +125,6 @@ class ParallelismStrategy(ABC):
             slurm_time_limit=s.slurm_time_limit,
             partition=s.partition,
             account=s.account,
-            container_image=s.container_image,
         )
 
     def slurm_constraints(self) -> dict[str, str | int]:

@@ -12,6 +12,7 @@ run_<ts>/results/summary_run_<ts>.{csv,md}  the strategy table; plots/ beside it
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import re
@@ -39,6 +40,7 @@ from cockpit.jobs.local import SWEEP_JOBS_DIR, LocalJobManager
 from cockpit.jobs.manifest import MANIFEST_NAME, Manifest, now_iso
 from cockpit.jobs.records import JobManager
 from cockpit.jobs.slurm import SlurmJobManager
+from runtime.contract import BuildManifest
 from runtime.outputs import last_progress
 from runtime.schema import InputError
 
@@ -128,7 +130,6 @@ def plan(settings: Settings, *, now: datetime | None = None, **overrides: Any) -
         slurm_time_limit=section.time_limit,
         partition=settings.cluster.partition,
         account=settings.cluster.account,
-        container_image=section.container_image,
     )
     builder = PromptDataFrameBuilder()
     builder.persist(builder.build(records), sweep_settings.prompt_df_path)
@@ -175,16 +176,51 @@ def job_manager(sweep: Sweep) -> JobManager:
     return LocalJobManager(sweep.run_dir / SWEEP_JOBS_DIR)
 
 
-def _factory(sweep: Sweep) -> SlurmJobFactory:
-    return SlurmJobFactory(RuntimeEnvironment(launcher=sweep.manifest.launcher))
+def _factory(sweep: Sweep, runtime: RuntimeEnvironment | None = None) -> SlurmJobFactory:
+    return SlurmJobFactory(runtime or RuntimeEnvironment(launcher=sweep.manifest.launcher))
 
 
-def _pipeline(sweep: Sweep, on_event: Callable[[SweepEvent], None]) -> DistributedExperimentPipeline:
+def verified_runtime(sweep: Sweep, settings: Settings, on_event: Callable[[SweepEvent], None]) -> RuntimeEnvironment:
+    """The runtime the sweep's jobs run: this tree when delivery is shared; else the build every node the jobs
+    may run on verifiably has (one fan-out; an InputError with the table of nodes that differ, before any job)."""
+    launcher = sweep.manifest.launcher
+    if settings.runtime.delivery == "shared":
+        return RuntimeEnvironment(launcher=launcher)
+    from cockpit.delivery.build import IMAGE_PYTHON, IMAGE_SOURCE
+    from cockpit.delivery.verify import require_verified, target
+    from cockpit.nodes.inventory import LOCALHOST, Inventory
+    from cockpit.nodes.ssh import SshPool
+
+    local = sweep.manifest.backend == "local"  # the local backend runs every job on this machine
+    nodes = [LOCALHOST] if local else Inventory.load(settings.inventory).compute
+
+    async def check() -> BuildManifest:
+        ssh = settings.ssh
+        async with SshPool(settings.known_hosts, connect_timeout_s=ssh.connect_timeout_s) as pool:
+            return await require_verified(pool, nodes, settings, sweep.settings.device)
+
+    build = asyncio.run(check())
+    where = target(settings, build)
+    on_event(SweepEvent("verified", "runtime", f"{build.build_id} ({build.delivery}, {build.device}) at {where.path}"))
+    if build.delivery == "apptainer":
+        return RuntimeEnvironment(IMAGE_PYTHON, IMAGE_SOURCE, launcher, image=where.path, build_id=build.build_id)
+    return RuntimeEnvironment(
+        f"{where.path}/venv/bin/python",
+        f"{where.path}/src",
+        launcher,
+        build_id=build.build_id,
+        extensions_dir=f"{where.path}/.cache/torch_extensions",
+    )
+
+
+def _pipeline(
+    sweep: Sweep, on_event: Callable[[SweepEvent], None], runtime: RuntimeEnvironment | None = None
+) -> DistributedExperimentPipeline:
     prompts = PromptDataFrameBuilder().load(sweep.settings.prompt_df_path)
     collector = ResultCollector(prompts, sweep.results_dir, sweep.stamp, sweep.settings.run_id)
     return DistributedExperimentPipeline(
         sweep.strategies(),
-        _factory(sweep),
+        _factory(sweep, runtime),
         job_manager(sweep),
         collector,
         sweep.manifest,
@@ -211,9 +247,10 @@ def execute(sweep: Sweep, settings: Settings, on_event: Callable[[SweepEvent], N
     """Run (or resume) every strategy not done, then the baseline, correctness and the report."""
     if sweep.manifest.pipeline_alive():
         raise InputError(f"{sweep.run_dir}: a sweep process (pid {sweep.manifest.pipeline_pid}) is running it")
+    runtime = verified_runtime(sweep, settings, on_event)
     if sweep.manifest.baseline != "reference":
         run_endpoint_baseline(sweep, settings, on_event)
-    pipeline = _pipeline(sweep, on_event)
+    pipeline = _pipeline(sweep, on_event, runtime)
     with sigterm_as_interrupt():
         manifest = pipeline.run()
     if sweep.manifest.baseline == "reference":

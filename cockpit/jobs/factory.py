@@ -8,6 +8,7 @@ deepspeed launcher's local mode; inside an Apptainer image when one is set.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from typing import Literal
 
 from cockpit.experiments.strategies import ParallelismStrategy
 from runtime.atomic import atomic_write_text
-from runtime.contract import EXP_CONFIG_NAME
+from runtime.contract import EXP_CONFIG_NAME, RUNTIME_BUILD_VAR, ExperimentConfig
 from runtime.schema import InputError
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -31,12 +32,26 @@ FREE_PORT = shlex.join(
 
 @dataclass(frozen=True)
 class RuntimeEnvironment:
-    """How the nodes run the runtime: which Python, where the project is, which variables, which launcher."""
+    """How the nodes run the runtime: which Python, where its source is, which variables, which launcher.
+
+    The default is this tree as it is (the embedded default, or nodes that share its filesystem); a deployed
+    build (cockpit.delivery) names its own Python and source on the nodes, or an Apptainer image holding them."""
 
     python: str = sys.executable
-    project_dir: Path = PROJECT
+    source_dir: str = str(PROJECT)  # on PYTHONPATH: the folder that holds the `runtime` package
     launcher: Launcher = "srun"
     env: Mapping[str, str] = field(default_factory=dict)  # never secrets: the script is a plain file
+    image: str | None = None  # apptainer exec'd with the device's GPU flags; python and source_dir are inside it
+    build_id: str | None = None  # the verified build (the runtime records it in its metrics)
+    extensions_dir: str | None = None  # DeepSpeed's compiled ops; default: the tree's .cache, or the run's for images
+
+    def torch_extensions(self, run_dir: Path) -> str:
+        """Where DeepSpeed compiles its ops: writable, and kept between jobs."""
+        if self.extensions_dir:
+            return self.extensions_dir
+        return (
+            str(run_dir / ".cache" / "torch_extensions") if self.image else str(PROJECT / ".cache" / "torch_extensions")
+        )
 
 
 @dataclass(frozen=True)
@@ -66,8 +81,12 @@ class SlurmJobFactory:
         folder = strategy.output_root
         return JobFiles(folder / EXP_CONFIG_NAME, folder / "job.slurm", str(folder / "logs" / "slurm-%j.out"))
 
+    def config(self, strategy: ParallelismStrategy) -> ExperimentConfig:
+        """The strategy's config as this runtime runs it (the image it runs in, if any)."""
+        return dataclasses.replace(strategy.config(), container_image=self.runtime.image)
+
     def render(self, strategy: ParallelismStrategy) -> JobFiles:
-        config = strategy.config()
+        config = self.config(strategy)
         files = self.files(strategy)
         files.config.parent.joinpath("logs").mkdir(parents=True, exist_ok=True)
         config.write(files.config)
@@ -75,13 +94,14 @@ class SlurmJobFactory:
         return files
 
     def script(self, strategy: ParallelismStrategy, files: JobFiles) -> str:
-        config = strategy.config()
+        config = self.config(strategy)
         header = [f"#SBATCH --{key}={value}" for key, value in strategy.slurm_constraints().items()]
         header.append(f"#SBATCH --output={files.log_pattern}")
         exports = {
-            "PYTHONPATH": str(self.runtime.project_dir),
+            "PYTHONPATH": self.runtime.source_dir,
             "HF_HUB_OFFLINE": "1",
-            "TORCH_EXTENSIONS_DIR": str(self.runtime.project_dir / ".cache" / "torch_extensions"),
+            "TORCH_EXTENSIONS_DIR": self.runtime.torch_extensions(Path(config.output_root).parent),
+            **({RUNTIME_BUILD_VAR: self.runtime.build_id} if self.runtime.build_id else {}),
             **self.runtime.env,
         }
         lines = [
@@ -96,7 +116,7 @@ class SlurmJobFactory:
         return "\n".join(lines) + "\n"
 
     def _launch(self, strategy: ParallelismStrategy, files: JobFiles) -> list[str]:
-        config = strategy.config()
+        config = self.config(strategy)
         container = []
         if config.container_image:
             if config.device not in APPTAINER_GPU_FLAGS:
@@ -105,8 +125,9 @@ class SlurmJobFactory:
                     f"not {config.device!r}: it decides which GPU flags apptainer gets"
                 )
             flags = APPTAINER_GPU_FLAGS[config.device]
-            container = ["apptainer", "exec", *flags, "--bind", str(Path(config.output_root).parent)]
-            container.append(config.container_image)
+            # the run's folder (config, prompts, outputs) and the model are all the job reads or writes
+            binds = ",".join(dict.fromkeys([str(Path(config.output_root).parent), config.model_path]))
+            container = ["apptainer", "exec", *flags, "--bind", binds, config.container_image]
         python = [*container, self.runtime.python]
         run_config = ["runtime", "--config", str(files.config)]
         if self.runtime.launcher == "local":
@@ -119,7 +140,7 @@ class SlurmJobFactory:
             command = ["srun", "--kill-on-bad-exit=1", *python, "-m", *run_config]
             return [shlex.join(command)]
         # the deepspeed launcher starts the ranks itself, over ssh, from a hostfile of the allocation's nodes
-        entry = str(self.runtime.project_dir / "runtime" / "run_distributed_inference.py")
+        entry = str(Path(self.runtime.source_dir) / "runtime" / "run_distributed_inference.py")
         hostfile = Path(config.output_root) / "hostfile"
         launcher = [*python, "-m", "deepspeed.launcher.runner", f"--hostfile={hostfile}", *strategy.deepspeed_args()]
         slots = f"sed 's/$/ slots={strategy.gpus_per_node}/'"

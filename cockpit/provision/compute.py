@@ -25,7 +25,11 @@ def _embedded_inventory(settings: Settings) -> Path:
 
 
 def compute_run(
-    settings: Settings, nodes: Sequence[Node], playbook: Path | None = None, also: Sequence[str] = ()
+    settings: Settings,
+    nodes: Sequence[Node],
+    playbook: Path | None = None,
+    also: Sequence[str] = (),
+    extravars: dict[str, object] | None = None,
 ) -> PlaybookRun:
     """A run (not yet started) of the compute playbooks, limited to `nodes` (and the host patterns in `also`: hosts
     a play adds itself), checking host keys against the cockpit's own known_hosts so Ansible trusts exactly the
@@ -41,4 +45,5 @@ def compute_run(
         artifacts_root=settings.data_dir / "provision",
         limit=",".join([*(node.name for node in nodes), *also]),
         envvars={"ANSIBLE_SSH_ARGS": shlex.join(ssh_args)},
+        extravars=extravars,
     )
