@@ -95,6 +95,15 @@ class TestHosts:
     def inventory(self) -> Path:
         return self.state_dir / "inventory.ini"
 
+    @property
+    def node_local(self) -> Path:
+        """A path that is each host's own folder on that host (and an empty one here): see start-test-hosts.sh."""
+        return self.state_dir / "node-local"
+
+    def local_folder(self, host: str) -> Path:
+        """What `node_local` is on `host`, as this machine sees it."""
+        return self.state_dir / host / "local"
+
     def ssh(self, host: str, command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """Run `command` on `host` with the system ssh client and the hosts' strict known_hosts."""
         return subprocess.run(

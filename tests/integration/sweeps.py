@@ -32,7 +32,9 @@ def write_config(
     nodes: int = 2,
     gpus_per_node: int = 2,
     max_new_tokens: int = MAX_NEW_TOKENS,
+    extra: str = "",
 ) -> Path:
+    """A cockpit.toml for a sweep of the test prompts; `extra` adds lines to [cluster] and further tables."""
     for variant, prompts in PROMPT_FILES.items():
         text = "".join(f"@@@ prompt {pid}: p{pid}\n{prompt}\n" for pid, prompt in prompts)
         (tmp / f"prompts_{variant}.txt").write_text(f"# {variant} test prompts\n{text}")
@@ -41,6 +43,7 @@ def write_config(
         f"""
 [cluster]
 scheduler = "{scheduler}"
+{extra}
 [paths]
 data_dir = "{tmp / "data"}"
 [model]

@@ -1,5 +1,6 @@
-"""A whole sweep on the real Slurm's two nodes: jobs by sbatch, states from sacct, and a sweep process killed
-outright (SIGKILL: no chance to clean up) while its job runs on, then resumed by re-attaching to that job."""
+"""A whole sweep on the real Slurm's two nodes, on the runtime build deployed to them: jobs by sbatch, states from
+sacct, and a sweep process killed outright (SIGKILL: no chance to clean up) while its job runs on, then resumed by
+re-attaching to that job."""
 
 from __future__ import annotations
 
@@ -15,12 +16,15 @@ from cockpit.jobs.records import JobError
 from cockpit.jobs.slurm import SlurmJobManager
 from tests.infra.services import SlurmCluster
 from tests.integration import sweeps
+from tests.integration.conftest import DeployedRuntime
 
 pytestmark = [pytest.mark.infra, pytest.mark.slow]
 
 
-def test_sweep_killed_and_resumed_on_slurm(slurm_cluster: SlurmCluster, tmp_path: Path, tiny_model_dir: Path) -> None:
-    config = sweeps.write_config(tmp_path, tiny_model_dir, scheduler="slurm")
+def test_sweep_killed_and_resumed_on_slurm(
+    slurm_cluster: SlurmCluster, deployed_runtime: DeployedRuntime, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    config = sweeps.write_config(tmp_path, tiny_model_dir, scheduler="slurm", extra=deployed_runtime.lines)
     sweep = sweeps.start(config, "sweep", "run")
     sweeps.wait_for(lambda: sweeps.entries(sweeps.run_dir(config))[1].status == "RUNNING", 240, "the second job")
     os.kill(sweep.pid, signal.SIGKILL)
@@ -44,6 +48,15 @@ def test_sweep_killed_and_resumed_on_slurm(slurm_cluster: SlurmCluster, tmp_path
         assert entry.attempts[0].elapsed_s == record["time"]["elapsed"]
     hosts = {json.loads(p.read_text())["hostname"] for p in run.glob("tiny_pp2_tp2_n2/metrics/*.json")}
     assert hosts == {"node0", "node1"}
+    # every rank ran the verified build: a Python that exists only in the nodes' own node-local folders
+    build = deployed_runtime.build.build_id
+    python = deployed_runtime.install_root / build / "venv" / "bin" / "python"
+    assert (
+        not python.exists()
+        and f"srun --kill-on-bad-exit=1 {python} -m runtime" in (run / "tiny_pp2_tp2_n2" / "job.slurm").read_text()
+    )
+    assert {json.loads(p.read_text())["runtime_build"] for p in run.glob("*/metrics/*.json")} == {build}
+    assert f"runtime verified: {build} (venv, cpu)" in done.stderr  # resume verified the nodes again
     sweeps.assert_parity(run, sweeps.expected_tokens(tiny_model_dir), strategies=5)
     assert Path(out["report"]["markdown"]).read_text().count("| 100.0% |") == 5
 
