@@ -1,18 +1,21 @@
 """Runtime delivery end to end: the CPU runtime built here, deployed to both sshd test hosts (each its own copy in
 its own node-local folder), verified there; a changed, corrupt or missing copy and an unreachable node are named,
-and a sweep stops before submitting any job. (The sweep that runs on the deployed build: test_sweep_slurm.py.)"""
+and a sweep stops before submitting any job; an image copied to shared storage and checked on every node. (The
+sweep that runs on the deployed build: test_sweep_slurm.py.)"""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 
-from cockpit.delivery.tree_digest import LISTING_NAME, digest_of, listing
+from cockpit.delivery.tree_digest import LISTING_NAME, digest_of, file_sha256, listing
 from cockpit.jobs.manifest import Manifest
+from runtime.contract import BuildManifest
 from tests.infra.services import TestHosts
 from tests.integration import sweeps
 from tests.integration.conftest import DeployedRuntime
@@ -165,3 +168,49 @@ def test_manifest_problems_here_are_named(deployed_runtime: DeployedRuntime, tmp
     )
     done = verify(tmp_path / "other")
     assert done.returncode == 2 and f"{other}: a venv build for xpu, not venv for cpu" in done.stderr
+
+
+def test_an_image_goes_to_shared_storage_and_every_node_checks_it(test_hosts: TestHosts, tmp_path: Path) -> None:
+    """No apptainer here: a stand-in file takes the built image's place (test_delivery.py has the build itself);
+    its copy to the shared storage and its check on every node are what they are for a real image."""
+    folder = tmp_path / "data" / "runtime" / "apptainer-cpu"
+    folder.mkdir(parents=True)
+    (folder / "runtime.sif").write_bytes(os.urandom(1 << 20))
+    digest = f"sha256:{file_sha256(folder / 'runtime.sif')}"
+    build = BuildManifest(
+        build_id=BuildManifest.make_id("0.1.0", digest),
+        runtime_version="0.1.0",
+        git_commit=None,
+        python="3.11.7",
+        torch="2.13.0+cpu",
+        deepspeed="0.19.8",
+        transformers="5.23.0",
+        device="cpu",
+        delivery="apptainer",
+        digest=digest,
+        built_at="2026-11-24T00:00:00+00:00",
+        files=1,
+        bytes=1 << 20,
+    )
+    build.write(folder / "build_manifest.json")
+    images = tmp_path / "images"  # the nodes share this machine's filesystem: storage they all mount
+    images.mkdir()
+    config = tmp_path / "cockpit.toml"
+    config.write_text(
+        f'[cluster]\ninventory = "{test_hosts.inventory}"\n[paths]\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[ssh]\nknown_hosts = "{test_hosts.known_hosts}"\n'
+        f'[runtime]\ndelivery = "apptainer"\nimage_dir = "{images}"\n'
+    )
+    done = sweeps.cluster(config, "runtime", "deploy", "--json")
+    assert done.returncode == 0, done.stderr
+    assert [node["state"] for node in json.loads(done.stdout)["nodes"]] == ["ok", "ok"]
+    image = images / f"cockpit-runtime-{build.build_id}.sif"
+    assert image.read_bytes() == (folder / "runtime.sif").read_bytes()
+    assert BuildManifest.load(images / "current.json") == build == BuildManifest.load(image.with_suffix(".json"))
+    with image.open("r+b") as handle:
+        handle.write(b"changed")
+    done = sweeps.cluster(config, "runtime", "verify")
+    assert done.returncode == 1
+    assert (
+        "node0  differs" in done.stderr and "node1  differs" in done.stderr and "its digest is sha256:" in done.stderr
+    )
