@@ -88,7 +88,8 @@ class Verification:
 
     def fixes(self, config_flag: str = "") -> list[str]:
         """The commands that bring the failed nodes in line: wake the unreachable ones, then deploy."""
-        down = [c.node for c in self.failed if c.state == "unreachable"]
+        # a refused host key says itself what to do; a node that does not answer may be asleep
+        down = [c.node for c in self.failed if c.state == "unreachable" and "host key" not in c.detail]
         deploy = [c.node for c in self.failed]
         commands = [f"cluster{config_flag} compute up {fold(down)}"] if down else []
         return commands + ([f"cluster{config_flag} runtime deploy {fold(deploy)}"] if deploy else [])
