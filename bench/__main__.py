@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from bench import comm, decode, fanout, pipeline, report, roofline, strategies, tui
+from bench import comm, decode, digest, fanout, pipeline, report, roofline, strategies, tui
 
 BENCHMARKS = {
     "decode": decode.run,  # our loop vs HF generate
@@ -20,6 +20,7 @@ BENCHMARKS = {
     "orchestration": pipeline.orchestration,  # a Slurm job's end to its rows collected
     "fanout": fanout.run,  # uptime on 64 sshd endpoints vs clush
     "tui": tui.run,  # the cockpit on 64 nodes + 2,000 jobs vs an empty cluster
+    "digest": digest.run,  # a runtime install's content digest vs sha256sum
 }
 
 
