@@ -21,6 +21,7 @@ T = TypeVar("T")
 
 EXP_CONFIG_NAME = "exp_config.json"
 BUILD_MANIFEST_NAME = "build_manifest.json"
+CURRENT_IMAGE_MANIFEST = "current.json"  # beside the images: the manifest of the one deployed last
 RUNTIME_BUILD_VAR = "COCKPIT_RUNTIME_BUILD"  # set by job scripts to the verified build's id; recorded in metrics
 Precision = Literal["fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda", "xpu"]

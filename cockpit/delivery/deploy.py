@@ -20,12 +20,11 @@ from cockpit.nodes.inventory import Node
 from cockpit.provision.compute import PROJECT_ROOT, compute_run
 from cockpit.provision.runner import PlaybookRun
 from runtime.atomic import atomic_write_text
-from runtime.contract import BUILD_MANIFEST_NAME, BuildManifest
+from runtime.contract import BUILD_MANIFEST_NAME, CURRENT_IMAGE_MANIFEST, BuildManifest
 from runtime.schema import InputError
 
 RUNTIME_PLAYBOOK = PROJECT_ROOT / "ansible" / "runtime.yml"
 DIGEST_SCRIPT = Path(__file__).with_name("tree_digest.py")
-CURRENT_IMAGE_MANIFEST = "current.json"
 
 
 def venv_run(settings: Settings, nodes: Sequence[Node], build: BuildManifest) -> PlaybookRun:

@@ -18,13 +18,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from cockpit.config import Settings
+from cockpit.config import RuntimeSection, Settings
 from cockpit.delivery.build import build_folder, built
 from cockpit.nodes.inventory import Node
 from cockpit.nodes.nodeset import fold
 from cockpit.nodes.ssh import CommandResult, SshPool
 from runtime.atomic import atomic_write_text
-from runtime.contract import BUILD_MANIFEST_NAME, BuildManifest, Delivery, DeviceKind, loads
+from runtime.contract import BUILD_MANIFEST_NAME, CURRENT_IMAGE_MANIFEST, BuildManifest, Delivery, DeviceKind, loads
 from runtime.schema import InputError
 
 NodeState = Literal["ok", "differs", "missing", "corrupt", "wrong device", "unreachable", "error"]
@@ -56,6 +56,16 @@ def target(settings: Settings, build: BuildManifest) -> Target:
             raise InputError("runtime: delivery apptainer needs [runtime] image_dir (storage every node mounts)")
         return Target("apptainer", settings.runtime.image_dir, f"cockpit-runtime-{build.build_id}")
     return Target("venv", settings.runtime.install_root, build.build_id)
+
+
+def current_manifest_path(runtime: RuntimeSection) -> str | None:
+    """Where every node finds the manifest of the build it runs now (`current`); None when the nodes run this
+    tree as it is (shared) or no image folder is configured."""
+    if runtime.delivery == "venv":
+        return f"{runtime.install_root}/current/{BUILD_MANIFEST_NAME}"
+    if runtime.delivery == "apptainer" and runtime.image_dir:
+        return f"{runtime.image_dir}/{CURRENT_IMAGE_MANIFEST}"
+    return None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,9 @@ stands alone: one that fails adds a short line to "errors" and the others still 
 not expose is null, never a guess. GPUs come from `nvidia-smi`, `xpu-smi` and `rocm-smi`, then from sysfs
 (DRM and hwmon) for any card no vendor tool reported.
 
+With COCKPIT_RUNTIME_MANIFEST set (the path of the node's installed runtime build manifest), the report's
+"runtime" names the build installed there: its build_id and device, or build_id null and why; null when unset.
+
 For tests: COCKPIT_PROBE_PATH is where the tools are looked up (default: $PATH and /opt/rocm/bin),
 COCKPIT_PROBE_SYSFS the sysfs root (default: /sys), COCKPIT_PROBE_TIMEOUT_S the limit per tool call (default: 5).
 """
@@ -26,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-PROBE_VERSION = 1
+PROBE_VERSION = 2
 GPU_FIELDS = ("util_pct", "memory_used_mib", "memory_total_mib", "temperature_c", "power_w", "energy_j")
 PCI_VENDORS = {"0x10de": "nvidia", "0x8086": "intel", "0x1002": "amd"}
 MIB = 1024 * 1024
@@ -56,6 +59,7 @@ XPU_METRICS = {
     "GPU Energy Consumed": "energy_j",
     "GPU Memory Used": "memory_used_mib",
 }
+NO_BUILD = "no build installed"  # the runtime's error when its manifest is not there
 ROCM_ARGS = ("--showuse", "--showmeminfo", "vram", "--showtemp", "--showpower", "--showproductname", "--showbus")
 
 
@@ -335,6 +339,20 @@ def read_memory() -> dict[str, Any]:
     }
 
 
+def read_runtime(path: Path) -> dict[str, Any]:
+    """The runtime build whose manifest is at `path`; build_id null when none is installed there. ValueError when
+    the file is no build manifest."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:  # no install yet, or `current` names a build that is gone
+        return {"build_id": None, "device": None, "error": NO_BUILD}
+    manifest = json.loads(text)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("build_id"), str):
+        raise ValueError("no build_id in the manifest")
+    device = manifest.get("device")
+    return {"build_id": manifest["build_id"], "device": device if isinstance(device, str) else None, "error": None}
+
+
 def probe() -> dict[str, Any]:
     """The whole report; never raises for a missing or misbehaving source."""
     errors: list[str] = []
@@ -347,6 +365,7 @@ def probe() -> dict[str, Any]:
         "memory_total_mib": None,
         "memory_available_mib": None,
         "gpus": [],
+        "runtime": None,
         "errors": errors,
     }
     system: tuple[tuple[str, Callable[[], dict[str, Any]]], ...] = (
@@ -376,6 +395,13 @@ def probe() -> dict[str, Any]:
         gpus.extend(parse_sysfs(Path(os.environ.get("COCKPIT_PROBE_SYSFS", "/sys")), claimed_buses, claimed_vendors))
     except Exception as err:
         errors.append(describe("sysfs", err))
+    manifest = os.environ.get("COCKPIT_RUNTIME_MANIFEST")
+    if manifest:
+        try:
+            report["runtime"] = read_runtime(Path(manifest))
+        except Exception as err:
+            errors.append(describe("runtime", err))
+            report["runtime"] = {"build_id": None, "device": None, "error": errors[-1]}
     return report
 
 

@@ -1,8 +1,9 @@
 """Node telemetry on the control node: the probe to send, its answer checked, and a table of it.
 
-One ssh round trip per node: run `PROBE_COMMAND` there with `probe_source()` on stdin; the probe prints one JSON
-object (uptime, load, memory, and per GPU its readings) that `parse_probe` turns into a `NodeTelemetry`. What a
-device does not expose stays None all the way to the table, where it shows as "-".
+One ssh round trip per node: run `probe_command()` there with `probe_source()` on stdin; the probe prints one JSON
+object (uptime, load, memory, per GPU its readings, and when asked the runtime build installed there) that
+`parse_probe` turns into a `NodeTelemetry`. What a device does not expose stays None all the way to the table, where
+it shows as "-".
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import functools
 import json
 import math
 import re
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -20,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cockpit.nodes.inventory import Node
-from cockpit.nodes.probe_script import GPU_FIELDS, PROBE_VERSION
+from cockpit.nodes.probe_script import GPU_FIELDS, NO_BUILD, PROBE_VERSION
 from cockpit.nodes.ssh import SshPool
 
 PROBE_COMMAND = "python3 -"  # the probe's source goes on stdin: nothing is copied to or left on the node
@@ -56,6 +58,20 @@ class GpuTelemetry:
 
 
 @dataclass(frozen=True)
+class RuntimeBuild:
+    """The runtime build a node has installed, from its manifest; `build_id` None and `error` why when it has none."""
+
+    build_id: str | None
+    device: str | None  # "cpu", "cuda", "xpu"
+    error: str | None  # "no build installed", or why the manifest could not be read
+
+    @property
+    def missing(self) -> bool:
+        """No build is installed there (rather than one whose manifest could not be read)."""
+        return self.error == NO_BUILD
+
+
+@dataclass(frozen=True)
 class NodeTelemetry:
     """One node's report. `errors` names the sources that failed; the rest of the report still holds."""
 
@@ -67,6 +83,7 @@ class NodeTelemetry:
     memory_available_mib: float | None
     gpus: tuple[GpuTelemetry, ...]
     errors: tuple[str, ...]
+    runtime: RuntimeBuild | None = None  # None: the probe was not asked (no runtime delivery configured)
 
     @property
     def memory_used_mib(self) -> float | None:
@@ -88,8 +105,16 @@ class NodeSample:
 
 @functools.cache
 def probe_source() -> str:
-    """The probe script's text, to send as stdin to `PROBE_COMMAND`."""
+    """The probe script's text, to send as stdin to `probe_command()`."""
     return resources.files("cockpit.nodes").joinpath("probe_script.py").read_text(encoding="utf-8")
+
+
+def probe_command(manifest: str | None = None) -> str:
+    """The command that runs the probe on a node; with `manifest` (a path there) it also reports the runtime build
+    whose manifest that is."""
+    if manifest is None:
+        return PROBE_COMMAND
+    return f"COCKPIT_RUNTIME_MANIFEST={shlex.quote(manifest)} {PROBE_COMMAND}"
 
 
 class _Bad(Exception):
@@ -134,6 +159,18 @@ def _gpu(obj: dict[str, Any], where: str) -> GpuTelemetry:
     )
 
 
+def _runtime(obj: dict[str, Any], where: str) -> RuntimeBuild:
+    return RuntimeBuild(
+        build_id=_field(obj, "build_id", where, _is_str, "a string", null=True),
+        device=_field(obj, "device", where, _is_str, "a string", null=True),
+        error=_field(obj, "error", where, _is_str, "a string", null=True),
+    )
+
+
+def _is_object(value: object) -> bool:
+    return isinstance(value, dict)
+
+
 def _is_load(value: object) -> bool:
     return isinstance(value, list) and len(value) == 3 and all(map(_is_number, value))
 
@@ -150,6 +187,7 @@ def _node(data: dict[str, Any]) -> NodeTelemetry:
     load = _field(data, "load", "", _is_load, "3 numbers", null=True)
     gpus = _field(data, "gpus", "", _is_objects, "a list of objects", null=False)
     errors = _field(data, "errors", "", _is_strings, "a list of strings", null=False)
+    runtime = _field(data, "runtime", "", _is_object, "an object", null=True)
     return NodeTelemetry(
         hostname=_field(data, "hostname", "", _is_str, "a string", null=False),
         uptime_s=_reading(data, "uptime_s", ""),
@@ -159,6 +197,7 @@ def _node(data: dict[str, Any]) -> NodeTelemetry:
         memory_available_mib=_reading(data, "memory_available_mib", ""),
         gpus=tuple(_gpu(gpu, f"gpus[{i}].") for i, gpu in enumerate(gpus)),
         errors=tuple(errors),
+        runtime=None if runtime is None else _runtime(runtime, "runtime."),
     )
 
 
@@ -190,11 +229,11 @@ def telemetry_to_json(t: NodeTelemetry) -> dict[str, Any]:
     return {"probe": PROBE_VERSION, **plain}
 
 
-async def probe_nodes(pool: SshPool, nodes: Sequence[Node]) -> list[NodeSample]:
+async def probe_nodes(pool: SshPool, nodes: Sequence[Node], manifest: str | None = None) -> list[NodeSample]:
     """The probe on every node at once, one ssh round trip each; a node that fails or answers garbage is a sample
-    with its reason, never an exception."""
+    with its reason, never an exception. With `manifest`, each also reports the runtime build installed there."""
     samples = []
-    for result in await pool.run_all(nodes, PROBE_COMMAND, input=probe_source()):
+    for result in await pool.run_all(nodes, probe_command(manifest), input=probe_source()):
         rtt = result.elapsed_s * 1000
         if not result.ok:  # no connection (no round trip to show), or the probe failed there
             reason = result.error or f"probe exit {result.exit_status}: {result.stderr.strip()[-EXCERPT_CHARS:]}"

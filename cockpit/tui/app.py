@@ -68,7 +68,7 @@ class CockpitApp(App[None]):
         mode = " · read-only" if read_only else ""
         self.sub_title = f"cluster {settings.cluster.name} · {settings.cluster.scheduler} scheduler{mode}"
         refresh, ssh = settings.refresh, settings.ssh
-        self.board = NodeBoard(source.node_names, clock=clock)
+        self.board = NodeBoard(source.node_names, clock=clock, runtime=settings.runtime.delivery != "shared")
         self.provisioning: list[ProvisionRun] = []  # the playbook runs this app started
         self._frozen = False
         self.feeds: dict[str, Feed[Any]] = {
@@ -76,6 +76,8 @@ class CockpitApp(App[None]):
             "queue": Feed("queue", source.queue, refresh.squeue_s, 10.0, clock),
             "sweep": Feed("sweep", source.sweep, refresh.shards_s, 10.0, clock),
         }
+        if self.board.runtime:  # the build the nodes should run, for the nodes table's runtime column
+            self.feeds["runtime"] = Feed("runtime", source.runtime_build, refresh.nodes_s, 10.0, clock)
 
     def get_default_screen(self) -> Screen:
         return DashboardScreen()
@@ -100,6 +102,8 @@ class CockpitApp(App[None]):
         if await feed.poll():
             if feed.name == "nodes" and feed.error is None:
                 self.board.ingest(feed.value or [])
+            elif feed.name == "runtime" and feed.error is None:
+                self.board.set_control_build(feed.value)
             self.show(feed.name)
             if not self._frozen and all(f.polls and not f.in_flight for f in self.feeds.values()):
                 # what the first full paint built lives as long as the app: keep it out of the collector's full
@@ -113,7 +117,7 @@ class CockpitApp(App[None]):
         if not isinstance(screen, DashboardScreen):
             return
         with self.batch_update():
-            if name == "nodes":
+            if name in ("nodes", "runtime"):
                 screen.show_nodes(self.board, self.feeds["nodes"])
             elif name == "queue":
                 screen.show_queue(self.feeds["queue"])

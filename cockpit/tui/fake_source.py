@@ -4,7 +4,7 @@ the network."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from cockpit.experiments.progress import RankProgress, StrategyProgress, SweepProgress
 from cockpit.jobs.queue import QueueRow
 from cockpit.nodes.power import PowerAction
-from cockpit.nodes.telemetry import GpuTelemetry, NodeSample, NodeTelemetry
+from cockpit.nodes.probe_script import NO_BUILD
+from cockpit.nodes.telemetry import GpuTelemetry, NodeSample, NodeTelemetry, RuntimeBuild
 from cockpit.tui.fake_provision import FakeProvisionRun
 from cockpit.tui.sources import ActionResult
 
@@ -84,7 +85,9 @@ def fake_sweep(taken_at: float) -> SweepProgress:
 
 
 class FakeClusterSource:
-    """`nodes` x `gpus` fake nodes, `jobs` fake queued jobs and one fake sweep; every poll advances `tick`."""
+    """`nodes` x `gpus` fake nodes, `jobs` fake queued jobs and one fake sweep; every poll advances `tick`. With
+    `installed` (node name to build id; a node left out has none) the nodes report their runtime builds, and
+    `built` is the build made here."""
 
     def __init__(
         self,
@@ -93,12 +96,16 @@ class FakeClusterSource:
         jobs: int = 4,
         unreachable: tuple[str, ...] = (),
         failing: tuple[str, ...] = (),
+        installed: Mapping[str, str] | None = None,
+        built: str | None = None,
     ) -> None:
         self.node_names = [f"node{i}" for i in range(nodes)]
         self.gpus = gpus
         self.jobs = fake_jobs(jobs)
         self.unreachable = set(unreachable)
         self.failing = set(failing)  # they answer, with garbage
+        self.installed = installed
+        self.built = built
         self.tick = 0
         self.actions: list[tuple[str, ...]] = []  # what the app asked for, in order
 
@@ -107,11 +114,20 @@ class FakeClusterSource:
             return NodeSample(name, None, "no answer within 5 s (connect timeout)", None)
         if name in self.failing:
             return NodeSample(name, None, f"{name}: probe output is not JSON: 'Segmentation fault'", 3.0)
-        return NodeSample(name, fake_telemetry(name, index, self.gpus, self.tick), None, 2.0 + index % 5)
+        telemetry = fake_telemetry(name, index, self.gpus, self.tick)
+        if self.installed is not None:
+            build = self.installed.get(name)
+            telemetry = replace(
+                telemetry, runtime=RuntimeBuild(build, "xpu" if build else None, None if build else NO_BUILD)
+            )
+        return NodeSample(name, telemetry, None, 2.0 + index % 5)
 
     async def nodes(self) -> list[NodeSample]:
         self.tick += 1
         return [self._sample(i, name) for i, name in enumerate(self.node_names)]
+
+    async def runtime_build(self) -> str | None:
+        return self.built
 
     async def queue(self) -> list[QueueRow]:
         return self.jobs

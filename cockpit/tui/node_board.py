@@ -1,6 +1,7 @@
 """The nodes table's model: per node the last good telemetry, when it last answered, each GPU's recent
-utilisation for a sparkline, and the state the user's own actions imply (waking after a wake, off after a
-shutdown). Headless (rich only), so it is tested without a screen and fed fake samples by the benchmarks."""
+utilisation for a sparkline, the state the user's own actions imply (waking after a wake, off after a
+shutdown), and where a runtime delivery is configured the build each node runs against the one built here.
+Headless (rich only), so it is tested without a screen and fed fake samples by the benchmarks."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from cockpit.nodes.telemetry import GpuTelemetry, NodeSample, NodeTelemetry, fix
 NodeState = Literal["unknown", "up", "failing", "unreachable", "waking", "off"]
 Expectation = Literal["waking", "off"]
 COLUMNS = ("node", "state", "rtt ms", "load", "mem GiB", "gpu", "util %", "gpu mem GiB", "temp °C", "power W")
+NODE_COLUMNS = 5  # the node's own columns come first; the runtime column, when shown, follows them
 STATE_STYLE = {
     "up": "green",
     "failing": "bold magenta",
@@ -37,7 +39,13 @@ def sparkline(values: Sequence[float], width: int = 12) -> str:
 class NodeBoard:
     """What the nodes table shows, built from samples as they come."""
 
-    def __init__(self, names: Sequence[str], history: int = 60, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        history: int = 60,
+        clock: Callable[[], float] = time.monotonic,
+        runtime: bool = False,
+    ) -> None:
         self.names = list(names)
         self.clock = clock
         self.history = history
@@ -47,6 +55,16 @@ class NodeBoard:
         self.util: dict[tuple[str, int], deque[float]] = {}
         self.expected: dict[str, Expectation] = {}
         self.marked: set[str] = set()  # nodes the user picked for the next action
+        self.runtime = runtime  # a runtime column: each node's build, marked where it is not the one built here
+        self.control_build: str | None = None  # the build built here, that the nodes should run
+        self.control_build_read = False  # whether control_build is known yet (None is an answer: nothing built)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The table's columns: COLUMNS, with "runtime" after the node's own where the runtime is shown."""
+        if not self.runtime:
+            return COLUMNS
+        return (*COLUMNS[:NODE_COLUMNS], "runtime", *COLUMNS[NODE_COLUMNS:])
 
     def ingest(self, samples: Sequence[NodeSample]) -> None:
         """Take one poll's samples; a node that answers is no longer waking."""
@@ -63,6 +81,10 @@ class NodeBoard:
                 series = self.util.setdefault((sample.name, gpu.index), deque(maxlen=self.history))
                 if gpu.util_pct is not None:
                     series.append(gpu.util_pct)
+
+    def set_control_build(self, build_id: str | None) -> None:
+        """The build the nodes should run (the one built here); None when nothing is built here."""
+        self.control_build, self.control_build_read = build_id, True
 
     def expect(self, names: Sequence[str], state: Expectation) -> None:
         """After a wake or a shutdown: the node is waking (or off) rather than unreachable, until it answers."""
@@ -121,12 +143,30 @@ class NodeBoard:
                     gib_pair(telemetry.memory_used_mib, telemetry.memory_total_mib) if telemetry else "-", style=style
                 ),
             )
+            if self.runtime:
+                node_cells = (*node_cells, self._runtime_cell(telemetry, style))
             gpus: Sequence[GpuTelemetry | None] = (telemetry.gpus if telemetry else ()) or (None,)
             for i, gpu in enumerate(gpus):
-                lead = node_cells if i == 0 else ("", "", "", "", "")
+                lead = node_cells if i == 0 else ("",) * len(node_cells)
                 key = f"{name}/{'-' if gpu is None else gpu.index}"
                 out.append((key, (*lead, *self._gpu_cells(name, gpu, style))))
         return out
+
+    def _runtime_cell(self, telemetry: NodeTelemetry | None, style: str) -> Text:
+        """The node's build id ("missing" or "unreadable" without one), with ≠ where it is not the build made
+        here, or a note that nothing is built here to compare with."""
+        installed = telemetry.runtime if telemetry else None
+        if installed is None:  # never answered, or not asked
+            return Text("-", style=style)
+        shown = installed.build_id or ("missing" if installed.missing else "unreadable")
+        text = Text(shown, style=style)
+        if not self.control_build_read:
+            return text
+        if self.control_build is None:
+            text.append(" · none built here", style="yellow")
+        elif installed.build_id != self.control_build:
+            text.append(" ≠", style="bold yellow")
+        return text
 
     def _gpu_cells(self, node: str, gpu: GpuTelemetry | None, style: str) -> tuple[Text, ...]:
         if gpu is None:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cockpit.config import Settings
+from cockpit.delivery.build import built
+from cockpit.delivery.verify import current_manifest_path
 from cockpit.experiments.progress import ProgressTracker, SweepProgress, find_active_run
 from cockpit.jobs.queue import QueueRow, queue_source
 from cockpit.nodes import power
@@ -85,6 +87,11 @@ class ClusterSource(Protocol):
 
     async def nodes(self) -> list[NodeSample]: ...
 
+    async def runtime_build(self) -> str | None:
+        """The build id the nodes should run: the one built here for the configured delivery and the sweep's
+        device; None when there is none. Asked only when a delivery other than "shared" is configured."""
+        ...
+
     async def queue(self) -> list[QueueRow]: ...
 
     async def finished(self) -> list[QueueRow]: ...
@@ -124,13 +131,26 @@ class LiveSource:
         )
         self.jobs = queue_source(settings)
         self.runs_dir = settings.runs_dir
+        self.manifest = current_manifest_path(settings.runtime)
         self._tracker: ProgressTracker | None = None
 
     def _nodes(self, names: Sequence[str]) -> list[Node]:
         return self.inventory.select(list(names))
 
     async def nodes(self) -> list[NodeSample]:
-        return await probe_nodes(self.pool, self.inventory.compute)
+        return await probe_nodes(self.pool, self.inventory.compute, self.manifest)
+
+    async def runtime_build(self) -> str | None:
+        return await asyncio.to_thread(self._runtime_build)
+
+    def _runtime_build(self) -> str | None:
+        delivery = self.settings.runtime.delivery
+        if delivery == "shared":
+            return None
+        try:
+            return built(self.settings, delivery, self.settings.runtime_device()).build_id
+        except InputError:  # nothing built yet (or for another device kind, or corrupt): nothing to compare with
+            return None
 
     async def queue(self) -> list[QueueRow]:
         return await asyncio.to_thread(self.jobs.active)

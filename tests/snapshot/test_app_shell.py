@@ -4,11 +4,12 @@ source and a fake clock (both named so), and the key bindings under a Pilot."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
-from cockpit.config import CockpitFile, ModelSection, PathsSection, Settings, WakeOnLanSection
+from cockpit.config import CockpitFile, ModelSection, PathsSection, RuntimeSection, Settings, WakeOnLanSection
 from cockpit.tui.app import CockpitApp
 from cockpit.tui.fake_source import FakeClusterSource
 from cockpit.tui.screens.dashboard import DashboardScreen
@@ -25,12 +26,15 @@ class FakeClock:
         return 5000.0
 
 
-def fixed_settings(model_path: str = "/nonexistent/models/tiny-llama") -> Settings:
+def fixed_settings(
+    model_path: str = "/nonexistent/models/tiny-llama", delivery: Literal["shared", "venv", "apptainer"] = "shared"
+) -> Settings:
     """Settings that read nothing from this machine: every path absolute, the model absent."""
     file = CockpitFile(
         paths=PathsSection(data_dir="/srv/cockpit"),
         model=ModelSection(path=model_path),
         wake_on_lan=WakeOnLanSection(broadcast="10.77.0.255"),
+        runtime=RuntimeSection(delivery=delivery),
     )
     return Settings(file, Path("/etc/cockpit/cockpit.toml"))
 
@@ -47,6 +51,16 @@ async def settle(pilot: Pilot) -> None:
 
 def test_dashboard_snapshot(snap_compare) -> None:
     assert snap_compare(fake_app(), terminal_size=SIZE, run_before=settle)
+
+
+def test_dashboard_runtime_snapshot(snap_compare) -> None:
+    """A venv delivery: node0 runs the build made here, node1 another one (marked ≠), node2 does not answer."""
+    installed = {"node0": "0.1.0-3f2a9c1b7d4e", "node1": "0.1.0-0c55e1d2a9b7"}
+    source = FakeClusterSource(
+        nodes=3, gpus=2, jobs=5, unreachable=("node2",), installed=installed, built="0.1.0-3f2a9c1b7d4e"
+    )
+    app = CockpitApp(fixed_settings(delivery="venv"), source, clock=FakeClock())
+    assert snap_compare(app, terminal_size=SIZE, run_before=settle)
 
 
 def test_info_snapshot(snap_compare) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -20,16 +21,22 @@ import pytest
 from rich.console import Console
 
 from cockpit.nodes import probe_script
+from cockpit.nodes.inventory import Node
+from cockpit.nodes.ssh import CommandResult
 from cockpit.nodes.telemetry import (
     PROBE_COMMAND,
     GpuTelemetry,
     NodeTelemetry,
     ProbeError,
+    RuntimeBuild,
     parse_probe,
+    probe_command,
+    probe_nodes,
     probe_source,
     telemetry_table,
     telemetry_to_json,
 )
+from runtime.contract import BuildManifest
 
 NVIDIA_ARGS = f"--query-gpu={','.join(probe_script.NVIDIA_QUERY)} --format=csv,noheader,nounits"
 NVIDIA_H100 = """\
@@ -65,7 +72,7 @@ WARNING: AMD GPU device(s) is/are in a low-power state. Check power control/runt
 """
 GPU_KEYS = {"index", "vendor", "name", "source", "pci_bus_id", *probe_script.GPU_FIELDS}
 REPORT_KEYS = {"probe", "hostname", "uptime_s", "load", "cpu_count", "memory_total_mib", "memory_available_mib"}
-REPORT_KEYS |= {"gpus", "errors"}
+REPORT_KEYS |= {"gpus", "runtime", "errors"}
 
 
 def readings(gpu: dict[str, Any]) -> dict[str, Any]:
@@ -286,8 +293,11 @@ def prints(text: str) -> str:
     return f"cat <<'EOF'\n{text}EOF"
 
 
-def run_probe(tmp_path: Path, timeout_s: float = 5) -> tuple[dict[str, Any], NodeTelemetry]:
-    """The script from stdin, as PROBE_COMMAND runs it, with tools only from tmp_path/bin and sysfs at tmp_path/sys."""
+def run_probe(
+    tmp_path: Path, timeout_s: float = 5, manifest: Path | None = None
+) -> tuple[dict[str, Any], NodeTelemetry]:
+    """The script from stdin, as probe_command(manifest) runs it in the node's shell, with tools only from
+    tmp_path/bin and sysfs at tmp_path/sys."""
     (tmp_path / "bin").mkdir(exist_ok=True)
     (tmp_path / "sys").mkdir(exist_ok=True)
     env = {
@@ -296,9 +306,12 @@ def run_probe(tmp_path: Path, timeout_s: float = 5) -> tuple[dict[str, Any], Nod
         "COCKPIT_PROBE_SYSFS": str(tmp_path / "sys"),
         "COCKPIT_PROBE_TIMEOUT_S": str(timeout_s),
     }
-    command = [sys.executable if part == "python3" else part for part in PROBE_COMMAND.split()]
+    env.pop("COCKPIT_RUNTIME_MANIFEST", None)
+    command = probe_command(None if manifest is None else str(manifest))
+    assert command.endswith(PROBE_COMMAND)
+    command = command.removesuffix(PROBE_COMMAND) + f"{shlex.quote(sys.executable)} -"
     done = subprocess.run(
-        command, input=probe_source(), capture_output=True, text=True, env=env, timeout=60, check=True
+        ["sh", "-c", command], input=probe_source(), capture_output=True, text=True, env=env, timeout=60, check=True
     )
     return json.loads(done.stdout), parse_probe(done.stdout, "test")
 
@@ -306,7 +319,7 @@ def run_probe(tmp_path: Path, timeout_s: float = 5) -> tuple[dict[str, Any], Nod
 def test_probe_without_tools_or_gpus_invents_nothing(tmp_path: Path) -> None:
     raw, report = run_probe(tmp_path)
     assert set(raw) == REPORT_KEYS
-    assert raw["gpus"] == [] and raw["errors"] == []
+    assert raw["gpus"] == [] and raw["errors"] == [] and raw["runtime"] is None
     assert report.hostname == os.uname().nodename
     assert report.uptime_s is not None and report.uptime_s > 0
     assert report.load is not None and all(x >= 0 for x in report.load)
@@ -416,12 +429,91 @@ def test_xpu_smi_statistics_failing_still_lists_the_card(tmp_path: Path) -> None
     )
 
 
+def build_manifest() -> BuildManifest:
+    digest = "sha256:3f2a9c1b7d4e" + "0" * 52
+    return BuildManifest(
+        BuildManifest.make_id("0.1.0", digest), "0.1.0", None, "3.11.9", "2.13.0", "0.19.8", "5.23.0", "xpu", "venv",
+        digest, "2026-11-23T10:15:00+00:00",
+    )  # fmt: skip
+
+
+def test_probe_reports_the_runtime_build_installed_at_the_manifest_path(tmp_path: Path) -> None:
+    manifest = tmp_path / "it's current" / "build_manifest.json"  # the path goes through the node's shell
+    manifest.parent.mkdir()
+    build_manifest().write(manifest)
+    raw, report = run_probe(tmp_path, manifest=manifest)
+    assert raw["errors"] == []
+    assert raw["runtime"] == {"build_id": "0.1.0-3f2a9c1b7d4e", "device": "xpu", "error": None}
+    assert report.runtime == RuntimeBuild("0.1.0-3f2a9c1b7d4e", "xpu", None) and not report.runtime.missing
+
+
+def test_probe_without_a_runtime_manifest_reports_no_build(tmp_path: Path) -> None:
+    raw, report = run_probe(tmp_path, manifest=tmp_path / "current" / "build_manifest.json")
+    assert raw["errors"] == []  # no install yet is a state, not a failure
+    assert report.runtime == RuntimeBuild(None, None, "no build installed") and report.runtime.missing
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{not json", "runtime: JSONDecodeError: Expecting property name enclosed in double quotes"),
+        ('["0.1.0-3f2a9c1b7d4e"]', "runtime: ValueError: no build_id in the manifest"),
+        ('{"device": "xpu"}', "runtime: ValueError: no build_id in the manifest"),
+    ],
+)
+def test_a_corrupt_runtime_manifest_is_an_error_and_the_rest_still_reports(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    manifest = tmp_path / "current.json"
+    manifest.write_text(text)
+    raw, report = run_probe(tmp_path, manifest=manifest)
+    (error,) = raw["errors"]
+    assert error.startswith(expected)
+    assert report.runtime == RuntimeBuild(None, None, error) and not report.runtime.missing
+    assert report.uptime_s is not None and report.memory_total_mib is not None
+
+
+def test_probe_command_passes_the_manifest_path_quoted() -> None:
+    assert probe_command() == PROBE_COMMAND
+    assert probe_command("/opt/cockpit/runtime/current/build_manifest.json") == (
+        "COCKPIT_RUNTIME_MANIFEST=/opt/cockpit/runtime/current/build_manifest.json python3 -"
+    )
+    assert (
+        probe_command("/srv/my images/current.json")
+        == "COCKPIT_RUNTIME_MANIFEST='/srv/my images/current.json' python3 -"
+    )
+
+
+class FakePool:
+    """An SshPool that answers every node with one probe report, and remembers the command it was given."""
+
+    def __init__(self, report: str) -> None:
+        self.report = report
+        self.commands: list[str] = []
+
+    async def run_all(self, nodes: Any, command: str, *, input: str | None = None) -> list[CommandResult]:
+        self.commands.append(command)
+        return [CommandResult(n.name, n.name, command, 0, self.report, "", None, 0.01) for n in nodes]
+
+
+async def test_probe_nodes_asks_for_the_runtime_only_with_a_manifest_path() -> None:
+    pool = FakePool(json.dumps(telemetry_to_json(NODE0)))
+    nodes = [Node("node0", "10.77.0.10")]
+    (sample,) = await probe_nodes(pool, nodes)  # type: ignore[arg-type]
+    assert sample.telemetry == NODE0 and pool.commands == [PROBE_COMMAND]
+    await probe_nodes(pool, nodes, "/opt/cockpit/runtime/current/build_manifest.json")  # type: ignore[arg-type]
+    assert pool.commands[1] == probe_command("/opt/cockpit/runtime/current/build_manifest.json")
+
+
 # --- the control node's side -------------------------------------------------------------------------------------
 
 ARC = GpuTelemetry(
     0, "intel", "Intel(R) Arc(TM) A770 Graphics", "xpu-smi", "0000:03:00.0", 37.5, 6190.2, 16288.0, None, 118.4, 91234.5
 )
-NODE0 = NodeTelemetry("node0", 93784.0, (0.5, 0.25, 0.1), 16, 64000.0, 48000.0, (ARC, ARC), ("rocm-smi: exit 1: x",))
+NODE0 = NodeTelemetry(
+    "node0", 93784.0, (0.5, 0.25, 0.1), 16, 64000.0, 48000.0, (ARC, ARC), ("rocm-smi: exit 1: x",),
+    RuntimeBuild("0.1.0-3f2a9c1b7d4e", "xpu", None),
+)  # fmt: skip
 NODE1 = NodeTelemetry("node1", 42.0, None, None, None, None, (), ())
 
 
@@ -448,9 +540,9 @@ def good_report() -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (lambda r: r.update(probe=2), "probe version 2, expected 1"),
-        (lambda r: r.update(probe=True), "probe version True, expected 1"),
-        (lambda r: r.pop("probe"), "probe version None, expected 1"),
+        (lambda r: r.update(probe=1), "probe version 1, expected 2"),
+        (lambda r: r.update(probe=True), "probe version True, expected 2"),
+        (lambda r: r.pop("probe"), "probe version None, expected 2"),
         (lambda r: r.update(uptime_s="93784"), "uptime_s: expected a number or null, got '93784'"),
         (lambda r: r.update(load=[0.5, 0.25]), "load: expected 3 numbers or null"),
         (lambda r: r.update(cpu_count=16.0), "cpu_count: expected an integer or null, got 16.0"),
@@ -460,6 +552,10 @@ def good_report() -> dict[str, Any]:
         (lambda r: r["gpus"][1].update(util_pct=True), "gpus[1].util_pct: expected a number or null, got True"),
         (lambda r: r["gpus"][0].update(index=None), "gpus[0].index: expected an integer, got None"),
         (lambda r: r["gpus"][0].pop("energy_j"), "gpus[0].energy_j: expected a number or null, got nothing"),
+        (lambda r: r.pop("runtime"), "runtime: expected an object or null, got nothing"),
+        (lambda r: r.update(runtime="0.1.0"), "runtime: expected an object or null, got '0.1.0'"),
+        (lambda r: r["runtime"].update(build_id=5), "runtime.build_id: expected a string or null, got 5"),
+        (lambda r: r["runtime"].pop("error"), "runtime.error: expected a string or null, got nothing"),
     ],
 )
 def test_parse_probe_rejects_a_wrong_version_or_type(change: Any, expected: str) -> None:

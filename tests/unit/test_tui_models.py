@@ -1,13 +1,22 @@
-"""The dashboard's headless models: feeds (one poll in flight, timeout, last good value kept and marked stale) and
-the node board (states, staleness, sparklines), driven by a fake clock."""
+"""The dashboard's headless models: feeds (one poll in flight, timeout, last good value kept and marked stale),
+the node board (states, staleness, sparklines, each node's runtime build), driven by a fake clock, and where the
+live source finds the runtime builds."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from pathlib import Path
 
-from cockpit.nodes.telemetry import GpuTelemetry, NodeSample, NodeTelemetry
+import pytest
+
+from cockpit.config import CockpitFile, PathsSection, RuntimeSection, Settings
+from cockpit.delivery.verify import current_manifest_path
+from cockpit.nodes.telemetry import GpuTelemetry, NodeSample, NodeTelemetry, RuntimeBuild
 from cockpit.tui.feeds import Feed
-from cockpit.tui.node_board import NodeBoard, sparkline
+from cockpit.tui.node_board import COLUMNS, NodeBoard, sparkline
+from cockpit.tui.sources import LiveSource
+from runtime.contract import BuildManifest
 
 
 class FakeClock:
@@ -111,6 +120,97 @@ def test_a_node_answering_garbage_is_failing_with_its_reason_and_marks_toggle() 
     assert dict(board.rows())["node1/-"][0].style == "bold reverse yellow"
     board.toggle_mark("node1")
     assert dict(board.rows())["node1/-"][0].style == "bold" and not board.marked
+
+
+def with_build(util: float, build: RuntimeBuild) -> NodeTelemetry:
+    return replace(telemetry(util), runtime=build)
+
+
+def runtime_cells(board: NodeBoard) -> dict[str, tuple[str, str]]:
+    """Per row key, the runtime cell's text and its mark's style ("" without a mark)."""
+    column = board.columns.index("runtime")
+    cells = {key: row[column] for key, row in board.rows()}
+    return {key: (str(cell), str(cell.spans[-1].style) if cell.spans else "") for key, cell in cells.items()}
+
+
+def test_runtime_column_only_where_a_delivery_is_configured() -> None:
+    assert NodeBoard(["node0"]).columns == COLUMNS
+    board = NodeBoard(["node0"], runtime=True)
+    assert board.columns == (*COLUMNS[:5], "runtime", *COLUMNS[5:])
+    gpu = telemetry(5.0).gpus[0]
+    board.ingest(
+        [NodeSample("node0", replace(with_build(5.0, RuntimeBuild("b1", "xpu", None)), gpus=(gpu, gpu)), None, 3.0)]
+    )
+    first, second = (cells for _, cells in board.rows())
+    assert len(first) == len(second) == len(board.columns)
+    assert str(first[5]) == "b1" and second[5] == ""  # a node column: on the node's first row only
+
+
+def test_runtime_cells_mark_a_build_that_is_not_the_one_built_here() -> None:
+    board = NodeBoard(["node0", "node1", "node2", "node3", "node4"], clock=FakeClock(), runtime=True)
+    board.ingest([
+        NodeSample("node0", with_build(5.0, RuntimeBuild("0.1.0-aaaa", "xpu", None)), None, 3.0),
+        NodeSample("node1", with_build(5.0, RuntimeBuild("0.1.0-bbbb", "xpu", None)), None, 3.0),
+        NodeSample("node2", with_build(5.0, RuntimeBuild(None, None, "no build installed")), None, 3.0),
+        NodeSample("node3", with_build(5.0, RuntimeBuild(None, None, "runtime: JSONDecodeError: x")), None, 3.0),
+        NodeSample("node4", None, "no answer within 5 s (connect timeout)", None),
+    ])  # fmt: skip
+    assert runtime_cells(board) == {  # nothing to compare with until the build here is read: no marks
+        "node0/0": ("0.1.0-aaaa", ""),
+        "node1/0": ("0.1.0-bbbb", ""),
+        "node2/0": ("missing", ""),
+        "node3/0": ("unreadable", ""),
+        "node4/-": ("-", ""),
+    }
+    board.set_control_build("0.1.0-aaaa")
+    assert runtime_cells(board) == {
+        "node0/0": ("0.1.0-aaaa", ""),
+        "node1/0": ("0.1.0-bbbb ≠", "bold yellow"),
+        "node2/0": ("missing ≠", "bold yellow"),
+        "node3/0": ("unreadable ≠", "bold yellow"),
+        "node4/-": ("-", ""),  # never answered: nothing known
+    }
+    board.set_control_build(None)
+    assert runtime_cells(board)["node0/0"] == ("0.1.0-aaaa · none built here", "yellow")
+    board.set_control_build("0.1.0-aaaa")
+    board.ingest([NodeSample("node1", None, "no answer within 5 s (connect timeout)", None)])
+    cell = dict(board.rows())["node1/0"][5]
+    assert str(cell) == "0.1.0-bbbb ≠" and cell.style == "dim"  # the last build it reported, dimmed
+
+
+def test_current_manifest_path_by_delivery() -> None:
+    assert current_manifest_path(RuntimeSection()) is None
+    venv = RuntimeSection(delivery="venv", install_root="/opt/cockpit/runtime")
+    assert current_manifest_path(venv) == "/opt/cockpit/runtime/current/build_manifest.json"
+    assert (
+        current_manifest_path(RuntimeSection(delivery="apptainer", image_dir="/srv/images"))
+        == "/srv/images/current.json"
+    )
+    assert current_manifest_path(RuntimeSection(delivery="apptainer")) is None  # no image_dir: nowhere to look
+
+
+@pytest.fixture
+def venv_settings(tmp_path: Path) -> Settings:
+    file = CockpitFile(paths=PathsSection(data_dir=str(tmp_path)), runtime=RuntimeSection(delivery="venv"))
+    return Settings(file, tmp_path / "cockpit.toml")
+
+
+async def test_live_source_reads_the_build_made_here_and_tolerates_none(venv_settings: Settings) -> None:
+    source = LiveSource(venv_settings)
+    try:
+        assert source.manifest == "/opt/cockpit/runtime/current/build_manifest.json"
+        assert await source.runtime_build() is None  # nothing built yet
+        folder = venv_settings.runtime_build_dir / "venv-cpu"
+        folder.mkdir(parents=True)
+        (folder / "build_manifest.json").write_text("{torn")
+        assert await source.runtime_build() is None  # a corrupt build is no build to compare with
+        digest = "sha256:" + "3f2a9c1b7d4e" + "0" * 52
+        build_id = BuildManifest.make_id("0.1.0", digest)
+        BuildManifest(build_id, "0.1.0", None, "3.11.9", "2.13.0", "0.19.8", "5.23.0", "cpu", "venv", digest,
+                      "2026-11-23T10:15:00+00:00").write(folder / "build_manifest.json")  # fmt: skip
+        assert await source.runtime_build() == "0.1.0-3f2a9c1b7d4e"
+    finally:
+        await source.close()
 
 
 def test_sparkline_scale() -> None:

@@ -15,7 +15,6 @@ from cockpit.experiments.progress import SweepProgress
 from cockpit.jobs.queue import QueueRow
 from cockpit.nodes.nodeset import fold
 from cockpit.tui.feeds import Feed
-from cockpit.tui.node_board import COLUMNS as NODE_COLUMNS
 from cockpit.tui.node_board import NodeBoard
 from cockpit.tui.tables import matching, sync_rows
 
@@ -140,7 +139,7 @@ class DashboardScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header(icon="◆")
         yield Static("Nodes", id="nodes-title", classes="panel-title")
-        yield _table("nodes", NODE_COLUMNS)
+        yield _table("nodes", self.cockpit.board.columns)
         yield Static("", id="nodes-problems")
         yield Static("Queue", id="queue-title", classes="panel-title")
         yield _table("queue", QUEUE_COLUMNS)
