@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cockpit.config import Settings
+from cockpit.delivery.verify import current_manifest_path
 from cockpit.errors import EXIT_FAILED, EXIT_OK
 from cockpit.nodes import power
 from cockpit.nodes.inventory import CONTROL_GROUP, Inventory, Node
@@ -223,9 +224,10 @@ def cmd_nodes_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_nodes_probe(args: argparse.Namespace, settings: Settings) -> int:
-    """Uptime, load, memory and every GPU's health, one ssh round trip per node."""
+    """Uptime, load, memory, every GPU's health and the runtime build, one ssh round trip per node."""
     nodes = selected_nodes(args, settings)
-    samples = asyncio.run(with_pool(args, settings, lambda pool: probe_nodes(pool, nodes)))
+    manifest = current_manifest_path(settings.runtime)  # each node's runtime build too, when one is delivered
+    samples = asyncio.run(with_pool(args, settings, lambda pool: probe_nodes(pool, nodes, manifest)))
     failed = sum(1 for s in samples if s.telemetry is None)
     if args.json:
         out = [

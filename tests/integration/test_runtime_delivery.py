@@ -57,6 +57,10 @@ def test_each_node_runs_its_own_verified_copy(deployed_runtime: DeployedRuntime,
         ("node0", "ok", build.build_id),
         ("node1", "ok", build.build_id),
     ]
+    probed = sweeps.cluster(deployed_runtime.config, "nodes", "probe", "--json")  # what the nodes table shows
+    assert probed.returncode == 0, probed.stderr
+    runtimes = [node["telemetry"]["runtime"] for node in json.loads(probed.stdout)["nodes"]]
+    assert runtimes == [{"build_id": build.build_id, "device": "cpu", "error": None}] * 2
 
 
 def test_a_changed_copy_is_named_and_deploy_repairs_it(
