@@ -35,6 +35,7 @@ def test_probe_over_ssh_reports_the_node_and_invents_no_gpu(test_hosts: TestHost
     # No GPU on this machine: no GPU entries at all, and no GPU reading anywhere else in the report.
     raw = json.loads(done.stdout)
     assert raw["gpus"] == [] and report.gpus == ()
+    assert raw["runtime"] is None and report.runtime is None  # not asked: no runtime delivery here
     assert set(raw) == {
         "probe",
         "hostname",
@@ -44,5 +45,6 @@ def test_probe_over_ssh_reports_the_node_and_invents_no_gpu(test_hosts: TestHost
         "memory_total_mib",
         "memory_available_mib",
         "gpus",
+        "runtime",
         "errors",
     }
