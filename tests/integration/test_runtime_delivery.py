@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from runtime.contract import BuildManifest
 from tests.infra.services import TestHosts
 from tests.integration import sweeps
 from tests.integration.conftest import DeployedRuntime
+from tests.unit.test_delivery import BUILD
 
 pytestmark = [pytest.mark.infra, pytest.mark.slow]
 
@@ -181,21 +183,7 @@ def test_an_image_goes_to_shared_storage_and_every_node_checks_it(test_hosts: Te
     folder.mkdir(parents=True)
     (folder / "runtime.sif").write_bytes(os.urandom(1 << 20))
     digest = f"sha256:{file_sha256(folder / 'runtime.sif')}"
-    build = BuildManifest(
-        build_id=BuildManifest.make_id("0.1.0", digest),
-        runtime_version="0.1.0",
-        git_commit=None,
-        python="3.11.7",
-        torch="2.13.0+cpu",
-        deepspeed="0.19.8",
-        transformers="5.23.0",
-        device="cpu",
-        delivery="apptainer",
-        digest=digest,
-        built_at="2026-11-24T00:00:00+00:00",
-        files=1,
-        bytes=1 << 20,
-    )
+    build = replace(BUILD, build_id=BuildManifest.make_id("0.1.0", digest), delivery="apptainer", digest=digest)
     build.write(folder / "build_manifest.json")
     images = tmp_path / "images"  # the nodes share this machine's filesystem: storage they all mount
     images.mkdir()
