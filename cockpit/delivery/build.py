@@ -68,6 +68,14 @@ def runtime_requirements() -> list[str]:
     return lines
 
 
+def stage_sources(folder: Path) -> list[str]:
+    """What every build takes from this tree into `folder`: requirements.txt (the runtime extra) and src/runtime;
+    the requirements."""
+    requirements = stage_sources(folder)
+    shutil.copytree(PROJECT / "runtime", folder / "src" / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
+    return requirements
+
+
 def git_commit(project: Path = PROJECT) -> str | None:
     """This tree's commit, with "+dirty" when what a build takes (runtime/, pyproject.toml) has changes."""
 
@@ -185,15 +193,13 @@ def _build_venv_in(folder: Path, settings: Settings, device: DeviceKind, progres
     log = folder.parent / f"{folder.name}.log"
     log.write_text("")
     python = base_python(settings)
-    requirements = runtime_requirements()
-    atomic_write_text(folder / "requirements.txt", "\n".join(requirements) + "\n")
+    requirements = stage_sources(folder)
     progress(f"creating {folder / 'venv'} from {python}")
     _run([python, "-m", "venv", "--without-pip", str(folder / "venv")], log, "creating the virtual environment")
     progress(f"installing {' '.join(requirements)} (pip's log: {log})")
     pip = [sys.executable, "-m", "pip", "--python", str(folder / "venv" / "bin" / "python"), "install"]
     pip += ["--no-input", "--disable-pip-version-check", *_pip_index(settings, device)]
     _run([*pip, "-r", str(folder / "requirements.txt")], log, "pip install")
-    shutil.copytree(PROJECT / "runtime", folder / "src" / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
     progress("importing torch, deepspeed and transformers in the new environment")
     found = inspect_environment([str(folder / "venv" / "bin" / "python")], device, log)
     lines, total = listing(folder)
@@ -230,8 +236,7 @@ def build_image(settings: Settings, device: DeviceKind, progress: Progress) -> B
     with _locked(folder):
         context = folder / "context"
         shutil.rmtree(context, ignore_errors=True)
-        shutil.copytree(PROJECT / "runtime", context / "src" / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
-        atomic_write_text(context / "requirements.txt", "\n".join(runtime_requirements()) + "\n")
+        stage_sources(context)
         atomic_write_text(context / "runtime.def", definition_file())
         log = folder / "build.log"
         log.write_text("")
