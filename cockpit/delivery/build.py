@@ -71,7 +71,8 @@ def runtime_requirements() -> list[str]:
 def stage_sources(folder: Path) -> list[str]:
     """What every build takes from this tree into `folder`: requirements.txt (the runtime extra) and src/runtime;
     the requirements."""
-    requirements = stage_sources(folder)
+    requirements = runtime_requirements()
+    atomic_write_text(folder / "requirements.txt", "\n".join(requirements) + "\n")
     shutil.copytree(PROJECT / "runtime", folder / "src" / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
     return requirements
 

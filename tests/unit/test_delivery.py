@@ -24,6 +24,7 @@ from cockpit.delivery.build import (
     definition_file,
     image_build_command,
     runtime_requirements,
+    stage_sources,
 )
 from cockpit.delivery.tree_digest import LISTING_NAME, differences, digest_of, file_sha256, installed, listing
 from cockpit.delivery.verify import Target, Verification, digest_source, judge
@@ -202,6 +203,15 @@ def test_runtime_section_is_checked(tmp_path: Path) -> None:
 def test_requirements_are_the_projects_runtime_extra() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert runtime_requirements() == project["optional-dependencies"]["runtime"]
+
+
+def test_a_build_stages_the_requirements_and_this_trees_runtime(tmp_path: Path) -> None:
+    requirements = stage_sources(tmp_path / "context")
+    assert (tmp_path / "context" / "requirements.txt").read_text().splitlines() == requirements
+    staged = sorted(p.relative_to(tmp_path / "context" / "src") for p in (tmp_path / "context" / "src").rglob("*.py"))
+    assert staged == sorted(
+        p.relative_to(REPO) for p in (REPO / "runtime").rglob("*.py") if "__pycache__" not in p.parts
+    )
 
 
 def declared_arguments(text: str) -> set[str]:
