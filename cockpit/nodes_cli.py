@@ -26,7 +26,7 @@ from cockpit.errors import EXIT_FAILED, EXIT_OK
 from cockpit.nodes import power
 from cockpit.nodes.inventory import CONTROL_GROUP, Inventory, Node
 from cockpit.nodes.nodeset import fold
-from cockpit.nodes.ssh import CommandResult, SshPool, group_identical
+from cockpit.nodes.ssh import CommandResult, SshPool, group_identical, pool_for
 from cockpit.nodes.telemetry import probe_nodes, telemetry_table, telemetry_to_json
 from cockpit.nodes.wol import wake
 from cockpit.provision.compute import PROJECT_ROOT, compute_run
@@ -42,13 +42,11 @@ def selected_nodes(args: argparse.Namespace, settings: Settings) -> list[Node]:
 
 
 def ssh_pool(args: argparse.Namespace, settings: Settings) -> SshPool:
-    ssh = settings.ssh
-    return SshPool(
-        settings.known_hosts,
+    return pool_for(
+        settings,
         accept_new=args.accept_new,
-        connect_timeout_s=args.connect_timeout or ssh.connect_timeout_s,
-        command_timeout_s=args.command_timeout or ssh.command_timeout_s,
-        concurrency=ssh.concurrency,
+        connect_timeout_s=args.connect_timeout,
+        command_timeout_s=args.command_timeout,
     )
 
 

@@ -189,14 +189,13 @@ def verified_runtime(sweep: Sweep, settings: Settings, on_event: Callable[[Sweep
     from cockpit.delivery.build import IMAGE_PYTHON, IMAGE_SOURCE
     from cockpit.delivery.verify import require_verified, target
     from cockpit.nodes.inventory import LOCALHOST, Inventory
-    from cockpit.nodes.ssh import SshPool
+    from cockpit.nodes.ssh import pool_for
 
     local = sweep.manifest.backend == "local"  # the local backend runs every job on this machine
     nodes = [LOCALHOST] if local else Inventory.load(settings.inventory).compute
 
     async def check() -> BuildManifest:
-        ssh = settings.ssh
-        async with SshPool(settings.known_hosts, connect_timeout_s=ssh.connect_timeout_s) as pool:
+        async with pool_for(settings) as pool:
             return await require_verified(pool, nodes, settings, sweep.settings.device)
 
     build = asyncio.run(check())

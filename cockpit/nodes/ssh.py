@@ -21,6 +21,7 @@ from pathlib import Path
 
 import asyncssh
 
+from cockpit.config import Settings
 from cockpit.nodes.inventory import Node
 from cockpit.nodes.nodeset import fold
 from runtime.atomic import atomic_write_text
@@ -244,6 +245,24 @@ class SshPool:
     ) -> list[CommandResult]:
         """The command on every node at once (bounded by the pool's concurrency), results in the nodes' order."""
         return list(await asyncio.gather(*(self.run(n, command, input=input, timeout_s=timeout_s) for n in nodes)))
+
+
+def pool_for(
+    settings: Settings,
+    *,
+    accept_new: bool = False,
+    connect_timeout_s: float | None = None,
+    command_timeout_s: float | None = None,
+) -> SshPool:
+    """A pool with the configured known_hosts, timeouts and concurrency (a timeout given here wins)."""
+    ssh = settings.ssh
+    return SshPool(
+        settings.known_hosts,
+        accept_new=accept_new,
+        connect_timeout_s=connect_timeout_s or ssh.connect_timeout_s,
+        command_timeout_s=command_timeout_s or ssh.command_timeout_s,
+        concurrency=ssh.concurrency,
+    )
 
 
 def _is_ip(text: str) -> bool:

@@ -21,7 +21,7 @@ from cockpit.jobs.queue import QueueRow, queue_source
 from cockpit.nodes import power
 from cockpit.nodes.inventory import Inventory, Node
 from cockpit.nodes.nodeset import fold
-from cockpit.nodes.ssh import CommandResult, SshPool
+from cockpit.nodes.ssh import CommandResult, pool_for
 from cockpit.nodes.telemetry import NodeSample, probe_nodes
 from cockpit.nodes.wol import wake
 from cockpit.provision.events import ProvisionEvent
@@ -122,13 +122,7 @@ class LiveSource:
         self.settings = settings
         self.inventory = Inventory.load(settings.inventory)
         self.node_names = [node.name for node in self.inventory.compute]
-        ssh = settings.ssh
-        self.pool = SshPool(
-            settings.known_hosts,
-            connect_timeout_s=ssh.connect_timeout_s,
-            command_timeout_s=ssh.command_timeout_s,
-            concurrency=ssh.concurrency,
-        )
+        self.pool = pool_for(settings)
         self.jobs = queue_source(settings)
         self.runs_dir = settings.runs_dir
         self.manifest = current_manifest_path(settings.runtime)
