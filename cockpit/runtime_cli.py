@@ -15,7 +15,7 @@ from dataclasses import asdict
 from cockpit.config import Settings
 from cockpit.delivery import build as builds
 from cockpit.delivery.deploy import copy_image, venv_run
-from cockpit.delivery.verify import Verification, verify
+from cockpit.delivery.verify import Verification, config_flag, verify
 from cockpit.errors import EXIT_FAILED, EXIT_OK
 from cockpit.nodes_cli import run_playbook, selected_nodes, ssh_flags, with_pool
 from runtime.contract import BuildManifest
@@ -30,10 +30,6 @@ def _delivery(settings: Settings) -> str:
             'as it is); set delivery = "venv" or "apptainer" to build and deploy a runtime'
         )
     return delivery
-
-
-def _config_flag(settings: Settings) -> str:
-    return f" --config {settings.source}" if settings.source else ""
 
 
 def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
@@ -74,7 +70,7 @@ def _print_verification(args: argparse.Namespace, settings: Settings, verificati
         print(verification.summary())
         print(verification.table())
     else:
-        print(verification.summary(_config_flag(settings)), file=sys.stderr)
+        print(verification.summary(config_flag(settings)), file=sys.stderr)
     return EXIT_OK if verification.ok else EXIT_FAILED
 
 

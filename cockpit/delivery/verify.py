@@ -200,13 +200,9 @@ def record(settings: Settings, verification: Verification) -> None:
     atomic_write_text(path, json.dumps(known, indent=2) + "\n")
 
 
-def recorded(settings: Settings, delivery: Delivery, device: DeviceKind) -> dict[str, dict]:
-    """The last verdict per node, as `record` kept it (empty before the first verification)."""
-    path = _record_path(settings, delivery, device)
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+def config_flag(settings: Settings) -> str:
+    """What a command told to the user needs to reach this configuration: ` --config PATH`, or nothing."""
+    return f" --config {settings.source}" if settings.source else ""
 
 
 async def require_verified(pool: SshPool, nodes: Sequence[Node], settings: Settings, device: str) -> BuildManifest:
@@ -216,6 +212,5 @@ async def require_verified(pool: SshPool, nodes: Sequence[Node], settings: Setti
     build = built(settings, settings.runtime.delivery, settings.runtime_device(device))
     verification = await verify(pool, nodes, settings, build)
     if not verification.ok:
-        flag = f" --config {settings.source}" if settings.source else ""
-        raise InputError(verification.summary(flag) + "\nno job was submitted")
+        raise InputError(verification.summary(config_flag(settings)) + "\nno job was submitted")
     return build

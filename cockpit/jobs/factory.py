@@ -49,9 +49,7 @@ class RuntimeEnvironment:
         """Where DeepSpeed compiles its ops: writable, and kept between jobs."""
         if self.extensions_dir:
             return self.extensions_dir
-        return (
-            str(run_dir / ".cache" / "torch_extensions") if self.image else str(PROJECT / ".cache" / "torch_extensions")
-        )
+        return str((run_dir if self.image else PROJECT) / ".cache" / "torch_extensions")
 
 
 @dataclass(frozen=True)
