@@ -28,6 +28,16 @@ Device = Literal["auto", "cpu", "cuda", "xpu"]
 DeviceKind = Literal["cpu", "cuda", "xpu"]  # what a runtime build targets: a device, named
 Delivery = Literal["venv", "apptainer"]
 Profiler = Literal["torch", "nsys", "perf"]
+# what each profiler leaves in a rank's trace folder (ExperimentConfig.trace_path), and what opens it
+PROFILER_FILES: dict[str, str] = {"torch": "torch.trace.json", "nsys": "nsys.nsys-rep", "perf": "perf.data"}
+PROFILER_VIEWERS: dict[str, str] = {
+    "torch": "ui.perfetto.dev (Open trace file)",
+    "nsys": "nsys-ui, or nsys stats",
+    "perf": "perf report -i, or ui.perfetto.dev",
+}
+# the record_function ranges the runtime marks in a profiled run; comm ranges count towards the comm share
+PROFILE_RANGES = ("compute", "all_reduce", "send_recv", "sampling")
+COMM_RANGES = ("all_reduce", "send_recv")
 Phase = Literal["starting", "loading", "running", "done", "failed"]
 FinishReason = Literal["eos", "length"]
 
@@ -186,8 +196,12 @@ class ExperimentConfig:
         return self._under_root(self.profiling_dir)
 
     def trace_path(self, rank: int) -> Path:
-        """Where a rank's profiler traces go, when profiling is on."""
+        """The folder of a rank's profiler outputs, when profiling is on (PROFILER_FILES names them)."""
         return self.profiling_path / f"rank_{rank}"
+
+    def profile_summary_path(self, rank: int) -> Path:
+        """A rank's `ProfileSummary`, beside its metrics."""
+        return self.metrics_path(rank).with_name(f"profile_rank_{rank}.json")
 
     # ---- JSON
     def to_json(self) -> str:
@@ -314,6 +328,42 @@ class RankMetrics:
     memory_bandwidth_Bps: float | None = None  # the probe's figure, taken by single-rank runs (the reference)
     links: tuple[LinkFit, ...] = ()  # the strategy's own TP all-reduce and stage-boundary send/recv
     runtime_build: str | None = None  # the BuildManifest.build_id this rank ran from; null: an unbuilt tree
+
+
+@dataclass(frozen=True)
+class OpTime:
+    """One operator's share of a profiled window: its self time (children excluded), summed over its calls."""
+
+    name: str
+    calls: int
+    self_ms: float
+    share: float  # of the window
+
+
+@dataclass(frozen=True)
+class ProfileSummary:
+    """`metrics/profile_rank_<rank>.json`: what a rank's torch.profiler trace says, so the report and the
+    performance analysis need not open the trace. Times are within the profiled window of decode steps."""
+
+    strategy_id: str
+    run_id: str
+    rank: int
+    hostname: str
+    trace: str  # the Chrome trace, relative to output_root
+    steps: int  # decode steps profiled
+    window_ms: float  # their wall time
+    ranges_ms: dict[str, float]  # PROFILE_RANGES: time inside each (all_reduce nests in compute, sends in sampling)
+    comm_share: float  # COMM_RANGES' time over the window
+    idle_share: float  # of the window on the decoding thread outside every named range (host overhead)
+    gaps: int  # stretches of that idle time of at least `gap_threshold_ms`
+    gap_threshold_ms: float
+    longest_gap_ms: float
+    device_busy_share: float | None  # the union of device kernels over the window; null on CPU
+    top_ops: tuple[OpTime, ...]  # the operators with the most self time, most first
+
+    @classmethod
+    def load(cls, path: Path) -> ProfileSummary:
+        return loads(cls, read_text(path), str(path))
 
 
 @dataclass(frozen=True)

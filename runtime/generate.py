@@ -13,24 +13,36 @@ Message on the token link (last -> first stage): the batch's tokens, plus one tr
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+from torch.profiler import record_function
 
 from runtime.checkpoint import Stage
 from runtime.prompts import split_evenly
 from runtime.topology import Topology
 
+NOTHING = contextlib.nullcontext()
+
 
 @dataclass
 class Timers:
-    """Where a rank's time goes. Measured only where operations are synchronous (CPU), else left unknown."""
+    """Where a rank's time goes. Measured only where operations are synchronous (CPU), else left unknown.
+    When the run is profiled, the same places are also marked as named ranges for the profiler."""
 
     enabled: bool
     comm_s: float = 0.0  # all-reduces and sends
     idle_s: float = 0.0  # waiting for a neighbour stage: pipeline bubble plus transfer
+    marked: bool = False  # name ranges (runtime.contract.PROFILE_RANGES) for the profiler
+
+    def span(self, name: str) -> AbstractContextManager[object]:
+        """A named range in the profiler's trace; nothing at all when the run is not profiled."""
+        return record_function(name) if self.marked else NOTHING
 
 
 class Links:
@@ -43,14 +55,16 @@ class Links:
 
     def send(self, tensor: torch.Tensor, dst: int) -> None:
         start = time.perf_counter()
-        tensor = tensor.cpu() if self.via_cpu else tensor.contiguous()
-        self.pending.append((dist.isend(tensor, dst), tensor))  # keep the tensor alive until sent
+        with self.timers.span("send_recv"):
+            tensor = tensor.cpu() if self.via_cpu else tensor.contiguous()
+            self.pending.append((dist.isend(tensor, dst), tensor))  # keep the tensor alive until sent
         self.timers.comm_s += time.perf_counter() - start
 
     def recv(self, numel: int, dtype: torch.dtype, src: int) -> torch.Tensor:
         start = time.perf_counter()
-        buffer = torch.empty(numel, dtype=dtype, device="cpu" if self.via_cpu else self.device)
-        dist.recv(buffer, src)
+        with self.timers.span("send_recv"):
+            buffer = torch.empty(numel, dtype=dtype, device="cpu" if self.via_cpu else self.device)
+            dist.recv(buffer, src)
         self.timers.idle_s += time.perf_counter() - start
         return buffer.to(self.device)
 
@@ -127,8 +141,11 @@ class Generator:
         pad_id: int,
         max_new_tokens: int,
         micro_batches: int,
+        step_range: Callable[[bool], AbstractContextManager[object]] | None = None,
     ) -> None:
         self.stage, self.topo, self.links = stage, topo, links
+        self.span = links.timers.span
+        self.step_range = step_range or (lambda prefill: NOTHING)  # the profiler's window (runtime.profiling)
         self.device, self.dtype = device, dtype
         self.eos_ids, self.pad_id, self.max_new_tokens = eos_ids, pad_id, max_new_tokens
         self.eos_tensor = torch.tensor(sorted(eos_ids), dtype=torch.long, device=device)
@@ -157,10 +174,13 @@ class Generator:
         parts = split_evenly(prompts, min(self.micro_batches, len(prompts)))
         mbs = [_new_micro_batch(self.stage, rows, self.pad_id, self.device) for rows in parts]
         start = time.perf_counter()
+        prefill = True
         while any(mb.active for mb in mbs):
-            for mb in mbs:
-                if mb.active:
-                    self._step(mb, start)
+            with self.step_range(prefill):
+                for mb in mbs:
+                    if mb.active:
+                        self._step(mb, start)
+            prefill = False
         self.links.drain()
         return [r for mb in mbs for r in mb.results] if self.stage.last else []
 
@@ -200,21 +220,24 @@ class Generator:
             "past_key_values": mb.cache,
             "use_cache": True,
         }
-        if stage.first:
-            ids = mb.ids if mb.step == 0 else mb.next_ids
-            hidden = stage.model.model(input_ids=ids, **kwargs).last_hidden_state
-        else:
-            hidden = stage.model.model(inputs_embeds=hidden_in, **kwargs).last_hidden_state
+        with self.span("compute"):
+            if stage.first:
+                ids = mb.ids if mb.step == 0 else mb.next_ids
+                hidden = stage.model.model(input_ids=ids, **kwargs).last_hidden_state
+            else:
+                hidden = stage.model.model(inputs_embeds=hidden_in, **kwargs).last_hidden_state
+            if stage.last:
+                logits = stage.model.lm_head(hidden[:, -1:, :])  # 3-D: AutoTP's LM head requires it
         if stage.last:
-            self._pick(mb, hidden, start)
+            with self.span("sampling"):
+                self._pick(mb, logits, start)
         else:
             flag = hidden.new_ones(1)
             self.links.send(torch.cat([hidden.reshape(-1), flag]), topo.next_stage_rank)
         mb.step += 1
 
-    def _pick(self, mb: MicroBatch, hidden: torch.Tensor, start: float) -> None:
+    def _pick(self, mb: MicroBatch, logits: torch.Tensor, start: float) -> None:
         """Last stage: greedy token per row, bookkeeping, and the token message back to the first stage."""
-        logits = self.stage.model.lm_head(hidden[:, -1:, :])  # 3-D: AutoTP's LM head requires it
         token = logits[:, -1, :].argmax(dim=-1)
         if mb.finished is None:
             mb.finished = torch.zeros(mb.size, dtype=torch.bool, device=token.device)

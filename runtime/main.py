@@ -207,19 +207,31 @@ class Rank:
         from runtime.checkpoint import PRECISIONS
         from runtime.energy import energy_meter
         from runtime.generate import Generator, Links, Timers
+        from runtime.profiling import StepProfiler
 
         link_fits = []
         if self.world is not None and not self.args.skip_calibration:
             link_fits = calibrate_links(topo, info.hostname, device, self.tp_all_reduce, backend)
-        timers = Timers(enabled=device.type == "cpu")
+        profiled = cfg.profiling_enabled and "torch" in cfg.profilers
+        timers = Timers(enabled=device.type == "cpu", marked=profiled)
         if self.tp_group is not None:
             from runtime.tensor_parallel import time_allreduce
 
             time_allreduce(timers)
         links = Links(topo, device, backend, timers)
         micro = cfg.micro_batches_in_flight if cfg.pp_size > 1 else 1
+        profiler = StepProfiler(cfg, info.rank, info.hostname, device, links.drain) if profiled else None
         generator = Generator(
-            stage, topo, links, device, PRECISIONS[cfg.precision], work.eos_ids, work.pad_id, cfg.max_new_tokens, micro
+            stage,
+            topo,
+            links,
+            device,
+            PRECISIONS[cfg.precision],
+            work.eos_ids,
+            work.pad_id,
+            cfg.max_new_tokens,
+            micro,
+            profiler.step if profiler else None,
         )
         meter = energy_meter(device.type, info.local_rank, device.index or 0)
         if meter:
@@ -256,6 +268,8 @@ class Rank:
                 ttfts += [r.ttft_ms for r in rows]
             self.outputs.progress("running")
         wall = time.perf_counter() - loop_start
+        if profiler:
+            profiler.finish()
         peak_memory = peak_memory_bytes(device)
         held_bytes = sum(p.numel() * p.element_size() for p in stage.model.parameters())
         bandwidth = None

@@ -101,7 +101,8 @@ def shard_stage(stage: Stage, group: dist.ProcessGroup, tp_size: int, dtype: tor
 
 
 def time_allreduce(timers: Timers) -> None:
-    """Count the time AutoTP's layers spend in all-reduce (they call deepspeed.comm.inference_all_reduce)."""
+    """Count (and, profiled, mark) the time AutoTP's layers spend in all-reduce (they call
+    deepspeed.comm.inference_all_reduce)."""
     import time
 
     import deepspeed.comm
@@ -111,7 +112,8 @@ def time_allreduce(timers: Timers) -> None:
     def timed(*args, **kwargs):
         start = time.perf_counter()
         try:
-            return inner(*args, **kwargs)
+            with timers.span("all_reduce"):
+                return inner(*args, **kwargs)
         finally:
             timers.comm_s += time.perf_counter() - start
 
