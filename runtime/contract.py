@@ -29,8 +29,8 @@ DeviceKind = Literal["cpu", "cuda", "xpu"]  # what a runtime build targets: a de
 Delivery = Literal["venv", "apptainer"]
 Profiler = Literal["torch", "nsys", "perf"]
 # what each profiler leaves in a rank's trace folder (ExperimentConfig.trace_path), and what opens it
-PROFILER_FILES: dict[str, str] = {"torch": "torch.trace.json", "nsys": "nsys.nsys-rep", "perf": "perf.data"}
-PROFILER_VIEWERS: dict[str, str] = {
+PROFILER_FILES: dict[Profiler, str] = {"torch": "torch.trace.json", "nsys": "nsys.nsys-rep", "perf": "perf.data"}
+PROFILER_VIEWERS: dict[Profiler, str] = {
     "torch": "ui.perfetto.dev (Open trace file)",
     "nsys": "nsys-ui, or nsys stats",
     "perf": "perf report -i, or ui.perfetto.dev",

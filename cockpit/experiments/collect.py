@@ -4,7 +4,7 @@ It reads exactly the ranks that own results. A missing shard, a prompt no shard 
 rank died mid-write) or a line that is not JSON make the strategy *partial*: the rows that are whole are kept,
 every problem is named by file and line, and nothing is fatal. After each strategy the long-form table
 `results/run_<ts>.parquet` and `results/cluster_metrics_run_<ts>.parquet` are rewritten atomically, so a sweep
-that dies later has lost nothing already collected.
+that dies later has lost nothing already collected. `iter_traces` finds what the ranks' profilers left.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ import pyarrow.parquet as pq
 from cockpit.experiments.strategies import ParallelismStrategy
 from cockpit.jobs.records import JobRecord
 from runtime.atomic import atomic_open
+from runtime.contract import PROFILER_FILES, PROFILER_VIEWERS, ExperimentConfig, Profiler, ProfileSummary
+from runtime.schema import InputError
+from runtime.trace_summary import summarize
 
 SHARD_SCHEMA = pa.schema(
     [
@@ -87,6 +91,49 @@ def _read_lines(path: Path, data: bytes, problems: list[str]) -> ShardRead:
             continue
         rows.append({name: row.get(name) for name in SHARD_SCHEMA.names})
     return ShardRead(pa.Table.from_pylist(rows, schema=SHARD_SCHEMA), problems)
+
+
+@dataclass(frozen=True)
+class TraceFile:
+    """One profiler output of one rank, and for a torch trace what it says (ProfileSummary)."""
+
+    strategy_id: str
+    rank: int
+    tool: Profiler
+    path: Path
+    bytes: int
+    summary: ProfileSummary | None = None
+    problem: str | None = None  # why a torch trace has no summary
+
+    @property
+    def opens_with(self) -> str:
+        return PROFILER_VIEWERS[self.tool]
+
+
+def trace_summary(config: ExperimentConfig, rank: int, trace: Path) -> ProfileSummary:
+    """The rank's summary as it wrote it; else made here from its trace (a rank that died after the export)."""
+    written = config.profile_summary_path(rank)
+    if written.exists():
+        return ProfileSummary.load(written)
+    relative = str(trace.relative_to(config.output_root))
+    return summarize(
+        trace, strategy_id=config.strategy_id, run_id=config.run_id, rank=rank, hostname="?", trace=relative
+    )
+
+
+def rank_traces(config: ExperimentConfig, rank: int) -> Iterator[TraceFile]:
+    """What the profilers left in one rank's trace folder, torch's trace first."""
+    for tool, name in PROFILER_FILES.items():
+        path = config.trace_path(rank) / name
+        if not path.is_file():
+            continue
+        summary, problem = None, None
+        if tool == "torch":
+            try:
+                summary = trace_summary(config, rank, path)
+            except InputError as err:
+                problem = str(err)
+        yield TraceFile(config.strategy_id, rank, tool, path, path.stat().st_size, summary, problem)
 
 
 @dataclass
@@ -155,6 +202,27 @@ def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobReco
         "runtime_build": ",".join(sorted({m["runtime_build"] for m in ranks if m.get("runtime_build")})) or None,
         # a rank's mean seconds in its own work, waiting on communication, and idle (pipeline bubble)
         **{key: mean_split(key) for key in ("compute_s", "comm_s", "idle_s")},
+        **_profiled(strategy),
+    }
+
+
+def _profiled(strategy: ParallelismStrategy) -> dict[str, Any]:
+    """The ranks' profiled windows, averaged: how many ranks were profiled, their comm and idle shares."""
+    config = strategy.config()
+    summaries = []
+    for rank in range(strategy.world_size):
+        path = config.profile_summary_path(rank)
+        if path.exists():
+            try:
+                summaries.append(ProfileSummary.load(path))
+            except InputError:
+                continue  # `cluster traces` names it; the metrics row does without
+    if not summaries:
+        return {"profiled_ranks": 0, "profiled_comm_share": None, "profiled_idle_share": None}
+    return {
+        "profiled_ranks": len(summaries),
+        "profiled_comm_share": sum(s.comm_share for s in summaries) / len(summaries),
+        "profiled_idle_share": sum(s.idle_share for s in summaries) / len(summaries),
     }
 
 
@@ -222,9 +290,18 @@ class ResultCollector:
         self._merge(collected)
         return collected
 
+    @staticmethod
+    def iter_traces(strategies: Iterable[ParallelismStrategy]) -> Iterator[TraceFile]:
+        """Every profiler output of the strategies' ranks (seed 01's `iter_traces`), by strategy and rank."""
+        for strategy in strategies:
+            config = strategy.config()
+            for rank in range(strategy.world_size):
+                yield from rank_traces(config, rank)
+
     def _long_form(self, strategy: ParallelismStrategy, rows: pd.DataFrame) -> pd.DataFrame:
         config = strategy.config()
-        traces = {r: str(config.trace_path(r)) for r in rows["rank"].unique() if config.trace_path(r).exists()}
+        torch_trace = PROFILER_FILES["torch"]
+        traces = {r: str(path) for r in rows["rank"].unique() if (path := config.trace_path(r) / torch_trace).exists()}
         rows = rows.assign(run_id=self.run_id, num_nodes=strategy.num_nodes, trace_path=rows["rank"].map(traces))
         return strategy.postprocess(rows)[RESULT_COLUMNS]
 

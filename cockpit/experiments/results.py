@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from cockpit.experiments import sweep as sweeps
+from cockpit.experiments.collect import ResultCollector, TraceFile
 from cockpit.experiments.correctness import KEY
 from cockpit.experiments.performance import Performance
 from cockpit.experiments.report import report_paths
@@ -60,6 +61,7 @@ class RunResults:
     completions: list[CompletionPair]
     report_files: dict[str, Path]  # the summary and plots `cluster report` wrote, those on disk
     performance: Performance | str | None = None  # the strategies against the performance model, or why not
+    traces: tuple[TraceFile, ...] = ()  # what the ranks' profilers left, by strategy and rank
 
 
 def divergence_char(reference: str, completion: str) -> int | None:
@@ -118,7 +120,9 @@ def completion_pairs(scored: sweeps.Scored) -> list[CompletionPair]:
     ]
 
 
-def run_results(run_dir: Path, scored: sweeps.Scored, report_files: dict[str, Path]) -> RunResults:
+def run_results(
+    run_dir: Path, scored: sweeps.Scored, report_files: dict[str, Path], traces: tuple[TraceFile, ...] = ()
+) -> RunResults:
     """What the results screen shows, from a scored run."""
     summary = scored.summary
     table = summary.table()
@@ -132,6 +136,7 @@ def run_results(run_dir: Path, scored: sweeps.Scored, report_files: dict[str, Pa
         completions=completion_pairs(scored),
         report_files=report_files,
         performance=summary.performance,
+        traces=traces,
     )
 
 
@@ -140,4 +145,7 @@ def load_results(run_dir: Path, peaks: Mapping[str, float] | None = None) -> Run
     collected yet or its manifest cannot be read. `peaks`: the inventory's memory bandwidths by host."""
     sweep = sweeps.load(run_dir)
     files = report_paths(sweep.results_dir, sweep.stamp)
-    return run_results(sweep.run_dir, sweeps.score(sweep, peaks), {k: p for k, p in files.items() if p.exists()})
+    traces = tuple(ResultCollector.iter_traces(sweep.strategies()))
+    return run_results(
+        sweep.run_dir, sweeps.score(sweep, peaks), {k: p for k, p in files.items() if p.exists()}, traces
+    )
