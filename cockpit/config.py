@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from runtime.contract import Device, DeviceKind, Precision, read_text
+from runtime.contract import Device, DeviceKind, Precision, Profiler, read_text
 from runtime.schema import InputError, SchemaError, parse, to_plain
 
 CONFIG_NAME = "cockpit.toml"
@@ -135,9 +135,20 @@ class SweepSection:
     launcher: Literal["srun", "deepspeed"] = "srun"  # how Slurm jobs start their ranks
     model_tag: str | None = None  # short name in strategy ids; default: from the model's name
     max_attempts: int = 3
+    profile: bool = False  # record every rank's decode steps (traces under each strategy's profiling/)
+    profilers: tuple[Profiler, ...] = ("torch",)  # torch: in the runtime; nsys, perf: wrap each rank, where found
+    profile_steps: int = 8  # decode steps recorded, after the warm-up
 
     def check(self, source: str, prefix: str = "") -> None:
-        for key in ("prompts_per_file", "nodes", "gpus_per_node", "batch_size", "max_new_tokens", "max_attempts"):
+        for key in (
+            "prompts_per_file",
+            "nodes",
+            "gpus_per_node",
+            "batch_size",
+            "max_new_tokens",
+            "max_attempts",
+            "profile_steps",
+        ):
             if getattr(self, key) < 1:
                 raise SchemaError(source, prefix + key, f"expected at least 1, got {getattr(self, key)}")
         if self.prompt_limit < 0:

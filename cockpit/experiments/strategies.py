@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from cockpit.jobs.records import TRANSIENT_STATES, JobRecord
-from runtime.contract import Device, ExperimentConfig, Precision
+from runtime.contract import Device, ExperimentConfig, Precision, Profiler
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,6 +48,9 @@ class SweepSettings:
     slurm_time_limit: str = "01:00:00"
     partition: str | None = None
     account: str | None = None
+    profiling_enabled: bool = False
+    profilers: tuple[Profiler, ...] = ("torch",)
+    profile_steps: int = 8
 
 
 class Shape(NamedTuple):
@@ -125,6 +128,9 @@ class ParallelismStrategy(ABC):
             slurm_time_limit=s.slurm_time_limit,
             partition=s.partition,
             account=s.account,
+            profiling_enabled=s.profiling_enabled,
+            profilers=tuple(s.profilers),  # a list when read back from the manifest
+            profile_steps=s.profile_steps,
         )
 
     def slurm_constraints(self) -> dict[str, str | int]:

@@ -130,6 +130,9 @@ def plan(settings: Settings, *, now: datetime | None = None, **overrides: Any) -
         slurm_time_limit=section.time_limit,
         partition=settings.cluster.partition,
         account=settings.cluster.account,
+        profiling_enabled=section.profile,
+        profilers=section.profilers,
+        profile_steps=section.profile_steps,
     )
     builder = PromptDataFrameBuilder()
     builder.persist(builder.build(records), sweep_settings.prompt_df_path)
