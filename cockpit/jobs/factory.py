@@ -3,7 +3,8 @@
 The same script runs under Slurm (`sbatch job.slurm`) and on this machine (`bash job.slurm`, the local backend,
 where the #SBATCH lines are comments but for the time limit). Ranks start one per GPU through `srun`, through the
 deepspeed launcher with a hostfile generated from the allocation, or, for the local backend, through the
-deepspeed launcher's local mode; inside an Apptainer image when one is set.
+deepspeed launcher's local mode; inside an Apptainer image when one is set. A run profiled with nsys or perf
+starts each rank through `profile_rank.sh`, which picks, on the rank's own node, the first of them that works.
 """
 
 from __future__ import annotations
@@ -28,6 +29,16 @@ APPTAINER_GPU_FLAGS = {"cuda": ["--nv"], "xpu": ["--bind", "/dev/dri"], "cpu": [
 FREE_PORT = shlex.join(
     ["python3", "-c", "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"]
 )
+PROFILE_WRAPPER = "profile_rank.sh"
+# per tool that wraps a whole rank: a check that it can run on this node, and the command that precedes the rank's
+# (`$out`: the rank's trace folder); output names as runtime.contract.PROFILER_FILES has them
+RANK_PROFILERS = {
+    "nsys": (
+        "command -v nsys >/dev/null 2>&1",
+        'nsys profile --trace=cuda,nvtx,osrt --force-overwrite=true -o "$out/nsys"',
+    ),
+    "perf": ("perf record -q -o /dev/null -- true >/dev/null 2>&1", 'perf record -g -q -o "$out/perf.data" --'),
+}
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,9 @@ class SlurmJobFactory:
         files = self.files(strategy)
         files.config.parent.joinpath("logs").mkdir(parents=True, exist_ok=True)
         config.write(files.config)
+        wrapper = profile_wrapper(config)
+        if wrapper:
+            atomic_write_text(files.config.parent / PROFILE_WRAPPER, wrapper, perms=0o755)
         atomic_write_text(files.script, self.script(strategy, files), perms=0o755)
         return files
 
@@ -128,21 +142,52 @@ class SlurmJobFactory:
             container = ["apptainer", "exec", *flags, "--bind", binds, config.container_image]
         python = [*container, self.runtime.python]
         run_config = ["runtime", "--config", str(files.config)]
+        # each rank through the profiler wrapper; ranks started by srun or from this script are wrapped outside any
+        # container (the node's own tools), those a launcher starts inside its container
+        wrapped = [str(Path(config.output_root) / PROFILE_WRAPPER)] if profile_wrapper(config) else []
+        rank = [*wrapped, *python]
+        launched = ["--no_python", "--no_local_rank", *wrapped, self.runtime.python] if wrapped else []
         if self.runtime.launcher == "local":
             if strategy.world_size == 1:
-                return [shlex.join([*python, "-m", *run_config])]
+                return [shlex.join([*rank, "-m", *run_config])]
             # every rank on this machine: the deepspeed launcher's local mode (shared-memory all-reduce on CPUs)
-            local = [*python, "-m", "deepspeed.launcher.runner", f"--num_gpus={strategy.world_size}"]
-            return [f"{shlex.join(local)} --master_port=$({FREE_PORT}) --module {shlex.join(run_config)}"]
+            local = [self.runtime.python, "-m", "deepspeed.launcher.runner", f"--num_gpus={strategy.world_size}"]
+            user = [*launched, "-m", *run_config] if wrapped else ["--module", *run_config]
+            return [f"{shlex.join([*container, *local])} --master_port=$({FREE_PORT}) {shlex.join(user)}"]
         if self.runtime.launcher == "srun":
-            command = ["srun", "--kill-on-bad-exit=1", *python, "-m", *run_config]
+            command = ["srun", "--kill-on-bad-exit=1", *rank, "-m", *run_config]
             return [shlex.join(command)]
         # the deepspeed launcher starts the ranks itself, over ssh, from a hostfile of the allocation's nodes
         entry = str(Path(self.runtime.source_dir) / "runtime" / "run_distributed_inference.py")
         hostfile = Path(config.output_root) / "hostfile"
         launcher = [*python, "-m", "deepspeed.launcher.runner", f"--hostfile={hostfile}", *strategy.deepspeed_args()]
+        user = [*launched, entry]
         slots = f"sed 's/$/ slots={strategy.gpus_per_node}/'"
         return [
             f'scontrol show hostnames "$SLURM_JOB_NODELIST" | {slots} > {shlex.quote(str(hostfile))}',
-            shlex.join([*launcher, entry, "--config", str(files.config)]),
+            shlex.join([*launcher, *user, "--config", str(files.config)]),
         ]
+
+
+def profile_wrapper(config: ExperimentConfig) -> str | None:
+    """`profile_rank.sh` for a run profiled with nsys or perf (None otherwise): on the rank's node it runs the rank
+    under the first of them, in the config's order, that works there, and says so when none does."""
+    tools = [tool for tool in config.profilers if tool in RANK_PROFILERS] if config.profiling_enabled else []
+    if not tools:
+        return None
+    lines = [
+        "#!/bin/bash",
+        f"# {config.strategy_id}: one rank under the first of {', '.join(tools)} that runs on this node",
+        "rank=${RANK:-${SLURM_PROCID:-0}}",
+        f"out={shlex.quote(str(config.profiling_path))}/rank_$rank",
+        'mkdir -p "$out"',
+    ]
+    for tool in tools:
+        check, command = RANK_PROFILERS[tool]
+        lines += [f"if {check}; then", f'  exec {command} "$@"', "fi"]
+    lines += [
+        f'echo "{PROFILE_WRAPPER}: rank $rank on $(hostname): {" and ".join(tools)} cannot run here; '
+        'the rank runs without"  >&2',
+        'exec "$@"',
+    ]
+    return "\n".join(lines) + "\n"
