@@ -1,7 +1,7 @@
-"""`cluster sweep run|status|resume|cancel` and `cluster report`: a sweep headless, scriptable.
+"""`cluster sweep run|status|resume|cancel`, `cluster report` and `cluster traces`: a sweep headless, scriptable.
 
 Exit codes: 0 every strategy completed and collected whole; 1 some failed or came back partial; 2 bad input;
-130 interrupted (the running job cancelled, the manifest consistent).
+130 interrupted (the running job cancelled, the manifest consistent). `traces`: 0 when the run has traces, 1 not.
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ from typing import Any
 from cockpit.config import Settings
 from cockpit.errors import EXIT_FAILED, EXIT_OK
 from cockpit.experiments import sweep as sweeps
+from cockpit.experiments.collect import ResultCollector, TraceFile
 from cockpit.experiments.pipeline import SweepEvent
+from cockpit.experiments.report import human_bytes
 from cockpit.jobs.manifest import MANIFEST_NAME, Manifest
-from runtime.schema import InputError
+from runtime.contract import PROFILER_FILES, PROFILER_VIEWERS, Profiler
+from runtime.schema import InputError, to_plain
 
 OVERRIDES = {
     "nodes": int,
@@ -81,9 +84,20 @@ def _outcome(args: argparse.Namespace, settings: Settings, sweep: sweeps.Sweep) 
     return EXIT_OK if whole else EXIT_FAILED
 
 
+def profilers(text: str) -> tuple[Profiler, ...]:
+    """`--profile torch,perf`: the profilers named, checked."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in PROFILER_FILES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected some of {', '.join(PROFILER_FILES)}, got {text!r}")
+    return names  # type: ignore[return-value]
+
+
 def cmd_sweep_run(args: argparse.Namespace, settings: Settings) -> int:
     """Plan a new run and execute it."""
     overrides = {key: getattr(args, key) for key in OVERRIDES if getattr(args, key, None) is not None}
+    if args.profile:
+        overrides.update(profile=True, profilers=args.profile)
     sweep = sweeps.plan(settings, **overrides)
     if not args.json:
         strategies = ", ".join(s.strategy_id for s in sweep.strategies())
@@ -147,6 +161,41 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _trace_line(trace: TraceFile) -> str:
+    """One trace as `cluster traces` lists it: who, what, how big, and what its summary says."""
+    head = f"  {trace.strategy_id:<20} rank {trace.rank:<3} {trace.tool:<6} {human_bytes(trace.bytes):>10}"
+    s = trace.summary
+    if s is None:
+        said = f"  ⚠ {trace.problem}" if trace.problem else ""
+        return f"{head}{said}\n      {trace.path}"
+    top = f"{s.top_ops[0].name} {s.top_ops[0].share:.0%}" if s.top_ops else "-"
+    busy = "" if s.device_busy_share is None else f", device busy {s.device_busy_share:.0%}"
+    return (
+        f"{head}  {s.hostname}: {s.steps} steps in {s.window_ms:.1f} ms, comm {s.comm_share:.0%}, "
+        f"idle {s.idle_share:.0%} ({s.gaps} gap{'s' * (s.gaps != 1)}, longest {s.longest_gap_ms:.2f} ms){busy}; "
+        f"top {top}\n"
+        f"      {trace.path}"
+    )
+
+
+def cmd_traces(args: argparse.Namespace, settings: Settings) -> int:
+    """The profiler outputs of a run's ranks, each torch trace with its summary, and what opens them."""
+    sweep = sweeps.load(_run_dir(args, settings))
+    traces = list(ResultCollector.iter_traces(sweep.strategies()))
+    if args.json:
+        plain = [{**to_plain(t), "path": str(t.path), "opens_with": t.opens_with} for t in traces]
+        print(json.dumps(plain, indent=2))
+        return EXIT_OK if traces else EXIT_FAILED
+    if not traces:
+        print(f"{sweep.run_dir}: no traces (profile a sweep: cluster sweep run --profile torch[,nsys,perf])")
+        return EXIT_FAILED
+    print(f"{sweep.settings.run_id}: {len(traces)} trace(s)")
+    print("\n".join(_trace_line(t) for t in traces))
+    tools = dict.fromkeys(t.tool for t in traces)
+    print("\n" + "\n".join(f"{PROFILER_FILES[tool]}: open with {PROFILER_VIEWERS[tool]}" for tool in tools))
+    return EXIT_OK
+
+
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Register `sweep ...` and `report` on the `cluster` parser."""
     sweep = sub.add_parser("sweep", parents=[common], help="run the parallelism strategies as a sweep")
@@ -154,6 +203,14 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p = actions.add_parser("run", parents=[common], help="start a new sweep and run it to the end")
     for key, kind in OVERRIDES.items():
         p.add_argument(f"--{key.replace('_', '-')}", type=kind, dest=key, help=f"override [sweep] {key}")
+    p.add_argument(
+        "--profile",
+        nargs="?",
+        const=("torch",),
+        type=profilers,
+        metavar="TOOLS",
+        help="profile every rank's decode steps with TOOLS (torch, nsys, perf; default torch); see cluster traces",
+    )
     p.set_defaults(handler=cmd_sweep_run)
     for name, handler, text in (
         ("resume", cmd_sweep_resume, "finish a sweep: skip what is done, re-attach to running jobs"),
@@ -167,3 +224,6 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("run_dir", nargs="?", type=Path, help="the run folder (default: the newest)")
     p.add_argument("--plots", action="store_true", help="also draw the plots here")
     p.set_defaults(handler=cmd_report)
+    p = sub.add_parser("traces", parents=[common], help="a run's per-rank profiler traces and their summaries")
+    p.add_argument("run_dir", nargs="?", type=Path, help="the run folder (default: the newest)")
+    p.set_defaults(handler=cmd_traces)

@@ -57,7 +57,8 @@ def _ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
     return _num(numerator) / den.where(den > 0)
 
 
-def _bytes(value: float) -> str:
+def human_bytes(value: float) -> str:
+    """1536 -> '1.5 KiB'."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(value) < 1024 or unit == "GiB":
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
@@ -85,7 +86,7 @@ FORMATS: dict[str, tuple[str, Callable[[float], str]]] = {
     "gpu_hours": ("GPU-h", _small),
     "energy_per_token_j": ("J/token", _small),
     "speedup": ("speedup", lambda v: f"{v:.2f}x"),
-    "max_rss_bytes": ("max RSS", _bytes),
+    "max_rss_bytes": ("max RSS", human_bytes),
 }
 
 
