@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import Checkbox, DataTable, Input, Static
 
 from cockpit.tui.app import CockpitApp
 from cockpit.tui.fake_source import FakeClusterSource
@@ -125,6 +125,10 @@ async def test_sweep_form_starts_a_sweep_with_the_changed_fields() -> None:
         await press_and_settle(pilot, "enter")
         assert isinstance(app.screen, DashboardScreen)
         assert recorded(app) == [("sweep", "prompt_limit=2")]
+        await press_and_settle(pilot, "s")
+        app.screen.query_one("#field-profile", Checkbox).value = True
+        await press_and_settle(pilot, "enter")
+        assert recorded(app)[-1] == ("sweep", "profile=True")
 
 
 def test_parse_overrides_keeps_only_what_changed() -> None:

@@ -1,4 +1,5 @@
-"""The sweep form: the [sweep] settings a run may override, prefilled, checked before anything starts."""
+"""The sweep form: the [sweep] settings a run may override, prefilled, checked before anything starts; a box
+turns profiling on (the [sweep] profilers, on every rank)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Checkbox, Input, Label, Static
 
 from cockpit.config import SweepSection
 
@@ -55,6 +56,8 @@ class SweepFormScreen(ModalScreen[dict[str, Any] | None]):
                 with Horizontal(classes="form-row"):
                     yield Label(LABELS.get(name, name.replace("_", " ")), classes="form-label")
                     yield Input(str(getattr(self.defaults, name)), id=f"field-{name}", classes="form-input")
+            profilers = ", ".join(self.defaults.profilers)
+            yield Checkbox(f"profile every rank ({profilers})", self.defaults.profile, id="field-profile")
             yield Static("", id="sweep-form-error")
             with Horizontal(id="sweep-form-buttons"):
                 yield Button("Start", variant="primary", id="start")
@@ -72,6 +75,9 @@ class SweepFormScreen(ModalScreen[dict[str, Any] | None]):
     def submit(self) -> None:
         values = {name: self.query_one(f"#field-{name}", Input).value for name in FIELDS}
         try:
-            self.dismiss(parse_overrides(values, self.defaults))
+            overrides = parse_overrides(values, self.defaults)
         except ValueError as err:
             self.query_one("#sweep-form-error", Static).update(f"⚠ {err}")
+            return
+        profile = self.query_one("#field-profile", Checkbox).value
+        self.dismiss({**overrides, **({"profile": profile} if profile != self.defaults.profile else {})})
