@@ -198,13 +198,10 @@ class Generator:
         width = mb.ids.shape[1] if mb.step == 0 else 1
         hidden_in = None
         if stage.first:
-            if mb.step > 0:
-                if not stage.last:  # the token comes back from the last stage
-                    message = self.links.recv(mb.size + 1, torch.long, topo.last_stage_rank)
-                    mb.next_ids, done = message[:-1, None], bool(message[-1])
-                    if done:
-                        return self._retire(mb)
-                elif mb.next_ids is None:  # one stage: decided locally at the previous step
+            if mb.step > 0 and not stage.last:  # the token comes back from the last stage
+                message = self.links.recv(mb.size + 1, torch.long, topo.last_stage_rank)
+                mb.next_ids, done = message[:-1, None], bool(message[-1])
+                if done:
                     return self._retire(mb)
         else:
             message = self.links.recv(mb.size * width * self.hidden + 1, self.dtype, topo.prev_stage_rank)
@@ -257,8 +254,9 @@ class Generator:
                 mb.results[i] = RowResult(mb.tokens[i], "length", now, mb.ttft_s)
         mb.finished |= torch.isin(token, self.eos_tensor)
         done = all(r is not None for r in mb.results)
-        if self.stage.first:  # one stage: feed ourselves
-            mb.next_ids = None if done else token[:, None]
+        if self.stage.first:  # one stage: feed ourselves, or stop here (no pass that only says so)
+            mb.next_ids = token[:, None]
+            mb.active = not done
         else:
             message = torch.cat([token, token.new_tensor([int(done)])])
             self.links.send(message, self.topo.first_stage_rank)
