@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from cockpit.delivery.build import IMAGE_PYTHON, IMAGE_SOURCE
 from cockpit.experiments.strategies import STRATEGIES, ParallelismStrategy, SweepSettings
-from cockpit.jobs.factory import RuntimeEnvironment, SlurmJobFactory
+from cockpit.jobs.factory import PROFILE_WRAPPER, RuntimeEnvironment, SlurmJobFactory
 from runtime.contract import ExperimentConfig
 from runtime.schema import InputError
 
@@ -95,3 +96,74 @@ def test_a_container_needs_a_named_device(tmp_path: Path) -> None:
     tp = strategy(tmp_path, "tp_nodes", device="auto")
     with pytest.raises(InputError, match="tiny_pp1_tp2_n2: a container image needs the device named"):
         SlurmJobFactory(image_runtime()).render(tp)
+
+
+def profiled(tmp_path: Path, kind: str = "hybrid", tools: tuple[str, ...] = ("torch", "nsys", "perf")):
+    return strategy(tmp_path, kind, profiling_enabled=True, profilers=tools)
+
+
+def test_only_nsys_or_perf_wrap_the_ranks(tmp_path: Path) -> None:
+    factory = SlurmJobFactory(RuntimeEnvironment(python="/opt/venv/bin/python"))
+    for unwrapped in (strategy(tmp_path), profiled(tmp_path, tools=("torch",))):
+        files = factory.render(unwrapped)
+        assert PROFILE_WRAPPER not in files.script.read_text()
+        assert not (files.config.parent / PROFILE_WRAPPER).exists()
+    files = factory.render(profiled(tmp_path))
+    wrapper = files.config.parent / PROFILE_WRAPPER
+    assert wrapper.stat().st_mode & 0o111 and subprocess.run(["bash", "-n", str(wrapper)], check=False).returncode == 0
+    text = wrapper.read_text()
+    assert text.index("exec nsys profile") < text.index("exec perf record")  # the config's order
+    assert (
+        files.script.read_text()
+        .rstrip()
+        .endswith(f"srun --kill-on-bad-exit=1 {wrapper} /opt/venv/bin/python -m runtime --config {files.config}")
+    )
+
+
+def test_launchers_start_the_wrapper_which_starts_python(tmp_path: Path) -> None:
+    tp = profiled(tmp_path, "tp_node", tools=("perf",))
+    wrapper = tp.output_root / PROFILE_WRAPPER
+    local = SlurmJobFactory(RuntimeEnvironment(python="/py", launcher="local")).render(tp).script.read_text()
+    assert f"--no_python --no_local_rank {wrapper} /py -m runtime --config" in local
+    script = SlurmJobFactory(image_runtime("deepspeed")).render(tp).script.read_text()
+    # the launcher runs inside the image, so the ranks it starts are wrapped there
+    assert (
+        f"--no_python --no_local_rank {wrapper} {IMAGE_PYTHON} {IMAGE_SOURCE}/runtime/run_distributed_inference.py"
+        in script
+    )
+    srun = SlurmJobFactory(image_runtime("srun")).render(tp).script.read_text()
+    assert f"srun --kill-on-bad-exit=1 {wrapper} apptainer exec" in srun  # the node's own perf, outside
+
+
+def run_wrapper(tmp_path: Path, path_dirs: list[Path], **env: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    files = SlurmJobFactory(RuntimeEnvironment()).render(profiled(tmp_path, "reference", ("nsys", "perf")))
+    wrapper = files.config.parent / PROFILE_WRAPPER
+    environment = {"PATH": ":".join(map(str, path_dirs)), **env}
+    done = subprocess.run(
+        [str(wrapper), "sh", "-c", "echo ran; exit 3"], env=environment, capture_output=True, text=True, check=False
+    )
+    return done, files.config.parent / "profiling"
+
+
+def test_without_nsys_or_perf_the_rank_runs_as_it_is_and_the_log_says_why(tmp_path: Path) -> None:
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    for tool in ("bash", "sh", "mkdir", "hostname"):  # what the wrapper itself needs
+        (bare / tool).symlink_to(shutil.which(tool))
+    done, profiling = run_wrapper(tmp_path, [bare], SLURM_PROCID="3")
+    assert (done.returncode, done.stdout) == (3, "ran\n")  # the rank's own exit status
+    assert "rank 3 on " in done.stderr and "nsys and perf cannot run here; the rank runs without" in done.stderr
+    assert (profiling / "rank_3").is_dir() and not any((profiling / "rank_3").iterdir())
+
+
+def test_perf_records_the_rank_where_it_works(tmp_path: Path) -> None:
+    """Real perf (installed by scripts/setup). Where the kernel forbids perf events the wrapper must say so."""
+    perf = shutil.which("perf")
+    assert perf, "perf is missing: scripts/setup test installs linux-perf"
+    done, profiling = run_wrapper(tmp_path, [Path(perf).parent, Path("/bin"), Path("/usr/bin")], RANK="1")
+    assert (done.returncode, done.stdout) == (3, "ran\n")
+    works = subprocess.run(["perf", "record", "-q", "-o", "/dev/null", "--", "true"], capture_output=True, check=False)
+    if works.returncode == 0:
+        assert (profiling / "rank_1" / "perf.data").stat().st_size > 0
+    else:
+        assert "cannot run here" in done.stderr
