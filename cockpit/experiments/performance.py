@@ -195,7 +195,7 @@ def _known(value: object) -> bool:
     return value is not None and not pd.isna(value)
 
 
-def _measured_split(row: pd.Series) -> dict[str, float] | None:
+def measured_split(row: pd.Series) -> dict[str, float] | None:
     """A rank's shares of compute, comm and idle: from its timers over the whole run (CPUs), else from its profiled
     window (devices, whose work the timers cannot see; there waiting on a neighbour stage counts as comm and idle
     is the host's own gaps)."""
@@ -317,7 +317,7 @@ def analyse(
                 predicted_ttft_s=statistics.median(ttfts),
                 measured_wall_s=float(row["wall_time_s"]) if pd.notna(row.get("wall_time_s")) else None,
                 measured_ttft_s=float(rows_of["ttft_ms"].median()) / 1000,
-                measured_split=_measured_split(row),
+                measured_split=measured_split(row),
                 sentence=_sentence(str(name), what, total, hw, where, model),
                 oversubscribed=contention(hw, where) is not None,
                 what_if=_what_if(kind, settings, model, hw, runs, links, intra),

@@ -11,7 +11,10 @@ import pytest
 
 from cockpit.experiments.collect import RESULT_COLUMNS, ResultCollector, read_shard
 from cockpit.experiments.strategies import STRATEGIES, ParallelismStrategy, SweepSettings
+from runtime.atomic import atomic_write_text
 from runtime.contract import ShardRow, dumps_line
+from runtime.trace_summary import summarize
+from tests.unit.test_profiling import STEPS, write_trace
 
 PROMPTS = pd.DataFrame({"prompt_id": [1, 2, 1, 2], "variant": ["2k", "2k", "4k", "4k"]})
 
@@ -128,3 +131,44 @@ def test_recollecting_replaces_and_a_new_collector_keeps_earlier_rows(tmp_path: 
         "tiny_pp1_tp1_n1",
         "tiny_pp1_tp2_n2",
     ]
+
+
+def test_traces_of_every_rank_with_their_summaries(tmp_path: Path) -> None:
+    pp = strategy(tmp_path, "pp_nodes")
+    write_run(pp)
+    config = pp.config()
+    for rank in (0, 1):
+        config.trace_path(rank).mkdir(parents=True)
+        write_trace(config.trace_path(rank) / "torch.trace.json", STEPS)
+    (config.trace_path(0) / "perf.data").write_bytes(b"PERFILE2")
+    written = summarize(
+        config.trace_path(0) / "torch.trace.json",
+        strategy_id=pp.strategy_id,
+        run_id="run_1",
+        rank=0,
+        hostname="node1",
+        trace="profiling/rank_0/torch.trace.json",
+    )
+    atomic_write_text(config.profile_summary_path(0), dumps_line(written))  # rank 1 died before writing its own
+    traces = list(ResultCollector.iter_traces([pp, strategy(tmp_path, "tp_nodes")]))
+    assert [(t.rank, t.tool, t.bytes > 0) for t in traces] == [
+        (0, "torch", True),
+        (0, "perf", True),
+        (1, "torch", True),
+    ]
+    assert traces[0].summary == written and traces[1].summary is None and traces[1].opens_with.startswith("perf report")
+    assert traces[2].summary.hostname == "?" and traces[2].summary.comm_share == written.comm_share  # made here
+    got = ResultCollector(PROMPTS, tmp_path / "results", "1", "run_1").collect(pp)
+    assert set(got.rows["trace_path"]) == {str(config.trace_path(1) / "torch.trace.json")}  # rank 1 owns the rows
+    assert got.metrics["profiled_ranks"] == 1 and got.metrics["profiled_comm_share"] == written.comm_share
+
+
+def test_a_trace_that_cannot_be_read_is_named_not_fatal(tmp_path: Path) -> None:
+    tp = strategy(tmp_path, "tp_nodes")
+    path = tp.config().trace_path(1) / "torch.trace.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"traceEvents": [')  # the rank died while exporting
+    (trace,) = ResultCollector.iter_traces([tp])
+    assert trace.summary is None and trace.problem.startswith(f"{path}: not a Chrome trace")
+    write_run(tp)
+    assert ResultCollector(PROMPTS, tmp_path / "results", "1", "run_1").collect(tp).metrics["profiled_ranks"] == 0

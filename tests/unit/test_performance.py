@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from cockpit.experiments import perf_model as pm
-from cockpit.experiments.performance import Batch, analyse, batches, fit_hardware, for_run
+from cockpit.experiments.performance import Batch, analyse, batches, fit_hardware, for_run, measured_split
 from cockpit.experiments.report import performance_markdown
 from cockpit.experiments.strategies import SweepSettings
 
@@ -146,3 +146,11 @@ def test_a_missing_model_config_is_named(tmp_path: Path) -> None:
     (tmp_path / "model" / "config.json").write_text('{"hidden_size": 128}')
     assert str(for_run(rows, metrics, _settings(tmp_path))).startswith("no prediction: ")
     assert "not a transformers model config" in str(for_run(rows, metrics, _settings(tmp_path)))
+
+
+def test_the_split_comes_from_the_timers_else_from_the_profiled_window() -> None:
+    timed = pd.Series({"wall_time_s": 4.0, "compute_s": 3.0, "comm_s": 0.5, "idle_s": 0.5, "profiled_comm_share": 0.9})
+    assert measured_split(timed) == {"compute_s": 0.75, "comm_s": 0.125, "idle_s": 0.125}
+    device = pd.Series({"wall_time_s": 4.0, "compute_s": None, "profiled_comm_share": 0.3, "profiled_idle_share": 0.1})
+    assert measured_split(device) == pytest.approx({"compute_s": 0.6, "comm_s": 0.3, "idle_s": 0.1})
+    assert measured_split(pd.Series({"wall_time_s": 4.0, "profiled_comm_share": float("nan")})) is None
