@@ -68,6 +68,8 @@ def test_full_sweep(tmp_path: Path, tiny_model_dir: Path, expected: dict) -> Non
     assert pd.read_csv(out["report"]["csv"])["strategy"].nunique() == 5
     report = sweeps.cluster(config, "report", str(run), "--json")
     assert report.returncode == 0 and len(json.loads(report.stdout)["strategies"]) == 5
+    traces = sweeps.cluster(config, "traces", str(run))  # not profiled: nothing to open, and the exit code says so
+    assert traces.returncode == 1 and "no traces" in traces.stdout and not list(run.glob("*/profiling"))
 
 
 def test_sigterm_cancels_then_resume_finishes(tmp_path: Path, tiny_model_dir: Path, expected: dict) -> None:
