@@ -44,3 +44,11 @@ def test_table_aligns_columns() -> None:
 def test_unknown_benchmark_is_refused() -> None:
     done = subprocess.run([sys.executable, "-m", "bench", "nosuch"], capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "unknown benchmark nosuch" in done.stderr
+
+
+def test_profiling_benchmark_compares_equal_work() -> None:
+    from bench.profiling import case
+
+    figures = case("tiny", 1, repeats=1)
+    assert figures["tokens_equal"], "profiled, unprofiled and HF generate decoded different tokens"
+    assert figures["recorded_tokens_per_s"] > 0 and 0 < figures["off_hooks_share_of_step"] < 1
