@@ -1,6 +1,6 @@
 """A whole sweep on the real Slurm's two nodes, on the runtime build deployed to them: jobs by sbatch, states from
 sacct, and a sweep process killed outright (SIGKILL: no chance to clean up) while its job runs on, then resumed by
-re-attaching to that job."""
+re-attaching to that job. The sweep is profiled: srun starts each rank through profile_rank.sh on its node."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_sweep_killed_and_resumed_on_slurm(
     slurm_cluster: SlurmCluster, deployed_runtime: DeployedRuntime, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     config = sweeps.write_config(tmp_path, tiny_model_dir, scheduler="slurm", extra=deployed_runtime.lines)
-    sweep = sweeps.start(config, "sweep", "run")
+    sweep = sweeps.start(config, "sweep", "run", "--profile", "torch,perf")
     sweeps.wait_for(lambda: sweeps.entries(sweeps.run_dir(config))[1].status == "RUNNING", 240, "the second job")
     os.kill(sweep.pid, signal.SIGKILL)
     sweep.communicate(timeout=30)
@@ -46,16 +46,24 @@ def test_sweep_killed_and_resumed_on_slurm(
         (record,) = json.loads(slurm_cluster.run("sacct", "--json", "-j", str(entry.job_id)).stdout)["jobs"]
         assert record["state"]["current"] == "COMPLETED" and record["name"] == entry.strategy_id
         assert entry.attempts[0].elapsed_s == record["time"]["elapsed"]
-    hosts = {json.loads(p.read_text())["hostname"] for p in run.glob("tiny_pp2_tp2_n2/metrics/*.json")}
+    hosts = {json.loads(p.read_text())["hostname"] for p in run.glob("tiny_pp2_tp2_n2/metrics/metrics_rank_*.json")}
     assert hosts == {"node0", "node1"}
     # every rank ran the verified build: a Python that exists only in the nodes' own node-local folders
     build = deployed_runtime.build.build_id
     python = deployed_runtime.install_root / build / "venv" / "bin" / "python"
+    wrapper = run / "tiny_pp2_tp2_n2" / "profile_rank.sh"
     assert (
         not python.exists()
-        and f"srun --kill-on-bad-exit=1 {python} -m runtime" in (run / "tiny_pp2_tp2_n2" / "job.slurm").read_text()
+        and f"srun --kill-on-bad-exit=1 {wrapper} {python} -m runtime"
+        in (run / "tiny_pp2_tp2_n2" / "job.slurm").read_text()
     )
-    assert {json.loads(p.read_text())["runtime_build"] for p in run.glob("*/metrics/*.json")} == {build}
+    assert {json.loads(p.read_text())["runtime_build"] for p in run.glob("*/metrics/metrics_rank_*.json")} == {build}
+    # every rank's trace, named by its Slurm rank, summarized on its own node
+    listed = json.loads(sweeps.cluster(config, "traces", str(run), "--json").stdout)
+    hybrid = {(t["rank"], t["tool"]): t for t in listed if t["strategy_id"] == "tiny_pp2_tp2_n2"}
+    assert {rank for rank, tool in hybrid if tool == "torch"} == {0, 1, 2, 3}
+    assert {t["summary"]["hostname"] for t in hybrid.values() if t["summary"]} == {"node0", "node1"}
+    assert all(t["summary"]["comm_share"] > 0 for t in hybrid.values() if t["summary"])
     assert f"runtime verified: {build} (venv, cpu)" in done.stderr  # resume verified the nodes again
     sweeps.assert_parity(run, sweeps.expected_tokens(tiny_model_dir), strategies=5)
     assert Path(out["report"]["markdown"]).read_text().count("| 100.0% |") == 5
