@@ -1,7 +1,8 @@
 """Fake runs for the results screen's snapshots: fixed tables of three strategies (the reference, TP over two
 nodes, PP over two nodes), two prompt variants of two prompts each, scored by the same code as a real run. TP
 diverges from the reference on one prompt. The completed run has a fixed performance analysis (PP measured at
-under half its predicted tokens/s); the running one has none, its model folder not being on this machine.
+under half its predicted tokens/s) and profiles: TP's two ranks traced by torch.profiler, rank 0 by perf too,
+and one PP trace too torn to summarize; the running one has neither, its model folder not being on this machine.
 Nothing here reads or writes a file."""
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import pandas as pd
 
 from cockpit.experiments import perf_model as pm
 from cockpit.experiments import strategies as parallelism
+from cockpit.experiments.collect import TraceFile
 from cockpit.experiments.performance import SPLIT_PARTS, WHAT_IF_LINKS, Performance, StrategyPerformance
 from cockpit.experiments.results import RunInfo, RunResults, run_results
 from cockpit.experiments.sweep import score_rows
+from runtime.contract import PROFILER_FILES, OpTime, Profiler, ProfileSummary
 from runtime.schema import InputError
 
 RUNS_DIR = Path("/srv/cockpit/runs")
@@ -65,6 +68,21 @@ PREDICTED: dict[str, tuple[dict[str, float], float, tuple[float, float, float], 
         (70.1, 73.4, 75.0, 75.2, 96.3, 112.8, 121.5, 122.9),
     ),
 }
+
+# TP's ranks as torch.profiler saw them on the CPU: window ms, compute/all_reduce/sampling ms, idle share, gaps,
+# the longest gap ms, then self ms of the operators in TOP_OPS
+PROFILED: dict[int, tuple[float, tuple[float, float, float], float, int, float, tuple[float, ...]]] = {
+    0: (412.6, (371.5, 127.9, 20.4), 0.050, 24, 1.84, (121.4, 86.7, 41.2, 18.3, 6.1)),
+    1: (414.9, (369.8, 131.7, 21.3), 0.057, 27, 2.06, (125.0, 85.9, 40.8, 18.6, 6.3)),
+}
+TOP_OPS = (  # name, calls in the 8 profiled steps
+    ("deepspeed::inference_all_reduce_", 72),
+    ("aten::mm", 296),
+    ("aten::scaled_dot_product_attention", 32),
+    ("aten::mul", 512),
+    ("aten::topk", 8),
+)
+TORN_TRACE = "not a Chrome trace (not JSON: Unterminated string starting at: line 1 column 6291431 (char 6291430))"
 
 
 def fake_runs() -> list[RunInfo]:
@@ -147,6 +165,44 @@ def fake_performance(strategies: list[str]) -> Performance | str:
     return Performance(HARDWARE, [_strategy_performance(s) for s in strategies], [])
 
 
+def _trace_path(run_dir: Path, strategy: str, rank: int, tool: Profiler) -> Path:
+    return run_dir / strategy / "profiling" / f"rank_{rank}" / PROFILER_FILES[tool]
+
+
+def _profile(run_dir: Path, rank: int) -> ProfileSummary:
+    window, (compute, all_reduce, sampling), idle, gaps, longest, self_ms = PROFILED[rank]
+    strategy = "tiny_pp1_tp2_n2"
+    return ProfileSummary(
+        strategy_id=strategy,
+        run_id=run_dir.name,
+        rank=rank,
+        hostname=f"node{rank}",
+        trace=str(_trace_path(run_dir, strategy, rank, "torch").relative_to(run_dir / strategy)),
+        steps=8,
+        window_ms=window,
+        ranges_ms={"compute": compute, "all_reduce": all_reduce, "send_recv": 0.0, "sampling": sampling},
+        comm_share=all_reduce / window,
+        idle_share=idle,
+        gaps=gaps,
+        gap_threshold_ms=0.05,
+        longest_gap_ms=longest,
+        device_busy_share=None,
+        top_ops=tuple(OpTime(name, calls, ms, ms / window) for (name, calls), ms in zip(TOP_OPS, self_ms, strict=True)),
+    )
+
+
+def fake_traces(run_dir: Path) -> tuple[TraceFile, ...]:
+    """The completed run's profiler outputs, in `iter_traces`' order: by strategy, rank, torch first."""
+    tp, pp = "tiny_pp1_tp2_n2", "tiny_pp2_tp1_n2"
+    torn = _trace_path(run_dir, pp, 1, "torch")
+    return (
+        TraceFile(tp, 0, "torch", _trace_path(run_dir, tp, 0, "torch"), 18_734_512, _profile(run_dir, 0)),
+        TraceFile(tp, 0, "perf", _trace_path(run_dir, tp, 0, "perf"), 41_208_832),
+        TraceFile(tp, 1, "torch", _trace_path(run_dir, tp, 1, "torch"), 18_902_114, _profile(run_dir, 1)),
+        TraceFile(pp, 1, "torch", torn, 6_291_456, problem=f"{torn}: {TORN_TRACE}"),
+    )
+
+
 def fake_results(run_dir: Path) -> RunResults:
     """The results of one of `fake_runs()`, as `load_results` gives them; InputError as it raises it for a run
     with nothing collected or a torn manifest."""
@@ -161,4 +217,5 @@ def fake_results(run_dir: Path) -> RunResults:
     baseline = pd.DataFrame({"variant": [v for v, _ in PROMPTS], "prompt_id": [p for _, p in PROMPTS]})
     baseline["local_completion"] = TEXT
     scored = score_rows(rows, metrics, baseline, run.run_id, performance=fake_performance(strategies))
-    return run_results(run_dir, scored, {})
+    traces = fake_traces(run_dir) if run.collected == len(STRATEGIES) else ()
+    return run_results(run_dir, scored, {}, traces)

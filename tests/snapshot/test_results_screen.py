@@ -1,6 +1,6 @@
-"""The results screen on the fake source's runs: each tab and the completion diff as snapshots, and under a
-Pilot the diff opened and closed, a run with nothing collected, the run chosen up front, the cache, and the
-performance tab's rows with and without an analysis."""
+"""The results screen on the fake source's runs: each tab, the completion diff and a rank's profile as snapshots,
+and under a Pilot the diff and the profile opened and closed, a run with nothing collected, the run chosen up
+front, the cache, and the performance tab's rows with and without an analysis."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from cockpit.tui.screens.results import (
     NO_PERFORMANCE,
     WARNING,
     CompletionDiffScreen,
+    ProfileScreen,
     ResultsScreen,
     bottleneck_lines,
     divergence_line,
@@ -49,6 +50,16 @@ async def show_tab(pilot: Pilot, tab: str) -> None:
     await pilot.pause()
 
 
+async def open_profile(pilot: Pilot, row: int = 0) -> None:
+    """Enter on a row of the profiles tab (0: TP's rank 0, its torch trace)."""
+    await show_tab(pilot, "profiles-tab")
+    table = pilot.app.screen.query_one("#profiles", DataTable)
+    table.focus()
+    table.move_cursor(row=row)
+    await pilot.press("enter")
+    await pilot.pause()
+
+
 async def open_diff(pilot: Pilot) -> None:
     await show_tab(pilot, "completions-tab")
     table = pilot.app.screen.query_one("#completions", DataTable)
@@ -62,7 +73,7 @@ def test_summary_snapshot(snap_compare) -> None:
     assert snap_compare(fake_app(), terminal_size=SIZE, run_before=open_results)
 
 
-@pytest.mark.parametrize("tab", ["plots-tab", "completions-tab", "performance-tab"])
+@pytest.mark.parametrize("tab", ["plots-tab", "completions-tab", "performance-tab", "profiles-tab"])
 def test_tab_snapshot(snap_compare, tab: str) -> None:
     async def open_tab(pilot: Pilot) -> None:
         await open_results(pilot)
@@ -77,6 +88,35 @@ def test_no_performance_snapshot(snap_compare) -> None:
         await show_tab(pilot, "performance-tab")
 
     assert snap_compare(fake_app(), terminal_size=SIZE, run_before=no_analysis)
+
+
+def test_no_profiles_snapshot(snap_compare) -> None:
+    async def no_profiles(pilot: Pilot) -> None:
+        await open_results(pilot, ResultsScreen(fake_runs()[1].run_dir))  # running: nothing profiled, and how to
+        await show_tab(pilot, "profiles-tab")
+
+    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=no_profiles)
+
+
+def test_profiles_scrolled_snapshot(snap_compare) -> None:
+    """The profiles table's right-hand columns: the top operator (or why there is none), size, path."""
+
+    async def scrolled(pilot: Pilot) -> None:
+        await open_results(pilot)
+        await show_tab(pilot, "profiles-tab")
+        table = pilot.app.screen.query_one("#profiles", DataTable)
+        table.scroll_to(x=sum(column.get_render_width(table) for column in list(table.columns.values())[1:10]))
+        await pilot.pause()
+
+    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=scrolled)
+
+
+def test_profile_snapshot(snap_compare) -> None:
+    async def profile(pilot: Pilot) -> None:
+        await open_results(pilot)
+        await open_profile(pilot)
+
+    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=profile)
 
 
 def test_diff_snapshot(snap_compare) -> None:
@@ -101,6 +141,39 @@ async def test_enter_opens_the_diff_and_escape_returns() -> None:
         assert app.screen is results
         await pilot.press("escape")
         assert not isinstance(app.screen, ResultsScreen)
+
+
+async def test_enter_opens_a_profile_and_escape_returns() -> None:
+    app = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        results = await open_results(pilot)
+        await open_profile(pilot, row=3)  # PP's rank 1: a torch trace too torn to summarize
+        assert isinstance(app.screen, ProfileScreen)
+        assert str(app.screen.query_one("#profile-title", Static).render()) == "tiny_pp2_tp1_n2 · rank 1 · — · torch"
+        assert "not a Chrome trace (not JSON" in str(app.screen.query_one("#profile-why", Static).render())
+        assert not app.screen.query("#profile-ops")
+        await pilot.press("escape")
+        assert app.screen is results
+
+
+async def test_c_copies_the_highlighted_trace_path_on_the_profiles_tab() -> None:
+    app = fake_app()
+    copied: list[str] = []
+    app.copy_to_clipboard = copied.append  # type: ignore[method-assign]
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_results(pilot)
+        await pilot.press("c")  # the summary tab: nothing to copy
+        assert copied == [] and "c" not in screen.active_bindings  # nor in the footer
+        await show_tab(pilot, "profiles-tab")
+        assert "c" in screen.active_bindings
+        screen.query_one("#profiles", DataTable).move_cursor(row=1)  # TP's rank 0, its perf file
+        await pilot.press("c")
+        assert copied == [f"{fake_runs()[0].run_dir}/tiny_pp1_tp2_n2/profiling/rank_0/perf.data"]
+        screen.query_one("#runs", DataTable).move_cursor(row=1)  # running: no profiles, nothing to copy
+        await loaded(pilot)
+        assert not screen.query_one("#profiles", DataTable).display
+        await pilot.press("c")
+        assert len(copied) == 1
 
 
 async def test_a_run_with_nothing_collected_shows_why() -> None:

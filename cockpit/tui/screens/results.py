@@ -1,14 +1,16 @@
 """The results screen: the runs on disk, and for the highlighted one its strategy table, two plots, every
-completion beside the reference's, and each strategy measured against the performance model; enter on a
-completion shows where the two part."""
+completion beside the reference's, each strategy measured against the performance model, and the ranks' profiler
+outputs; enter on a completion shows where the two part, enter on a profile what the rank's trace says."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from rich import box
 from rich.markdown import Markdown
 from rich.table import Table
 from rich.text import Text
@@ -20,10 +22,12 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
+from cockpit.experiments.collect import TraceFile
 from cockpit.experiments.performance import SPLIT_PARTS, Performance
-from cockpit.experiments.report import EXACT_MATCH_LIM, NAN, format_cell
+from cockpit.experiments.report import EXACT_MATCH_LIM, NAN, format_cell, human_bytes
 from cockpit.experiments.results import CompletionPair, RunInfo, RunResults
 from cockpit.jobs.manifest import MANIFEST_NAME
+from runtime.contract import PROFILE_RANGES, PROFILER_VIEWERS, ProfileSummary
 
 if TYPE_CHECKING:
     from cockpit.tui.app import CockpitApp
@@ -65,6 +69,26 @@ RATIO_RANGE = (0.5, 2.0)  # measured over predicted tokens/s outside this: the m
 WARNING = "bold yellow"
 NO_PERFORMANCE = "no performance analysis for this run"
 WHAT_IF_TITLE = "What if · predicted tok/s on other links and twice the nodes"
+PROFILE_COLUMNS = (
+    "strategy",
+    "rank",
+    "host",
+    "tool",
+    "steps",
+    "window ms",
+    "comm %",
+    "idle %",
+    "gaps · longest",
+    "device busy %",
+    "top operator",
+    "size",
+    "path",
+)
+NO_PROFILES = (
+    "no profiles for this run: start a sweep with profiling (cluster sweep run --profile, or the form's profile box)"
+)
+PROFILE_KEYS = "enter: the rank's profile · c: copy its path"
+TOP_OP_WIDTH = 40  # the profiles table's top-operator cells, cut with an ellipsis; the profile screen has them whole
 
 
 def _table(table_id: str, columns: tuple[str, ...], fixed_columns: int = 0) -> DataTable:
@@ -148,6 +172,113 @@ def divergence_line(pair: CompletionPair) -> str:
     return f"{tokens}, {'text identical' if char is None else f'character {char}'}"
 
 
+def trace_key(trace: TraceFile) -> str:
+    return f"{trace.strategy_id}/{trace.rank}/{trace.tool}"
+
+
+def _percent(share: float | None) -> Text:
+    """A share of the window in percent, right-aligned; '—' when unknown (a device share on the CPU)."""
+    return _number(math.nan if share is None else share * 100, ".0f")
+
+
+def _gaps(summary: ProfileSummary) -> str:
+    return f"{summary.gaps} · {summary.longest_gap_ms:.2f} ms" if summary.gaps else "0"
+
+
+def trace_cells(trace: TraceFile, run_dir: Path) -> tuple[Text, ...]:
+    """One profiler output's row: who wrote it, what its summary says ('—' without one: nsys, perf; a torch
+    trace that could not be read shows why in the top-operator column, in warning style, cut to TOP_OP_WIDTH),
+    its size and its path under the run folder."""
+    summary = trace.summary
+    who = (Text(trace.strategy_id), _number(trace.rank, "d"), Text(summary.hostname if summary else NAN))
+    file = (Text(human_bytes(trace.bytes), justify="right"), Text(str(trace.path.relative_to(run_dir))))
+    if summary is None:
+        why = Text(trace.problem.removeprefix(f"{trace.path}: "), style=WARNING) if trace.problem else Text(NAN)
+        why.truncate(TOP_OP_WIDTH, overflow="ellipsis")
+        return (*who, Text(trace.tool), *(_number(math.nan) for _ in range(6)), why, *file)
+    top = summary.top_ops[0] if summary.top_ops else None
+    top_op = Text(f"{top.name} {top.share:.0%}" if top else NAN)
+    top_op.truncate(TOP_OP_WIDTH, overflow="ellipsis")
+    return (
+        *who,
+        Text(trace.tool),
+        _number(summary.steps, "d"),
+        _number(summary.window_ms),
+        _percent(summary.comm_share),
+        _percent(summary.idle_share),
+        Text(_gaps(summary), justify="right"),
+        _percent(summary.device_busy_share),
+        top_op,
+        *file,
+    )
+
+
+def viewers_lines(traces: Iterable[TraceFile]) -> str:
+    """What opens each tool's files, a line for each tool present, then the tab's keys."""
+    tools = {trace.tool for trace in traces}
+    viewers = [f"open {tool} files with {viewer}" for tool, viewer in PROFILER_VIEWERS.items() if tool in tools]
+    return "\n".join((*viewers, PROFILE_KEYS))
+
+
+def profile_title(trace: TraceFile) -> str:
+    """'<strategy> · rank N · <host> · <tool>'."""
+    host = trace.summary.hostname if trace.summary else NAN
+    return f"{trace.strategy_id} · rank {trace.rank} · {host} · {trace.tool}"
+
+
+def no_summary_line(trace: TraceFile) -> Text:
+    """Why a trace has no summary: what reading it said (warning style), or that only torch traces have one."""
+    if trace.problem:
+        return Text(trace.problem, style=WARNING)
+    return Text(f"no summary: the cockpit reads torch traces only; open this one with {trace.opens_with}")
+
+
+def window_lines(summary: ProfileSummary) -> str:
+    """The profiled window, and how the named ranges below nest."""
+    step = summary.window_ms / summary.steps if summary.steps else math.nan
+    return (
+        f"window: {summary.steps} decode steps in {summary.window_ms:,.1f} ms ({step:,.1f} ms a step)\n"
+        "time in the named ranges (all_reduce nests in compute, send_recv in sampling):"
+    )
+
+
+def ranges_table(summary: ProfileSummary) -> Table:
+    """Time in each named range, in ms and percent of the window."""
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("range")
+    table.add_column("ms", justify="right")
+    table.add_column("% of window", justify="right")
+    for name in PROFILE_RANGES:
+        ms = summary.ranges_ms.get(name, math.nan)
+        table.add_row(name, _number(ms), _percent(ms / summary.window_ms if summary.window_ms else math.nan))
+    return table
+
+
+def shares_lines(summary: ProfileSummary) -> str:
+    """The comm share, the idle share with its gaps, the device's busy share."""
+    share = summary.device_busy_share
+    busy = f"{NAN} (no device kernels: a CPU run)" if share is None else f"{share:.0%}"
+    return "\n".join(
+        (
+            f"comm: {summary.comm_share:.0%} of the window in all_reduce and send_recv",
+            f"idle: {summary.idle_share:.0%} of the window outside every range, {summary.gaps} gaps of "
+            f"{summary.gap_threshold_ms:g} ms or more, the longest {summary.longest_gap_ms:.2f} ms",
+            f"device busy: {busy}",
+        )
+    )
+
+
+def ops_table(summary: ProfileSummary) -> Table:
+    """The operators with the most self time, most first."""
+    table = Table(box=box.SIMPLE_HEAD, title="top operators by self time", title_justify="left")
+    table.add_column("operator")
+    for column in ("calls", "self ms", "share %"):
+        table.add_column(column, justify="right")
+    for op in summary.top_ops:
+        table.add_row(Text(op.name), _number(op.calls, ",d"), _number(op.self_ms), _percent(op.share))
+    return table
+
+
 def marked(text: str, at: int | None) -> Text:
     """`text` with everything from character `at` on highlighted (a marker where it ends early)."""
     if at is None:
@@ -188,11 +319,49 @@ class CompletionDiffScreen(Screen[None]):
         yield Footer()
 
 
-class ResultsScreen(Screen[None]):
-    """Runs on the left; the highlighted run's summary, plots and completions on the right. Data comes from the
-    app's source in workers, one run's results at a time, cached until its manifest changes."""
+def copy_path(screen: Screen[None], trace: TraceFile) -> None:
+    """The trace's absolute path to the terminal's clipboard (OSC 52: works over ssh too), and a note saying so."""
+    screen.app.copy_to_clipboard(str(trace.path))
+    screen.notify(f"copied: {trace.path}")
 
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("r", "reload", "Reload")]
+
+class ProfileScreen(Screen[None]):
+    """One rank's profiler output: its path and what opens it, and for a torch trace what its summary says."""
+
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("c", "copy_path", "Copy path")]
+
+    def __init__(self, trace: TraceFile) -> None:
+        super().__init__()
+        self.trace = trace
+
+    def compose(self) -> ComposeResult:
+        trace, summary = self.trace, self.trace.summary
+        yield Header(icon="◆")
+        yield Static(Text(profile_title(trace)), id="profile-title", classes="panel-title")
+        yield Static(Text(f"{trace.path}\nopen with {trace.opens_with} · c: copy the path"), id="profile-path")
+        with VerticalScroll(id="profile-body"):
+            if summary is None:
+                yield Static(no_summary_line(trace), id="profile-why")
+            else:
+                yield Static(Text(window_lines(summary)), id="profile-window")
+                yield Static(ranges_table(summary), id="profile-ranges")
+                yield Static(Text(shares_lines(summary)), id="profile-shares")
+                yield Static(ops_table(summary), id="profile-ops")
+        yield Footer()
+
+    def action_copy_path(self) -> None:
+        copy_path(self, self.trace)
+
+
+class ResultsScreen(Screen[None]):
+    """Runs on the left; the highlighted run's summary, plots, completions, performance and profiles on the right.
+    Data comes from the app's source in workers, one run's results at a time, cached until its manifest changes."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("r", "reload", "Reload"),
+        Binding("c", "copy_path", "Copy path"),  # on the profiles tab
+    ]
 
     def __init__(self, run_dir: Path | None = None) -> None:
         super().__init__()
@@ -200,6 +369,7 @@ class ResultsScreen(Screen[None]):
         self.runs: dict[str, RunInfo] = {}  # by str(run_dir), newest first, as the runs table lists them
         self.cache: dict[tuple[Path, float | None], RunResults] = {}
         self.pairs: dict[str, CompletionPair] = {}  # the completions table's rows by key
+        self.traces: dict[str, TraceFile] = {}  # the profiles table's rows by key
 
     @property
     def source(self) -> ClusterSource:
@@ -232,6 +402,10 @@ class ResultsScreen(Screen[None]):
                             yield Static(id="bottlenecks")
                             yield Static(WHAT_IF_TITLE, id="what-if-title")
                             yield _table("what-if", (), fixed_columns=1)
+                    with TabPane("Profiles", id="profiles-tab"):
+                        yield Static(NO_PROFILES, id="profiles-none")
+                        yield _table("profiles", PROFILE_COLUMNS, fixed_columns=1)
+                        yield Static(id="profiles-hint")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -319,6 +493,7 @@ class ResultsScreen(Screen[None]):
         for key, pair in self.pairs.items():
             completions.add_row(*completion_cells(pair), key=key)
         self._performance(results.performance)
+        self._profiles(results)
 
     def _performance(self, performance: Performance | str | None) -> None:
         """The performance tab: the analysis, or why there is none in place of its tables."""
@@ -342,6 +517,38 @@ class ResultsScreen(Screen[None]):
             what_if.add_column(str(column), key=str(column))
         for strategy, *rates in frame.itertuples(index=False):
             what_if.add_row(Text(str(strategy)), *(_number(rate) for rate in rates), key=str(strategy))
+
+    def _profiles(self, results: RunResults) -> None:
+        """The profiles tab: a row per profiler output and how to open them, or how to get some."""
+        self.traces = {trace_key(trace): trace for trace in results.traces}
+        table = self.query_one("#profiles", DataTable)
+        table.clear()
+        for key, trace in self.traces.items():
+            table.add_row(*trace_cells(trace, results.run_dir), key=key)
+        self.query_one("#profiles-hint", Static).update(Text(viewers_lines(results.traces)))
+        self.query_one("#profiles-none").display = not self.traces
+        table.display = self.query_one("#profiles-hint").display = bool(self.traces)
+        self.refresh_bindings()
+
+    def highlighted_trace(self) -> TraceFile | None:
+        """The profiles table's highlighted trace, while that tab is shown."""
+        tabs = self.query_one(TabbedContent)
+        if not (tabs.display and tabs.active == "profiles-tab" and self.traces):
+            return None
+        table = self.query_one("#profiles", DataTable)
+        return self.traces[str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)]
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return action != "copy_path" or (self.is_mounted and self.highlighted_trace() is not None)
+
+    @on(TabbedContent.TabActivated, "#results-tabs")
+    def _tab_activated(self) -> None:
+        self.refresh_bindings()  # 'c' comes and goes with the profiles tab
+
+    def action_copy_path(self) -> None:
+        trace = self.highlighted_trace()
+        if trace is not None:
+            copy_path(self, trace)
 
     def _plot(self, results: RunResults) -> None:
         latency = self.query_one("#latency-plot", PlotextPlot)
@@ -367,3 +574,7 @@ class ResultsScreen(Screen[None]):
     @on(DataTable.RowSelected, "#completions")
     def _completion_selected(self, event: DataTable.RowSelected) -> None:
         self.app.push_screen(CompletionDiffScreen(self.pairs[str(event.row_key.value)]))
+
+    @on(DataTable.RowSelected, "#profiles")
+    def _profile_selected(self, event: DataTable.RowSelected) -> None:
+        self.app.push_screen(ProfileScreen(self.traces[str(event.row_key.value)]))
