@@ -77,6 +77,8 @@ def test_debug_shows_the_traceback(isolated_home: Path) -> None:
 def test_usage_errors_exit_2(isolated_home: Path) -> None:
     done = run("frobnicate", cwd=isolated_home)
     assert done.returncode == 2 and "invalid choice: 'frobnicate'" in done.stderr
+    done = run("sweep", "run", "--profile", "torch,vtune", cwd=isolated_home)
+    assert done.returncode == 2 and "expected some of torch, nsys, perf, got 'torch,vtune'" in done.stderr
 
 
 def test_build_tiny_refuses_to_overwrite(isolated_home: Path) -> None:

@@ -54,6 +54,13 @@ def test_relative_paths_are_relative_to_the_file(isolated_home: Path) -> None:
     assert settings.cluster.scheduler == "slurm"
 
 
+def test_profiling_from_the_sweep_section(isolated_home: Path) -> None:
+    cfg = isolated_home / CONFIG_NAME
+    cfg.write_text('[sweep]\nprofile = true\nprofilers = ["perf", "torch"]\nprofile_steps = 4\n')
+    sweep = load_settings(cfg).sweep
+    assert (sweep.profile, sweep.profilers, sweep.profile_steps) == (True, ("perf", "torch"), 4)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -65,6 +72,8 @@ def test_relative_paths_are_relative_to_the_file(isolated_home: Path) -> None:
         ("[wake_on_lan]\nport = 70000\n", "wake_on_lan.port: expected a port 1-65535, got 70000"),
         ('[baseline]\napi_key = "sk-123"\n', "baseline.api_key: secrets never go in cockpit.toml"),
         ("cluster = 3\n", "cluster: expected table, got 3"),
+        ('[sweep]\nprofilers = ["torch", "vtune"]\n', "sweep.profilers[1]: expected one of 'torch', 'nsys', 'perf'"),
+        ("[sweep]\nprofile_steps = 0\n", "sweep.profile_steps: expected at least 1, got 0"),
         ("[cluster\n", "not valid TOML: Expected ']' at the end of a table declaration (at line 1, column 9)"),
     ],
 )
