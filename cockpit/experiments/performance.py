@@ -191,20 +191,16 @@ def for_run(
     return analyse(rows, metrics, settings, model, peaks)
 
 
-def _known(value: object) -> bool:
-    return value is not None and not pd.isna(value)
-
-
 def measured_split(row: pd.Series) -> dict[str, float] | None:
     """A rank's shares of compute, comm and idle: from its timers over the whole run (CPUs), else from its profiled
     window (devices, whose work the timers cannot see; there waiting on a neighbour stage counts as comm and idle
     is the host's own gaps)."""
     wall = row.get("wall_time_s")
     values = [row.get(k) for k in SPLIT_PARTS]
-    if wall and all(_known(v) for v in values):
+    if wall and all(pd.notna(v) for v in values):
         return {k: float(v) / wall for k, v in zip(SPLIT_PARTS, values, strict=True)}
     comm, idle = row.get("profiled_comm_share"), row.get("profiled_idle_share")
-    if _known(comm) and _known(idle):
+    if pd.notna(comm) and pd.notna(idle):
         return {"compute_s": max(0.0, 1.0 - comm - idle), "comm_s": float(comm), "idle_s": float(idle)}
     return None
 

@@ -84,9 +84,8 @@ class Manifest:
     pipeline_pid: int | None = None
     launcher: Launcher = "local"  # how jobs start their ranks
     max_attempts: int = 3
-    settings: dict[str, str | int | float | bool | list[str] | None] = field(
-        default_factory=dict
-    )  # the sweep's SweepSettings
+    # the sweep's SweepSettings
+    settings: dict[str, str | int | float | bool | list[str] | None] = field(default_factory=dict)
     baseline: str = "reference"  # where baseline completions come from: the reference run, or an endpoint URL
     strategies: dict[str, StrategyEntry] = field(default_factory=dict)
 
