@@ -16,11 +16,11 @@ from typing import Any
 from cockpit.config import Settings
 from cockpit.errors import EXIT_FAILED, EXIT_OK
 from cockpit.experiments import sweep as sweeps
-from cockpit.experiments.collect import ResultCollector, TraceFile
+from cockpit.experiments.collect import ResultCollector, TraceFile, how_to_open
 from cockpit.experiments.pipeline import SweepEvent
 from cockpit.experiments.report import human_bytes
 from cockpit.jobs.manifest import MANIFEST_NAME, Manifest
-from runtime.contract import PROFILER_FILES, PROFILER_VIEWERS, Profiler
+from runtime.contract import PROFILER_FILES, Profiler
 from runtime.schema import InputError, to_plain
 
 OVERRIDES = {
@@ -191,8 +191,7 @@ def cmd_traces(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_FAILED
     print(f"{sweep.settings.run_id}: {len(traces)} trace(s)")
     print("\n".join(_trace_line(t) for t in traces))
-    tools = dict.fromkeys(t.tool for t in traces)
-    print("\n" + "\n".join(f"{PROFILER_FILES[tool]}: open with {PROFILER_VIEWERS[tool]}" for tool in tools))
+    print("\n" + "\n".join(how_to_open(traces)))
     return EXIT_OK
 
 

@@ -110,6 +110,12 @@ class TraceFile:
         return PROFILER_VIEWERS[self.tool]
 
 
+def how_to_open(traces: Iterable[TraceFile]) -> list[str]:
+    """A line per kind of profiler output among `traces`: its file name and what opens it."""
+    present = {trace.tool for trace in traces}
+    return [f"{name}: open with {PROFILER_VIEWERS[tool]}" for tool, name in PROFILER_FILES.items() if tool in present]
+
+
 def trace_summary(config: ExperimentConfig, rank: int, trace: Path) -> ProfileSummary:
     """The rank's summary as it wrote it; else made here from its trace (a rank that died after the export)."""
     written = config.profile_summary_path(rank)

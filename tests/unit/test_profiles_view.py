@@ -88,8 +88,8 @@ def test_a_torn_trace_says_why_in_warning_style() -> None:
 def test_viewers_only_for_the_tools_present() -> None:
     lines = viewers_lines([TORCH, PERF]).splitlines()
     assert lines == [
-        "open torch files with ui.perfetto.dev (Open trace file)",
-        "open perf files with perf report -i, or ui.perfetto.dev",
+        "torch.trace.json: open with ui.perfetto.dev (Open trace file)",
+        "perf.data: open with perf report -i, or ui.perfetto.dev",
         "enter: the rank's profile · c: copy its path",
     ]
     assert len(viewers_lines([TORN]).splitlines()) == 2

@@ -22,12 +22,12 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
-from cockpit.experiments.collect import TraceFile
+from cockpit.experiments.collect import TraceFile, how_to_open
 from cockpit.experiments.performance import SPLIT_PARTS, Performance
 from cockpit.experiments.report import EXACT_MATCH_LIM, NAN, format_cell, human_bytes
 from cockpit.experiments.results import CompletionPair, RunInfo, RunResults
 from cockpit.jobs.manifest import MANIFEST_NAME
-from runtime.contract import PROFILE_RANGES, PROFILER_VIEWERS, ProfileSummary
+from runtime.contract import PROFILE_RANGES, ProfileSummary
 
 if TYPE_CHECKING:
     from cockpit.tui.app import CockpitApp
@@ -215,9 +215,7 @@ def trace_cells(trace: TraceFile, run_dir: Path) -> tuple[Text, ...]:
 
 def viewers_lines(traces: Iterable[TraceFile]) -> str:
     """What opens each tool's files, a line for each tool present, then the tab's keys."""
-    tools = {trace.tool for trace in traces}
-    viewers = [f"open {tool} files with {viewer}" for tool, viewer in PROFILER_VIEWERS.items() if tool in tools]
-    return "\n".join((*viewers, PROFILE_KEYS))
+    return "\n".join((*how_to_open(traces), PROFILE_KEYS))
 
 
 def profile_title(trace: TraceFile) -> str:
