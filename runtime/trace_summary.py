@@ -36,8 +36,9 @@ class Event:
     end: float
 
 
-def read_events(path: Path) -> list[Event]:
-    """The complete ('X') events of a Chrome trace; an InputError naming the file when it is not one."""
+def read_trace(path: Path) -> tuple[list[Event], str | None]:
+    """The complete ('X') events of a Chrome trace and the host it names (torch writes `host_name`); an
+    InputError naming the file when it is not one."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -47,11 +48,13 @@ def read_events(path: Path) -> list[Event]:
     raw = data.get("traceEvents") if isinstance(data, dict) else data
     if not isinstance(raw, list):
         raise InputError(f"{path}: not a Chrome trace (no traceEvents list)")
-    return [
+    events = [
         Event(str(e["name"]), str(e.get("cat", "")), (e.get("pid"), e.get("tid")), e["ts"], e["ts"] + e["dur"])
         for e in raw
         if isinstance(e, dict) and e.get("ph") == "X" and isinstance(e.get("ts"), int | float) and "dur" in e
     ]
+    host = data.get("host_name") if isinstance(data, dict) else None
+    return events, host if isinstance(host, str) and host else None
 
 
 def union(intervals: Iterable[Interval]) -> list[Interval]:
@@ -110,9 +113,12 @@ def gaps(window: list[Interval], busy: list[Interval]) -> list[float]:
     return out
 
 
-def summarize(path: Path, *, strategy_id: str, run_id: str, rank: int, hostname: str, trace: str) -> ProfileSummary:
-    """The summary of one rank's trace (`trace` is how the summary names it: relative to the output root)."""
-    events = read_events(path)
+def summarize(
+    path: Path, *, strategy_id: str, run_id: str, rank: int, trace: str, hostname: str | None = None
+) -> ProfileSummary:
+    """The summary of one rank's trace (`trace` is how the summary names it: relative to the output root); the host
+    is `hostname`, else the one the trace names, else '?'."""
+    events, host = read_trace(path)
     steps = [e for e in events if e.name == STEP_RANGE]
     if not steps:
         raise InputError(f"{path}: no {STEP_RANGE!r} ranges: not a trace of the runtime's decode steps")
@@ -139,7 +145,7 @@ def summarize(path: Path, *, strategy_id: str, run_id: str, rank: int, hostname:
         strategy_id=strategy_id,
         run_id=run_id,
         rank=rank,
-        hostname=hostname,
+        hostname=hostname or host or "?",
         trace=trace,
         steps=len(window),
         window_ms=window_us / 1000,

@@ -122,9 +122,7 @@ def trace_summary(config: ExperimentConfig, rank: int, trace: Path) -> ProfileSu
     if written.exists():
         return ProfileSummary.load(written)
     relative = str(trace.relative_to(config.output_root))
-    return summarize(
-        trace, strategy_id=config.strategy_id, run_id=config.run_id, rank=rank, hostname="?", trace=relative
-    )
+    return summarize(trace, strategy_id=config.strategy_id, run_id=config.run_id, rank=rank, trace=relative)
 
 
 def rank_traces(config: ExperimentConfig, rank: int) -> Iterator[TraceFile]:

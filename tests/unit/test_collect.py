@@ -139,7 +139,7 @@ def test_traces_of_every_rank_with_their_summaries(tmp_path: Path) -> None:
     config = pp.config()
     for rank in (0, 1):
         config.trace_path(rank).mkdir(parents=True)
-        write_trace(config.trace_path(rank) / "torch.trace.json", STEPS)
+        write_trace(config.trace_path(rank) / "torch.trace.json", STEPS, host_name=f"node{rank}")
     (config.trace_path(0) / "perf.data").write_bytes(b"PERFILE2")
     written = summarize(
         config.trace_path(0) / "torch.trace.json",
@@ -157,7 +157,8 @@ def test_traces_of_every_rank_with_their_summaries(tmp_path: Path) -> None:
         (1, "torch", True),
     ]
     assert traces[0].summary == written and traces[1].summary is None and traces[1].opens_with.startswith("perf report")
-    assert traces[2].summary.hostname == "?" and traces[2].summary.comm_share == written.comm_share  # made here
+    made_here = traces[2].summary  # the host the trace names
+    assert made_here.hostname == "node1" and made_here.comm_share == written.comm_share
     got = ResultCollector(PROMPTS, tmp_path / "results", "1", "run_1").collect(pp)
     assert set(got.rows["trace_path"]) == {str(config.trace_path(1) / "torch.trace.json")}  # rank 1 owns the rows
     assert got.metrics["profiled_ranks"] == 1 and got.metrics["profiled_comm_share"] == written.comm_share

@@ -28,8 +28,9 @@ def event(name: str, ts: float, dur: float, cat: str = "cpu_op", tid: int = MAIN
     return {"ph": "X", "cat": cat, "name": name, "pid": 7, "tid": tid, "ts": ts, "dur": dur}
 
 
-def write_trace(path: Path, events: list[dict]) -> Path:
-    path.write_text(json.dumps({"traceEvents": [{"ph": "M", "name": "process_name", "pid": 7}, *events]}))
+def write_trace(path: Path, events: list[dict], **fields: str) -> Path:
+    """A Chrome trace as torch writes one (`fields`: top-level keys such as host_name)."""
+    path.write_text(json.dumps({**fields, "traceEvents": [{"ph": "M", "name": "process_name", "pid": 7}, *events]}))
     return path
 
 
@@ -168,3 +169,12 @@ def test_a_run_too_short_for_the_warm_up_says_so(
 def test_unprofiled_spans_are_nothing() -> None:
     timers = Timers(enabled=True)
     assert timers.span("compute") is timers.span("sampling")  # one shared null context: no profiler calls
+
+
+def test_the_host_is_the_one_given_else_the_traces_own(tmp_path: Path) -> None:
+    named = write_trace(tmp_path / "named.json", STEPS, host_name="node7")
+    bare = write_trace(tmp_path / "bare.json", STEPS)
+    common = {"strategy_id": "s", "run_id": "r", "rank": 0, "trace": "t.json"}
+    assert summarize(named, hostname="node1", **common).hostname == "node1"
+    assert summarize(named, **common).hostname == "node7"
+    assert summarize(bare, **common).hostname == "?"
