@@ -50,23 +50,23 @@ async def show_tab(pilot: Pilot, tab: str) -> None:
     await pilot.pause()
 
 
-async def open_profile(pilot: Pilot, row: int = 0) -> None:
-    """Enter on a row of the profiles tab (0: TP's rank 0, its torch trace)."""
-    await show_tab(pilot, "profiles-tab")
-    table = pilot.app.screen.query_one("#profiles", DataTable)
+async def enter_on_row(pilot: Pilot, tab: str, table_id: str, row: int) -> None:
+    """Enter on a row of a tab's table."""
+    await show_tab(pilot, tab)
+    table = pilot.app.screen.query_one(table_id, DataTable)
     table.focus()
     table.move_cursor(row=row)
     await pilot.press("enter")
     await pilot.pause()
 
 
+async def open_profile(pilot: Pilot, row: int = 0) -> None:
+    """Enter on a row of the profiles tab (0: TP's rank 0, its torch trace)."""
+    await enter_on_row(pilot, "profiles-tab", "#profiles", row)
+
+
 async def open_diff(pilot: Pilot) -> None:
-    await show_tab(pilot, "completions-tab")
-    table = pilot.app.screen.query_one("#completions", DataTable)
-    table.focus()
-    table.move_cursor(row=DIVERGING_ROW)
-    await pilot.press("enter")
-    await pilot.pause()
+    await enter_on_row(pilot, "completions-tab", "#completions", DIVERGING_ROW)
 
 
 def test_summary_snapshot(snap_compare) -> None:
