@@ -17,14 +17,14 @@ from pathlib import Path
 import pandas as pd
 
 from bench.report import RESULTS_DIR, ratio_line, table
-from cockpit.experiments.collect import ResultCollector, read_shard
-from cockpit.experiments.pipeline import DistributedExperimentPipeline, SweepEvent
-from cockpit.experiments.prompt_table import PromptDataFrameBuilder
-from cockpit.experiments.prompts import PromptRecord
-from cockpit.experiments.strategies import SweepSettings, sweep_strategies
 from cockpit.jobs.factory import RuntimeEnvironment, SlurmJobFactory
-from cockpit.jobs.manifest import Manifest, now_iso
 from cockpit.jobs.slurm import SlurmJobManager
+from cockpit.sweep.collect import ResultCollector, read_shard
+from cockpit.sweep.manifest import Manifest, now_iso
+from cockpit.sweep.pipeline import DistributedExperimentPipeline, SweepEvent
+from cockpit.sweep.prompt_table import build_prompt_table, save_prompt_table
+from cockpit.sweep.prompts import PromptRecord
+from cockpit.sweep.strategies import SweepSettings, sweep_strategies
 from runtime.outputs import last_progress
 
 
@@ -97,9 +97,8 @@ def orchestration(quick: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-orchestration-", dir=RESULTS_DIR) as tmp:
         run_dir = Path(tmp)
         records = [PromptRecord(i, "2k", f"prompt {i}: the control node wakes node {i}", 2048) for i in range(4)]
-        builder = PromptDataFrameBuilder()
-        prompts = builder.build(records)
-        builder.persist(prompts, run_dir / "prompts.parquet")
+        prompts = build_prompt_table(records)
+        save_prompt_table(prompts, run_dir / "prompts.parquet")
         settings = SweepSettings(
             model_name="tiny-llama",
             model_path=str(model),

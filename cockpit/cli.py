@@ -15,9 +15,8 @@ from pathlib import Path
 
 from cockpit import nodes_cli, runtime_cli, sweep_cli
 from cockpit.config import CONFIG_NAME, Settings, load_settings, parse_config
-from cockpit.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, run_main
+from cockpit.errors import BAD_INPUT, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput, run_main
 from runtime.contract import ExperimentConfig, read_text
-from runtime.schema import InputError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -35,7 +34,7 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def check_file(path: Path) -> str:
-    """Validate one cockpit.toml or exp_config.json; a one-line summary, or an InputError."""
+    """Validate one cockpit.toml or exp_config.json; a one-line summary, or a BadInput."""
     if path.suffix == ".toml":
         settings = parse_config(read_text(path), path)
         return f"{path}: ok (cluster {settings.cluster.name!r}, scheduler {settings.cluster.scheduler})"
@@ -45,7 +44,7 @@ def check_file(path: Path) -> str:
             f"{path}: ok ({exp.strategy_id}: tp={exp.tp_size} pp={exp.pp_size} dp={exp.dp_size}, "
             f"{exp.num_nodes} node(s) x {exp.gpus_per_node})"
         )
-    raise InputError(f"{path}: expected a {CONFIG_NAME} (.toml) or an exp_config.json (.json)")
+    raise BadInput(f"{path}: expected a {CONFIG_NAME} (.toml) or an exp_config.json (.json)")
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
@@ -54,7 +53,7 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     for path in args.files:
         try:
             results.append({"file": str(path), "ok": True, "message": check_file(path)})
-        except InputError as err:
+        except BAD_INPUT as err:
             results.append({"file": str(path), "ok": False, "message": str(err)})
     ok = all(r["ok"] for r in results)
     if args.json:

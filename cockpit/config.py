@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from cockpit.errors import BadInput
 from runtime.contract import Device, DeviceKind, Precision, Profiler, read_text
-from runtime.schema import InputError, SchemaError, parse, to_plain
+from runtime.schema import SchemaError, parse, to_plain
 
 CONFIG_NAME = "cockpit.toml"
 PROJECT_DATA = Path(__file__).resolve().parents[1] / "data"
@@ -271,7 +272,7 @@ class Settings:
         """The device kind a build is for: `device`, else the sweep's device; "auto" names none."""
         chosen = device or self.sweep.device
         if chosen not in ("cpu", "cuda", "xpu"):
-            raise InputError(f"runtime: a build is for one device kind (cpu, cuda or xpu), not {chosen!r}")
+            raise BadInput(f"runtime: a build is for one device kind (cpu, cuda or xpu), not {chosen!r}")
         return chosen  # type: ignore[return-value]
 
     @property
@@ -309,9 +310,9 @@ class Settings:
             try:
                 mode = path.stat().st_mode
             except FileNotFoundError:
-                raise InputError(f"{path}: api_key_file does not exist") from None
+                raise BadInput(f"{path}: api_key_file does not exist") from None
             if stat.S_IMODE(mode) & 0o077:
-                raise InputError(f"{path}: api_key_file must be readable by its owner only (chmod 600 {path})")
+                raise BadInput(f"{path}: api_key_file must be readable by its owner only (chmod 600 {path})")
             return read_text(path).strip() or None
         return os.environ.get(baseline.api_key_env) or None
 
@@ -344,7 +345,7 @@ class Settings:
 
 
 def parse_config(text: str, source: Path) -> Settings:
-    """Parse `cockpit.toml` text; errors name the file and the key."""
+    """Parse `cockpit.toml` text; errors name the file and the key (the shared parser's SchemaError)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -365,7 +366,7 @@ def find_config(explicit: str | Path | None = None) -> Path | None:
     if chosen:
         path = Path(chosen).expanduser()
         if not path.is_file():
-            raise InputError(f"{path}: configuration file not found")
+            raise BadInput(f"{path}: configuration file not found")
         return path
     for candidate in (Path.cwd() / CONFIG_NAME, _xdg("XDG_CONFIG_HOME", ".config") / "cockpit" / CONFIG_NAME):
         if candidate.is_file():

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from cockpit.config import Settings
 from cockpit.delivery.verify import current_manifest_path
-from cockpit.errors import EXIT_FAILED, EXIT_OK
+from cockpit.errors import EXIT_FAILED, EXIT_OK, BadInput
 from cockpit.nodes import power
 from cockpit.nodes.inventory import CONTROL_GROUP, Inventory, Node
 from cockpit.nodes.nodeset import fold
@@ -32,7 +32,6 @@ from cockpit.nodes.wol import wake
 from cockpit.provision.compute import PROJECT_ROOT, compute_run
 from cockpit.provision.events import HostResult, Recap, describe, failure_details
 from cockpit.provision.runner import PlaybookRun
-from runtime.schema import InputError
 
 T = TypeVar("T")
 
@@ -244,7 +243,7 @@ def cmd_nodes_run(args: argparse.Namespace, settings: Settings) -> int:
     """A shell command on every selected node, output folded like `dshbak -c` (identical outputs once)."""
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
-        raise InputError("nodes run: no command given (cluster nodes run -w NODES -- COMMAND)")
+        raise BadInput("nodes run: no command given (cluster nodes run -w NODES -- COMMAND)")
     line = command[0] if len(command) == 1 else shlex.join(command)  # like remote.py: words quoted one by one
     nodes = Inventory.load(settings.inventory).select(args.nodes)
     results = asyncio.run(with_pool(args, settings, lambda pool: pool.run_all(nodes, line)))

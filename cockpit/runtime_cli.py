@@ -16,16 +16,16 @@ from cockpit.config import Settings
 from cockpit.delivery import build as builds
 from cockpit.delivery.deploy import copy_image, venv_run
 from cockpit.delivery.verify import Verification, config_flag, verify
-from cockpit.errors import EXIT_FAILED, EXIT_OK
+from cockpit.errors import EXIT_FAILED, EXIT_OK, BadInput
 from cockpit.nodes_cli import run_playbook, selected_nodes, ssh_flags, with_pool
 from runtime.contract import BuildManifest
-from runtime.schema import InputError, to_plain
+from runtime.schema import to_plain
 
 
 def _delivery(settings: Settings) -> str:
     delivery = settings.runtime.delivery
     if delivery == "shared":
-        raise InputError(
+        raise BadInput(
             f'{settings.source or "embedded default"}: [runtime] delivery is "shared" (the nodes run this tree '
             'as it is); set delivery = "venv" or "apptainer" to build and deploy a runtime'
         )

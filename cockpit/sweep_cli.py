@@ -13,15 +13,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cockpit.analysis.report import report
+from cockpit.analysis.summary import human_bytes
 from cockpit.config import Settings
-from cockpit.errors import EXIT_FAILED, EXIT_OK
-from cockpit.experiments import sweep as sweeps
-from cockpit.experiments.collect import ResultCollector, TraceFile, how_to_open
-from cockpit.experiments.pipeline import SweepEvent
-from cockpit.experiments.report import human_bytes
-from cockpit.jobs.manifest import MANIFEST_NAME, Manifest
+from cockpit.errors import EXIT_FAILED, EXIT_OK, BadInput
+from cockpit.sweep import execute
+from cockpit.sweep.collect import ResultCollector, TraceFile, how_to_open
+from cockpit.sweep.manifest import MANIFEST_NAME, Manifest
+from cockpit.sweep.pipeline import SweepEvent
+from cockpit.sweep.plan import Sweep, load, plan
 from runtime.contract import PROFILER_FILES, Profiler
-from runtime.schema import InputError, to_plain
+from runtime.schema import to_plain
 
 OVERRIDES = {
     "nodes": int,
@@ -40,7 +42,7 @@ def latest_run(settings: Settings) -> Path:
     """The newest run folder under the configured runs_dir."""
     runs = sorted(p.parent for p in settings.runs_dir.glob(f"run_*/{MANIFEST_NAME}"))
     if not runs:
-        raise InputError(f"{settings.runs_dir}: no sweep runs yet (start one: cluster sweep run)")
+        raise BadInput(f"{settings.runs_dir}: no sweep runs yet (start one: cluster sweep run)")
     return runs[-1]
 
 
@@ -65,17 +67,17 @@ def _memory_bandwidths(settings: Settings) -> dict[str, float]:
     return Inventory.load(settings.inventory).memory_bandwidths() if settings.inventory else {}
 
 
-def _outcome(args: argparse.Namespace, settings: Settings, sweep: sweeps.Sweep) -> int:
+def _outcome(args: argparse.Namespace, settings: Settings, sweep: Sweep) -> int:
     """Report after a run or resume, then the status; the exit code says whether everything came back whole."""
     manifest: Manifest = sweep.manifest
     report_files: dict[str, str] = {}
     if any(entry.collected for entry in manifest.strategies.values()):
-        built = sweeps.report(sweep, _memory_bandwidths(settings))
+        built = report(sweep, _memory_bandwidths(settings))
         report_files = {name: str(path) for name, path in built.files.items()}
         if not args.json:
             print()
             print(built.summary.markdown())
-    state = sweeps.status(sweep)
+    state = execute.status(sweep)
     whole = all(entry.done and not entry.partial for entry in manifest.strategies.values())
     if args.json:
         print(json.dumps({**state, "report": report_files}, indent=2))
@@ -98,24 +100,24 @@ def cmd_sweep_run(args: argparse.Namespace, settings: Settings) -> int:
     overrides = {key: getattr(args, key) for key in OVERRIDES if getattr(args, key, None) is not None}
     if args.profile:
         overrides.update(profile=True, profilers=args.profile)
-    sweep = sweeps.plan(settings, **overrides)
+    sweep = plan(settings, **overrides)
     if not args.json:
         strategies = ", ".join(s.strategy_id for s in sweep.strategies())
         print(f"{sweep.settings.run_id}: {strategies} on the {sweep.manifest.backend} backend", flush=True)
-    sweeps.execute(sweep, settings, _printer(args))
+    execute.execute(sweep, settings, _printer(args))
     return _outcome(args, settings, sweep)
 
 
 def cmd_sweep_resume(args: argparse.Namespace, settings: Settings) -> int:
     """Run what an earlier sweep left undone (done strategies are skipped, running jobs re-attached)."""
-    sweep = sweeps.load(_run_dir(args, settings))
-    sweeps.execute(sweep, settings, _printer(args))
+    sweep = load(_run_dir(args, settings))
+    execute.execute(sweep, settings, _printer(args))
     return _outcome(args, settings, sweep)
 
 
 def cmd_sweep_status(args: argparse.Namespace, settings: Settings) -> int:
     """Where a run stands, strategy by strategy."""
-    state = sweeps.status(sweeps.load(_run_dir(args, settings)))
+    state = execute.status(load(_run_dir(args, settings)))
     if args.json:
         print(json.dumps(state, indent=2))
         return EXIT_OK
@@ -134,7 +136,7 @@ def cmd_sweep_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_sweep_cancel(args: argparse.Namespace, settings: Settings) -> int:
     """Cancel a run: its sweep process if alive, else any job it left behind."""
-    done = sweeps.cancel(sweeps.load(_run_dir(args, settings)))
+    done = execute.cancel(load(_run_dir(args, settings)))
     if args.json:
         print(json.dumps({"cancelled": done}, indent=2))
     else:
@@ -148,7 +150,7 @@ def _plain(value: Any) -> Any:
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     """Correctness, the strategy table and plots for a run (written under results/, shown here)."""
-    built = sweeps.report(sweeps.load(_run_dir(args, settings)), _memory_bandwidths(settings))
+    built = report(load(_run_dir(args, settings)), _memory_bandwidths(settings))
     if args.json:
         table = [{k: _plain(v) for k, v in row.items()} for row in built.table.to_dict(orient="records")]
         files = {name: str(path) for name, path in built.files.items()}
@@ -180,7 +182,7 @@ def _trace_line(trace: TraceFile) -> str:
 
 def cmd_traces(args: argparse.Namespace, settings: Settings) -> int:
     """The profiler outputs of a run's ranks, each torch trace with its summary, and what opens them."""
-    sweep = sweeps.load(_run_dir(args, settings))
+    sweep = load(_run_dir(args, settings))
     traces = list(ResultCollector.iter_traces(sweep.strategies()))
     if args.json:
         plain = [{**to_plain(t), "path": str(t.path), "opens_with": t.opens_with} for t in traces]

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from cockpit.config import Settings
 from cockpit.delivery.tree_digest import LISTING_NAME, digest_of, file_sha256, listing
+from cockpit.errors import BadInput, OperationFailed
 from runtime.atomic import atomic_write_text
 from runtime.contract import BUILD_MANIFEST_NAME, BuildManifest, Delivery, DeviceKind
-from runtime.schema import InputError
 
 PROJECT = Path(__file__).resolve().parents[2]
 DISTRIBUTION = "gpu-cockpit"
@@ -64,7 +64,7 @@ def runtime_requirements() -> list[str]:
         if marker.replace(" ", "").replace("'", '"') == 'extra=="runtime"':
             lines.append(spec.strip())
     if not lines:
-        raise InputError(f"{DISTRIBUTION}: no `runtime` extra in its metadata (is the project installed?)")
+        raise BadInput(f"{DISTRIBUTION}: no `runtime` extra in its metadata (is the project installed?)")
     return lines
 
 
@@ -102,12 +102,12 @@ def _locked(folder: Path) -> Iterator[None]:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise InputError(f"{folder}: another build of it is running") from None
+            raise OperationFailed(f"{folder}: another build of it is running") from None
         yield
 
 
 def _run(command: Sequence[str], log: Path, what: str, cwd: Path | None = None) -> str:
-    """Run a build step, its output appended to `log`; its stdout, or an InputError with the log's tail."""
+    """Run a build step, its output appended to `log`; its stdout, or an OperationFailed with the log's tail."""
     with log.open("a") as out:
         out.write(f"$ {' '.join(command)}\n")
         out.flush()
@@ -115,7 +115,7 @@ def _run(command: Sequence[str], log: Path, what: str, cwd: Path | None = None) 
         out.write(done.stdout)
     if done.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise InputError(f"runtime build: {what} failed (exit {done.returncode}); the whole log: {log}\n{tail}")
+        raise OperationFailed(f"runtime build: {what} failed (exit {done.returncode}); the whole log: {log}\n{tail}")
     return done.stdout
 
 
@@ -124,12 +124,12 @@ def inspect_environment(python: Sequence[str], device: DeviceKind, log: Path) ->
     out = _run([*python, "-c", INSPECT], log, "importing torch, deepspeed and transformers")
     found = json.loads(out.splitlines()[-1])
     if device == "cuda" and not found["cuda"]:
-        raise InputError(
+        raise BadInput(
             f"runtime build: torch {found['torch']} has no CUDA support (pip took a CPU build); "
             "set [runtime] extra_index_urls.cuda to a CUDA index, or leave pip at PyPI's default"
         )
     if device == "xpu" and not found["xpu"]:
-        raise InputError(
+        raise BadInput(
             f"runtime build: torch {found['torch']} has no XPU support; set [runtime] extra_index_urls.xpu = "
             '"https://download.pytorch.org/whl/xpu"'
         )
@@ -166,7 +166,7 @@ def base_python(settings: Settings) -> str:
     chosen = settings.runtime.python or getattr(sys, "_base_executable", sys.executable)
     found = shutil.which(chosen)
     if found is None:
-        raise InputError(f"runtime build: Python {chosen!r} not found ([runtime] python)")
+        raise BadInput(f"runtime build: Python {chosen!r} not found ([runtime] python)")
     return str(Path(found).resolve())
 
 
@@ -232,7 +232,7 @@ def image_build_command(image: Path, definition: Path, settings: Settings, devic
 def build_image(settings: Settings, device: DeviceKind, progress: Progress) -> BuildManifest:
     """Build the runtime as an Apptainer image (needs `apptainer` here); its digest is the image file's sha256."""
     if shutil.which("apptainer") is None:
-        raise InputError('runtime build: apptainer not found on this machine (or use [runtime] delivery = "venv")')
+        raise OperationFailed('runtime build: apptainer not found on this machine (or use [runtime] delivery = "venv")')
     folder = build_folder(settings, "apptainer", device)
     with _locked(folder):
         context = folder / "context"
@@ -258,10 +258,10 @@ def built(settings: Settings, delivery: Delivery, device: DeviceKind) -> BuildMa
     """The current build's manifest, checked: it exists, parses, and is for this delivery and device kind."""
     path = build_folder(settings, delivery, device) / BUILD_MANIFEST_NAME
     if not path.exists():
-        raise InputError(f"{path}: no {delivery} runtime built for {device} (build it: cluster runtime build)")
+        raise BadInput(f"{path}: no {delivery} runtime built for {device} (build it: cluster runtime build)")
     manifest = BuildManifest.load(path)
     if manifest.device != device or manifest.delivery != delivery:
-        raise InputError(
+        raise BadInput(
             f"{path}: a {manifest.delivery} build for {manifest.device}, not {delivery} for {device}; "
             f"rebuild it: cluster runtime build --device {device}"
         )

@@ -16,12 +16,12 @@ from pathlib import Path
 from cockpit.config import Settings
 from cockpit.delivery.build import IMAGE_NAME, build_folder
 from cockpit.delivery.verify import target
+from cockpit.errors import BadInput, OperationFailed
 from cockpit.nodes.inventory import Node
 from cockpit.provision.compute import PROJECT_ROOT, compute_run
 from cockpit.provision.runner import PlaybookRun
 from runtime.atomic import atomic_write_text
 from runtime.contract import BUILD_MANIFEST_NAME, CURRENT_IMAGE_MANIFEST, BuildManifest
-from runtime.schema import InputError
 
 RUNTIME_PLAYBOOK = PROJECT_ROOT / "ansible" / "runtime.yml"
 DIGEST_SCRIPT = Path(__file__).with_name("tree_digest.py")
@@ -43,9 +43,9 @@ def copy_image(settings: Settings, build: BuildManifest) -> Path:
     where = target(settings, build)
     image_dir = Path(where.root)
     if not image_dir.is_dir():
-        raise InputError(f"{image_dir}: [runtime] image_dir does not exist here (is the shared storage mounted?)")
+        raise BadInput(f"{image_dir}: [runtime] image_dir does not exist here (is the shared storage mounted?)")
     if shutil.which("rsync") is None:
-        raise InputError("runtime deploy: rsync not found on this machine")
+        raise OperationFailed("runtime deploy: rsync not found on this machine")
     source = build_folder(settings, "apptainer", build.device)
     destination = Path(where.path)
     done = subprocess.run(
@@ -55,7 +55,7 @@ def copy_image(settings: Settings, build: BuildManifest) -> Path:
         check=False,
     )
     if done.returncode != 0:
-        raise InputError(f"runtime deploy: rsync to {destination} exited {done.returncode}: {done.stderr.strip()}")
+        raise OperationFailed(f"runtime deploy: rsync to {destination} exited {done.returncode}: {done.stderr.strip()}")
     manifest = (source / BUILD_MANIFEST_NAME).read_text()
     atomic_write_text(Path(where.manifest_path), manifest)
     atomic_write_text(image_dir / CURRENT_IMAGE_MANIFEST, manifest)

@@ -20,12 +20,12 @@ from typing import Literal
 
 from cockpit.config import RuntimeSection, Settings
 from cockpit.delivery.build import build_folder, built
+from cockpit.errors import BAD_INPUT, BadInput, OperationFailed
 from cockpit.nodes.inventory import Node
 from cockpit.nodes.nodeset import fold
 from cockpit.nodes.ssh import CommandResult, SshPool
 from runtime.atomic import atomic_write_text
 from runtime.contract import BUILD_MANIFEST_NAME, CURRENT_IMAGE_MANIFEST, BuildManifest, Delivery, DeviceKind, loads
-from runtime.schema import InputError
 
 NodeState = Literal["ok", "differs", "missing", "corrupt", "wrong device", "unreachable", "error"]
 
@@ -53,7 +53,7 @@ def target(settings: Settings, build: BuildManifest) -> Target:
     """Where the configured delivery installs `build` on every node."""
     if build.delivery == "apptainer":
         if not settings.runtime.image_dir:
-            raise InputError("runtime: delivery apptainer needs [runtime] image_dir (storage every node mounts)")
+            raise BadInput("runtime: delivery apptainer needs [runtime] image_dir (storage every node mounts)")
         return Target("apptainer", settings.runtime.image_dir, f"cockpit-runtime-{build.build_id}")
     return Target("venv", settings.runtime.install_root, build.build_id)
 
@@ -159,7 +159,7 @@ def judge(result: CommandResult, build: BuildManifest, where: Target) -> NodeChe
         return NodeCheck(node, "corrupt", current, f"{source}: no such file")
     try:
         installed = loads(BuildManifest, report["manifest"], source)
-    except InputError as err:
+    except BAD_INPUT as err:
         return NodeCheck(node, "corrupt", current, str(err))
     if installed.device != build.device:
         return NodeCheck(node, "wrong device", current, f"{source}: built for {installed.device}, not {build.device}")
@@ -206,11 +206,11 @@ def config_flag(settings: Settings) -> str:
 
 
 async def require_verified(pool: SshPool, nodes: Sequence[Node], settings: Settings, device: str) -> BuildManifest:
-    """The build every node verifiably has, or an InputError with the table of those that differ."""
+    """The build every node verifiably has, or an OperationFailed with the table of those that differ."""
     if settings.runtime.delivery == "shared":
-        raise InputError("runtime: delivery is shared; nothing to verify")
+        raise BadInput("runtime: delivery is shared; nothing to verify")
     build = built(settings, settings.runtime.delivery, settings.runtime_device(device))
     verification = await verify(pool, nodes, settings, build)
     if not verification.ok:
-        raise InputError(verification.summary(config_flag(settings)) + "\nno job was submitted")
+        raise OperationFailed(verification.summary(config_flag(settings)) + "\nno job was submitted")
     return build

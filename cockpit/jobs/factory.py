@@ -1,4 +1,7 @@
-"""Job assets for one strategy: `exp_config.json` and `job.slurm` in the strategy's folder (seed 01, 4.2-4.3).
+"""Job assets for one run of the runtime: `exp_config.json` and `job.slurm` in the config's output folder.
+
+The factory renders a plain `JobSpec` (the config, the #SBATCH options, a title) and knows nothing of the
+strategies that make them (cockpit.sweep.strategies builds the specs).
 
 The same script runs under Slurm (`sbatch job.slurm`) and on this machine (`bash job.slurm`, the local backend,
 where the #SBATCH lines are comments but for the time limit). Ranks start one per GPU through `srun`, through the
@@ -17,10 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cockpit.experiments.strategies import ParallelismStrategy
+from cockpit.errors import BadInput
 from runtime.atomic import atomic_write_text
 from runtime.contract import EXP_CONFIG_NAME, RUNTIME_BUILD_VAR, ExperimentConfig
-from runtime.schema import InputError
 
 PROJECT = Path(__file__).resolve().parents[2]
 Launcher = Literal["srun", "deepspeed", "local"]
@@ -64,6 +66,16 @@ class RuntimeEnvironment:
 
 
 @dataclass(frozen=True)
+class JobSpec:
+    """One job to render: the config its ranks run (its node and GPU counts included), the #SBATCH options it
+    asks the scheduler for, and a title saying, for people reading the script, what the job is."""
+
+    config: ExperimentConfig
+    sbatch: Mapping[str, str | int]
+    title: str
+
+
+@dataclass(frozen=True)
 class JobFiles:
     config: Path
     script: Path
@@ -80,34 +92,34 @@ def job_log(log_pattern: str, job_id: str) -> Path:
 
 
 class SlurmJobFactory:
-    """Renders a strategy's config and job script into its output folder (both written atomically)."""
+    """Renders a job's config and script into the config's output folder (both written atomically)."""
 
     def __init__(self, runtime: RuntimeEnvironment) -> None:
         self.runtime = runtime
 
-    def files(self, strategy: ParallelismStrategy) -> JobFiles:
-        """Where the strategy's job files go (deterministic: one folder per strategy of the run)."""
-        folder = strategy.output_root
+    def files(self, config: ExperimentConfig) -> JobFiles:
+        """Where the job's files go (deterministic: the config's output folder)."""
+        folder = Path(config.output_root)
         return JobFiles(folder / EXP_CONFIG_NAME, folder / "job.slurm", str(folder / "logs" / "slurm-%j.out"))
 
-    def config(self, strategy: ParallelismStrategy) -> ExperimentConfig:
-        """The strategy's config as this runtime runs it (the image it runs in, if any)."""
-        return dataclasses.replace(strategy.config(), container_image=self.runtime.image)
+    def config(self, spec: JobSpec) -> ExperimentConfig:
+        """The job's config as this runtime runs it (the image it runs in, if any)."""
+        return dataclasses.replace(spec.config, container_image=self.runtime.image)
 
-    def render(self, strategy: ParallelismStrategy) -> JobFiles:
-        config = self.config(strategy)
-        files = self.files(strategy)
+    def render(self, spec: JobSpec) -> JobFiles:
+        config = self.config(spec)
+        files = self.files(config)
         files.config.parent.joinpath("logs").mkdir(parents=True, exist_ok=True)
         config.write(files.config)
         wrapper = profile_wrapper(config)
         if wrapper:
             atomic_write_text(files.config.parent / PROFILE_WRAPPER, wrapper, perms=0o755)
-        atomic_write_text(files.script, self.script(strategy, files), perms=0o755)
+        atomic_write_text(files.script, self.script(spec, files), perms=0o755)
         return files
 
-    def script(self, strategy: ParallelismStrategy, files: JobFiles) -> str:
-        config = self.config(strategy)
-        header = [f"#SBATCH --{key}={value}" for key, value in strategy.slurm_constraints().items()]
+    def script(self, spec: JobSpec, files: JobFiles) -> str:
+        config = self.config(spec)
+        header = [f"#SBATCH --{key}={value}" for key, value in spec.sbatch.items()]
         header.append(f"#SBATCH --output={files.log_pattern}")
         exports = {
             "PYTHONPATH": self.runtime.source_dir,
@@ -118,22 +130,21 @@ class SlurmJobFactory:
         }
         lines = [
             "#!/bin/bash",
-            f"# {strategy.strategy_id}: {strategy.describe_topology()}",
+            f"# {spec.title}",
             *header,
             "set -euo pipefail",
             *(f"export {name}={shlex.quote(value)}" for name, value in exports.items()),
             f"cd {shlex.quote(str(config.output_root))}",
-            *self._launch(strategy, files),
+            *self._launch(config, files),
         ]
         return "\n".join(lines) + "\n"
 
-    def _launch(self, strategy: ParallelismStrategy, files: JobFiles) -> list[str]:
-        config = self.config(strategy)
+    def _launch(self, config: ExperimentConfig, files: JobFiles) -> list[str]:
         container = []
         if config.container_image:
             if config.device not in APPTAINER_GPU_FLAGS:
-                raise InputError(
-                    f"{strategy.strategy_id}: a container image needs the device named (cuda, xpu or cpu), "
+                raise BadInput(
+                    f"{config.strategy_id}: a container image needs the device named (cuda, xpu or cpu), "
                     f"not {config.device!r}: it decides which GPU flags apptainer gets"
                 )
             flags = APPTAINER_GPU_FLAGS[config.device]
@@ -148,10 +159,10 @@ class SlurmJobFactory:
         rank = [*wrapped, *python]
         launched = ["--no_python", "--no_local_rank", *wrapped, self.runtime.python] if wrapped else []
         if self.runtime.launcher == "local":
-            if strategy.world_size == 1:
+            if config.world_size == 1:
                 return [shlex.join([*rank, "-m", *run_config])]
             # every rank on this machine: the deepspeed launcher's local mode (shared-memory all-reduce on CPUs)
-            local = [self.runtime.python, "-m", "deepspeed.launcher.runner", f"--num_gpus={strategy.world_size}"]
+            local = [self.runtime.python, "-m", "deepspeed.launcher.runner", f"--num_gpus={config.world_size}"]
             user = [*launched, "-m", *run_config] if wrapped else ["--module", *run_config]
             return [f"{shlex.join([*container, *local])} --master_port=$({FREE_PORT}) {shlex.join(user)}"]
         if self.runtime.launcher == "srun":
@@ -160,13 +171,18 @@ class SlurmJobFactory:
         # the deepspeed launcher starts the ranks itself, over ssh, from a hostfile of the allocation's nodes
         entry = str(Path(self.runtime.source_dir) / "runtime" / "run_distributed_inference.py")
         hostfile = Path(config.output_root) / "hostfile"
-        launcher = [*python, "-m", "deepspeed.launcher.runner", f"--hostfile={hostfile}", *strategy.deepspeed_args()]
+        launcher = [*python, "-m", "deepspeed.launcher.runner", f"--hostfile={hostfile}", *deepspeed_args(config)]
         user = [*launched, entry]
-        slots = f"sed 's/$/ slots={strategy.gpus_per_node}/'"
+        slots = f"sed 's/$/ slots={config.gpus_per_node}/'"
         return [
             f'scontrol show hostnames "$SLURM_JOB_NODELIST" | {slots} > {shlex.quote(str(hostfile))}',
             shlex.join([*launcher, *user, "--config", str(files.config)]),
         ]
+
+
+def deepspeed_args(config: ExperimentConfig) -> list[str]:
+    """Arguments for the deepspeed launcher when it, not srun, starts the ranks (one process per GPU)."""
+    return [f"--num_nodes={config.num_nodes}", f"--num_gpus={config.gpus_per_node}"]
 
 
 def profile_wrapper(config: ExperimentConfig) -> str | None:

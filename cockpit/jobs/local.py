@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from cockpit.errors import BadInput
 from cockpit.jobs.factory import JobFiles, job_log
 from cockpit.jobs.records import JobError, JobRecord
 from runtime.atomic import atomic_write_text
@@ -34,7 +35,7 @@ def parse_time_limit(text: str) -> float:
     """Slurm's time formats (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) in seconds."""
     match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
     if not match:
-        raise JobError(f"time limit {text!r}: expected a Slurm time like 30, 01:00:00 or 1-12:00:00")
+        raise BadInput(f"time limit {text!r}: expected a Slurm time like 30, 01:00:00 or 1-12:00:00")
     days, a, b, c = match.groups()
     if days is not None:  # D-HH[:MM[:SS]]
         hours, minutes, seconds = int(a), int(b or 0), int(c or 0)

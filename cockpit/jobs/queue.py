@@ -11,14 +11,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from cockpit.errors import BadInput
 from cockpit.jobs.local import SWEEP_JOBS_DIR, LocalJobManager, script_time_limit
 from cockpit.jobs.records import ACTIVE_STATES, JobError, JobRecord
 from cockpit.jobs.slurm import run_slurm, run_slurm_json, sacct_record, slurm_number, squeue_record
-
-if TYPE_CHECKING:
-    from cockpit.config import Settings
 
 MAX_ROWS = 2000
 
@@ -159,7 +157,7 @@ def _script_time_limit(info_path: Path) -> float | None:
     """The `#SBATCH --time` the job's supervisor enforces, read from its script as `LocalJobManager.submit` does."""
     try:
         return script_time_limit(Path(json.loads(info_path.read_text())["script"]).read_text())
-    except (OSError, KeyError, json.JSONDecodeError, JobError):  # its run folder removed or edited since
+    except (OSError, KeyError, json.JSONDecodeError, JobError, BadInput):  # its run folder removed or edited since
         return None
 
 
@@ -255,10 +253,3 @@ class LocalQueue:
                 manager.cancel(job_id)
                 return
         raise JobError(f"job {job_id}: no such local job under {self.runs_dir}")
-
-
-def queue_source(settings: Settings) -> QueueSource:
-    """The configured scheduler's queue: Slurm's, or the local scheduler's jobs under the runs folder."""
-    if settings.cluster.scheduler == "slurm":
-        return SlurmQueue()
-    return LocalQueue(settings.runs_dir)

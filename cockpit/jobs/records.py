@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from runtime.schema import InputError
+from cockpit.errors import OperationFailed
 
 if TYPE_CHECKING:
     from cockpit.jobs.factory import JobFiles
@@ -17,7 +17,7 @@ ACTIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "S
 TRANSIENT_STATES = frozenset({"NODE_FAIL", "BOOT_FAIL", "PREEMPTED"})
 
 
-class JobError(InputError):
+class JobError(OperationFailed):
     """A scheduler refused or lost a job; the message names the job or the script."""
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cockpit.errors import BadInput
 from cockpit.nodes.nodeset import expand
-from runtime.schema import InputError
 
 COMPUTE_GROUP = "compute"
 CONTROL_GROUP = "control"  # the control node: PXE server, golden image builder
@@ -58,7 +58,7 @@ def _mac(value: object, host: str, source: str) -> str | None:
     if value in (None, ""):
         return None
     if not isinstance(value, str) or not _MAC.match(value):
-        raise InputError(f"{source}: host {host}: mac_address {value!r} is not a MAC like 02:77:00:00:00:0a")
+        raise BadInput(f"{source}: host {host}: mac_address {value!r} is not a MAC like 02:77:00:00:00:0a")
     return value.lower().replace("-", ":")
 
 
@@ -70,7 +70,7 @@ def _gbps(value: object, host: str, source: str) -> float | None:
     except (TypeError, ValueError):
         gbps = 0.0
     if not gbps > 0:
-        raise InputError(f"{source}: host {host}: memory_bandwidth_gbps {value!r} is not a positive number of GB/s")
+        raise BadInput(f"{source}: host {host}: memory_bandwidth_gbps {value!r} is not a positive number of GB/s")
     return gbps * 1e9
 
 
@@ -80,7 +80,7 @@ def node_from_vars(name: str, hostvars: Mapping[str, Any], groups: Iterable[str]
     try:
         port = int(hostvars.get("ansible_port") or 22)
     except (TypeError, ValueError):
-        raise InputError(f"{source}: host {name}: ansible_port {hostvars['ansible_port']!r} is not a port") from None
+        raise BadInput(f"{source}: host {name}: ansible_port {hostvars['ansible_port']!r} is not a port") from None
     key = hostvars.get("ansible_ssh_private_key_file")
     defaults = Node(name, name)
     return Node(
@@ -130,7 +130,7 @@ class Inventory:
         if path is None:
             return cls((LOCALHOST,))
         if not path.exists():
-            raise InputError(f"{path}: inventory not found")
+            raise BadInput(f"{path}: inventory not found")
         from ansible.inventory.manager import InventoryManager
         from ansible.parsing.dataloader import DataLoader
         from ansible.vars.manager import VariableManager
@@ -140,7 +140,7 @@ class Inventory:
         with contextlib.redirect_stderr(chatter), contextlib.redirect_stdout(chatter):
             manager = InventoryManager(loader=loader, sources=[str(path)])
         if not manager._inventory.processed_sources:
-            raise InputError(f"{path}: {_parse_failure(path, loader)}")
+            raise BadInput(f"{path}: {_parse_failure(path, loader)}")
         variables = VariableManager(loader=loader, inventory=manager)
         nodes = []
         for host in manager.get_hosts("all"):
@@ -152,7 +152,7 @@ class Inventory:
         for node in self.nodes:
             if node.name == name:
                 return node
-        raise InputError(f"{self.where}: no node named {name!r} (known: {', '.join(self.names)})")
+        raise BadInput(f"{self.where}: no node named {name!r} (known: {', '.join(self.names)})")
 
     def memory_bandwidths(self) -> dict[str, float]:
         """Node name -> peak memory bandwidth (bytes/s), where the inventory sets `memory_bandwidth_gbps`."""
@@ -186,7 +186,7 @@ class Inventory:
                 chosen.update((node.name, node) for node in matched)
                 unmatched += [] if matched else [item]
         if unmatched:
-            raise InputError(
+            raise BadInput(
                 f"{self.where}: {', '.join(map(repr, unmatched))} match(es) no node (known: {', '.join(self.names)})"
             )
         return [node for node in self.nodes if node.name in chosen]

@@ -6,7 +6,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 
-from runtime.schema import InputError
+from cockpit.errors import BadInput
 
 _RANGE = re.compile(r"^(?P<head>[^\[\]]*)\[(?P<body>[^\[\]]+)\](?P<tail>.*)$")
 _NUMBERED = re.compile(r"^(?P<head>.*?)(?P<number>\d+)(?P<tail>\D*)$")
@@ -17,12 +17,12 @@ def _numbers(body: str, pattern: str) -> list[str]:
     for part in body.split(","):
         low, _, high = part.strip().partition("-")
         if not low.isdigit() or (high and not high.isdigit()):
-            raise InputError(f"{pattern!r}: bad node range {part!r} (expected like node[0-3,7])")
+            raise BadInput(f"{pattern!r}: bad node range {part!r} (expected like node[0-3,7])")
         if not high:
             out.append(low)
             continue
         if int(high) < int(low):
-            raise InputError(f"{pattern!r}: range {part!r} goes backwards")
+            raise BadInput(f"{pattern!r}: range {part!r} goes backwards")
         width = len(low) if low.startswith("0") and len(low) > 1 else 0
         out.extend(f"{n:0{width}d}" for n in range(int(low), int(high) + 1))
     return out
@@ -33,7 +33,7 @@ def expand(pattern: str) -> list[str]:
     match = _RANGE.match(pattern)
     if match is None:
         if "[" in pattern or "]" in pattern:
-            raise InputError(f"{pattern!r}: unbalanced brackets in a node range")
+            raise BadInput(f"{pattern!r}: unbalanced brackets in a node range")
         return [pattern]
     head, tail = match["head"], match["tail"]
     return [name for n in _numbers(match["body"], pattern) for name in expand(f"{head}{n}{tail}")]

@@ -11,15 +11,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cockpit.config import WakeOnLanSection
+from cockpit.errors import BadInput
 from cockpit.nodes.inventory import Node
-from runtime.schema import InputError
 
 
 def magic_packet(mac: str) -> bytes:
     """The 102-byte magic packet for a MAC written like 02:77:00:00:00:0a (or with dashes)."""
     raw = bytes.fromhex(mac.replace(":", "").replace("-", ""))
     if len(raw) != 6:
-        raise InputError(f"{mac!r} is not a MAC address")
+        raise BadInput(f"{mac!r} is not a MAC address")
     return b"\xff" * 6 + raw * 16
 
 
@@ -40,7 +40,7 @@ class WakeResult:
 def wake(nodes: Sequence[Node], settings: WakeOnLanSection, interval_s: float = 0.05) -> list[WakeResult]:
     """Send `settings.repeat` magic packets to each node with a MAC; a node without one is named, not skipped."""
     if settings.broadcast is None:
-        raise InputError(
+        raise BadInput(
             'wake-on-lan: no broadcast address set; add [wake_on_lan] broadcast = "192.168.1.255" '
             "(the compute network's) to cockpit.toml"
         )

@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 import ansible_runner
 
+from cockpit.errors import BadInput
 from cockpit.provision.events import ProvisionEvent, event_from_runner
-from runtime.schema import InputError
 
 RunStatus = Literal["pending", "running", "successful", "failed", "canceled", "timeout"]
 
@@ -105,9 +105,9 @@ class PlaybookRun:
         diff: bool = False,
     ) -> None:
         if not playbook.is_file():
-            raise InputError(f"{playbook}: playbook not found")
+            raise BadInput(f"{playbook}: playbook not found")
         if not inventory.exists():
-            raise InputError(f"{inventory}: inventory not found")
+            raise BadInput(f"{inventory}: inventory not found")
         self.playbook = playbook.resolve()
         self.inventory = inventory.resolve()
         self.artifacts_root = artifacts_root

@@ -13,14 +13,14 @@ from typing import Any
 
 import pandas as pd
 
-from cockpit.experiments import perf_model as pm
-from cockpit.experiments import strategies as parallelism
-from cockpit.experiments.collect import TraceFile
-from cockpit.experiments.performance import SPLIT_PARTS, WHAT_IF_LINKS, Performance, StrategyPerformance
-from cockpit.experiments.results import RunInfo, RunResults, run_results
-from cockpit.experiments.sweep import score_rows
+from cockpit.analysis import performance_model as pm
+from cockpit.analysis.bottlenecks import SPLIT_PARTS, WHAT_IF_LINKS, Performance, StrategyPerformance
+from cockpit.analysis.report import score_rows
+from cockpit.analysis.results import RunInfo, RunResults, run_results
+from cockpit.errors import BadInput
+from cockpit.sweep import strategies as parallelism
+from cockpit.sweep.collect import TraceFile
 from runtime.contract import PROFILER_FILES, OpTime, Profiler, ProfileSummary
-from runtime.schema import InputError
 
 RUNS_DIR = Path("/srv/cockpit/runs")
 # strategy -> kind, tp, pp, nodes, latency ms of its first prompt, wall time s, energy J (None: not measured)
@@ -204,13 +204,13 @@ def fake_traces(run_dir: Path) -> tuple[TraceFile, ...]:
 
 
 def fake_results(run_dir: Path) -> RunResults:
-    """The results of one of `fake_runs()`, as `load_results` gives them; InputError as it raises it for a run
+    """The results of one of `fake_runs()`, as `load_results` gives them; BadInput as it raises it for a run
     with nothing collected or a torn manifest."""
     run = next((r for r in fake_runs() if r.run_dir == run_dir), None)
     if run is None or run.state.startswith("unreadable: "):
-        raise InputError(run.state.removeprefix("unreadable: ") if run else f"{run_dir}: not a sweep run folder")
+        raise BadInput(run.state.removeprefix("unreadable: ") if run else f"{run_dir}: not a sweep run folder")
     if not run.has_results:
-        raise InputError(f"{run_dir}: no strategy has been collected yet (no results/{run.run_id}.parquet)")
+        raise BadInput(f"{run_dir}: no strategy has been collected yet (no results/{run.run_id}.parquet)")
     strategies = list(STRATEGIES)[: run.collected]
     rows = pd.DataFrame([_row(s, v, p) for s in strategies for v, p in PROMPTS]).assign(run_id=run.run_id)
     metrics = pd.DataFrame([_metrics(s) for s in strategies])

@@ -9,16 +9,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cockpit.experiments.progress import RankProgress, StrategyProgress, SweepProgress
 from cockpit.jobs.queue import QueueRow
 from cockpit.nodes.power import PowerAction
 from cockpit.nodes.probe_script import NO_BUILD
 from cockpit.nodes.telemetry import GpuTelemetry, NodeSample, NodeTelemetry, RuntimeBuild
+from cockpit.sweep.progress import RankProgress, StrategyProgress, SweepProgress
 from cockpit.tui.fake_provision import FakeProvisionRun
 from cockpit.tui.sources import ActionResult
 
 if TYPE_CHECKING:
-    from cockpit.experiments.results import RunInfo, RunResults
+    from cockpit.analysis.results import RunInfo, RunResults
 
 STATES = ("RUNNING", "PENDING", "PENDING", "RUNNING", "COMPLETING")
 

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from cockpit.config import Settings
 from cockpit.delivery.build import built
 from cockpit.delivery.verify import current_manifest_path
-from cockpit.experiments.progress import ProgressTracker, SweepProgress, find_active_run
-from cockpit.jobs.queue import QueueRow, queue_source
+from cockpit.errors import BAD_INPUT, OperationFailed
+from cockpit.jobs.backend import choose_backend
+from cockpit.jobs.queue import QueueRow
 from cockpit.nodes import power
 from cockpit.nodes.inventory import Inventory, Node
 from cockpit.nodes.nodeset import fold
@@ -25,11 +26,11 @@ from cockpit.nodes.ssh import CommandResult, pool_for
 from cockpit.nodes.telemetry import NodeSample, probe_nodes
 from cockpit.nodes.wol import wake
 from cockpit.provision.events import ProvisionEvent
+from cockpit.sweep.progress import ProgressTracker, SweepProgress, find_active_run
 from runtime.local_launch import local_env
-from runtime.schema import InputError
 
 if TYPE_CHECKING:
-    from cockpit.experiments.results import RunInfo, RunResults
+    from cockpit.analysis.results import RunInfo, RunResults
 
 # pandas (results, sweeps) and ansible-runner (configure) load on first use: the dashboard's first paint needs neither
 
@@ -123,7 +124,7 @@ class LiveSource:
         self.inventory = Inventory.load(settings.inventory)
         self.node_names = [node.name for node in self.inventory.compute]
         self.pool = pool_for(settings)
-        self.jobs = queue_source(settings)
+        self.jobs = choose_backend(settings.cluster.scheduler, settings.runs_dir).queue()
         self.runs_dir = settings.runs_dir
         self.manifest = current_manifest_path(settings.runtime)
         self._tracker: ProgressTracker | None = None
@@ -143,7 +144,7 @@ class LiveSource:
             return None
         try:
             return built(self.settings, delivery, self.settings.runtime_device()).build_id
-        except InputError:  # nothing built yet (or for another device kind, or corrupt): nothing to compare with
+        except BAD_INPUT:  # nothing built yet (or for another device kind, or corrupt): nothing to compare with
             return None
 
     async def queue(self) -> list[QueueRow]:
@@ -164,12 +165,12 @@ class LiveSource:
         return self._tracker.poll()
 
     async def runs(self) -> list[RunInfo]:
-        from cockpit.experiments.results import list_runs
+        from cockpit.analysis.results import list_runs
 
         return await asyncio.to_thread(list_runs, self.runs_dir)
 
     async def results(self, run_dir: Path) -> RunResults:
-        from cockpit.experiments.results import load_results
+        from cockpit.analysis.results import load_results
 
         return await asyncio.to_thread(load_results, run_dir, self.inventory.memory_bandwidths())
 
@@ -190,15 +191,15 @@ class LiveSource:
         silent = [r for r in await power.status(self.pool, nodes) if not r.ok]
         if silent:
             reasons = "; ".join(f"{r.node}: {r.error or f'exit {r.exit_status}'}" for r in silent)
-            raise InputError(f"configure: not every node answers ({reasons})")
+            raise OperationFailed(f"configure: not every node answers ({reasons})")
         return compute_run(self.settings, nodes).start()
 
     async def start_sweep(self, overrides: dict[str, Any]) -> str:
         """Plan a run here (bad input shows at once), then run it in a process of its own that outlives the app,
         as `cluster sweep resume RUN_DIR` would; the dashboard follows it through its files."""
-        from cockpit.experiments import sweep as sweeps
+        from cockpit.sweep.plan import plan
 
-        sweep = await asyncio.to_thread(sweeps.plan, self.settings, **overrides)
+        sweep = await asyncio.to_thread(plan, self.settings, **overrides)
         command = [sys.executable, "-m", "cockpit.cli"]
         if self.settings.source is not None:
             command += ["--config", str(self.settings.source)]

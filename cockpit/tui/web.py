@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 from textual_serve.server import Server
 
-from runtime.schema import InputError
+from cockpit.errors import OperationFailed
 
 
 def app_command(config: Path | None, read_only: bool, debug: bool) -> str:
@@ -64,4 +64,4 @@ def serve(command: str, host: str, port: int) -> None:
     try:
         CockpitServer(command, host, port).serve()
     except OSError as err:
-        raise InputError(f"cannot serve on {host}:{port}: {err.strerror or err}") from None
+        raise OperationFailed(f"cannot serve on {host}:{port}: {err.strerror or err}") from None

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from cockpit.jobs.manifest import Manifest
+from cockpit.errors import BAD_INPUT
+from cockpit.sweep.manifest import Manifest
 from runtime.local_launch import local_env
-from runtime.schema import InputError
 from tests.integration import runs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,7 +96,7 @@ def wait_for(predicate: object, timeout: float, what: str) -> None:
         try:
             if predicate():  # type: ignore[operator]
                 return
-        except (OSError, ValueError, InputError):  # a run folder, or its manifest, may not exist yet
+        except (OSError, ValueError, *BAD_INPUT):  # a run folder, or its manifest, may not exist yet
             pass
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")

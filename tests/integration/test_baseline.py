@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cockpit.experiments.baseline import BaselineError, LocalInferenceRunner, OpenAICompletionClient, RowOutcome
-from cockpit.experiments.prompt_table import PromptDataFrameBuilder
-from cockpit.experiments.prompts import PromptRecord
+from cockpit.sweep.baseline import BaselineError, LocalInferenceRunner, OpenAICompletionClient, RowOutcome
+from cockpit.sweep.prompt_table import build_prompt_table, load_prompt_table
+from cockpit.sweep.prompts import PromptRecord
 from tests.integration import runs
 from tests.integration.openai_server import MODEL_NAME, TinyModel, refused_url, serve
 
@@ -62,7 +62,7 @@ def test_rate_limited_then_server_error_then_success(model: TinyModel) -> None:
 
 
 def test_concurrency_is_bounded_by_the_client(model: TinyModel, tmp_path: Path) -> None:
-    table = PromptDataFrameBuilder().build(records([f"prompt {i}" for i in range(6)]))
+    table = build_prompt_table(records([f"prompt {i}" for i in range(6)]))
     with serve(model, delay_s=0.1) as server:
         runner = LocalInferenceRunner(client_for(server.base_url, concurrency=2), MAX_TOKENS, concurrency=6)
         frame = runner.run(table, tmp_path / "out.parquet")
@@ -108,8 +108,7 @@ def test_a_down_endpoint_fails_quickly_naming_the_url() -> None:
 
 def test_runner_fills_the_table_in_order_and_a_rerun_asks_nothing(model: TinyModel, tmp_path: Path) -> None:
     prompts = [*runs.PROMPTS, "The baseline endpoint answers"]
-    builder = PromptDataFrameBuilder()
-    table = builder.build(records(prompts))
+    table = build_prompt_table(records(prompts))
     out = tmp_path / "results" / "baseline_prompts.parquet"
     seen: list[RowOutcome] = []
     with serve(model) as server:
@@ -117,7 +116,7 @@ def test_runner_fills_the_table_in_order_and_a_rerun_asks_nothing(model: TinyMod
         runner = LocalInferenceRunner(client, MAX_TOKENS, concurrency=3)
         frame = runner.run(table, out, on_row=seen.append)
         assert server.requests == len(prompts) and runner.failures == []
-        written = builder.load(out)
+        written = load_prompt_table(out)
         assert written.equals(frame) and list(written["prompt"]) == prompts
         assert set(written["status"]) == {"done"} and (written["local_latency_ms"] > 0).all()
         assert list(written["local_completion"]) == [model.generate(p, MAX_TOKENS)[0] for p in prompts]
@@ -127,7 +126,7 @@ def test_runner_fills_the_table_in_order_and_a_rerun_asks_nothing(model: TinyMod
 
         again = runner.run(table, out)  # the fresh table: done rows come from the file
         assert server.requests == len(prompts) and again.equals(frame)
-        assert runner.run(builder.load(out), out).equals(frame) and server.requests == len(prompts)
+        assert runner.run(load_prompt_table(out), out).equals(frame) and server.requests == len(prompts)
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary files left
 
 
@@ -136,12 +135,12 @@ def test_runner_keeps_going_past_a_failing_row(model: TinyModel, tmp_path: Path)
     out = tmp_path / "baseline_prompts.parquet"
     with serve(model, fail_marker=MARKER) as server:
         runner = LocalInferenceRunner(client_for(server.base_url, max_attempts=2), MAX_TOKENS, concurrency=2)
-        frame = runner.run(PromptDataFrameBuilder().build(records(prompts)), out)
+        frame = runner.run(build_prompt_table(records(prompts)), out)
         assert list(frame["status"]) == ["done", "failed", "done"] and server.requests == 4
         assert pd.isna(frame["local_completion"].iloc[1]) and frame["local_completion"].iloc[0]
         ((prompt_id, variant, message),) = runner.failures
         assert (prompt_id, variant) == (0, "4k") and "after 2 attempts" in message and server.base_url in message
-        assert PromptDataFrameBuilder().load(out).equals(frame)
+        assert load_prompt_table(out).equals(frame)
 
         server.fail_marker = None  # the endpoint recovers: a rerun asks for the failed row only
         frame = runner.run(frame, out)

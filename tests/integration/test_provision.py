@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from cockpit.errors import BadInput
 from cockpit.provision.events import HostResult, PlayStarted, ProvisionEvent, Recap, TaskStarted, failure_details
 from cockpit.provision.runner import PlaybookRun, compute_playbook
-from runtime.schema import InputError
 from tests.infra.services import TestHosts
 
 pytestmark = pytest.mark.infra
@@ -271,9 +271,9 @@ def test_a_playbook_that_does_not_load_explains_itself_in_the_output(test_hosts:
 
 
 def test_missing_playbook_or_inventory_is_one_line_naming_it(test_hosts: TestHosts, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=f"^{tmp_path / 'nope.yml'}: playbook not found$"):
+    with pytest.raises(BadInput, match=f"^{tmp_path / 'nope.yml'}: playbook not found$"):
         PlaybookRun(tmp_path / "nope.yml", test_hosts.inventory, artifacts_root=tmp_path / "runs")
-    with pytest.raises(InputError, match=f"^{tmp_path / 'hosts.ini'}: inventory not found$"):
+    with pytest.raises(BadInput, match=f"^{tmp_path / 'hosts.ini'}: inventory not found$"):
         PlaybookRun(compute_playbook(REPO), tmp_path / "hosts.ini", artifacts_root=tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cockpit.delivery.tree_digest import LISTING_NAME, digest_of, file_sha256, listing
-from cockpit.jobs.manifest import Manifest
+from cockpit.sweep.manifest import Manifest
 from runtime.contract import BuildManifest
 from tests.infra.services import TestHosts
 from tests.integration import sweeps

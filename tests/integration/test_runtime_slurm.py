@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cockpit.experiments.strategies import STRATEGIES, SweepSettings
 from cockpit.jobs.factory import RuntimeEnvironment, SlurmJobFactory
+from cockpit.sweep.strategies import STRATEGIES, SweepSettings
 from runtime.local_launch import local_env
 from tests.infra.services import SlurmCluster
 from tests.integration import runs
@@ -90,7 +90,7 @@ def test_rendered_job_runs_as_it_is(
         device="cpu",
     )
     strategy = STRATEGIES[kind](settings)
-    files = SlurmJobFactory(RuntimeEnvironment()).render(strategy)
+    files = SlurmJobFactory(RuntimeEnvironment()).render(strategy.job_spec())
     job_id = slurm_cluster.submit(files.script, env=local_env())
     record = slurm_cluster.wait_settled(job_id, timeout=240)
     log = Path(files.log_pattern.replace("%j", job_id)).read_text()

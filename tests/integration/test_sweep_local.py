@@ -14,13 +14,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cockpit.experiments.collect import ResultCollector
-from cockpit.experiments.pipeline import DistributedExperimentPipeline
-from cockpit.experiments.prompt_table import PromptDataFrameBuilder
-from cockpit.experiments.strategies import STRATEGIES, SweepSettings
 from cockpit.jobs.factory import RuntimeEnvironment, SlurmJobFactory
 from cockpit.jobs.local import LocalJobManager
-from cockpit.jobs.manifest import Manifest
+from cockpit.sweep.collect import ResultCollector
+from cockpit.sweep.manifest import Manifest
+from cockpit.sweep.pipeline import DistributedExperimentPipeline
+from cockpit.sweep.prompt_table import build_prompt_table, save_prompt_table
+from cockpit.sweep.strategies import STRATEGIES, SweepSettings
 from tests.integration import sweeps
 
 pytestmark = pytest.mark.slow
@@ -121,12 +121,11 @@ def fake_gpu_python(tmp_path: Path) -> Path:
 def test_fake_gpu_oom_halves_the_batch(tmp_path: Path, tiny_model_dir: Path, expected: dict) -> None:
     config = sweeps.write_config(tmp_path, tiny_model_dir)
     prompts = tmp_path / "prompts.parquet"
-    from cockpit.experiments.prompts import PromptFileSet, PromptRepository
+    from cockpit.sweep.prompts import PromptFileSet, PromptRepository
 
     files = PromptFileSet({v: tmp_path / f"prompts_{v}.txt" for v in ("2k", "4k")}, count=2)
-    builder = PromptDataFrameBuilder()
-    table = builder.build(PromptRepository(files).load_all())
-    builder.persist(table, prompts)
+    table = build_prompt_table(PromptRepository(files).load_all())
+    save_prompt_table(table, prompts)
     settings = SweepSettings(
         model_name="tiny-llama",
         model_path=str(tiny_model_dir),

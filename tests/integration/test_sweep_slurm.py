@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cockpit.jobs.manifest import Manifest
 from cockpit.jobs.records import JobError
 from cockpit.jobs.slurm import SlurmJobManager
+from cockpit.sweep.manifest import Manifest
 from tests.infra.services import SlurmCluster
 from tests.integration import sweeps
 from tests.integration.conftest import DeployedRuntime

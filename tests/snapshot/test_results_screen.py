@@ -10,7 +10,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static, TabbedContent
 
-from cockpit.experiments.results import CompletionPair
+from cockpit.analysis.results import CompletionPair
 from cockpit.tui.fake_results import fake_performance, fake_runs
 from cockpit.tui.fake_source import FakeClusterSource
 from cockpit.tui.screens.results import (

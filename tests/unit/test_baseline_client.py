@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from cockpit.config import BaselineSection, CockpitFile, Settings
-from cockpit.experiments.baseline import BaselineError, OpenAICompletionClient, RateLimiter, retry_after_s
+from cockpit.errors import BadInput
+from cockpit.sweep.baseline import BaselineError, OpenAICompletionClient, RateLimiter, retry_after_s
 from tests.integration.openai_server import refused_url
 
 
@@ -136,7 +137,7 @@ def test_from_settings_uses_the_endpoint_and_keeps_the_key_out_of_sight(
 
 def test_from_settings_without_a_model_says_so(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COCKPIT_BASELINE_URL", "http://head-node:8000/v1")
-    with pytest.raises(BaselineError, match="http://head-node:8000/v1: no baseline model"):
+    with pytest.raises(BadInput, match="http://head-node:8000/v1: no baseline model"):
         OpenAICompletionClient.from_settings(Settings())
 
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from cockpit.experiments.collect import RESULT_COLUMNS, ResultCollector, read_shard
-from cockpit.experiments.strategies import STRATEGIES, ParallelismStrategy, SweepSettings
+from cockpit.sweep.collect import RESULT_COLUMNS, ResultCollector, read_shard
+from cockpit.sweep.strategies import STRATEGIES, ParallelismStrategy, SweepSettings
 from runtime.atomic import atomic_write_text
 from runtime.contract import ShardRow, dumps_line
 from runtime.trace_summary import summarize

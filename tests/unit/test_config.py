@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from cockpit.config import CONFIG_NAME, find_config, load_settings
-from runtime.schema import InputError, SchemaError
+from cockpit.errors import BadInput
+from runtime.schema import SchemaError
 
 
 def test_embedded_default_without_any_file(isolated_home: Path) -> None:
@@ -36,7 +37,7 @@ def test_search_order(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> N
     explicit = isolated_home / "explicit.toml"
     explicit.write_text('[cluster]\nname = "explicit"\n')
     assert load_settings(explicit).cluster.name == "explicit"
-    with pytest.raises(InputError, match=r"nope\.toml: configuration file not found"):
+    with pytest.raises(BadInput, match=r"nope\.toml: configuration file not found"):
         find_config(isolated_home / "nope.toml")
 
 
@@ -105,7 +106,7 @@ def test_baseline_key_file_must_be_private(isolated_home: Path) -> None:
     key.write_text("sk-from-file\n")
     (isolated_home / CONFIG_NAME).write_text('[baseline]\napi_key_file = "key"\n')
     key.chmod(0o644)
-    with pytest.raises(InputError, match=r"key: api_key_file must be readable by its owner only \(chmod 600"):
+    with pytest.raises(BadInput, match=r"key: api_key_file must be readable by its owner only \(chmod 600"):
         load_settings().baseline_api_key()
     key.chmod(0o600)
     assert load_settings().baseline_api_key() == "sk-from-file"

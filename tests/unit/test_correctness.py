@@ -10,8 +10,8 @@ import pytest
 from rapidfuzz import fuzz
 from rapidfuzz.distance import Levenshtein
 
-from cockpit.experiments.correctness import CorrectnessEvaluator, PromptScore
-from runtime.schema import InputError
+from cockpit.analysis.correctness import PromptScore, evaluate, score_prompt, summarize
+from cockpit.errors import BadInput
 
 REF, TP = "tiny_pp1_tp1_n1", "tiny_pp1_tp2_n2"
 
@@ -63,37 +63,37 @@ def results() -> pd.DataFrame:
     ],
 )
 def test_exact_match_and_first_divergence(tokens, reference, exact, divergence) -> None:
-    score = CorrectnessEvaluator().score_prompt(tokens, reference, "x", None)
+    score = score_prompt(tokens, reference, "x", None)
     assert score.exact_match is exact
     assert score.first_divergence == divergence
 
 
 def test_identical_text_is_fully_similar() -> None:
-    score = CorrectnessEvaluator().score_prompt([1], [1], "the cat sat", "the cat sat")
+    score = score_prompt([1], [1], "the cat sat", "the cat sat")
     assert score == PromptScore(True, None, 100.0, 100.0, 1.0)
 
 
 def test_similarity_matches_rapidfuzz_on_known_strings() -> None:
-    score = CorrectnessEvaluator().score_prompt([1], [1], "kitten", "sitting")
+    score = score_prompt([1], [1], "kitten", "sitting")
     # Levenshtein distance 3 over the longer length 7; InDel distance 5 over the summed length 13
     assert score.normalized_levenshtein == pytest.approx(1 - 3 / 7)
     assert score.ratio == pytest.approx(100 * (1 - 5 / 13))
     assert score.ratio == pytest.approx(fuzz.ratio("kitten", "sitting"))
     assert score.normalized_levenshtein == pytest.approx(Levenshtein.normalized_similarity("kitten", "sitting"))
-    reordered = CorrectnessEvaluator().score_prompt([1], [1], "sat the cat", "the cat sat")
+    reordered = score_prompt([1], [1], "sat the cat", "the cat sat")
     assert reordered.token_set_ratio == 100.0
     assert reordered.ratio < 100.0
 
 
 def test_no_baseline_completion_gives_no_similarity() -> None:
-    score = CorrectnessEvaluator().score_prompt([1, 2], [1, 3], "text", None)
+    score = score_prompt([1, 2], [1, 3], "text", None)
     assert (score.exact_match, score.first_divergence) == (False, 1)
     assert (score.ratio, score.token_set_ratio, score.normalized_levenshtein) == (None, None, None)
 
 
 def test_evaluate_scores_every_row_and_keeps_the_reference(results: pd.DataFrame) -> None:
     base = baseline({("2k", 0): "the cat sat", ("2k", 1): None})
-    scores = CorrectnessEvaluator().evaluate(results, base)
+    scores = evaluate(results, base)
     assert len(scores) == 4
     by = scores.set_index(["strategy", "prompt_id"])
     assert bool(by.loc[(REF, 0), "exact_match"]) and bool(by.loc[(REF, 1), "exact_match"])
@@ -110,15 +110,13 @@ def test_evaluate_scores_every_row_and_keeps_the_reference(results: pd.DataFrame
 
 def test_evaluate_accepts_numpy_token_arrays(results: pd.DataFrame) -> None:
     results = results.assign(token_ids=[np.array(t, dtype=np.int64) for t in results["token_ids"]])
-    scores = CorrectnessEvaluator().evaluate(results, baseline({}))
+    scores = evaluate(results, baseline({}))
     assert scores["exact_match"].tolist() == [True, True, True, False]
 
 
 def test_a_prompt_without_a_reference_row_is_flagged(results: pd.DataFrame) -> None:
     extra = pd.DataFrame([row(TP, "tp_nodes", "4k", 0, [1, 2], "the cat")])
-    scores = CorrectnessEvaluator().evaluate(
-        pd.concat([results, extra]), baseline({("2k", 0): "x", ("4k", 0): "the cat"})
-    )
+    scores = evaluate(pd.concat([results, extra]), baseline({("2k", 0): "x", ("4k", 0): "the cat"}))
     flagged = scores[scores["reference_missing"]]
     assert flagged[["strategy", "variant", "prompt_id"]].values.tolist() == [[TP, "4k", 0]]
     assert pd.isna(flagged["exact_match"].iloc[0])
@@ -127,13 +125,13 @@ def test_a_prompt_without_a_reference_row_is_flagged(results: pd.DataFrame) -> N
 
 
 def test_no_reference_strategy_is_an_input_error(results: pd.DataFrame) -> None:
-    with pytest.raises(InputError, match=r"run_20261123T120000.*no 'reference' strategy.*tiny_pp1_tp2_n2"):
-        CorrectnessEvaluator().evaluate(results[results["strategy"] == TP], baseline({}))
+    with pytest.raises(BadInput, match=r"run_20261123T120000.*no 'reference' strategy.*tiny_pp1_tp2_n2"):
+        evaluate(results[results["strategy"] == TP], baseline({}))
 
 
 def test_duplicate_result_rows_are_an_input_error(results: pd.DataFrame) -> None:
-    with pytest.raises(InputError, match="duplicate rows"):
-        CorrectnessEvaluator().evaluate(pd.concat([results, results.iloc[[3]]]), baseline({}))
+    with pytest.raises(BadInput, match="duplicate rows"):
+        evaluate(pd.concat([results, results.iloc[[3]]]), baseline({}))
 
 
 def test_summarize_rates_and_divergences(results: pd.DataFrame) -> None:
@@ -144,11 +142,10 @@ def test_summarize_rates_and_divergences(results: pd.DataFrame) -> None:
             row(TP, "tp_nodes", "4k", 0, [1], "y"),  # no reference row
         ]
     )
-    evaluator = CorrectnessEvaluator()
-    scores = evaluator.evaluate(
+    scores = evaluate(
         pd.concat([results, more]), baseline({("2k", 0): "the cat sat", ("2k", 1): "a dog ran", ("2k", 2): "x"})
     )
-    summary = evaluator.summarize(scores).set_index(["strategy", "variant"])
+    summary = summarize(scores).set_index(["strategy", "variant"])
     assert summary.index.tolist() == [(REF, "2k"), (TP, "2k"), (TP, "4k")]
     ref, tp, missing = summary.loc[(REF, "2k")], summary.loc[(TP, "2k")], summary.loc[(TP, "4k")]
     assert (ref["prompts"], ref["exact_match_rate"], ref["diverging"]) == (3, 1.0, 0)

@@ -28,6 +28,7 @@ from cockpit.delivery.build import (
 )
 from cockpit.delivery.tree_digest import LISTING_NAME, differences, digest_of, file_sha256, installed, listing
 from cockpit.delivery.verify import Target, Verification, digest_source, judge
+from cockpit.errors import BadInput, OperationFailed
 from cockpit.nodes.ssh import CommandResult
 from runtime.contract import BuildManifest, loads
 from runtime.schema import InputError, to_plain
@@ -188,7 +189,7 @@ def test_runtime_section_is_checked(tmp_path: Path) -> None:
     settings = parse_config('[paths]\ndata_dir = "d"\n[runtime]\ndelivery = "venv"\n', path)
     assert settings.runtime.delivery == "venv" and settings.runtime_build_dir == tmp_path / "d" / "runtime"
     assert settings.runtime_device() == "cpu" and settings.runtime_device("xpu") == "xpu"
-    with pytest.raises(InputError, match=r"a build is for one device kind .*, not 'auto'"):
+    with pytest.raises(BadInput, match=r"a build is for one device kind .*, not 'auto'"):
         settings.runtime_device("auto")
     for line, message in [
         ('install_root = "opt/x"', "runtime.install_root: expected an absolute path"),
@@ -251,7 +252,7 @@ def image_settings(tmp_path: Path) -> Settings:
 
 def test_image_build_without_apptainer_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(InputError, match="apptainer not found on this machine"):
+    with pytest.raises(OperationFailed, match="apptainer not found on this machine"):
         build_image(image_settings(tmp_path), "cpu", print)
 
 

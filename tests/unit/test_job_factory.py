@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from cockpit.delivery.build import IMAGE_PYTHON, IMAGE_SOURCE
-from cockpit.experiments.strategies import STRATEGIES, ParallelismStrategy, SweepSettings
+from cockpit.errors import BadInput
 from cockpit.jobs.factory import PROFILE_WRAPPER, RuntimeEnvironment, SlurmJobFactory
+from cockpit.sweep.strategies import STRATEGIES, ParallelismStrategy, SweepSettings
 from runtime.contract import ExperimentConfig
-from runtime.schema import InputError
 
 
 def strategy(tmp_path: Path, kind: str = "hybrid", **changes: object) -> ParallelismStrategy:
@@ -32,7 +32,7 @@ def strategy(tmp_path: Path, kind: str = "hybrid", **changes: object) -> Paralle
 
 def test_srun_job(tmp_path: Path) -> None:
     hybrid = strategy(tmp_path)
-    files = SlurmJobFactory(RuntimeEnvironment(python="/opt/venv/bin/python")).render(hybrid)
+    files = SlurmJobFactory(RuntimeEnvironment(python="/opt/venv/bin/python")).render(hybrid.job_spec())
     assert ExperimentConfig.load(files.config) == hybrid.config()
     script = files.script.read_text()
     assert files.script.stat().st_mode & 0o111
@@ -53,7 +53,7 @@ def image_runtime(launcher: str = "srun") -> RuntimeEnvironment:
 
 def test_deepspeed_launcher_job_inside_apptainer(tmp_path: Path) -> None:
     tp = strategy(tmp_path, "tp_nodes", device="cuda")
-    files = SlurmJobFactory(image_runtime("deepspeed")).render(tp)
+    files = SlurmJobFactory(image_runtime("deepspeed")).render(tp.job_spec())
     script = files.script.read_text()
     assert "#SBATCH --gres=gpu:1" in script
     assert "slots=1/' > " in script and "scontrol show hostnames" in script
@@ -68,7 +68,7 @@ def test_deepspeed_launcher_job_inside_apptainer(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("device", "flags"), [("cuda", "--nv "), ("xpu", "--bind /dev/dri "), ("cpu", "")])
 def test_srun_job_inside_apptainer_gets_the_device_kinds_gpu_flags(tmp_path: Path, device: str, flags: str) -> None:
     hybrid = strategy(tmp_path, device=device)
-    script = SlurmJobFactory(image_runtime()).render(hybrid).script.read_text()
+    script = SlurmJobFactory(image_runtime()).render(hybrid.job_spec()).script.read_text()
     binds = f"{tmp_path}/run_1,{tmp_path}/model"
     assert f"srun --kill-on-bad-exit=1 apptainer exec {flags}--bind {binds} {IMAGE} {IMAGE_PYTHON} -m runtime" in script
     assert "export PYTHONPATH=/opt/cockpit/src\n" in script
@@ -82,7 +82,7 @@ def test_job_of_a_deployed_venv_runs_the_build_by_its_id(tmp_path: Path) -> None
     runtime = RuntimeEnvironment(
         f"{build}/venv/bin/python", f"{build}/src", build_id="0.1.0-0123456789ab", extensions_dir=f"{build}/.cache/ext"
     )
-    script = SlurmJobFactory(runtime).render(strategy(tmp_path)).script.read_text()
+    script = SlurmJobFactory(runtime).render(strategy(tmp_path).job_spec()).script.read_text()
     assert (
         f"export PYTHONPATH={build}/src\n" in script and f"export TORCH_EXTENSIONS_DIR={build}/.cache/ext\n" in script
     )
@@ -94,8 +94,8 @@ def test_job_of_a_deployed_venv_runs_the_build_by_its_id(tmp_path: Path) -> None
 
 def test_a_container_needs_a_named_device(tmp_path: Path) -> None:
     tp = strategy(tmp_path, "tp_nodes", device="auto")
-    with pytest.raises(InputError, match="tiny_pp1_tp2_n2: a container image needs the device named"):
-        SlurmJobFactory(image_runtime()).render(tp)
+    with pytest.raises(BadInput, match="tiny_pp1_tp2_n2: a container image needs the device named"):
+        SlurmJobFactory(image_runtime()).render(tp.job_spec())
 
 
 def profiled(tmp_path: Path, kind: str = "hybrid", tools: tuple[str, ...] = ("torch", "nsys", "perf")):
@@ -105,10 +105,10 @@ def profiled(tmp_path: Path, kind: str = "hybrid", tools: tuple[str, ...] = ("to
 def test_only_nsys_or_perf_wrap_the_ranks(tmp_path: Path) -> None:
     factory = SlurmJobFactory(RuntimeEnvironment(python="/opt/venv/bin/python"))
     for unwrapped in (strategy(tmp_path), profiled(tmp_path, tools=("torch",))):
-        files = factory.render(unwrapped)
+        files = factory.render(unwrapped.job_spec())
         assert PROFILE_WRAPPER not in files.script.read_text()
         assert not (files.config.parent / PROFILE_WRAPPER).exists()
-    files = factory.render(profiled(tmp_path))
+    files = factory.render(profiled(tmp_path).job_spec())
     wrapper = files.config.parent / PROFILE_WRAPPER
     assert wrapper.stat().st_mode & 0o111 and subprocess.run(["bash", "-n", str(wrapper)], check=False).returncode == 0
     text = wrapper.read_text()
@@ -123,20 +123,20 @@ def test_only_nsys_or_perf_wrap_the_ranks(tmp_path: Path) -> None:
 def test_launchers_start_the_wrapper_which_starts_python(tmp_path: Path) -> None:
     tp = profiled(tmp_path, "tp_node", tools=("perf",))
     wrapper = tp.output_root / PROFILE_WRAPPER
-    local = SlurmJobFactory(RuntimeEnvironment(python="/py", launcher="local")).render(tp).script.read_text()
+    local = SlurmJobFactory(RuntimeEnvironment(python="/py", launcher="local")).render(tp.job_spec()).script.read_text()
     assert f"--no_python --no_local_rank {wrapper} /py -m runtime --config" in local
-    script = SlurmJobFactory(image_runtime("deepspeed")).render(tp).script.read_text()
+    script = SlurmJobFactory(image_runtime("deepspeed")).render(tp.job_spec()).script.read_text()
     # the launcher runs inside the image, so the ranks it starts are wrapped there
     assert (
         f"--no_python --no_local_rank {wrapper} {IMAGE_PYTHON} {IMAGE_SOURCE}/runtime/run_distributed_inference.py"
         in script
     )
-    srun = SlurmJobFactory(image_runtime("srun")).render(tp).script.read_text()
+    srun = SlurmJobFactory(image_runtime("srun")).render(tp.job_spec()).script.read_text()
     assert f"srun --kill-on-bad-exit=1 {wrapper} apptainer exec" in srun  # the node's own perf, outside
 
 
 def run_wrapper(tmp_path: Path, path_dirs: list[Path], **env: str) -> tuple[subprocess.CompletedProcess[str], Path]:
-    files = SlurmJobFactory(RuntimeEnvironment()).render(profiled(tmp_path, "reference", ("nsys", "perf")))
+    files = SlurmJobFactory(RuntimeEnvironment()).render(profiled(tmp_path, "reference", ("nsys", "perf")).job_spec())
     wrapper = files.config.parent / PROFILE_WRAPPER
     environment = {"PATH": ":".join(map(str, path_dirs)), **env}
     done = subprocess.run(

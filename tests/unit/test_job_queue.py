@@ -12,6 +12,7 @@ import pytest
 
 from cockpit.config import ClusterSection, CockpitFile, Settings
 from cockpit.jobs import queue
+from cockpit.jobs.backend import choose_backend
 from cockpit.jobs.factory import JobFiles
 from cockpit.jobs.local import LocalJobManager
 from cockpit.jobs.queue import (
@@ -19,7 +20,6 @@ from cockpit.jobs.queue import (
     QueueRow,
     SlurmQueue,
     local_queue,
-    queue_source,
     slurm_finished,
     slurm_queue,
 )
@@ -319,7 +319,7 @@ def test_local_queue_shows_a_damaged_record(tmp_path: Path) -> None:
 def test_local_source_reads_every_runs_state_folder(tmp_path: Path) -> None:
     runs_dir = tmp_path / "runs"
     settings = Settings()  # the embedded default
-    assert queue_source(settings) == LocalQueue(settings.runs_dir)
+    assert choose_backend(settings.cluster.scheduler, settings.runs_dir).queue() == LocalQueue(settings.runs_dir)
     ids = []
     for run in ("run_20250101-000000", "run_20250102-000000"):
         manager = LocalJobManager(runs_dir / run / "jobs")  # where a sweep's local manager keeps its jobs
@@ -342,4 +342,4 @@ def test_local_source_reads_every_runs_state_folder(tmp_path: Path) -> None:
 
 def test_slurm_source_when_configured() -> None:
     settings = Settings(CockpitFile(cluster=ClusterSection(name="lab", scheduler="slurm")), Path("/etc/cockpit.toml"))
-    assert queue_source(settings) == SlurmQueue()
+    assert choose_backend(settings.cluster.scheduler, settings.runs_dir).queue() == SlurmQueue()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cockpit.errors import BadInput
 from cockpit.jobs.factory import JobFiles
 from cockpit.jobs.local import LocalJobManager, parse_time_limit
 from cockpit.jobs.records import JobError, wait_final
@@ -41,7 +42,7 @@ def test_parse_time_limit(text: str, seconds: float) -> None:
 
 
 def test_bad_time_limit_is_named() -> None:
-    with pytest.raises(JobError, match="time limit 'soon'"):
+    with pytest.raises(BadInput, match="time limit 'soon'"):
         parse_time_limit("soon")
 
 

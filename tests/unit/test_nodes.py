@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from cockpit.config import WakeOnLanSection
+from cockpit.errors import BadInput
 from cockpit.nodes import power
 from cockpit.nodes.inventory import LOCALHOST, Inventory, Node
 from cockpit.nodes.nodeset import expand, fold
 from cockpit.nodes.ssh import CommandResult, SshPool, group_identical
 from cockpit.nodes.wol import magic_packet, wake
-from runtime.schema import InputError
 
 
 @pytest.mark.parametrize(
@@ -34,7 +34,7 @@ def test_expand_ranges(pattern: str, names: list[str]) -> None:
 
 @pytest.mark.parametrize("bad", ["node[3-1]", "node[a-b]", "node[0-1", "node0]", "node[]"])
 def test_expand_rejects_bad_ranges(bad: str) -> None:
-    with pytest.raises(InputError, match="node"):
+    with pytest.raises(BadInput, match="node"):
         expand(bad)
 
 
@@ -88,7 +88,7 @@ def test_selection_by_patterns_and_ranges(yaml_inventory: Path) -> None:
     assert names(["compute:!node1"]) == ["node0", "node2"]
     assert names(["node2,control"]) == ["nuc", "node2"]
     assert names(["node*"]) == ["node0", "node1", "node2"]
-    with pytest.raises(InputError, match=r"'node6', 'node7' match\(es\) no node \(known: nuc, node0, node1, node2\)"):
+    with pytest.raises(BadInput, match=r"'node6', 'node7' match\(es\) no node \(known: nuc, node0, node1, node2\)"):
         inventory.select(["node[6-7]"])
 
 
@@ -96,7 +96,7 @@ def test_embedded_default_is_this_machine() -> None:
     inventory = Inventory.load(None)
     assert inventory.nodes == (LOCALHOST,)
     assert inventory.select([]) == [LOCALHOST] == inventory.select(["localhost"])
-    with pytest.raises(InputError, match=r"embedded default: 'node0' match\(es\) no node"):
+    with pytest.raises(BadInput, match=r"embedded default: 'node0' match\(es\) no node"):
         inventory.select(["node0"])
 
 
@@ -113,13 +113,13 @@ def test_embedded_default_is_this_machine() -> None:
 def test_bad_inventory_names_the_file(tmp_path: Path, name: str, text: str, problem: str) -> None:
     path = tmp_path / name
     path.write_text(text)
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(BadInput) as caught:
         Inventory.load(path)
     assert str(caught.value).startswith(f"{path}: ") and problem in str(caught.value)
 
 
 def test_missing_inventory(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="inventory not found"):
+    with pytest.raises(BadInput, match="inventory not found"):
         Inventory.load(tmp_path / "nope.ini")
 
 
@@ -128,7 +128,7 @@ def test_magic_packet_layout() -> None:
     assert len(packet) == 102
     assert packet[:6] == b"\xff" * 6
     assert packet[6:] == bytes.fromhex("02770000000a") * 16
-    with pytest.raises(InputError):
+    with pytest.raises(BadInput):
         magic_packet("02:77:00")
 
 
@@ -151,7 +151,7 @@ def test_wake_sends_to_the_configured_address_and_names_nodes_without_mac() -> N
 
 
 def test_wake_without_broadcast_sends_nothing() -> None:
-    with pytest.raises(InputError, match=r"no broadcast address set; add \[wake_on_lan\] broadcast"):
+    with pytest.raises(BadInput, match=r"no broadcast address set; add \[wake_on_lan\] broadcast"):
         wake([Node("node0", "a", mac="02:77:00:00:00:0a")], WakeOnLanSection())
 
 

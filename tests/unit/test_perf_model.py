@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from cockpit.experiments.perf_model import (
+from cockpit.analysis.performance_model import (
     BANDWIDTH,
     COMPUTE,
     KNOWN_MEMORY_BANDWIDTH_BPS,

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cockpit.experiments import perf_model as pm
-from cockpit.experiments.performance import Batch, analyse, batches, fit_hardware, for_run, measured_split
-from cockpit.experiments.report import performance_markdown
-from cockpit.experiments.strategies import SweepSettings
+from cockpit.analysis import performance_model as pm
+from cockpit.analysis.bottlenecks import Batch, analyse, batches, fit_hardware, for_run, measured_split
+from cockpit.analysis.summary import performance_markdown
+from cockpit.sweep.strategies import SweepSettings
 
 MODEL = pm.ModelShape(4, 128, 352, 8, 4, 16, 487, bytes_per_element=4)
 TRUE = pm.Hardware(decode=pm.Rate(1e-3, 5e9), prefill=pm.Rate(2e-3, 20e9), cpu_cores=None)

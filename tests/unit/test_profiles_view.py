@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from textual.app import App
 
-from cockpit.experiments.report import NAN
+from cockpit.analysis.summary import NAN
 from cockpit.tui.fake_results import RUNS_DIR, fake_traces
 from cockpit.tui.screens.results import (
     WARNING,

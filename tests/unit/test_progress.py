@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cockpit.experiments import progress
-from cockpit.experiments.progress import ProgressTracker, SweepProgress, find_active_run
-from cockpit.jobs.manifest import MANIFEST_NAME, Manifest, StrategyEntry
+from cockpit.sweep import progress
+from cockpit.sweep.manifest import MANIFEST_NAME, Manifest, StrategyEntry
+from cockpit.sweep.progress import ProgressTracker, SweepProgress, find_active_run
 from runtime.contract import EXP_CONFIG_NAME, ExperimentConfig, Phase, ProgressLine, dumps_line
 
 RUN_ID = "run_20260101-120000"

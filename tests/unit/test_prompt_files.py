@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cockpit.experiments.prompts import PromptFileSet, PromptRepository, parse_prompt_file
-from runtime.schema import InputError
+from cockpit.errors import BadInput
+from cockpit.sweep.prompts import PromptFileSet, PromptRepository, parse_prompt_file
 
 
 def prompt_file(path: Path, ids: list[int], text: str = "Line one.\n\n@@ not a header\nLine three.") -> Path:
@@ -45,37 +45,37 @@ def test_a_valid_set_loads_in_order_with_budgets(tmp_path: Path) -> None:
     assert {r.token_budget for r in records if r.variant == "4k"} == {4096}
     assert [r.variant for r in repo.get_by_id(1)] == ["2k", "4k"]
     assert repo.get_by_id(1, "4k")[0].source_file.endswith("p4k.txt")
-    with pytest.raises(InputError, match="no prompt 9"):
+    with pytest.raises(BadInput, match="no prompt 9"):
         repo.get_by_id(9)
 
 
 @pytest.mark.parametrize("ids", [[1, 2], [1, 2, 3, 4]], ids=["one-short", "one-too-many"])
 def test_wrong_count_is_named(tmp_path: Path, ids: list[int]) -> None:
-    with pytest.raises(InputError, match=rf"p2k\.txt: {len(ids)} prompts, expected exactly 3"):
+    with pytest.raises(BadInput, match=rf"p2k\.txt: {len(ids)} prompts, expected exactly 3"):
         file_set(tmp_path, ids).validate()
 
 
 def test_duplicate_id_names_both_lines(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"p2k.txt:\d+: prompt id 1 again \(first at line 3\)"):
+    with pytest.raises(BadInput, match=r"p2k.txt:\d+: prompt id 1 again \(first at line 3\)"):
         file_set(tmp_path, [1, 2, 1]).validate()
 
 
 def test_misaligned_ids_are_named(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"p4k.txt:\d+: prompt 2 has id 3, but .*p2k.txt has id 2 there"):
+    with pytest.raises(BadInput, match=r"p4k.txt:\d+: prompt 2 has id 3, but .*p2k.txt has id 2 there"):
         file_set(tmp_path, [1, 2, 3], [1, 3, 2]).validate()
 
 
 def test_empty_prompt(tmp_path: Path) -> None:
     path = tmp_path / "p.txt"
     path.write_text("@@@ prompt 1: Fine\nText.\n@@@ prompt 2: Hollow\n\n   \n@@@ prompt 3: Fine\nText.\n")
-    with pytest.raises(InputError, match=re.escape(f"{path}:3: prompt 2 (Hollow) is empty")):
+    with pytest.raises(BadInput, match=re.escape(f"{path}:3: prompt 2 (Hollow) is empty")):
         parse_prompt_file(path, "2k", 2048)
 
 
 def test_non_utf8_bytes_name_the_line(tmp_path: Path) -> None:
     path = tmp_path / "p.txt"
     path.write_bytes(b"@@@ prompt 1: Latin-1\ncaf\xe9\n")
-    with pytest.raises(InputError, match=re.escape(f"{path}:2: not UTF-8 (byte 0xe9 at offset 25)")):
+    with pytest.raises(BadInput, match=re.escape(f"{path}:2: not UTF-8 (byte 0xe9 at offset 25)")):
         parse_prompt_file(path, "2k", 2048)
 
 
@@ -89,14 +89,14 @@ def test_non_utf8_bytes_name_the_line(tmp_path: Path) -> None:
 def test_malformed_files(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "p.txt"
     path.write_text(text)
-    with pytest.raises(InputError, match=re.escape(message)):
+    with pytest.raises(BadInput, match=re.escape(message)):
         parse_prompt_file(path, "2k", 2048)
 
 
 def test_missing_file_and_unknown_budget(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"nope\.txt: prompt file not found"):
+    with pytest.raises(BadInput, match=r"nope\.txt: prompt file not found"):
         PromptFileSet({"2k": tmp_path / "nope.txt"}, count=1).validate()
-    with pytest.raises(InputError, match="variant 'long': give its token budget"):
+    with pytest.raises(BadInput, match="variant 'long': give its token budget"):
         PromptFileSet({"long": tmp_path / "nope.txt"}, count=1).budget("long")
     assert PromptFileSet({}, token_budgets={"long": 8000}).budget("long") == 8000
 

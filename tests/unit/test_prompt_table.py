@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cockpit.experiments.prompt_table import SCHEMA, PromptDataFrameBuilder
-from cockpit.experiments.prompts import PromptFileSet, PromptRepository
+from cockpit.sweep.prompt_table import SCHEMA, build_prompt_table, load_prompt_table, save_prompt_table
+from cockpit.sweep.prompts import PromptFileSet, PromptRepository
 from runtime.prompts import read_prompt_table
 from runtime.schema import InputError
 
@@ -21,19 +21,18 @@ def records() -> list:
 
 
 def test_table_has_seed_columns_and_pending_rows(records: list) -> None:
-    frame = PromptDataFrameBuilder().build(records)
+    frame = build_prompt_table(records)
     assert list(frame.columns) == SCHEMA.names and len(frame) == 40
     assert set(frame["status"]) == {"pending"} and frame["local_completion"].isna().all()
     assert list(frame["variant"][:2]) == ["2k", "2k"] and frame["token_budget"].iloc[-1] == 4096
 
 
 def test_persisted_table_is_what_the_runtime_reads(records: list, tmp_path: Path) -> None:
-    builder = PromptDataFrameBuilder()
-    path = builder.persist(builder.build(records), tmp_path / "run" / "prompts.parquet")
+    path = save_prompt_table(build_prompt_table(records), tmp_path / "run" / "prompts.parquet")
     assert [p.name for p in path.parent.iterdir()] == ["prompts.parquet"]  # no temporary file left behind
     rows = read_prompt_table(path)
     assert [(p.prompt_id, p.variant, p.text) for p in rows] == [(r.prompt_id, r.variant, r.prompt) for r in records]
-    assert builder.load(path).equals(builder.build(records))
+    assert load_prompt_table(path).equals(build_prompt_table(records))
 
 
 def test_loading_a_foreign_table_names_what_is_missing(tmp_path: Path) -> None:
@@ -43,6 +42,6 @@ def test_loading_a_foreign_table_names_what_is_missing(tmp_path: Path) -> None:
     path = tmp_path / "p.parquet"
     pq.write_table(pa.table({"prompt_id": [1], "prompt": ["x"]}), path)
     with pytest.raises(InputError, match="lacks column"):
-        PromptDataFrameBuilder().load(path)
+        load_prompt_table(path)
     with pytest.raises(InputError, match="prompt table not found"):
-        PromptDataFrameBuilder().load(tmp_path / "none.parquet")
+        load_prompt_table(tmp_path / "none.parquet")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cockpit.experiments.correctness import CorrectnessEvaluator
-from cockpit.experiments.report import RunSummary
+from cockpit.analysis.correctness import evaluate, summarize
+from cockpit.analysis.summary import RunSummary
 
 RUN = "run_20261123T120000"
 REF, TP = "tiny_pp1_tp1_n1", "tiny_pp1_tp2_n2"
@@ -93,8 +93,7 @@ def make_run(tp_last_tokens: list[int]) -> tuple[pd.DataFrame, pd.DataFrame, pd.
     metrics = pd.DataFrame(
         [metric(TP, 1800.0, 4.0, None, None), metric(REF, 36.0, 10.0, 50.0, 3 * 2**30)]  # metrics out of order
     )
-    evaluator = CorrectnessEvaluator()
-    summary = evaluator.summarize(evaluator.evaluate(results, baseline))
+    summary = summarize(evaluate(results, baseline))
     return results, metrics, summary
 
 

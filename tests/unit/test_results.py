@@ -9,11 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cockpit.analysis.report import report
+from cockpit.analysis.results import divergence_char, list_runs, load_results
 from cockpit.config import load_settings
-from cockpit.experiments import sweep as sweeps
-from cockpit.experiments.collect import ResultCollector
-from cockpit.experiments.prompt_table import PromptDataFrameBuilder
-from cockpit.experiments.results import divergence_char, list_runs, load_results
+from cockpit.errors import BadInput
+from cockpit.sweep.collect import ResultCollector
+from cockpit.sweep.plan import Sweep, plan
+from cockpit.sweep.prompt_table import load_prompt_table
 from runtime.schema import InputError
 from tests.unit.test_report import PP, REF, TP, make_run
 
@@ -34,15 +36,15 @@ def settings_file(isolated_home: Path) -> Path:
     return config
 
 
-def planned(settings_file: Path, hour: int) -> sweeps.Sweep:
-    return sweeps.plan(load_settings(settings_file), now=datetime(2026, 11, 23, hour))
+def planned(settings_file: Path, hour: int) -> Sweep:
+    return plan(load_settings(settings_file), now=datetime(2026, 11, 23, hour))
 
 
-def collected(settings_file: Path, hour: int = 12, tp_last_tokens: tuple[int, ...] = (1, 9, 1)) -> sweeps.Sweep:
+def collected(settings_file: Path, hour: int = 12, tp_last_tokens: tuple[int, ...] = (1, 9, 1)) -> Sweep:
     """A run whose reference and TP strategies are collected, as the collector leaves them on disk."""
     sweep = planned(settings_file, hour)
     rows, metrics, _ = make_run(list(tp_last_tokens))
-    prompts = PromptDataFrameBuilder().load(sweep.settings.prompt_df_path)
+    prompts = load_prompt_table(sweep.settings.prompt_df_path)
     collector = ResultCollector(prompts, sweep.results_dir, sweep.stamp, sweep.settings.run_id)
     collector.write_table(rows.assign(run_id=sweep.settings.run_id), collector.results_path)
     collector.write_table(metrics, collector.metrics_path)
@@ -85,7 +87,7 @@ def test_load_results_is_the_report_without_writing(settings_file: Path) -> None
     results = load_results(sweep.run_dir)
     assert files_under(sweep.run_dir) == before  # nothing written, nothing touched
     assert results.report_files == {}
-    built = sweeps.report(sweep)
+    built = report(sweep)
     pd.testing.assert_frame_equal(results.table, built.table)
     assert results.winner == built.summary.winner() and results.winner.startswith(f"Winner: **{REF}**")
     assert results.latency_points == built.summary.latency_points()
@@ -120,7 +122,7 @@ def test_completion_pairs(settings_file: Path) -> None:
 
 def test_nothing_collected_names_the_run(settings_file: Path) -> None:
     sweep = planned(settings_file, 12)
-    with pytest.raises(InputError, match=f"^{sweep.run_dir}: no strategy has been collected yet"):
+    with pytest.raises(BadInput, match=f"^{sweep.run_dir}: no strategy has been collected yet"):
         load_results(sweep.run_dir)
     assert not sweep.results_dir.exists()
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cockpit.experiments.strategies import STRATEGIES, SweepSettings, sweep_strategies
+from cockpit.jobs.factory import deepspeed_args
+from cockpit.sweep.strategies import STRATEGIES, SweepSettings, sweep_strategies
 from runtime.contract import ExperimentConfig
 from runtime.topology import Topology
 
@@ -83,7 +84,7 @@ def test_scheduler_requests(tmp_path: Path) -> None:
         "gres": "gpu:2",
         "partition": "gpu",
     }
-    assert hybrid.deepspeed_args() == ["--num_nodes=2", "--num_gpus=2"]
+    assert deepspeed_args(hybrid.config()) == ["--num_nodes=2", "--num_gpus=2"]
     cpu = STRATEGIES["tp_nodes"](settings(tmp_path, device="cpu", partition=None))
     assert "gres" not in cpu.slurm_constraints() and "partition" not in cpu.slurm_constraints()
     assert all(s.expected_jobs() == 1 for s in sweep_strategies(settings(tmp_path)))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cockpit.experiments.sweep import model_tag
-from cockpit.jobs.manifest import Manifest
+from cockpit.sweep.manifest import Manifest
+from cockpit.sweep.plan import model_tag
 from tests.unit.test_cli import run
 
 
@@ -76,9 +76,9 @@ def test_torn_manifest_is_named(sweep_home: Path) -> None:
 def test_a_planned_run_as_status_shows_it(sweep_home: Path) -> None:
     """Plan through the library (no job started), then read it back through the command."""
     from cockpit.config import load_settings
-    from cockpit.experiments import sweep
+    from cockpit.sweep.plan import plan
 
-    planned = sweep.plan(load_settings(sweep_home / "cockpit.toml"), nodes=2, gpus_per_node=1)
+    planned = plan(load_settings(sweep_home / "cockpit.toml"), nodes=2, gpus_per_node=1)
     done = run("sweep", "status", "--json", cwd=sweep_home)
     assert done.returncode == 0, done.stderr
     state = json.loads(done.stdout)
@@ -103,9 +103,9 @@ def test_model_tag(name: str, tag: str) -> None:
 
 def test_manifest_from_another_version_is_named(sweep_home: Path) -> None:
     from cockpit.config import load_settings
-    from cockpit.experiments import sweep
+    from cockpit.sweep.plan import plan
 
-    planned = sweep.plan(load_settings(sweep_home / "cockpit.toml"))
+    planned = plan(load_settings(sweep_home / "cockpit.toml"))
     path = planned.run_dir / "manifest.json"
     data = json.loads(path.read_text())
     data["settings"]["nodez"] = 2
@@ -120,9 +120,9 @@ def test_prompt_limit_runs_the_first_prompts_of_each_file(sweep_home: Path) -> N
     import pandas as pd
 
     from cockpit.config import load_settings
-    from cockpit.experiments import sweep
+    from cockpit.sweep.plan import plan
 
-    planned = sweep.plan(load_settings(sweep_home / "cockpit.toml"), prompt_limit=1)
+    planned = plan(load_settings(sweep_home / "cockpit.toml"), prompt_limit=1)
     table = pd.read_parquet(planned.settings.prompt_df_path)
     assert sorted(zip(table["variant"], table["prompt_id"], strict=True)) == [("2k", 1), ("4k", 1)]
     (sweep_home / "cockpit.toml").write_text((sweep_home / "cockpit.toml").read_text() + "prompt_limit = -1\n")

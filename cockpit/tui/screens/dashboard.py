@@ -11,9 +11,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from cockpit.experiments.progress import SweepProgress
 from cockpit.jobs.queue import QueueRow
 from cockpit.nodes.nodeset import fold
+from cockpit.sweep.progress import SweepProgress
 from cockpit.tui.feeds import Feed
 from cockpit.tui.node_board import NodeBoard
 from cockpit.tui.tables import matching, sync_rows

@@ -22,11 +22,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
-from cockpit.experiments.collect import TraceFile, how_to_open
-from cockpit.experiments.performance import SPLIT_PARTS, Performance
-from cockpit.experiments.report import EXACT_MATCH_LIM, NAN, format_cell, human_bytes
-from cockpit.experiments.results import CompletionPair, RunInfo, RunResults
-from cockpit.jobs.manifest import MANIFEST_NAME
+from cockpit.analysis.bottlenecks import SPLIT_PARTS, Performance
+from cockpit.analysis.results import CompletionPair, RunInfo, RunResults
+from cockpit.analysis.summary import EXACT_MATCH_LIM, NAN, format_cell, human_bytes
+from cockpit.sweep.collect import TraceFile, how_to_open
+from cockpit.sweep.manifest import MANIFEST_NAME
 from runtime.contract import PROFILE_RANGES, ProfileSummary
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from runtime.schema import InputError
+from cockpit.errors import BadInput
 
 HEADER = re.compile(r"@@@ prompt (\d+): (.+)")
 
@@ -34,14 +34,14 @@ def _decode(path: Path) -> str:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise InputError(f"{path}: prompt file not found") from None
+        raise BadInput(f"{path}: prompt file not found") from None
     except OSError as err:
-        raise InputError(f"{path}: cannot read ({err.strerror})") from None
+        raise BadInput(f"{path}: cannot read ({err.strerror})") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
-        raise InputError(f"{path}:{line}: not UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})") from None
+        raise BadInput(f"{path}:{line}: not UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})") from None
 
 
 def parse_prompt_file(path: Path, variant: str, token_budget: int) -> list[PromptRecord]:
@@ -56,25 +56,25 @@ def parse_prompt_file(path: Path, variant: str, token_budget: int) -> list[Promp
         prompt_id, title, line = current
         text = "\n".join(body).strip("\n")
         if not text.strip():
-            raise InputError(f"{path}:{line}: prompt {prompt_id} ({title}) is empty")
+            raise BadInput(f"{path}:{line}: prompt {prompt_id} ({title}) is empty")
         records.append(PromptRecord(prompt_id, variant, text, token_budget, title, str(path), line))
 
     for number, line in enumerate(_decode(path).splitlines(), start=1):
         if line.startswith("@@@"):
             match = HEADER.fullmatch(line.rstrip())
             if not match:
-                raise InputError(f"{path}:{number}: expected '@@@ prompt <id>: <title>', got {line[:60]!r}")
+                raise BadInput(f"{path}:{number}: expected '@@@ prompt <id>: <title>', got {line[:60]!r}")
             close()
             current, body = (int(match[1]), match[2].strip(), number), []
         elif current is not None:
             body.append(line)
         elif line.strip() and not line.startswith("#"):
-            raise InputError(f"{path}:{number}: text before the first '@@@ prompt <id>: <title>' line")
+            raise BadInput(f"{path}:{number}: text before the first '@@@ prompt <id>: <title>' line")
     close()
     seen: dict[int, int] = {}
     for record in records:
         if record.prompt_id in seen:
-            raise InputError(
+            raise BadInput(
                 f"{path}:{record.line}: prompt id {record.prompt_id} again (first at line {seen[record.prompt_id]})"
             )
         seen[record.prompt_id] = record.line
@@ -94,7 +94,7 @@ class PromptFileSet:
             return self.token_budgets[variant]
         match = re.fullmatch(r"(\d+)k", variant)
         if not match:
-            raise InputError(f"prompt variant {variant!r}: give its token budget (no 'Nk' in the name)")
+            raise BadInput(f"prompt variant {variant!r}: give its token budget (no 'Nk' in the name)")
         return int(match[1]) * 1024
 
     def iter_records(self) -> list[PromptRecord]:
@@ -102,7 +102,7 @@ class PromptFileSet:
         by_variant = {v: parse_prompt_file(Path(p), v, self.budget(v)) for v, p in self.files.items()}
         for variant, records in by_variant.items():
             if len(records) != self.count:
-                raise InputError(
+                raise BadInput(
                     f"{self.files[variant]}: {len(records)} prompts, expected exactly {self.count} (variant {variant})"
                 )
         (first, first_records), *others = by_variant.items()
@@ -111,7 +111,7 @@ class PromptFileSet:
             theirs = [r.prompt_id for r in records]
             if theirs != ids:
                 position = next(i for i, (a, b) in enumerate(zip(ids, theirs, strict=True)) if a != b)
-                raise InputError(
+                raise BadInput(
                     f"{self.files[variant]}:{records[position].line}: prompt {position + 1} has id {theirs[position]}, "
                     f"but {self.files[first]} has id {ids[position]} there (ids must align across variants)"
                 )
@@ -138,5 +138,5 @@ class PromptRepository:
         """The records with this id: one per variant, or only `variant`'s."""
         found = [r for r in self._records if r.prompt_id == prompt_id and variant in (None, r.variant)]
         if not found:
-            raise InputError(f"no prompt {prompt_id}{f' in variant {variant}' if variant else ''}")
+            raise BadInput(f"no prompt {prompt_id}{f' in variant {variant}' if variant else ''}")
         return found

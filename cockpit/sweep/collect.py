@@ -22,11 +22,11 @@ import pyarrow as pa
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from cockpit.experiments.strategies import ParallelismStrategy
+from cockpit.errors import BAD_INPUT
 from cockpit.jobs.records import JobRecord
+from cockpit.sweep.strategies import ParallelismStrategy
 from runtime.atomic import atomic_open
 from runtime.contract import PROFILER_FILES, PROFILER_VIEWERS, ExperimentConfig, Profiler, ProfileSummary
-from runtime.schema import InputError
 from runtime.trace_summary import summarize
 
 SHARD_SCHEMA = pa.schema(
@@ -135,7 +135,7 @@ def rank_traces(config: ExperimentConfig, rank: int) -> Iterator[TraceFile]:
         if tool == "torch":
             try:
                 summary = trace_summary(config, rank, path)
-            except InputError as err:
+            except BAD_INPUT as err:
                 problem = str(err)
         yield TraceFile(config.strategy_id, rank, tool, path, path.stat().st_size, summary, problem)
 
@@ -219,7 +219,7 @@ def _profiled(strategy: ParallelismStrategy) -> dict[str, Any]:
         if path.exists():
             try:
                 summaries.append(ProfileSummary.load(path))
-            except InputError:
+            except BAD_INPUT:
                 continue  # `cluster traces` names it; the metrics row does without
     if not summaries:
         return {"profiled_ranks": 0, "profiled_comm_share": None, "profiled_idle_share": None}

@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 import plotext as plt
 
-from cockpit.experiments.correctness import require_columns
-from cockpit.experiments.performance import Performance
+from cockpit.analysis.bottlenecks import Performance
+from cockpit.analysis.correctness import require_columns
 from runtime.atomic import atomic_write_text
 
 RESULT_COLUMNS = ("strategy", "strategy_kind", "variant", "latency_ms", "ttft_ms", "tokens_generated", "prompt_tokens")

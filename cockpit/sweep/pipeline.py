@@ -1,12 +1,11 @@
-"""`DistributedExperimentPipeline`: the strategies of a sweep, one job at a time (seed 01 step 4, seed 02).
+"""`DistributedExperimentPipeline`: the strategies of a sweep, one job at a time.
 
 For each strategy: render its job, submit it, follow it until the scheduler's final word, and only on COMPLETED
 hand it to the collector. A failed job is written to `failed_experiments.csv` with its config and error, and the
-strategy may name the next config to try (a halved batch after running out of memory, a plain retry after a
-node failure). The manifest is rewritten after every change; re-running a sweep skips what it marks done and
-re-attaches to a job still running from an earlier process instead of submitting it again. Ctrl-C or SIGTERM
-cancels the running job, records it, and leaves the manifest whole.
-"""
+retry policy (cockpit.sweep.retry) may name the next config to try (a halved batch after running out of memory,
+a plain retry after a node failure). The manifest is rewritten after every change; re-running a sweep skips what
+it marks done and re-attaches to a job still running from an earlier process instead of submitting it again.
+Ctrl-C or SIGTERM cancels the running job, records it, and leaves the manifest whole."""
 
 from __future__ import annotations
 
@@ -19,11 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cockpit.experiments.collect import ResultCollector
-from cockpit.experiments.strategies import ParallelismStrategy
+from cockpit.errors import Interrupted
 from cockpit.jobs.factory import JobFiles, SlurmJobFactory
-from cockpit.jobs.manifest import Attempt, Manifest, StrategyEntry, now_iso
 from cockpit.jobs.records import ACTIVE_STATES, JobManager, JobRecord, wait_final
+from cockpit.sweep.collect import ResultCollector
+from cockpit.sweep.manifest import Attempt, Manifest, StrategyEntry, now_iso
+from cockpit.sweep.retry import next_attempt
+from cockpit.sweep.strategies import ParallelismStrategy
 from runtime.atomic import atomic_write_text
 from runtime.schema import to_plain
 
@@ -41,7 +42,7 @@ FAILED_LOG_COLUMNS = [
 ]
 
 
-class SweepCancelled(Exception):
+class SweepCancelled(Interrupted):
     """The sweep stopped because its job was cancelled (Ctrl-C, SIGTERM, `sweep cancel` or scancel)."""
 
 
@@ -128,7 +129,7 @@ class DistributedExperimentPipeline:
         return self.manifest
 
     def entry(self, strategy: ParallelismStrategy) -> StrategyEntry:
-        return register(self.manifest, strategy, self.factory.files(strategy))
+        return register(self.manifest, strategy, self.factory.files(strategy.config()))
 
     def run_strategy(self, strategy: ParallelismStrategy) -> bool:
         """Submit (or re-attach), follow, collect; retries as the strategy says. Whether it ended collected."""
@@ -139,14 +140,14 @@ class DistributedExperimentPipeline:
         current: ParallelismStrategy | None = strategy
         if entry.job_id and (entry.status in ACTIVE_STATES or entry.status in ("SUBMITTED", "COMPLETED")):
             self._tell("state", entry, f"re-attaching to job {entry.job_id} ({entry.status})")
-            current = self._finish(strategy, entry, self.factory.files(strategy), entry.job_id)
+            current = self._finish(strategy, entry, self.factory.files(strategy.config()), entry.job_id)
         tries = 0  # in this process: a resumed sweep gives a failed strategy its attempts afresh
         while current is not None and not entry.done:
             if tries == self.max_attempts:
                 self._tell("failed", entry, f"giving up after {tries} attempts")
                 break
             tries += 1
-            files = self.factory.render(current)
+            files = self.factory.render(current.job_spec())
             job_id = self.manager.submit(files)
             entry.job_id, entry.status, entry.collected = job_id, "SUBMITTED", False
             entry.attempts.append(
@@ -187,7 +188,7 @@ class DistributedExperimentPipeline:
         self._tell("failed", entry, error, job)
         if job.state == "CANCELLED":
             raise SweepCancelled(f"{entry.strategy_id}: job {job_id} was cancelled")
-        return strategy.next_attempt(job, tail)
+        return next_attempt(strategy, job, tail)
 
     def _follow(self, entry: StrategyEntry, job_id: str) -> JobRecord:
         def seen(job: JobRecord) -> None:

@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cockpit.jobs.manifest import MANIFEST_NAME, Manifest, StrategyEntry
+from cockpit.errors import BAD_INPUT
+from cockpit.sweep.manifest import MANIFEST_NAME, Manifest, StrategyEntry
 from runtime.contract import ExperimentConfig, Phase, ProgressLine
 from runtime.outputs import last_progress
-from runtime.schema import InputError
 
 ACTIVE_RUN_STATES = frozenset({"planned", "running"})
 RATE_HISTORY = 50  # tokens/s samples kept per rank for its running median
@@ -172,7 +172,7 @@ class ProgressTracker:
         if signature is not None and signature != self._manifest_signature:
             try:
                 self._manifest = Manifest.load(self.run_dir)
-            except InputError:
+            except BAD_INPUT:
                 return self._manifest  # gone or unreadable this instant: the last good one stands
             self._manifest_signature = signature
         return self._manifest
@@ -187,7 +187,7 @@ class ProgressTracker:
         elif state.running_since is None:
             state.running_since = now
         if state.config is None:
-            with contextlib.suppress(InputError):  # not written yet: no ranks to show until it reads
+            with contextlib.suppress(*BAD_INPUT):  # not written yet: no ranks to show until it reads
                 state.config = ExperimentConfig.load(entry.exp_config_path)
         config = state.config
         paths = [config.progress_path(rank) for rank in range(config.world_size)] if config else []
@@ -251,7 +251,7 @@ def find_active_run(runs_dir: Path) -> Path | None:
     for path in sorted(runs_dir.glob(f"run_*/{MANIFEST_NAME}"), reverse=True):
         try:
             manifest = Manifest.load(path.parent)
-        except InputError:
+        except BAD_INPUT:
             continue  # being rewritten this instant, or not a manifest this cockpit can read
         if manifest.state in ACTIVE_RUN_STATES:
             return path.parent

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from cockpit.experiments import perf_model as pm
-from cockpit.experiments.strategies import STRATEGIES, Shape, SweepSettings
+from cockpit.analysis import performance_model as pm
+from cockpit.errors import BAD_INPUT, BadInput
+from cockpit.sweep.strategies import STRATEGIES, Shape, SweepSettings
 from runtime.prompts import split_evenly
-from runtime.schema import InputError
 
 PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 REFERENCE = "reference"
@@ -37,9 +37,9 @@ def model_shape(model_path: str | Path, precision: str) -> pm.ModelShape:
         config = json.loads(path.read_text())
         return pm.ModelShape.from_config(config, PRECISION_BYTES[precision])
     except OSError as err:
-        raise InputError(f"{path}: {err.strerror}") from None
+        raise BadInput(f"{path}: {err.strerror}") from None
     except (ValueError, KeyError, TypeError) as err:
-        raise InputError(f"{path}: not a transformers model config ({err})") from None
+        raise BadInput(f"{path}: not a transformers model config ({err})") from None
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ def for_run(
         return "no prediction: no strategy's metrics are collected"
     try:
         model = model_shape(settings.model_path, settings.precision)
-    except InputError as err:
+    except BAD_INPUT as err:
         return f"no prediction: {err}"
     return analyse(rows, metrics, settings, model, peaks)
 

@@ -25,8 +25,8 @@ import openai
 import pandas as pd
 
 from cockpit.config import Settings
-from cockpit.experiments.prompt_table import PromptDataFrameBuilder
-from runtime.schema import InputError
+from cockpit.errors import BadInput, OperationFailed
+from cockpit.sweep.prompt_table import load_prompt_table, save_prompt_table
 
 log = logging.getLogger("cockpit.baseline")
 
@@ -34,7 +34,7 @@ RETRYABLE_STATUS = frozenset({408, 409, 429})  # and every 5xx
 NO_KEY = "unused"  # local servers want none, the SDK wants a string
 
 
-class BaselineError(InputError):
+class BaselineError(OperationFailed):
     """The endpoint gave no usable completion. Its message is one line naming the URL."""
 
 
@@ -155,7 +155,7 @@ class OpenAICompletionClient:
         if not url:
             return None
         if not settings.baseline_model:
-            raise BaselineError(f"{url}: no baseline model (set [baseline] model or $COCKPIT_BASELINE_MODEL)")
+            raise BadInput(f"{url}: no baseline model (set [baseline] model or $COCKPIT_BASELINE_MODEL)")
         section = settings.file.baseline
         limits = {
             "timeout_s": section.timeout_s,
@@ -277,7 +277,6 @@ class LocalInferenceRunner:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.client, self.max_tokens, self.concurrency = client, max_tokens, concurrency
-        self.builder = PromptDataFrameBuilder()
         self.failures: list[RowFailure] = []  # of the last run
 
     def run(
@@ -308,19 +307,19 @@ class LocalInferenceRunner:
                 frame.iat[i, column["local_completion"]] = completion.text if completion else None
                 frame.iat[i, column["local_latency_ms"]] = completion.latency_ms if completion else None
                 frame.iat[i, column["status"]] = "done" if completion else "failed"
-                self.builder.persist(frame, out_path)
+                save_prompt_table(frame, out_path)
                 if on_row is not None:
                     on_row(RowOutcome(prompt_id, variant, "done" if completion else "failed", completion, error))
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-        self.builder.persist(frame, out_path)
+        save_prompt_table(frame, out_path)
         return frame
 
     def _resume(self, frame: pd.DataFrame, out_path: Path) -> pd.DataFrame:
         """Take the rows an earlier run finished for the same prompt from `out_path`, if it exists."""
         if not out_path.exists():
             return frame
-        earlier = self.builder.load(out_path)
+        earlier = load_prompt_table(out_path)
         done = {
             (int(row.prompt_id), str(row.variant), str(row.prompt)): row
             for row in earlier.itertuples(index=False)

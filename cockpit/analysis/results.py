@@ -1,5 +1,5 @@
 """A run's results as the cockpit shows them: the runs on disk, and one run's strategy table, plot data and
-completions beside the reference's. Computed as `cluster report` computes them (`sweep.score`), but nothing is
+completions beside the reference's. Computed as `cluster report` computes them (`report.score`), but nothing is
 written; no Textual here."""
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from cockpit.experiments import sweep as sweeps
-from cockpit.experiments.collect import ResultCollector, TraceFile
-from cockpit.experiments.correctness import KEY
-from cockpit.experiments.performance import Performance
-from cockpit.experiments.report import report_paths
-from cockpit.jobs.manifest import MANIFEST_NAME, Manifest
-from runtime.schema import InputError
+from cockpit.analysis.bottlenecks import Performance
+from cockpit.analysis.correctness import KEY
+from cockpit.analysis.report import Scored, score
+from cockpit.analysis.summary import report_paths
+from cockpit.errors import BAD_INPUT
+from cockpit.sweep.collect import ResultCollector, TraceFile
+from cockpit.sweep.manifest import MANIFEST_NAME, Manifest
+from cockpit.sweep.plan import load
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def divergence_char(reference: str, completion: str) -> int | None:
 def _run_info(run_dir: Path) -> RunInfo:
     try:
         manifest = Manifest.load(run_dir)
-    except InputError as err:
+    except BAD_INPUT as err:
         return RunInfo(run_dir.name, run_dir, f"unreadable: {err}", "?", 0, 0, None, False)
     collected = sum(entry.collected for entry in manifest.strategies.values())
     return RunInfo(
@@ -96,7 +97,7 @@ def list_runs(runs_dir: Path) -> list[RunInfo]:
     return [_run_info(folder) for folder in folders]
 
 
-def completion_pairs(scored: sweeps.Scored) -> list[CompletionPair]:
+def completion_pairs(scored: Scored) -> list[CompletionPair]:
     """Every non-reference strategy's completion beside the reference's for the same variant and prompt."""
     rows = scored.rows
     is_reference = rows["strategy"] == scored.reference
@@ -121,7 +122,7 @@ def completion_pairs(scored: sweeps.Scored) -> list[CompletionPair]:
 
 
 def run_results(
-    run_dir: Path, scored: sweeps.Scored, report_files: dict[str, Path], traces: tuple[TraceFile, ...] = ()
+    run_dir: Path, scored: Scored, report_files: dict[str, Path], traces: tuple[TraceFile, ...] = ()
 ) -> RunResults:
     """What the results screen shows, from a scored run."""
     summary = scored.summary
@@ -141,11 +142,9 @@ def run_results(
 
 
 def load_results(run_dir: Path, peaks: Mapping[str, float] | None = None) -> RunResults:
-    """One run's results, read from its folder; writes nothing. InputError naming the folder when nothing is
+    """One run's results, read from its folder; writes nothing. BadInput naming the folder when nothing is
     collected yet or its manifest cannot be read. `peaks`: the inventory's memory bandwidths by host."""
-    sweep = sweeps.load(run_dir)
+    sweep = load(run_dir)
     files = report_paths(sweep.results_dir, sweep.stamp)
     traces = tuple(ResultCollector.iter_traces(sweep.strategies()))
-    return run_results(
-        sweep.run_dir, sweeps.score(sweep, peaks), {k: p for k, p in files.items() if p.exists()}, traces
-    )
+    return run_results(sweep.run_dir, score(sweep, peaks), {k: p for k, p in files.items() if p.exists()}, traces)

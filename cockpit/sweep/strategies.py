@@ -1,5 +1,5 @@
-"""The parallelism strategies of a sweep (seed 01): each turns the sweep's settings into one pure
-`ExperimentConfig`, and says what it needs from the scheduler and what it does to the model.
+"""The parallelism strategies of a sweep: each turns the sweep's settings into one pure `ExperimentConfig` and
+the `JobSpec` the job factory renders (what it needs from the scheduler), and says what it does to the model.
 
     reference        one device, the whole model: the tokens every other strategy must reproduce
     tp_nodes         tensor parallel across nodes, one GPU each: every layer split, all-reduces over the network
@@ -11,22 +11,16 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
-from cockpit.jobs.records import TRANSIENT_STATES, JobRecord
+from cockpit.jobs.factory import JobSpec
 from runtime.contract import Device, ExperimentConfig, Precision, Profiler
 
 if TYPE_CHECKING:
     import pandas as pd
-
-# how running out of memory reads in a job's log, on any device (and Slurm's own state for a cgroup kill)
-OUT_OF_MEMORY = re.compile(
-    r"out of memory|OutOfMemoryError|can't allocate memory|oom[-_ ]kill|OUT_OF_MEMORY", re.IGNORECASE
-)
 
 
 @dataclass(frozen=True)
@@ -133,6 +127,10 @@ class ParallelismStrategy(ABC):
             profile_steps=s.profile_steps,
         )
 
+    def job_spec(self) -> JobSpec:
+        """The strategy's job as the factory renders it."""
+        return JobSpec(self.config(), self.slurm_constraints(), f"{self.strategy_id}: {self.describe_topology()}")
+
     def slurm_constraints(self) -> dict[str, str | int]:
         """The #SBATCH options: one task per GPU, packed so consecutive ranks share a node."""
         s = self.settings
@@ -150,10 +148,6 @@ class ParallelismStrategy(ABC):
             options["account"] = s.account
         return options
 
-    def deepspeed_args(self) -> list[str]:
-        """Arguments for the deepspeed launcher when it, not srun, starts the ranks (one process per GPU)."""
-        return [f"--num_nodes={self.num_nodes}", f"--num_gpus={self.gpus_per_node}"]
-
     def expected_jobs(self) -> int:
         """Scheduler jobs per attempt: one job decodes both prompt variants from the one prompt table."""
         return 1
@@ -168,16 +162,6 @@ class ParallelismStrategy(ABC):
             strategy=self.strategy_id, strategy_kind=self.kind, tp_size=self.tp_size, pp_size=self.pp_size
         )
         return tagged.sort_values(["variant", "prompt_id"], kind="stable").reset_index(drop=True)
-
-    def next_attempt(self, job: JobRecord, log_tail: str) -> ParallelismStrategy | None:
-        """Dynamic config: what to run after this strategy's job failed, or None to give up. Out of memory
-        halves the batch (down to 1); a fault of the machine (node failure, preemption) retries as it was."""
-        if job.state == "OUT_OF_MEMORY" or OUT_OF_MEMORY.search(log_tail):
-            half = self.settings.batch_size // 2
-            return self.with_settings(batch_size=half) if half >= 1 else None
-        if job.state in TRANSIENT_STATES:
-            return self
-        return None
 
     def with_settings(self, **changes: object) -> ParallelismStrategy:
         """The same strategy with other settings (a retry with a smaller batch, a parameter sweep)."""

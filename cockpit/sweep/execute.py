@@ -1,0 +1,180 @@
+"""Drive a planned sweep: verify the runtime the nodes run, run (or resume) every strategy not done through the
+pipeline, fill in the baseline, and cancel or inspect a run from another process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cockpit.config import Settings
+from cockpit.errors import BadInput
+from cockpit.jobs.factory import RuntimeEnvironment
+from cockpit.sweep.collect import ResultCollector
+from cockpit.sweep.manifest import Manifest
+from cockpit.sweep.pipeline import DistributedExperimentPipeline, SweepEvent
+from cockpit.sweep.plan import BASELINE_NAME, Sweep
+from cockpit.sweep.prompt_table import load_prompt_table, save_prompt_table
+from runtime.contract import BuildManifest
+from runtime.outputs import last_progress
+
+
+def verified_runtime(sweep: Sweep, settings: Settings, on_event: Callable[[SweepEvent], None]) -> RuntimeEnvironment:
+    """The runtime the sweep's jobs run: this tree when delivery is shared; else the build every node the jobs
+    may run on verifiably has (one fan-out; a BadInput with the table of nodes that differ, before any job)."""
+    launcher = sweep.manifest.launcher
+    if settings.runtime.delivery == "shared":
+        return RuntimeEnvironment(launcher=launcher)
+    from cockpit.delivery.build import IMAGE_PYTHON, IMAGE_SOURCE
+    from cockpit.delivery.verify import require_verified, target
+    from cockpit.nodes.inventory import LOCALHOST, Inventory
+    from cockpit.nodes.ssh import pool_for
+
+    local = sweep.manifest.backend == "local"  # the local backend runs every job on this machine
+    nodes = [LOCALHOST] if local else Inventory.load(settings.inventory).compute
+
+    async def check() -> BuildManifest:
+        async with pool_for(settings) as pool:
+            return await require_verified(pool, nodes, settings, sweep.settings.device)
+
+    build = asyncio.run(check())
+    where = target(settings, build)
+    on_event(SweepEvent("verified", "runtime", f"{build.build_id} ({build.delivery}, {build.device}) at {where.path}"))
+    if build.delivery == "apptainer":
+        return RuntimeEnvironment(IMAGE_PYTHON, IMAGE_SOURCE, launcher, image=where.path, build_id=build.build_id)
+    return RuntimeEnvironment(
+        f"{where.path}/venv/bin/python",
+        f"{where.path}/src",
+        launcher,
+        build_id=build.build_id,
+        extensions_dir=f"{where.path}/.cache/torch_extensions",
+    )
+
+
+def _pipeline(
+    sweep: Sweep, on_event: Callable[[SweepEvent], None], runtime: RuntimeEnvironment | None = None
+) -> DistributedExperimentPipeline:
+    prompts = load_prompt_table(sweep.settings.prompt_df_path)
+    collector = ResultCollector(prompts, sweep.results_dir, sweep.stamp, sweep.settings.run_id)
+    return DistributedExperimentPipeline(
+        sweep.strategies(),
+        sweep.factory(runtime),
+        sweep.backend().job_manager(sweep.run_dir),
+        collector,
+        sweep.manifest,
+        max_attempts=sweep.manifest.max_attempts,
+        on_event=on_event,
+    )
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM takes Ctrl-C's path: the running job is cancelled and the manifest left consistent."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def execute(sweep: Sweep, settings: Settings, on_event: Callable[[SweepEvent], None]) -> Manifest:
+    """Run (or resume) every strategy not done, then the baseline, correctness and the report."""
+    if sweep.manifest.pipeline_alive():
+        raise BadInput(f"{sweep.run_dir}: a sweep process (pid {sweep.manifest.pipeline_pid}) is running it")
+    runtime = verified_runtime(sweep, settings, on_event)
+    if sweep.manifest.baseline != "reference":
+        run_endpoint_baseline(sweep, settings, on_event)
+    pipeline = _pipeline(sweep, on_event, runtime)
+    with sigterm_as_interrupt():
+        manifest = pipeline.run()
+    if sweep.manifest.baseline == "reference":
+        baseline_from_reference(sweep)
+    return manifest
+
+
+def run_endpoint_baseline(sweep: Sweep, settings: Settings, on_event: Callable[[SweepEvent], None]) -> None:
+    """Baseline completions from the configured OpenAI-compatible endpoint (resumable: done rows are kept)."""
+    from cockpit.sweep.baseline import LocalInferenceRunner, OpenAICompletionClient
+
+    client = OpenAICompletionClient.from_settings(settings)
+    if client is None:
+        raise BadInput(f"{sweep.run_dir}: the run's baseline is {sweep.manifest.baseline}, but none is configured")
+    out = sweep.results_dir / BASELINE_NAME
+    frame = load_prompt_table(out if out.exists() else sweep.settings.prompt_df_path)
+    runner = LocalInferenceRunner(client, sweep.settings.max_new_tokens, settings.file.baseline.concurrency)
+    runner.run(frame, out)
+    done = len(frame) - len(runner.failures)
+    on_event(SweepEvent("collected", "baseline", f"{done} of {len(frame)} completions from {client.url}"))
+    for failure in runner.failures:
+        on_event(SweepEvent("failed", "baseline", f"prompt {failure.prompt_id} ({failure.variant}): {failure.message}"))
+
+
+def baseline_from_reference(sweep: Sweep) -> Path | None:
+    """With no endpoint, the baseline is the single-device reference run of the cluster's own model."""
+    rows = ResultCollector.load_rows(sweep.results_dir, sweep.stamp)
+    reference = sweep.strategies()[0].strategy_id
+    if rows is None or reference not in set(rows["strategy"]):
+        return None
+    prompts = load_prompt_table(sweep.settings.prompt_df_path)
+    ref = rows[rows["strategy"] == reference].set_index(["variant", "prompt_id"])
+    keys = pd.MultiIndex.from_frame(prompts[["variant", "prompt_id"]])
+    found = keys.isin(ref.index)
+    prompts.loc[found, "local_completion"] = ref.loc[keys[found], "completion"].to_numpy()
+    prompts.loc[found, "local_latency_ms"] = ref.loc[keys[found], "latency_ms"].to_numpy()
+    prompts["status"] = ["done" if f else "failed" for f in found]
+    return save_prompt_table(prompts, sweep.results_dir / BASELINE_NAME)
+
+
+def cancel(sweep: Sweep) -> list[str]:
+    """Stop a sweep: its process if alive (it cancels its own job), else any job it left running."""
+    manifest = sweep.manifest
+    if manifest.pipeline_alive() and manifest.pipeline_pid is not None:
+        os.kill(manifest.pipeline_pid, signal.SIGTERM)
+        return [f"sent SIGTERM to the sweep process {manifest.pipeline_pid}"]
+    manager, done = sweep.backend().job_manager(sweep.run_dir), []
+    for entry in manifest.running():
+        assert entry.job_id is not None
+        manager.cancel(entry.job_id)
+        entry.status = "CANCELLED"
+        done.append(f"cancelled job {entry.job_id} ({entry.strategy_id})")
+    manifest.state = "cancelled"
+    manifest.save()
+    return done
+
+
+def status(sweep: Sweep) -> dict[str, Any]:
+    """The manifest's view, with live progress (rows written by the result ranks) for running strategies."""
+    rows = []
+    for strategy in sweep.strategies():
+        entry = sweep.manifest.strategies.get(strategy.strategy_id)
+        if entry is None:
+            continue
+        progress = [last_progress(strategy.config().progress_path(rank)) for rank in strategy.result_ranks()]
+        written = sum(p.rows_written for p in progress if p is not None)
+        expected = sum(p.rows_expected for p in progress if p is not None)
+        rows.append(
+            {
+                "strategy": entry.strategy_id,
+                "kind": entry.kind,
+                "status": entry.status,
+                "job_id": entry.job_id,
+                "attempts": len(entry.attempts),
+                "collected": entry.collected,
+                "partial": entry.partial,
+                "rows": entry.rows,
+                "progress": f"{written}/{expected}" if expected else None,
+                "problems": entry.problems,
+            }
+        )
+    m = sweep.manifest
+    return {"run_id": m.run_id, "run_dir": m.run_dir, "backend": m.backend, "state": m.state, "strategies": rows}

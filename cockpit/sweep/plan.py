@@ -1,0 +1,167 @@
+"""A new sweep's run folder, or an existing one read back: the settings every strategy shares, the prompt table,
+and the manifest that lists every strategy before any job runs.
+
+run_<ts>/prompts.parquet                    the prompt table every step reads
+run_<ts>/manifest.json                      strategies, jobs, attempts, states (cockpit.sweep.manifest)
+run_<ts>/failed_experiments.csv             every failed attempt with its config and error
+run_<ts>/<strategy_id>/                     exp_config.json, job.slurm, logs/, outputs/, metrics/, progress/
+run_<ts>/jobs/                              the local backend's job records
+run_<ts>/results/baseline_prompts.parquet   the prompt table with the baseline's completions
+run_<ts>/results/run_<ts>.parquet           every strategy's rows, long form
+run_<ts>/results/summary_run_<ts>.{csv,md}  the strategy table; plots/ beside it
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cockpit.config import EMBEDDED_MODEL, Settings
+from cockpit.errors import BadInput
+from cockpit.jobs.backend import Backend, choose_backend
+from cockpit.jobs.factory import RuntimeEnvironment, SlurmJobFactory
+from cockpit.sweep.manifest import MANIFEST_NAME, Manifest, now_iso
+from cockpit.sweep.pipeline import register
+from cockpit.sweep.prompt_table import build_prompt_table, save_prompt_table
+from cockpit.sweep.prompts import PromptFileSet, PromptRecord, PromptRepository
+from cockpit.sweep.strategies import ParallelismStrategy, SweepSettings, sweep_strategies
+
+PROMPTS_NAME = "prompts.parquet"
+BASELINE_NAME = "baseline_prompts.parquet"
+
+
+def model_tag(name: str) -> str:
+    """A short id for strategy ids: 'tiny-llama' -> 'tiny', 'Meta-Llama-3-8B-Instruct' -> 'llama8b'."""
+    if name == EMBEDDED_MODEL:
+        return "tiny"
+    lowered = name.lower().rsplit("/", 1)[-1].removeprefix("meta-")
+    family = re.match(r"[a-z]+", lowered)
+    sizes = re.findall(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)b\b", lowered)
+    if family and sizes:
+        return f"{family[0]}{sizes[-1].replace('.', '')}b"
+    return re.sub(r"[^a-z0-9]+", "", lowered)[:16] or "model"
+
+
+@dataclass
+class Sweep:
+    """One run folder and everything needed to drive it."""
+
+    settings: SweepSettings
+    manifest: Manifest
+
+    @property
+    def run_dir(self) -> Path:
+        return self.settings.run_dir
+
+    @property
+    def results_dir(self) -> Path:
+        return self.run_dir / "results"
+
+    @property
+    def stamp(self) -> str:
+        return self.settings.run_id.removeprefix("run_")
+
+    def strategies(self) -> list[ParallelismStrategy]:
+        return sweep_strategies(self.settings)
+
+    def backend(self) -> Backend:
+        """The scheduler the run was planned for (the run folders live in the run's parent folder)."""
+        return choose_backend(self.manifest.backend, self.run_dir.parent, self.manifest.launcher)
+
+    def factory(self, runtime: RuntimeEnvironment | None = None) -> SlurmJobFactory:
+        """The job factory for this run's jobs: this tree's runtime unless a verified build is given."""
+        return SlurmJobFactory(runtime or RuntimeEnvironment(launcher=self.manifest.launcher))
+
+
+def _plain_settings(settings: SweepSettings) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(settings).items()}
+
+
+def first_prompts(records: list[PromptRecord], limit: int) -> list[PromptRecord]:
+    """The first `limit` records of each variant, in file order (ids stay aligned across variants)."""
+    taken: dict[str, int] = {}
+    kept = []
+    for record in records:
+        taken[record.variant] = taken.get(record.variant, 0) + 1
+        if taken[record.variant] <= limit:
+            kept.append(record)
+    return kept
+
+
+def plan(settings: Settings, *, now: datetime | None = None, **overrides: Any) -> Sweep:
+    """A new run folder: the prompt table written and checked, the manifest listing every strategy."""
+    section = dataclasses.replace(settings.sweep, **overrides)
+    model_path = settings.model_path
+    if not model_path.exists():
+        hint = " (build it: cluster model build-tiny)" if settings.file.model.name == EMBEDDED_MODEL else ""
+        raise BadInput(f"{model_path}: model not found{hint}")
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    run_id = f"run_{stamp}"
+    run_dir = settings.runs_dir / run_id
+    if run_dir.exists():
+        raise BadInput(f"{run_dir}: a run with this timestamp exists already")
+    files = PromptFileSet(settings.prompt_files(), count=section.prompts_per_file)
+    records = PromptRepository(files).load_all()  # every file problem surfaces here, before any folder exists
+    if section.prompt_limit:
+        records = first_prompts(records, section.prompt_limit)
+    sweep_settings = SweepSettings(
+        model_name=settings.file.model.name,
+        model_path=str(model_path),
+        model_tag=section.model_tag or model_tag(settings.file.model.name),
+        run_id=run_id,
+        run_dir=run_dir,
+        prompt_df_path=run_dir / PROMPTS_NAME,
+        nodes=section.nodes,
+        gpus_per_node=section.gpus_per_node,
+        batch_size=section.batch_size,
+        max_new_tokens=section.max_new_tokens,
+        precision=section.precision,
+        device=section.device,
+        slurm_time_limit=section.time_limit,
+        partition=settings.cluster.partition,
+        account=settings.cluster.account,
+        profiling_enabled=section.profile,
+        profilers=section.profilers,
+        profile_steps=section.profile_steps,
+    )
+    save_prompt_table(build_prompt_table(records), sweep_settings.prompt_df_path)
+    backend = choose_backend(settings.cluster.scheduler, settings.runs_dir, section.launcher)
+    manifest = Manifest(
+        run_id=run_id,
+        run_dir=str(run_dir),
+        backend=backend.name,
+        created_at=now_iso(),
+        state="planned",
+        launcher=backend.launcher,
+        max_attempts=section.max_attempts,
+        settings=_plain_settings(sweep_settings),
+        baseline=settings.baseline_url or "reference",
+    )
+    sweep = Sweep(sweep_settings, manifest)
+    factory = sweep.factory()
+    for strategy in sweep.strategies():
+        register(manifest, strategy, factory.files(strategy.config()))
+    manifest.save()
+    return sweep
+
+
+def load(run_dir: Path) -> Sweep:
+    """An existing run, from its folder (or its manifest.json)."""
+    run_dir = run_dir.parent if run_dir.name == MANIFEST_NAME else run_dir
+    if not (run_dir / MANIFEST_NAME).exists():
+        raise BadInput(f"{run_dir}: not a sweep run folder (no {MANIFEST_NAME})")
+    manifest = Manifest.load(run_dir)
+    stored = dict(manifest.settings)
+    for key in ("run_dir", "prompt_df_path"):
+        stored[key] = Path(str(stored[key]))
+    fields = {f.name: f for f in dataclasses.fields(SweepSettings)}
+    unknown = sorted(set(stored) - set(fields))
+    missing = sorted(n for n, f in fields.items() if n not in stored and f.default is dataclasses.MISSING)
+    if unknown or missing:
+        keys = ", ".join([*(f"{k} (unknown)" for k in unknown), *(f"{k} (missing)" for k in missing)])
+        raise BadInput(f"{manifest.path}: settings: {keys}; was it written by another version of the cockpit?")
+    return Sweep(SweepSettings(**stored), manifest)
