@@ -7,7 +7,7 @@ import torch
 
 from bench.decode import decode_rate
 from bench.report import ratio_line, table
-from runtime.main import pick_device
+from runtime.device import pick_device
 from runtime.microbench import memory_bandwidth
 from runtime.shapes import shape_config, weight_bytes
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runtime.contract import RUNTIME_BUILD_VAR, ExperimentConfig, Percentiles, RankMetrics, ShardRow, TimeSplit
+from runtime.device import device_name, host_cpus, peak_memory_bytes, pick_device
 from runtime.launch import LaunchError, LaunchInfo, World, detect_launch, join_world
 from runtime.outputs import RankOutputs
 from runtime.schema import InputError
@@ -66,40 +67,6 @@ def percentiles(values: list[float]) -> Percentiles | None:
         return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
     return Percentiles(p50=at(0.5), p95=at(0.95), p99=at(0.99), mean=statistics.fmean(ordered))
-
-
-def pick_device(requested: str, local_rank: int) -> torch.device:
-    import torch
-
-    has_xpu = hasattr(torch, "xpu") and torch.xpu.is_available()
-    kind = requested
-    if requested == "auto":
-        kind = "cuda" if torch.cuda.is_available() else "xpu" if has_xpu else "cpu"
-    if kind == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError("device 'cuda' requested but no CUDA device is visible")
-        index = local_rank % torch.cuda.device_count()
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    if kind == "xpu":
-        if not has_xpu:
-            raise InputError("device 'xpu' requested but no XPU device is visible")
-        index = local_rank % torch.xpu.device_count()
-        torch.xpu.set_device(index)
-        return torch.device("xpu", index)
-    return torch.device("cpu")
-
-
-def peak_memory_bytes(device: torch.device) -> int:
-    import resource
-
-    import torch
-
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    if device.type == "xpu":
-        return int(torch.xpu.max_memory_allocated(device))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 @dataclass
@@ -182,7 +149,7 @@ class Rank:
         started = datetime.now(UTC)
         self.outputs.progress("starting")
         device = pick_device(cfg.device, info.local_rank)
-        from runtime.microbench import calibrate_links, device_name, host_cpus, memory_bandwidth
+        from runtime.microbench import calibrate_links, memory_bandwidth
 
         if device.type == "cpu":  # the CPUs this process may use (a Slurm cpuset can give fewer than the host has)
             torch.set_num_threads(max(1, host_cpus() // info.local_world_size))

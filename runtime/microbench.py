@@ -17,7 +17,6 @@ import functools
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ import torch.distributed as dist
 
 from runtime.atomic import atomic_write_text
 from runtime.contract import LinkFit
+from runtime.device import pick_device
 from runtime.launch import detect_launch, join_world
 from runtime.schema import InputError
 from runtime.topology import Topology
@@ -184,26 +184,6 @@ def calibrate_links(
     return [LinkFit(f["op"], f["impl"], f["ranks"], on_one_host[f["impl"]], f["alpha_s"], f["beta_Bps"]) for f in fits]
 
 
-def device_name(device: torch.device) -> str:
-    """The device's model name: the GPU's, or the CPU's from /proc/cpuinfo."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "xpu":
-        return torch.xpu.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
-def host_cpus() -> int:
-    """CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _peer_lost(reason: str) -> None:
     print(f"microbench: {reason}", file=sys.stderr)
     os._exit(1)
@@ -211,8 +191,6 @@ def _peer_lost(reason: str) -> None:
 
 def communication(rendezvous_timeout_s: float) -> dict:
     """Every rank runs this; rank 0 gets the figures."""
-    from runtime.main import pick_device
-
     info = detect_launch()
     if info.world_size < 2:
         raise InputError("comm needs at least 2 ranks: start it with torchrun, srun or the deepspeed launcher")
@@ -255,8 +233,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         if args.what == "membw":
-            from runtime.main import pick_device
-
             figures = memory_bandwidth(pick_device(args.device, 0), args.megabytes)
         else:
             figures = communication(args.rendezvous_timeout)
