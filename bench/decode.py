@@ -65,9 +65,10 @@ def best_times(fns: list[Callable[[], Tokens]], device: torch.device, repeats: i
 def ours(
     stage: Stage, rows: list[list[int]], device: torch.device, dtype: torch.dtype, new_tokens: int
 ) -> Callable[[], Tokens]:
-    from runtime.generate import Generator
+    from runtime.generate import DecodeSettings, Generator
 
-    generator = Generator.alone(stage, device, dtype, eos_ids=set(), pad_id=0, max_new_tokens=new_tokens)
+    settings = DecodeSettings(device, dtype, eos_ids=set(), pad_id=0, max_new_tokens=new_tokens)
+    generator = Generator.alone(stage, settings)
     return lambda: [r.tokens for r in generator.run(rows)]
 
 

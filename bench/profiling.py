@@ -15,7 +15,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from bench.decode import NEW_TOKENS, PROMPT_TOKENS, Tokens, best_times, build_stage, prompts, theirs
 from bench.report import ratio_line, table
 from runtime.checkpoint import Stage
-from runtime.generate import NOTHING, Generator, Links, Timers
+from runtime.generate import NOTHING, DecodeSettings, Generator, Links, Timers
 from runtime.topology import Topology
 from runtime.trace_summary import STEP_RANGE
 
@@ -32,7 +32,8 @@ def loop(stage: Stage, rows: list[list[int]], mode: str) -> Callable[[], Tokens]
         return record_function(STEP_RANGE) if not prefill else NOTHING
 
     steps = step_range if mode != "off" else None
-    generator = Generator(stage, topo, links, CPU, torch.float32, set(), 0, NEW_TOKENS, 1, steps)
+    settings = DecodeSettings(CPU, torch.float32, eos_ids=set(), pad_id=0, max_new_tokens=NEW_TOKENS)
+    generator = Generator(stage, topo, links, settings, steps)
     if mode != "recorded":
         return lambda: [r.tokens for r in generator.run(rows)]
 

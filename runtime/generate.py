@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
@@ -127,6 +128,19 @@ def _new_micro_batch(stage: Stage, rows: list[list[int]], pad_id: int, device: t
     )
 
 
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How a generator decodes: on which device, in what precision, which tokens end a row (and which pad
+    one), how many tokens a row may get, and into how many micro-batches a batch is cut (pipeline stages)."""
+
+    device: torch.device
+    dtype: torch.dtype
+    eos_ids: AbstractSet[int]
+    pad_id: int
+    max_new_tokens: int
+    micro_batches: int = 1
+
+
 class Generator:
     """Runs batches through this rank's stage. Only the last stage returns results."""
 
@@ -135,44 +149,28 @@ class Generator:
         stage: Stage,
         topo: Topology,
         links: Links,
-        device: torch.device,
-        dtype: torch.dtype,
-        eos_ids: set[int],
-        pad_id: int,
-        max_new_tokens: int,
-        micro_batches: int,
+        settings: DecodeSettings,
         step_range: Callable[[bool], AbstractContextManager[object]] | None = None,
     ) -> None:
-        self.stage, self.topo, self.links = stage, topo, links
+        self.stage, self.topo, self.links, self.settings = stage, topo, links, settings
         self.span = links.timers.span
         self.step_range = step_range or (lambda prefill: NOTHING)  # the profiler's window (runtime.profiling)
-        self.device, self.dtype = device, dtype
-        self.eos_ids, self.pad_id, self.max_new_tokens = eos_ids, pad_id, max_new_tokens
-        self.eos_tensor = torch.tensor(sorted(eos_ids), dtype=torch.long, device=device)
-        self.micro_batches = micro_batches
+        self.device, self.dtype = settings.device, settings.dtype
+        self.eos_tensor = torch.tensor(sorted(settings.eos_ids), dtype=torch.long, device=settings.device)
         self.hidden = stage.config.hidden_size
 
     @classmethod
-    def alone(
-        cls,
-        stage: Stage,
-        device: torch.device,
-        dtype: torch.dtype,
-        eos_ids: set[int],
-        pad_id: int,
-        max_new_tokens: int,
-        micro_batches: int = 1,
-    ) -> Generator:
+    def alone(cls, stage: Stage, settings: DecodeSettings) -> Generator:
         """A generator for a whole model in one process, with no peers (references, benchmarks, tests)."""
         topo = Topology(1, 1, 1, 0)
-        links = Links(topo, device, "none", Timers(enabled=device.type == "cpu"))
-        return cls(stage, topo, links, device, dtype, eos_ids, pad_id, max_new_tokens, micro_batches)
+        links = Links(topo, settings.device, "none", Timers(enabled=settings.device.type == "cpu"))
+        return cls(stage, topo, links, settings)
 
     @torch.inference_mode()
     def run(self, prompts: list[list[int]]) -> list[RowResult]:
         """Greedy-decode one batch; rows come back in prompt order (on the last stage; [] elsewhere)."""
-        parts = split_evenly(prompts, min(self.micro_batches, len(prompts)))
-        mbs = [_new_micro_batch(self.stage, rows, self.pad_id, self.device) for rows in parts]
+        parts = split_evenly(prompts, min(self.settings.micro_batches, len(prompts)))
+        mbs = [_new_micro_batch(self.stage, rows, self.settings.pad_id, self.device) for rows in parts]
         start = time.perf_counter()
         prefill = True
         while any(mb.active for mb in mbs):
@@ -238,7 +236,7 @@ class Generator:
         token = logits[:, -1, :].argmax(dim=-1)
         if mb.finished is None:
             mb.finished = torch.zeros(mb.size, dtype=torch.bool, device=token.device)
-        token = token.masked_fill(mb.finished, self.pad_id)  # finished rows keep feeding padding, as HF does
+        token = token.masked_fill(mb.finished, self.settings.pad_id)  # finished rows keep feeding padding, as HF does
         picked = token.tolist()  # also waits for the device, so the clock below is honest
         now = time.perf_counter() - start
         if mb.step == 0:
@@ -248,9 +246,9 @@ class Generator:
             if mb.results[i] is not None:
                 continue
             mb.tokens[i].append(tok)
-            if tok in self.eos_ids:
+            if tok in self.settings.eos_ids:
                 mb.results[i] = RowResult(mb.tokens[i], "eos", now, mb.ttft_s)
-            elif generated == self.max_new_tokens:
+            elif generated == self.settings.max_new_tokens:
                 mb.results[i] = RowResult(mb.tokens[i], "length", now, mb.ttft_s)
         mb.finished |= torch.isin(token, self.eos_tensor)
         done = all(r is not None for r in mb.results)

@@ -173,7 +173,7 @@ class Rank:
 
         from runtime.checkpoint import PRECISIONS
         from runtime.energy import energy_meter
-        from runtime.generate import Generator, Links, Timers
+        from runtime.generate import DecodeSettings, Generator, Links, Timers
         from runtime.profiling import StepProfiler
 
         link_fits = []
@@ -188,18 +188,10 @@ class Rank:
         links = Links(topo, device, backend, timers)
         micro = cfg.micro_batches_in_flight if cfg.pp_size > 1 else 1
         profiler = StepProfiler(cfg, info.rank, info.hostname, device, links.drain) if profiled else None
-        generator = Generator(
-            stage,
-            topo,
-            links,
-            device,
-            PRECISIONS[cfg.precision],
-            work.eos_ids,
-            work.pad_id,
-            cfg.max_new_tokens,
-            micro,
-            profiler.step if profiler else None,
+        settings = DecodeSettings(
+            device, PRECISIONS[cfg.precision], work.eos_ids, work.pad_id, cfg.max_new_tokens, micro
         )
+        generator = Generator(stage, topo, links, settings, profiler.step if profiler else None)
         meter = energy_meter(device.type, info.local_rank, device.index or 0)
         if meter:
             meter.start()

@@ -41,11 +41,12 @@ class TinyModel:
         """(text, prompt tokens, completion tokens, finish reason) of a greedy decode."""
         import torch
 
-        from runtime.generate import Generator
+        from runtime.generate import DecodeSettings, Generator
 
         ids = self.tokenizer(prompt)["input_ids"]
         with self._lock:
-            generator = Generator.alone(self.stage, torch.device("cpu"), torch.float32, self.eos, self.pad, max_tokens)
+            settings = DecodeSettings(torch.device("cpu"), torch.float32, self.eos, self.pad, max_tokens)
+            generator = Generator.alone(self.stage, settings)
             (result,) = generator.run([ids])
         text = self.tokenizer.decode(result.tokens, skip_special_tokens=True)
         return text, len(ids), len(result.tokens), "stop" if result.finish_reason == "eos" else "length"

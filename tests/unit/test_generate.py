@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from runtime.checkpoint import Stage, load_config, load_stage
-from runtime.generate import Generator, RowResult, left_pad
+from runtime.generate import DecodeSettings, Generator, RowResult, left_pad
 from runtime.prompts import split_evenly
 from tests.integration import runs
 from tests.integration.runs import PROMPTS
@@ -38,7 +38,8 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
 def ours(
     stage: Stage, prompts: list[list[int]], eos: set[int], pad: int, new_tokens: int = NEW_TOKENS, micro: int = 1
 ) -> list[RowResult]:
-    return Generator.alone(stage, CPU, torch.float32, eos, pad, new_tokens, micro_batches=micro).run(prompts)
+    settings = DecodeSettings(CPU, torch.float32, eos, pad, new_tokens, micro_batches=micro)
+    return Generator.alone(stage, settings).run(prompts)
 
 
 def theirs(model_dir: Path, tokenizer: PreTrainedTokenizerBase, eos: int) -> list[list[int]]:

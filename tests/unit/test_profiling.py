@@ -13,7 +13,7 @@ from transformers import AutoTokenizer
 
 from runtime.checkpoint import load_config, load_stage
 from runtime.contract import PROFILE_RANGES, ExperimentConfig, ProfileSummary
-from runtime.generate import Generator, Links, Timers
+from runtime.generate import DecodeSettings, Generator, Links, Timers
 from runtime.profiling import WARMUP_STEPS, StepProfiler
 from runtime.schema import InputError
 from runtime.topology import Topology
@@ -129,9 +129,8 @@ def profiled_run(model: Path, out: Path, new_tokens: int, profile_steps: int = 4
     topo = Topology(1, 1, 1, 0)
     links = Links(topo, CPU, "none", Timers(enabled=True, marked=True))
     profiler = StepProfiler(cfg, 0, "here", CPU, links.drain)
-    generator = Generator(
-        stage, topo, links, CPU, torch.float32, set(), tokenizer.pad_token_id, new_tokens, 1, profiler.step
-    )
+    settings = DecodeSettings(CPU, torch.float32, set(), tokenizer.pad_token_id, new_tokens)
+    generator = Generator(stage, topo, links, settings, profiler.step)
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
     results = generator.run(prompts[:2]) + generator.run(prompts[2:])  # two batches: the window spans both
     profiler.finish()
