@@ -197,10 +197,15 @@ def cmd_traces(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Register `sweep ...` and `report` on the `cluster` parser."""
-    sweep = sub.add_parser("sweep", parents=[common], help="run the parallelism strategies as a sweep")
-    actions = sweep.add_subparsers(dest="sweep_command", required=True, metavar="ACTION")
+def register(name: str, parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    """`sweep run|resume|status|cancel`, `report [RUN_DIR]`, `traces [RUN_DIR]`."""
+    if name != "sweep":
+        parser.add_argument("run_dir", nargs="?", type=Path, help="the run folder (default: the newest)")
+        if name == "report":
+            parser.add_argument("--plots", action="store_true", help="also draw the plots here")
+        parser.set_defaults(handler=cmd_report if name == "report" else cmd_traces)
+        return
+    actions = parser.add_subparsers(dest="sweep_command", required=True, metavar="ACTION")
     p = actions.add_parser("run", parents=[common], help="start a new sweep and run it to the end")
     for key, kind in OVERRIDES.items():
         p.add_argument(f"--{key.replace('_', '-')}", type=kind, dest=key, help=f"override [sweep] {key}")
@@ -213,18 +218,11 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         help="profile every rank's decode steps with TOOLS (torch, nsys, perf; default torch); see cluster traces",
     )
     p.set_defaults(handler=cmd_sweep_run)
-    for name, handler, text in (
+    for action, handler, text in (
         ("resume", cmd_sweep_resume, "finish a sweep: skip what is done, re-attach to running jobs"),
         ("status", cmd_sweep_status, "show a sweep's strategies, jobs and progress"),
         ("cancel", cmd_sweep_cancel, "cancel a sweep and its running job"),
     ):
-        p = actions.add_parser(name, parents=[common], help=text)
+        p = actions.add_parser(action, parents=[common], help=text)
         p.add_argument("run_dir", nargs="?", type=Path, help="the run folder (default: the newest)")
         p.set_defaults(handler=handler)
-    p = sub.add_parser("report", parents=[common], help="correctness, strategy table and plots for a run")
-    p.add_argument("run_dir", nargs="?", type=Path, help="the run folder (default: the newest)")
-    p.add_argument("--plots", action="store_true", help="also draw the plots here")
-    p.set_defaults(handler=cmd_report)
-    p = sub.add_parser("traces", parents=[common], help="a run's per-rank profiler traces and their summaries")
-    p.add_argument("run_dir", nargs="?", type=Path, help="the run folder (default: the newest)")
-    p.set_defaults(handler=cmd_traces)

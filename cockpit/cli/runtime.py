@@ -12,12 +12,12 @@ import json
 import sys
 from dataclasses import asdict
 
+from cockpit.cli.common import run_playbook, selected_nodes, ssh_flags, with_pool
 from cockpit.config import Settings
 from cockpit.delivery import build as builds
 from cockpit.delivery.deploy import copy_image, venv_run
 from cockpit.delivery.verify import Verification, config_flag, verify
 from cockpit.errors import EXIT_FAILED, EXIT_OK, BadInput
-from cockpit.nodes_cli import run_playbook, selected_nodes, ssh_flags, with_pool
 from runtime.contract import BuildManifest
 from runtime.schema import to_plain
 
@@ -101,20 +101,19 @@ def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
     return _print_verification(args, settings, verification)
 
 
-def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Register `runtime ...` on the `cluster` parser."""
-    runtime = sub.add_parser("runtime", parents=[common], help="build the node runtime, deploy it, verify the nodes")
-    actions = runtime.add_subparsers(dest="runtime_command", required=True, metavar="ACTION")
+def register(name: str, parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    """`runtime build|deploy|verify`."""
+    actions = parser.add_subparsers(dest="runtime_command", required=True, metavar="ACTION")
     device_help = "the device kind: cpu, cuda or xpu (default: [sweep] device)"
     p = actions.add_parser("build", parents=[common], help="build the runtime here and write build_manifest.json")
     p.add_argument("--device", choices=("cpu", "cuda", "xpu"), help=device_help)
     p.set_defaults(handler=cmd_build)
     pattern_help = "nodes or groups: node0, node[0-3], compute (default: the compute group)"
-    for name, handler, text in (
+    for action, handler, text in (
         ("deploy", cmd_deploy, "install the build on the nodes, then verify it there"),
         ("verify", cmd_verify, "check that every node has exactly the build (exit 1 naming those that differ)"),
     ):
-        p = actions.add_parser(name, parents=[common, ssh_flags()], help=text)
+        p = actions.add_parser(action, parents=[common, ssh_flags()], help=text)
         p.add_argument("nodes", nargs="*", metavar="NODES", help=pattern_help)
         p.add_argument("--device", choices=("cpu", "cuda", "xpu"), help=device_help)
         p.set_defaults(handler=handler)

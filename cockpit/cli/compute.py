@@ -1,0 +1,103 @@
+"""`cluster compute up|down|restart|status|configure`: wake, stop, check and configure the compute nodes.
+
+Success is one short line; a failure prints everything needed to debug it (node, command, exit status or
+error, stderr). Exit codes: 0 every node did it, 1 some did not (each named), 2 bad input, 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cockpit.cli.common import NODES_HELP, follow_playbook, report_results, selected_nodes, ssh_flags, with_pool
+from cockpit.config import Settings
+from cockpit.nodes import power
+from cockpit.nodes.nodeset import fold
+from cockpit.nodes.ssh import CommandResult, SshPool
+from cockpit.nodes.wol import wake
+from cockpit.provision.compute import compute_run
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit 0 iff every selected node answers over ssh."""
+    nodes = selected_nodes(args, settings)
+    results = asyncio.run(with_pool(args, settings, lambda pool: power.status(pool, nodes)))
+    return report_results(args, results, "every node answers")
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    """Wake the nodes, then poll once a second until every one answers (or Ctrl-C, or --timeout)."""
+    nodes = selected_nodes(args, settings)
+    woken = wake(nodes, settings.wake_on_lan)
+    sent = [w for w in woken if w.ok]
+    log = sys.stderr if args.json else sys.stdout
+    if sent:
+        wol = settings.wake_on_lan
+        where = f"{wol.broadcast}:{wol.port}"
+        print(f"wake-on-lan: {wol.repeat} packet(s) each to {fold(w.node for w in sent)} via {where}", file=log)
+    for missing in (w for w in woken if not w.ok):
+        print(f"wake-on-lan: {missing.node}: {missing.error}; cannot wake it", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    seen_up: set[str] = set()
+
+    def progress(results: list[CommandResult]) -> None:
+        for result in results:
+            if result.ok and result.node not in seen_up:
+                seen_up.add(result.node)
+                print(f"{result.node} up after {time.monotonic() - started:.1f} s", file=log, flush=True)
+
+    async def work(pool: SshPool) -> list[CommandResult]:
+        waiting = power.wait_until_up(pool, nodes, on_round=progress)
+        try:
+            return await asyncio.wait_for(waiting, args.timeout) if args.timeout else await waiting
+        except TimeoutError:
+            return await power.status(pool, nodes)
+
+    print(f"waiting for {fold(n.name for n in nodes)} to answer (Ctrl-C to stop)", file=log, flush=True)
+    results = asyncio.run(with_pool(args, settings, work))
+    woke = {"woken": [{"node": w.node, "mac": w.mac, "packets": w.packets, "error": w.error} for w in woken]}
+    return report_results(args, results, f"up in {time.monotonic() - started:.1f} s", woke)
+
+
+def _power(action: power.PowerAction, what: str) -> Callable[[argparse.Namespace, Settings], int]:
+    def command(args: argparse.Namespace, settings: Settings) -> int:
+        nodes = selected_nodes(args, settings)
+        results = asyncio.run(with_pool(args, settings, lambda pool: power.power(pool, nodes, action)))
+        return report_results(args, results, what)
+
+    command.__doc__ = f"Ask each node to {what} (`shutdown` over ssh, through sudo unless root)."
+    return command
+
+
+def cmd_configure(args: argparse.Namespace, settings: Settings) -> int:
+    """Check that every node answers, then run the compute playbooks on them through ansible-runner."""
+    nodes = selected_nodes(args, settings)
+    checked = asyncio.run(with_pool(args, settings, lambda pool: power.status(pool, nodes)))
+    if not all(r.ok for r in checked):
+        print("configure: not every node answers; fix that first (cluster compute status)", file=sys.stderr)
+        return report_results(args, checked, "")
+    return follow_playbook(args, compute_run(settings, nodes, args.playbook), nodes, "configure")
+
+
+def register(name: str, parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    """`compute ACTION [NODES]`."""
+    ssh = ssh_flags()
+    actions = parser.add_subparsers(dest="compute_command", required=True, metavar="ACTION")
+    for action, handler, text in (
+        ("up", cmd_up, "Wake-on-LAN, then wait until every node answers"),
+        ("down", _power("off", "shut down"), "shut the nodes down over ssh"),
+        ("restart", _power("reboot", "restart"), "restart the nodes over ssh"),
+        ("status", cmd_status, "exit 0 iff every node answers over ssh"),
+        ("configure", cmd_configure, "run the compute playbooks (after a status check)"),
+    ):
+        p = actions.add_parser(action, parents=[common, ssh], help=text)
+        p.add_argument("nodes", nargs="*", metavar="NODES", help=NODES_HELP)
+        p.set_defaults(handler=handler)
+        if action == "up":
+            p.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds (exit 1)")
+        if action == "configure":
+            p.add_argument("--playbook", type=Path, help="run this playbook instead of ansible/compute.yml")
