@@ -1,0 +1,397 @@
+"""One rank's run, from launch to metrics, in named steps.
+
+`Rank.run`: set up (device and threads, the world joined, this rank's stage and share of the prompts loaded),
+time the links, build the generator (with the profiler when asked), decode the share in batches (result-owning
+ranks write shard rows as each batch ends), measure what the rank held, write its metrics, finish.
+
+Torch and the modules that import it are imported inside the steps: `runtime.main` imports this module and
+stays quick to import for `--help` and `--dry-run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from runtime.contract import (
+    RUNTIME_BUILD_VAR,
+    ExperimentConfig,
+    LinkFit,
+    Percentiles,
+    RankMetrics,
+    ShardRow,
+    TimeSplit,
+)
+from runtime.device import device_name, host_cpus, peak_memory_bytes, pick_device
+from runtime.launch import LaunchInfo, World, join_world
+from runtime.outputs import RankOutputs
+from runtime.topology import Topology, stage_layers
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PretrainedConfig
+
+    from runtime.checkpoint import Stage
+    from runtime.energy import EnergyMeter
+    from runtime.generate import Generator, RowResult, Timers
+    from runtime.profiling import StepProfiler
+
+log = logging.getLogger("runtime")
+
+
+def percentiles(values: list[float]) -> Percentiles | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+    return Percentiles(p50=at(0.5), p95=at(0.95), p99=at(0.99), mean=statistics.fmean(ordered))
+
+
+@dataclass
+class Work:
+    """What this replica decodes: token ids per prompt, and how to write them back."""
+
+    ids: list[list[int]]
+    prompt_ids: list[int]
+    variants: list[str]
+    decode: Callable[[list[int]], str]
+    eos_ids: set[int]
+    pad_id: int
+
+
+def checkpoint_work(cfg: ExperimentConfig, topo: Topology) -> Work:
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from runtime.prompts import read_prompt_table, replica_share
+
+    share = replica_share(read_prompt_table(cfg.prompt_df_path), topo.dp_rank, topo.dp_size)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
+    eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    try:
+        generation_eos = GenerationConfig.from_pretrained(cfg.model_path).eos_token_id
+        eos |= set(generation_eos if isinstance(generation_eos, list) else [generation_eos]) - {None}
+    except OSError:
+        pass  # no generation_config.json: the tokenizer's EOS is all there is
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=0)
+    return Work(
+        [tokenizer(p.text)["input_ids"] for p in share],
+        [p.prompt_id for p in share],
+        [p.variant for p in share],
+        lambda tokens: tokenizer.decode(tokens, skip_special_tokens=True),
+        eos,
+        pad,
+    )
+
+
+def random_work(cfg: ExperimentConfig, topo: Topology, vocab: int, prompt_tokens: int, count: int) -> Work:
+    """Synthetic prompts for benchmark mode: no EOS, so every row decodes exactly max_new_tokens."""
+    import torch
+
+    generator = torch.Generator().manual_seed(cfg.seed)
+    ids = torch.randint(0, vocab, (count, prompt_tokens), generator=generator).tolist()
+    share = list(range(count))[topo.dp_rank :: topo.dp_size]
+    return Work([ids[i] for i in share], share, ["synthetic"] * len(share), lambda _tokens: "", set(), 0)
+
+
+@dataclass
+class Decoded:
+    """What the batch loop measured: its wall time, and per written row its latency and time to first token."""
+
+    wall_s: float
+    latency_ms: list[float] = field(default_factory=list)
+    ttft_ms: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Footprint:
+    """What the rank held, and (a single rank that calibrates) the memory bandwidth it then measured."""
+
+    peak_memory_bytes: int
+    weight_bytes: int
+    memory_bandwidth_Bps: float | None
+
+
+class Rank:
+    """One rank's run, from launch to metrics."""
+
+    def __init__(
+        self, args: argparse.Namespace, info: LaunchInfo, cfg: ExperimentConfig, model_config: PretrainedConfig
+    ) -> None:
+        self.args, self.info, self.cfg, self.model_config = args, info, cfg, model_config
+        self.topo = Topology(cfg.tp_size, cfg.pp_size, cfg.dp_size, info.rank)
+        self.world: World | None = None
+        self.tp_group = None
+        self.tp_all_reduce: tuple[str, Callable] | None = None  # what AutoTP's layers all-reduce with, named
+        self.outputs = RankOutputs(cfg, info.rank, self.topo.owns_results, rows_expected=0)
+        # set by the steps of run(), in order
+        self.started: datetime
+        self.device: torch.device
+        self.stage: Stage | None = None
+        self.work: Work
+        self.load_s = 0.0
+        self.timers: Timers
+        self.profiler: StepProfiler | None = None
+        self.generator: Generator | None = None
+
+    @property
+    def backend(self) -> str:
+        return self.world.backend if self.world else "none"
+
+    def fail(self, message: str, code: int) -> int:
+        log.error("%s", message)
+        self.outputs.progress("failed", message)
+        if self.world is not None:
+            self.world.watch.record_failure(message)
+        return code
+
+    def on_peer_failure(self, reason: str) -> None:
+        """Called by the peer watch: stop now, naming the peer, instead of waiting on it forever."""
+        log.error("stopping: %s", reason)
+        self.outputs.progress("failed", reason)
+        logging.shutdown()
+        os._exit(1)
+
+    def run(self) -> int:
+        self.started = datetime.now(UTC)
+        self.setup()
+        link_fits = self.calibrate()
+        self.generator = self.make_generator()
+        meter = self.start_meter()
+        decoded = self.decode()
+        if self.profiler:
+            self.profiler.finish()
+        footprint = self.footprint()
+        self.outputs.write_metrics(self.metrics(decoded, footprint, link_fits, meter))
+        self.finish()
+        return 0
+
+    def setup(self) -> None:
+        """The device and its threads, the world joined, then this rank's stage and share of the prompts."""
+        self.outputs.progress("starting")
+        self.device = self.choose_device()
+        if self.info.world_size > 1:
+            self.world = join_world(
+                self.info, self.device.type, self.args.rendezvous_timeout, self.args.comm_timeout, self.on_peer_failure
+            )
+        log.info("%s; %s; device %s, backend %s", self.info.describe(), self.topo.describe(), self.device, self.backend)
+        self.outputs.progress("loading")
+        load_start = time.perf_counter()
+        self.stage = self.load_stage(self.device)
+        self.work = self.load_work()
+        self.outputs.rows_expected = len(self.work.ids) if self.topo.owns_results else 0
+        self.load_s = time.perf_counter() - load_start
+
+    def choose_device(self) -> torch.device:
+        import torch
+
+        device = pick_device(self.cfg.device, self.info.local_rank)
+        if device.type == "cpu":  # the CPUs this process may use (a Slurm cpuset can give fewer than the host has)
+            torch.set_num_threads(max(1, host_cpus() // self.info.local_world_size))
+        return device
+
+    def load_stage(self, device: torch.device) -> Stage:
+        """This rank's stage of the model, sliced for TP, in the run's precision, on its device."""
+        from runtime.checkpoint import PRECISIONS, load_stage, random_stage
+
+        cfg, topo, model_config = self.cfg, self.topo, self.model_config
+        dtype = PRECISIONS[cfg.precision]
+        layers = stage_layers(model_config.num_hidden_layers, cfg.pp_size, topo.pp_rank)
+        roles = (layers, topo.is_first_stage, topo.is_last_stage)
+        if self.args.init == "random":
+            # TP slices on the host; without TP the weights are made where they run
+            where = "cpu" if cfg.tp_size > 1 else str(device)
+            stage = random_stage(model_config, *roles, dtype=dtype, device=where, seed=cfg.seed)
+        else:
+            stage, _ = load_stage(cfg.model_path, model_config, *roles)
+        if cfg.tp_size > 1:
+            stage = self.shard(stage, device, dtype)
+        stage.model = stage.model.to(device=device, dtype=dtype)
+        return stage
+
+    def shard(self, stage: Stage, device: torch.device, dtype: torch.dtype) -> Stage:
+        """The stage sliced across this rank's TP group by AutoTP, and the all-reduce its layers will use."""
+        from runtime.tensor_parallel import init_deepspeed_comm, shard_stage, tp_groups
+
+        self.tp_group = tp_groups(self.topo)
+        shm = init_deepspeed_comm(self.topo, self.info, device.type)
+        log.info("TP group %s, all-reduce via %s", self.topo.tp_group, "shared memory" if shm else "process group")
+        import deepspeed.comm
+        import torch.distributed as dist
+
+        name = "shm_all_reduce" if shm else f"{dist.get_backend()}_all_reduce"
+        self.tp_all_reduce = (name, functools.partial(deepspeed.comm.inference_all_reduce, group=self.tp_group))
+        return shard_stage(stage, self.tp_group, self.cfg.tp_size, dtype)
+
+    def load_work(self) -> Work:
+        """This replica's share of the prompt table, or synthetic prompts in benchmark mode."""
+        if self.args.init == "random":
+            count = self.args.prompts or self.cfg.batch_size * self.cfg.dp_size
+            return random_work(self.cfg, self.topo, self.model_config.vocab_size, self.args.prompt_tokens, count)
+        return checkpoint_work(self.cfg, self.topo)
+
+    def calibrate(self) -> list[LinkFit]:
+        """This strategy's own links, timed just before decoding (when there are peers and it is not skipped)."""
+        from runtime.microbench import calibrate_links
+
+        if self.world is None or self.args.skip_calibration:
+            return []
+        return calibrate_links(self.topo, self.info.hostname, self.device, self.tp_all_reduce, self.backend)
+
+    def make_generator(self) -> Generator:
+        """The generator over this rank's stage, its timers, and the step profiler when the run is profiled."""
+        from runtime.checkpoint import PRECISIONS
+        from runtime.generate import DecodeSettings, Generator, Links, Timers
+        from runtime.profiling import StepProfiler
+
+        cfg, info, device = self.cfg, self.info, self.device
+        profiled = cfg.profiling_enabled and "torch" in cfg.profilers
+        self.timers = Timers(enabled=device.type == "cpu", marked=profiled)
+        if self.tp_group is not None:
+            from runtime.tensor_parallel import time_allreduce
+
+            time_allreduce(self.timers)
+        links = Links(self.topo, device, self.backend, self.timers)
+        self.profiler = StepProfiler(cfg, info.rank, info.hostname, device, links.drain) if profiled else None
+        settings = DecodeSettings(
+            device=device,
+            dtype=PRECISIONS[cfg.precision],
+            eos_ids=self.work.eos_ids,
+            pad_id=self.work.pad_id,
+            max_new_tokens=cfg.max_new_tokens,
+            micro_batches=cfg.micro_batches_in_flight if cfg.pp_size > 1 else 1,
+        )
+        assert self.stage is not None
+        return Generator(self.stage, self.topo, links, settings, self.profiler.step if self.profiler else None)
+
+    def start_meter(self) -> EnergyMeter | None:
+        from runtime.energy import energy_meter
+
+        meter = energy_meter(self.device.type, self.info.local_rank, self.device.index or 0)
+        if meter:
+            meter.start()
+        return meter
+
+    def decode(self) -> Decoded:
+        """The replica's share in batches; result-owning ranks write each batch's shard rows as it ends."""
+        cfg, work, generator = self.cfg, self.work, self.generator
+        assert generator is not None
+        self.outputs.progress("running")
+        decoded = Decoded(wall_s=0.0)
+        loop_start = time.perf_counter()
+        for first in range(0, len(work.ids), cfg.batch_size):
+            results = generator.run(work.ids[first : first + cfg.batch_size])
+            if self.topo.owns_results:
+                rows = self.shard_rows(first, results)
+                self.outputs.write_rows(rows)
+                decoded.latency_ms += [r.latency_ms for r in rows]
+                decoded.ttft_ms += [r.ttft_ms for r in rows]
+            self.outputs.progress("running")
+        decoded.wall_s = time.perf_counter() - loop_start
+        return decoded
+
+    def shard_rows(self, first: int, results: list[RowResult]) -> list[ShardRow]:
+        """The rows of the batch that starts at prompt `first`, as the shard file holds them."""
+        cfg, work, device = self.cfg, self.work, self.device
+        batch = slice(first, first + cfg.batch_size)
+        return [
+            ShardRow(
+                prompt_id=pid,
+                variant=variant,
+                strategy_id=cfg.strategy_id,
+                rank=self.info.rank,
+                completion=work.decode(r.tokens),
+                token_ids=r.tokens,
+                latency_ms=r.latency_s * 1e3,
+                ttft_ms=r.ttft_s * 1e3,
+                tokens_generated=len(r.tokens),
+                prompt_tokens=len(ids),
+                batch_index=first // cfg.batch_size,
+                finish_reason=r.finish_reason,
+                gpu_id=device.index if device.type != "cpu" else None,
+            )
+            for pid, variant, ids, r in zip(
+                work.prompt_ids[batch], work.variants[batch], work.ids[batch], results, strict=True
+            )
+        ]
+
+    def footprint(self) -> Footprint:
+        """Peak memory and the weights held; then, on a single rank that calibrates, the memory bandwidth (the
+        reference eta is fitted against), measured with the model let go so its buffers inflate no peak here."""
+        import torch
+
+        assert self.stage is not None
+        peak = peak_memory_bytes(self.device)
+        held = sum(p.numel() * p.element_size() for p in self.stage.model.parameters())
+        bandwidth = None
+        if self.info.world_size == 1 and not self.args.skip_calibration:
+            from runtime.microbench import memory_bandwidth
+
+            self.generator = self.stage = None
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            megabytes = 64 if self.device.type == "cpu" else 1024
+            bandwidth = memory_bandwidth(self.device, megabytes=megabytes, repeats=3)["bandwidth_Bps"]
+        return Footprint(peak, held, bandwidth)
+
+    def time_split(self, wall_s: float) -> TimeSplit | None:
+        """Compute, communication and idle time of the decode loop, where they were measured (CPU)."""
+        timers = self.timers
+        if not timers.enabled:
+            return None
+        return TimeSplit(
+            compute_s=max(wall_s - timers.comm_s - timers.idle_s, 0.0), comm_s=timers.comm_s, idle_s=timers.idle_s
+        )
+
+    def metrics(
+        self, decoded: Decoded, footprint: Footprint, link_fits: list[LinkFit], meter: EnergyMeter | None
+    ) -> RankMetrics:
+        """This rank's metrics record."""
+        cfg, info, topo, wall = self.cfg, self.info, self.topo, decoded.wall_s
+        return RankMetrics(
+            strategy_id=cfg.strategy_id,
+            run_id=cfg.run_id,
+            rank=info.rank,
+            world_size=info.world_size,
+            tp_rank=topo.tp_rank,
+            pp_rank=topo.pp_rank,
+            dp_rank=topo.dp_rank,
+            hostname=info.hostname,
+            device=str(self.device),
+            backend=self.backend,
+            precision=cfg.precision,
+            prompts=len(self.work.ids),
+            tokens_generated=self.outputs.tokens,
+            wall_time_s=wall,
+            tokens_per_s=self.outputs.tokens / wall,
+            started_at=self.started.isoformat(),
+            finished_at=datetime.now(UTC).isoformat(),
+            latency_ms=percentiles(decoded.latency_ms),
+            ttft_ms=percentiles(decoded.ttft_ms),
+            load_s=self.load_s,
+            weight_bytes=footprint.weight_bytes,
+            peak_memory_bytes=footprint.peak_memory_bytes,
+            time_split=self.time_split(wall),
+            energy_j=meter.joules() if meter else None,
+            energy_source=meter.source if meter else None,
+            device_name=device_name(self.device),
+            host_cpus=host_cpus(),
+            memory_bandwidth_Bps=footprint.memory_bandwidth_Bps,
+            links=tuple(link_fits),
+            runtime_build=os.environ.get(RUNTIME_BUILD_VAR),
+        )
+
+    def finish(self) -> None:
+        self.outputs.progress("done")
+        if self.world is not None:
+            self.world.finish()
