@@ -1,4 +1,4 @@
-"""Correctness of a sweep (seed 01, step 6.1): every strategy's greedy tokens against the reference strategy's,
+"""Correctness of a sweep: every strategy's greedy tokens against the reference strategy's,
 and its text against the baseline completion of the prompt table.
 
     exact_match          the token ids equal the reference's for the same (variant, prompt)

@@ -1,4 +1,4 @@
-"""The run summary (seed 01, step 6.2-6.3): one row per strategy joining correctness, latency, throughput and
+"""The run summary: one row per strategy joining correctness, latency, throughput and
 cost, written as CSV and Markdown, plus two text plots (plotext) that need no terminal.
 
     summary_run_<stamp>.csv / .md                      the table; the Markdown names the winner and why, and

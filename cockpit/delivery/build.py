@@ -1,4 +1,4 @@
-"""`cluster runtime build`: the node runtime for one device kind, built once here, with its manifest (seed 04).
+"""`cluster runtime build`: the node runtime for one device kind, built once here, with its manifest.
 
 venv: `<build_dir>/venv-<device>/` holds `venv/` (made from `[runtime] python`, the runtime's pinned packages
 installed by pip), `src/runtime/` (this tree's node runtime), `requirements.txt`, `CONTENTS` (the digest's

@@ -1,4 +1,4 @@
-"""`SlurmJobManager`: sbatch, squeue/sacct with `--json`, scancel (seed 01, 4.4).
+"""`SlurmJobManager`: sbatch, squeue/sacct with `--json`, scancel.
 
 A job's state comes from squeue while slurmctld remembers it (MinJobAge), and its accounting from sacct. For a
 second or two after a job ends, slurmdbd can hold a placeholder record with no working directory: squeue's final

@@ -1,4 +1,4 @@
-"""`ResultCollector`: a finished strategy's shards and metrics into the run's tables (seed 01, step 5).
+"""`ResultCollector`: a finished strategy's shards and metrics into the run's tables.
 
 It reads exactly the ranks that own results. A missing shard, a prompt no shard holds, a torn last line (the
 rank died mid-write) or a line that is not JSON make the strategy *partial*: the rows that are whole are kept,
@@ -296,7 +296,7 @@ class ResultCollector:
 
     @staticmethod
     def iter_traces(strategies: Iterable[ParallelismStrategy]) -> Iterator[TraceFile]:
-        """Every profiler output of the strategies' ranks (seed 01's `iter_traces`), by strategy and rank."""
+        """Every profiler output of the strategies' ranks, by strategy and rank."""
         for strategy in strategies:
             config = strategy.config()
             for rank in range(strategy.world_size):

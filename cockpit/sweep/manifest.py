@@ -1,4 +1,4 @@
-"""`run_<ts>/manifest.json`: what a sweep did, strategy by strategy (seed 01, 4.4), rewritten atomically after
+"""`run_<ts>/manifest.json`: what a sweep did, strategy by strategy, rewritten atomically after
 every change so that a crash, a Ctrl-C or a second reader never sees it half written.
 
 A strategy is done when its job is COMPLETED *and* its rows are collected; `sweep resume` skips exactly those.

@@ -30,7 +30,7 @@ from runtime.schema import to_plain
 
 FAILED_LOG_NAME = "failed_experiments.csv"
 CANCELLED_BY_USER = "cancelled by the user"
-# seed 02's columns, and the job
+# the failed-experiment log's columns: what was tried, the job, and why it failed
 FAILED_LOG_COLUMNS = [
     "timestamp",
     "experiment_id",
@@ -223,7 +223,7 @@ class DistributedExperimentPipeline:
         return job
 
     def _log_failure(self, strategy: ParallelismStrategy, job_id: str, error: str) -> None:
-        """Seed 02's failed-experiment log, one row per failed attempt (the file is rewritten atomically)."""
+        """The failed-experiment log, one row per failed attempt (the file is rewritten atomically)."""
         path = Path(self.manifest.run_dir) / FAILED_LOG_NAME
         old = path.read_text() if path.exists() else ""
         out = io.StringIO()

@@ -13,7 +13,7 @@ from cockpit.sweep.prompts import PromptRecord
 from runtime.atomic import atomic_open
 from runtime.prompts import read_table
 
-# seed 01's columns; the completion fields are filled by the baseline run
+# the columns every step reads (docs/architecture.md); the completion fields are filled by the baseline run
 SCHEMA = pa.schema(
     [
         ("prompt_id", pa.int64()),

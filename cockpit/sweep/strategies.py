@@ -259,7 +259,7 @@ STRATEGIES: dict[str, type[ParallelismStrategy]] = {
 
 
 def sweep_strategies(settings: SweepSettings) -> list[ParallelismStrategy]:
-    """The reference first (every other strategy is judged against it), then those of seed 01 the cluster's
+    """The reference first (every other strategy is judged against it), then those the cluster's
     shape allows: across nodes with 2+ nodes, inside a node with 2+ GPUs per node."""
     wanted = ["reference"]
     if settings.nodes >= 2:
