@@ -17,6 +17,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -257,10 +258,6 @@ class Rank:
         cfg, info, device = self.cfg, self.info, self.device
         profiled = cfg.profiling_enabled and "torch" in cfg.profilers
         self.timers = Timers(enabled=device.type == "cpu", marked=profiled)
-        if self.tp_group is not None:
-            from runtime.tensor_parallel import time_allreduce
-
-            time_allreduce(self.timers)
         links = Links(self.topo, device, self.backend, self.timers)
         self.profiler = StepProfiler(cfg, info.rank, info.hostname, device, links.drain) if profiled else None
         settings = DecodeSettings(
@@ -282,22 +279,32 @@ class Rank:
             meter.start()
         return meter
 
+    def timed_allreduce(self) -> AbstractContextManager[object]:
+        """With TP, the all-reduce of AutoTP's layers counted as communication (and marked, profiled) while
+        inside; nothing otherwise."""
+        if self.tp_group is None:
+            return nullcontext()
+        from runtime.tensor_parallel import timed_allreduce
+
+        return timed_allreduce(self.timers)
+
     def decode(self) -> Decoded:
         """The replica's share in batches; result-owning ranks write each batch's shard rows as it ends."""
         cfg, work, generator = self.cfg, self.work, self.generator
         assert generator is not None
         self.outputs.progress("running")
-        decoded = Decoded(wall_s=0.0)
-        loop_start = time.perf_counter()
-        for first in range(0, len(work.ids), cfg.batch_size):
-            results = generator.run(work.ids[first : first + cfg.batch_size])
-            if self.topo.owns_results:
-                rows = self.shard_rows(first, results)
-                self.outputs.write_rows(rows)
-                decoded.latency_ms += [r.latency_ms for r in rows]
-                decoded.ttft_ms += [r.ttft_ms for r in rows]
-            self.outputs.progress("running")
-        decoded.wall_s = time.perf_counter() - loop_start
+        with self.timed_allreduce():
+            decoded = Decoded(wall_s=0.0)
+            loop_start = time.perf_counter()
+            for first in range(0, len(work.ids), cfg.batch_size):
+                results = generator.run(work.ids[first : first + cfg.batch_size])
+                if self.topo.owns_results:
+                    rows = self.shard_rows(first, results)
+                    self.outputs.write_rows(rows)
+                    decoded.latency_ms += [r.latency_ms for r in rows]
+                    decoded.ttft_ms += [r.ttft_ms for r in rows]
+                self.outputs.progress("running")
+            decoded.wall_s = time.perf_counter() - loop_start
         return decoded
 
     def shard_rows(self, first: int, results: list[RowResult]) -> list[ShardRow]:

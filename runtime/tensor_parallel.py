@@ -6,7 +6,10 @@ AutoTP is always given an `mpu` naming the stage's own TP group: without it Deep
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -100,11 +103,15 @@ def shard_stage(stage: Stage, group: dist.ProcessGroup, tp_size: int, dtype: tor
     return stage
 
 
-def time_allreduce(timers: Timers) -> None:
-    """Count (and, profiled, mark) the time AutoTP's layers spend in all-reduce (they call
-    deepspeed.comm.inference_all_reduce)."""
-    import time
+@contextlib.contextmanager
+def timed_allreduce(timers: Timers) -> Iterator[None]:
+    """While inside, count (and, profiled, mark) the time AutoTP's layers spend in all-reduce; the original
+    function is back on the way out, however the block ends.
 
+    AutoTP's row-parallel layers (LinearAllreduce, LmHeadLinearAllreduce) call deepspeed.comm.inference_all_reduce
+    from inside their forward, between their matmul and their bias, so a hook on those layers would time the
+    matmul too: the wrapper goes where they look the function up, for this block only.
+    """
     import deepspeed.comm
 
     inner = deepspeed.comm.inference_all_reduce
@@ -118,3 +125,7 @@ def time_allreduce(timers: Timers) -> None:
             timers.comm_s += time.perf_counter() - start
 
     deepspeed.comm.inference_all_reduce = timed
+    try:
+        yield
+    finally:
+        deepspeed.comm.inference_all_reduce = inner
