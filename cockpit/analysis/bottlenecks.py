@@ -269,57 +269,81 @@ def analyse(
     if len(reference) != 1 or reference[0] not in by_strategy:
         return "no prediction: the reference strategy is not collected, and the model is fitted to it"
     ref_row = metrics.loc[reference[0]]
+    hw = _reference_hardware(model, ref_row, by_strategy[reference[0]])
+    intra = _intra_node_links(metrics)
+    skipped, out = [], []
+    for name, row in metrics.iterrows():
+        if name not in by_strategy:
+            continue
+        predicted = _strategy_performance(str(name), row, by_strategy[name], settings, model, hw, intra)
+        if isinstance(predicted, str):
+            skipped.append(predicted)
+        else:
+            out.append(predicted)
+    return Performance(_hardware_sentence(ref_row, hw, peaks or {}), out, skipped)
+
+
+def _reference_hardware(model: pm.ModelShape, ref_row: pd.Series, ref_rows: pd.DataFrame) -> pm.Hardware:
+    """The device's rates and overheads, fitted to the reference's batches (its CPUs counted on a CPU host)."""
     cpu = str(ref_row.get("device") or "").startswith("cpu")
     cores = int(ref_row["host_cpus"]) if cpu and pd.notna(ref_row.get("host_cpus")) else None
     probe = ref_row.get("memory_bandwidth_Bps")
-    hw = fit_hardware(model, batches(by_strategy[reference[0]], 1), cores, probe if pd.notna(probe) else None)
-    skipped, out = [], []
-    intra = {}  # op -> a fit measured inside one host, for what-ifs' in-node traffic
+    return fit_hardware(model, batches(ref_rows, 1), cores, probe if pd.notna(probe) else None)
+
+
+def _intra_node_links(metrics: pd.DataFrame) -> dict[str, dict]:
+    """op -> a fit measured inside one host by any strategy, for the what-ifs' in-node traffic."""
+    intra: dict[str, dict] = {}
     for name in metrics.index:
         for op, fit in measured_links(metrics.loc[name]).items():
             if fit.get("intra_node"):
                 intra.setdefault(op, fit)
-    for name, row in metrics.iterrows():
-        if name not in by_strategy:
-            continue
-        shape = Shape(int(row["tp_size"]), int(row["pp_size"]), int(row["num_nodes"]))
-        links = measured_links(row)
-        missing = [op for op, n in (("all_reduce", shape.tp), ("send_recv", shape.pp)) if n > 1 and op not in links]
-        if missing:
-            skipped.append(f"{name}: no prediction, its ranks did not time their {' or '.join(missing)}")
-            continue
-        where = pm.Placement(
-            tp=shape.tp,
-            pp=shape.pp,
-            micro_batches=int(row.get("micro_batches") or 1),
-            ranks_per_host=int(row.get("ranks_per_host") or 1),
-            tp_link=_link(links.get("all_reduce")),
-            pp_link=_link(links.get("send_recv")),
-        )
-        runs = batches(by_strategy[name], where.micro_batches)
-        times = _predict(model, hw, where, runs)
-        total = sum((t.total for t in times), pm.Breakdown())
-        rows_of = by_strategy[name]
-        kind = str(row["strategy_kind"])
-        what = STRATEGIES[kind].label(shape)
-        ttfts = [t.prefill.total_s for t, b in zip(times, runs, strict=True) for _ in b.prompt_lengths]
-        out.append(
-            StrategyPerformance(
-                strategy=str(name),
-                kind=kind,
-                label=what,
-                tokens=int(rows_of["tokens_generated"].sum()),
-                predicted=total,
-                predicted_ttft_s=statistics.median(ttfts),
-                measured_wall_s=float(row["wall_time_s"]) if pd.notna(row.get("wall_time_s")) else None,
-                measured_ttft_s=float(rows_of["ttft_ms"].median()) / 1000,
-                measured_split=measured_split(row),
-                sentence=_sentence(str(name), what, total, hw, where, model),
-                oversubscribed=contention(hw, where) is not None,
-                what_if=_what_if(kind, settings, model, hw, runs, links, intra),
-            )
-        )
-    return Performance(_hardware_sentence(ref_row, hw, peaks or {}), out, skipped)
+    return intra
+
+
+def _strategy_performance(
+    name: str,
+    row: pd.Series,
+    rows_of: pd.DataFrame,
+    settings: SweepSettings,
+    model: pm.ModelShape,
+    hw: pm.Hardware,
+    intra: dict[str, dict],
+) -> StrategyPerformance | str:
+    """One strategy predicted and set beside its measurement; why not, when its ranks did not time a link it uses."""
+    shape = Shape(int(row["tp_size"]), int(row["pp_size"]), int(row["num_nodes"]))
+    links = measured_links(row)
+    missing = [op for op, n in (("all_reduce", shape.tp), ("send_recv", shape.pp)) if n > 1 and op not in links]
+    if missing:
+        return f"{name}: no prediction, its ranks did not time their {' or '.join(missing)}"
+    where = pm.Placement(
+        tp=shape.tp,
+        pp=shape.pp,
+        micro_batches=int(row.get("micro_batches") or 1),
+        ranks_per_host=int(row.get("ranks_per_host") or 1),
+        tp_link=_link(links.get("all_reduce")),
+        pp_link=_link(links.get("send_recv")),
+    )
+    runs = batches(rows_of, where.micro_batches)
+    times = _predict(model, hw, where, runs)
+    total = sum((t.total for t in times), pm.Breakdown())
+    kind = str(row["strategy_kind"])
+    what = STRATEGIES[kind].label(shape)
+    ttfts = [t.prefill.total_s for t, b in zip(times, runs, strict=True) for _ in b.prompt_lengths]
+    return StrategyPerformance(
+        strategy=name,
+        kind=kind,
+        label=what,
+        tokens=int(rows_of["tokens_generated"].sum()),
+        predicted=total,
+        predicted_ttft_s=statistics.median(ttfts),
+        measured_wall_s=float(row["wall_time_s"]) if pd.notna(row.get("wall_time_s")) else None,
+        measured_ttft_s=float(rows_of["ttft_ms"].median()) / 1000,
+        measured_split=measured_split(row),
+        sentence=_sentence(name, what, total, hw, where, model),
+        oversubscribed=contention(hw, where) is not None,
+        what_if=_what_if(kind, settings, model, hw, runs, links, intra),
+    )
 
 
 def _what_if(

@@ -120,6 +120,7 @@ class PlaybookRun:
         self._queue: queue.Queue[ProvisionEvent] = queue.Queue()
         self._cancel = threading.Event()
         self._timed_out = False
+        self._deadline: float | None = None
         self._thread: threading.Thread | None = None
         self._runner: Any = None
         self._private_dir: Path | None = None
@@ -131,35 +132,7 @@ class PlaybookRun:
         self._private_dir = _private_dir(self.artifacts_root, self.playbook.stem)
         # Unix socket paths are limited to ~108 bytes: a short folder in /tmp, not one under artifacts_root.
         control_dir = Path(tempfile.mkdtemp(prefix="ckcp-", dir="/tmp"))
-        envvars = {
-            # the ansible-playbook installed beside this Python first, whether or not its venv is activated
-            "PATH": os.pathsep.join(filter(None, (sysconfig.get_path("scripts"), os.environ.get("PATH")))),
-            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
-            "ANSIBLE_HOST_KEY_CHECKING": "True",
-            "ANSIBLE_FORCE_COLOR": "0",
-            "ANSIBLE_NOCOLOR": "1",
-            **self.envvars,
-        }
-
-        def on_event(raw: dict[str, Any]) -> bool:
-            event = event_from_runner(raw)
-            if event is not None:
-                self._queue.put(event)
-            return True  # keep writing the event to artifacts/job_events
-
-        def on_finished(_runner: Any) -> None:
-            _close_ssh_masters(control_dir)
-
-        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
-
-        def should_stop() -> bool:  # asked from ansible-runner's thread, the one that started ansible-playbook
-            if deadline is not None and time.monotonic() > deadline:
-                self._timed_out = True
-            if not (self._cancel.is_set() or self._timed_out):
-                return False
-            _kill_ansible_workers()
-            return True
-
+        self._deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
         try:
             self._thread, self._runner = ansible_runner.run_async(
                 private_data_dir=str(self._private_dir),
@@ -171,19 +144,46 @@ class PlaybookRun:
                 limit=self.limit,
                 cmdline=" ".join(flag for flag, on in (("--check", self.check), ("--diff", self.diff)) if on) or None,
                 extravars=dict(self.extravars),
-                envvars=envvars,
+                envvars=self._envvars(control_dir),
                 settings=dict(POLL_SETTINGS),
                 quiet=True,
-                event_handler=on_event,
-                finished_callback=on_finished,
+                event_handler=self._on_event,
+                finished_callback=lambda _runner: _close_ssh_masters(control_dir),
                 # the time limit too, so that it kills the workers as well; and with a callback of our own,
                 # ansible-runner does not take over SIGINT and SIGTERM, as it does when started in the main thread
-                cancel_callback=should_stop,
+                cancel_callback=self._should_stop,
             )
         except BaseException:
             shutil.rmtree(control_dir, ignore_errors=True)
             raise
         return self
+
+    def _envvars(self, control_dir: Path) -> dict[str, str]:
+        """ansible-playbook's environment: host keys checked, no colour, ssh masters in `control_dir`."""
+        return {
+            # the ansible-playbook installed beside this Python first, whether or not its venv is activated
+            "PATH": os.pathsep.join(filter(None, (sysconfig.get_path("scripts"), os.environ.get("PATH")))),
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_NOCOLOR": "1",
+            **self.envvars,
+        }
+
+    def _on_event(self, raw: dict[str, Any]) -> bool:
+        event = event_from_runner(raw)
+        if event is not None:
+            self._queue.put(event)
+        return True  # keep writing the event to artifacts/job_events
+
+    def _should_stop(self) -> bool:
+        """Asked from ansible-runner's thread, the one that started ansible-playbook: cancelled or out of time."""
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            self._timed_out = True
+        if not (self._cancel.is_set() or self._timed_out):
+            return False
+        _kill_ansible_workers()
+        return True
 
     def _started(self) -> tuple[threading.Thread, Any, Path]:
         if self._thread is None or self._private_dir is None:

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cockpit.config import EMBEDDED_MODEL, Settings
+from cockpit.config import EMBEDDED_MODEL, Settings, SweepSection
 from cockpit.errors import BadInput
 from cockpit.jobs.backend import Backend, choose_backend
 from cockpit.jobs.factory import RuntimeEnvironment, SlurmJobFactory
@@ -95,22 +95,44 @@ def first_prompts(records: list[PromptRecord], limit: int) -> list[PromptRecord]
 def plan(settings: Settings, *, now: datetime | None = None, **overrides: Any) -> Sweep:
     """A new run folder: the prompt table written and checked, the manifest listing every strategy."""
     section = dataclasses.replace(settings.sweep, **overrides)
-    model_path = settings.model_path
-    if not model_path.exists():
+    if not settings.model_path.exists():
         hint = " (build it: cluster model build-tiny)" if settings.file.model.name == EMBEDDED_MODEL else ""
-        raise BadInput(f"{model_path}: model not found{hint}")
-    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    run_id = f"run_{stamp}"
-    run_dir = settings.runs_dir / run_id
-    if run_dir.exists():
-        raise BadInput(f"{run_dir}: a run with this timestamp exists already")
+        raise BadInput(f"{settings.model_path}: model not found{hint}")
+    run_id = f"run_{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}"
+    if (settings.runs_dir / run_id).exists():
+        raise BadInput(f"{settings.runs_dir / run_id}: a run with this timestamp exists already")
     files = PromptFileSet(settings.prompt_files(), count=section.prompts_per_file)
     records = PromptRepository(files).load_all()  # every file problem surfaces here, before any folder exists
     if section.prompt_limit:
         records = first_prompts(records, section.prompt_limit)
-    sweep_settings = SweepSettings(
+    shared = sweep_settings(settings, section, run_id)
+    save_prompt_table(build_prompt_table(records), shared.prompt_df_path)
+    backend = choose_backend(settings.cluster.scheduler, settings.runs_dir, section.launcher)
+    manifest = Manifest(
+        run_id=run_id,
+        run_dir=str(shared.run_dir),
+        backend=backend.name,
+        created_at=now_iso(),
+        state="planned",
+        launcher=backend.launcher,
+        max_attempts=section.max_attempts,
+        settings=_plain_settings(shared),
+        baseline=settings.baseline_url or "reference",
+    )
+    sweep = Sweep(shared, manifest)
+    factory = sweep.factory()
+    for strategy in sweep.strategies():
+        register(manifest, strategy, factory.files(strategy.config()))
+    manifest.save()
+    return sweep
+
+
+def sweep_settings(settings: Settings, section: SweepSection, run_id: str) -> SweepSettings:
+    """What every strategy of the run `run_id` shares, from the configuration and its [sweep] section."""
+    run_dir = settings.runs_dir / run_id
+    return SweepSettings(
         model_name=settings.file.model.name,
-        model_path=str(model_path),
+        model_path=str(settings.model_path),
         model_tag=section.model_tag or model_tag(settings.file.model.name),
         run_id=run_id,
         run_dir=run_dir,
@@ -128,25 +150,6 @@ def plan(settings: Settings, *, now: datetime | None = None, **overrides: Any) -
         profilers=section.profilers,
         profile_steps=section.profile_steps,
     )
-    save_prompt_table(build_prompt_table(records), sweep_settings.prompt_df_path)
-    backend = choose_backend(settings.cluster.scheduler, settings.runs_dir, section.launcher)
-    manifest = Manifest(
-        run_id=run_id,
-        run_dir=str(run_dir),
-        backend=backend.name,
-        created_at=now_iso(),
-        state="planned",
-        launcher=backend.launcher,
-        max_attempts=section.max_attempts,
-        settings=_plain_settings(sweep_settings),
-        baseline=settings.baseline_url or "reference",
-    )
-    sweep = Sweep(sweep_settings, manifest)
-    factory = sweep.factory()
-    for strategy in sweep.strategies():
-        register(manifest, strategy, factory.files(strategy.config()))
-    manifest.save()
-    return sweep
 
 
 def load(run_dir: Path) -> Sweep:
