@@ -1,3 +1,3 @@
-"""The control-node cockpit: nodes, jobs, experiments and the Textual app. Never imports torch."""
+"""The control-node cockpit: nodes, jobs, sweeps, their analysis, and the Textual app. Never imports torch."""
 
 __version__ = "0.1.0"

@@ -1,1 +1,1 @@
-"""The Textual app. Reads models produced by the node, job and experiment layers; never shells out itself."""
+"""The Textual app. Reads models produced by the node, job, sweep and analysis layers; never shells out itself."""
