@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 
-from cockpit.provision.board import HostRow, ProvisionBoard
 from cockpit.provision.events import (
     HostResult,
     HostStats,
@@ -15,6 +14,7 @@ from cockpit.provision.events import (
     TaskStarted,
 )
 from cockpit.tui.fake_provision import FAKE_EVENTS, HOLD_RUNNING, PLAY, TASKS, FakeProvisionRun
+from cockpit.tui.provision_board import HostRow, ProvisionBoard
 
 
 def result(host: str, task: str, status: ResultStatus, ignored: bool = False) -> HostResult:

@@ -19,8 +19,8 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from cockpit.nodes.nodeset import fold
-from cockpit.provision.board import COUNTS, STOPPING, HostRow, ProvisionBoard, TaskRow
 from cockpit.provision.events import ProvisionEvent, failure_details
+from cockpit.tui.provision_board import COUNTS, STOPPING, HostRow, ProvisionBoard, TaskRow
 from cockpit.tui.screens.confirm import ConfirmScreen
 from cockpit.tui.sources import ProvisionRun
 from cockpit.tui.tables import sync_rows
