@@ -13,17 +13,8 @@ from textual.widgets import DataTable, Static, TabbedContent
 from cockpit.analysis.results import CompletionPair
 from cockpit.tui.fake_results import fake_performance, fake_runs
 from cockpit.tui.fake_source import FakeClusterSource
-from cockpit.tui.screens.results import (
-    NO_PERFORMANCE,
-    WARNING,
-    CompletionDiffScreen,
-    ProfileScreen,
-    ResultsScreen,
-    bottleneck_lines,
-    divergence_line,
-    marked,
-    performance_cells,
-)
+from cockpit.tui.results_cells import WARNING, bottleneck_lines, divergence_line, marked, performance_cells
+from cockpit.tui.screens.results import NO_PERFORMANCE, CompletionDiffScreen, ProfileScreen, ResultsScreen
 from tests.snapshot.test_app_shell import SIZE, fake_app, settle
 
 DIVERGING_ROW = 3  # tiny_pp1_tp2_n2 on the 4k prompt 1, the one completion that parts from the reference

@@ -9,9 +9,8 @@ from textual.app import App
 
 from cockpit.analysis.summary import NAN
 from cockpit.tui.fake_results import RUNS_DIR, fake_traces
-from cockpit.tui.screens.results import (
+from cockpit.tui.results_cells import (
     WARNING,
-    ProfileScreen,
     no_summary_line,
     ops_table,
     profile_title,
@@ -21,6 +20,7 @@ from cockpit.tui.screens.results import (
     trace_key,
     viewers_lines,
 )
+from cockpit.tui.screens.results import ProfileScreen
 
 RUN = RUNS_DIR / "run_20261124-093000"
 TORCH, PERF, _, TORN = fake_traces(RUN)
