@@ -53,7 +53,7 @@ def _require(ok: bool, source: str, key: str, problem: str) -> None:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """One strategy's run: everything the entry script needs (seed 01, sections 4.1-4.2).
+    """One strategy's run: everything the entry script needs.
 
     Relative paths in `exp_config.json` are relative to the file's folder; `logs_dir`, `profiling_dir` and
     the shard, metrics and progress patterns are relative to `output_root`.
@@ -368,7 +368,7 @@ class ProfileSummary:
 
 @dataclass(frozen=True)
 class BuildManifest:
-    """`build_manifest.json`: one runtime build, as `cluster runtime build` made it (seed 04's manifest).
+    """`build_manifest.json`: one runtime build, as `cluster runtime build` made it.
 
     The control node keeps it beside the build; every node keeps the copy that came with its install, and a
     sweep runs only where the two digests agree. Job scripts pass `build_id` to the runtime ($COCKPIT_RUNTIME_BUILD),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The DeepSpeed entry script (seed 01's name): `deepspeed runtime/run_distributed_inference.py --config ...`.
+"""The DeepSpeed entry script: `deepspeed runtime/run_distributed_inference.py --config exp_config.json`.
 
 Launchers run a file, not a module; this file makes the project importable and hands over to runtime.main,
 which accepts the `--local_rank` argument the deepspeed launcher adds.
