@@ -8,9 +8,9 @@ first paint:  the app as a real terminal app (python -m bench.tui_app) in a 160x
               and the imports included. Also the part from the app built to that frame.
 refresh:      in the headless app (App.run_test, 160x50, its own timers off): a poll of the three feeds (the fake
               makes the data: every node's readings change each tick, the queue stays as it was, as most of a real
-              one does between polls; the board takes the samples), then `app.show` for the three panels, and the
-              wall time from there to the next frame rendered. Textual draws at most 60 frames a second, so up to
-              ~17 ms of that is waiting for the frame; its CPU time is given too.
+              one does between polls; the board takes the samples), then the dashboard's `show_panels` of the three
+              panels, and the wall time from there to the next frame rendered. Textual draws at most 60 frames a
+              second, so up to ~17 ms of that is waiting for the frame; its CPU time is given too.
 idle CPU:     the terminal app left polling at the default intervals (nodes 2 s, queue 3 s, sweep 2 s) and drawing
               into its pseudo-terminal: its CPU time (every thread, user + system, from /proc/PID/stat) over a
               window, as % of one core; the bytes it wrote to the terminal meanwhile are counted too.
@@ -39,6 +39,7 @@ from bench.tui_app import expected_rows
 from cockpit.config import CockpitFile, RefreshSection, Settings
 from cockpit.tui.app import CockpitApp
 from cockpit.tui.fake_source import FakeClusterSource
+from cockpit.tui.screens.dashboard import PANELS
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (160, 50)  # columns, lines
@@ -148,8 +149,7 @@ async def refreshes(fleet: tuple[int, int, int], count: int) -> dict[str, float]
                 await feed.poll()
             app.board.ingest(app.feeds["nodes"].value or [])
             polled, cpu = time.perf_counter(), time.process_time()
-            for name in app.feeds:
-                app.show(name)
+            app.dashboard.show_panels(*PANELS)
             shown = time.perf_counter()
             drawn = asyncio.Event()
             app.call_after_refresh(drawn.set)
@@ -181,7 +181,7 @@ def run(quick: bool) -> dict:
         ("first_paint_s", "first paint s (spawn to full dashboard drawn)", 1.0),
         ("first_paint_from_app_s", "  of which from the app built, s", None),
         ("poll_ms", "poll of the 3 feeds ms (fake data + board)", None),
-        ("show_ms", "app.show of the 3 panels ms", None),
+        ("show_ms", "show_panels of the 3 panels ms", None),
         ("refresh_ms", "full refresh ms (show to frame drawn), median", None),
         ("refresh_p95_ms", "full refresh ms, p95", 50.0),
         ("refresh_cpu_ms", "full refresh CPU ms, median", None),

@@ -10,11 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+from textual.message import Message
 from textual.widgets import DataTable
 
 from cockpit.config import Settings
 from cockpit.tui.app import CockpitApp
 from cockpit.tui.fake_source import FakeClusterSource
+from cockpit.tui.screens.dashboard import DashboardScreen
 from cockpit.tui.tables import MAX_ROWS
 
 
@@ -36,11 +38,16 @@ class TimedApp(CockpitApp):
         self.ready = ready
         self.complete = False
 
-    def show(self, name: str) -> None:
-        super().show(name)
-        if self.complete or any(feed.updated_at is None for feed in self.feeds.values()):
+    def on_mount(self) -> None:  # besides the cockpit's own
+        self.dashboard.message_signal.subscribe(self, self._handled, immediate=True)
+
+    def _handled(self, message: Message) -> None:
+        """After each message the dashboard handled: is a redraw of a panel the one that completes it?"""
+        if not isinstance(message, DashboardScreen.PanelChanged) or self.complete:
             return
-        tables = (self.screen.query_one(f"#{table_id}", DataTable) for table_id in ("nodes", "queue"))
+        if any(feed.updated_at is None for feed in self.feeds.values()):
+            return
+        tables = (self.dashboard.query_one(f"#{table_id}", DataTable) for table_id in ("nodes", "queue"))
         if tuple(table.row_count for table in tables) == self.rows:
             self.complete = True
             self.call_after_refresh(self._report)

@@ -1,16 +1,18 @@
-"""The cockpit application: polls its sources in workers, shows them on the dashboard, and runs the actions
-(each in a worker of its own, its outcome a notification) that the screens and the command palette ask for."""
+"""The cockpit application: polls its sources in workers and tells the dashboard which panel has new data, and
+runs the actions (each in a worker of its own, its outcome a notification) that the dashboard asks for with its
+messages and the command palette with its commands."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from textual import on
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -18,13 +20,15 @@ from textual.screen import Screen
 from cockpit.config import Settings
 from cockpit.tui.feeds import Feed
 from cockpit.tui.node_board import NodeBoard
-from cockpit.tui.screens.confirm import ConfirmScreen
-from cockpit.tui.screens.dashboard import DashboardScreen
+from cockpit.tui.screens.dashboard import DashboardScreen, Panel
 from cockpit.tui.screens.help import HelpScreen
 from cockpit.tui.screens.info import InfoScreen
 from cockpit.tui.screens.provision import ProvisionScreen
 from cockpit.tui.screens.sweep_form import SweepFormScreen
 from cockpit.tui.sources import ActionResult, ClusterSource, ProvisionRun
+
+POWER_TITLES = {"off": "shut down", "reboot": "restart"}  # a power action's notification title
+PANEL_OF_FEED: dict[str, Panel] = {"nodes": "nodes", "runtime": "nodes", "queue": "queue", "sweep": "sweep"}
 
 
 class CockpitApp(App[None]):
@@ -78,9 +82,10 @@ class CockpitApp(App[None]):
         }
         if self.board.runtime:  # the build the nodes should run, for the nodes table's runtime column
             self.feeds["runtime"] = Feed("runtime", source.runtime_build, refresh.nodes_s, 10.0, clock)
+        self.dashboard = DashboardScreen(self.board, self.feeds, read_only)
 
     def get_default_screen(self) -> Screen:
-        return DashboardScreen()
+        return self.dashboard
 
     def on_mount(self) -> None:
         for feed in self.feeds.values():
@@ -104,25 +109,13 @@ class CockpitApp(App[None]):
                 self.board.ingest(feed.value or [])
             elif feed.name == "runtime" and feed.error is None:
                 self.board.set_control_build(feed.value)
-            self.show(feed.name)
+            self.dashboard.post_message(DashboardScreen.PanelChanged(PANEL_OF_FEED[feed.name]))
             if not self._frozen and all(f.polls and not f.in_flight for f in self.feeds.values()):
                 # what the first full paint built lives as long as the app: keep it out of the collector's full
-                # passes, which otherwise cost a 64-node dashboard 100-300 ms spikes every few refreshes
-                gc.freeze()
+                # passes, which otherwise cost a 64-node dashboard 100-300 ms spikes every few refreshes. Frozen
+                # once the dashboard has taken in the data (its messages come first).
+                self.dashboard.call_later(gc.freeze)
                 self._frozen = True
-
-    def show(self, name: str) -> None:
-        """Redraw one panel, if the dashboard is the screen shown (hidden screens are caught up on return)."""
-        screen = self.screen
-        if not isinstance(screen, DashboardScreen):
-            return
-        with self.batch_update():
-            if name in ("nodes", "runtime"):
-                screen.show_nodes(self.board, self.feeds["nodes"])
-            elif name == "queue":
-                screen.show_queue(self.feeds["queue"])
-            else:
-                screen.show_sweep(self.feeds["sweep"])
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return not (action == "sweep" and self.read_only)
@@ -152,10 +145,14 @@ class CockpitApp(App[None]):
     def action_results(self) -> None:
         self.open_results(None)
 
+    @on(DashboardScreen.ResultsRequested)
+    def _results_requested(self, request: DashboardScreen.ResultsRequested) -> None:
+        self.open_results(request.run_dir)
+
     def open_results(self, run_dir: Path | None) -> None:
         from cockpit.tui.screens.results import ResultsScreen  # it brings pandas: not needed for the first paint
 
-        self.push_screen(ResultsScreen(run_dir))
+        self.push_screen(ResultsScreen(self.source, run_dir))
 
     # ---- actions: each in a worker, its outcome a notification
 
@@ -176,65 +173,50 @@ class CockpitApp(App[None]):
 
         self.run_worker(run(), group="actions", exit_on_error=False)
 
-    def confirm(self, question: str, detail: str, targets: Sequence[str], then: Callable[[list[str]], None]) -> None:
-        """Ask before a destructive action on `targets`; nothing is asked when there is nothing to act on."""
-        if not targets:
-            self.notify("nothing selected: move the cursor to a row, or mark nodes with space", severity="warning")
-            return
-        self.push_screen(ConfirmScreen(question, detail), lambda yes: then(list(targets)) if yes else None)
-
-    def wake(self, names: list[str]) -> None:
-        if not names:
-            self.notify("no node selected", severity="warning")
-            return
-
+    @on(DashboardScreen.WakeRequested)
+    def wake(self, request: DashboardScreen.WakeRequested) -> None:
         async def work() -> ActionResult:
-            outcome = await self.source.wake(names)
+            outcome = await self.source.wake(request.names)
             self.board.expect(outcome.done, "waking")
-            self.show("nodes")
+            self.dashboard.post_message(DashboardScreen.PanelChanged("nodes"))
             return outcome
 
         self.act(work(), "wake")
 
-    def _power(self, names: list[str], action: str) -> None:
+    @on(DashboardScreen.PowerRequested)
+    def power(self, request: DashboardScreen.PowerRequested) -> None:
         async def work() -> ActionResult:
-            outcome = await self.source.power(names, "off" if action == "shut down" else "reboot")
-            self.board.expect(outcome.done, "off" if action == "shut down" else "waking")
-            self.show("nodes")
+            outcome = await self.source.power(request.names, request.action)
+            self.board.expect(outcome.done, "off" if request.action == "off" else "waking")
+            self.dashboard.post_message(DashboardScreen.PanelChanged("nodes"))
             return outcome
 
-        self.act(work(), action)
+        self.act(work(), POWER_TITLES[request.action])
 
-    def restart(self, names: list[str]) -> None:
-        self._power(names, "restart")
-
-    def shutdown(self, names: list[str]) -> None:
-        self._power(names, "shut down")
-
-    def configure(self, names: list[str]) -> None:
+    @on(DashboardScreen.ConfigureRequested)
+    def configure(self, request: DashboardScreen.ConfigureRequested) -> None:
         async def work() -> None:
-            run = await self.source.configure(names)
+            run = await self.source.configure(request.names)
             self.provisioning.append(run)
-            await self.push_screen(ProvisionScreen(run, names))
+            await self.push_screen(ProvisionScreen(run, request.names))
 
         self.act(work(), "configure")
 
-    def cancel_job(self, job_ids: list[str]) -> None:
+    @on(DashboardScreen.JobCancelRequested)
+    def cancel_job(self, request: DashboardScreen.JobCancelRequested) -> None:
         async def work() -> ActionResult:
-            outcome = await self.source.cancel_job(job_ids[0])
+            outcome = await self.source.cancel_job(request.job_id)
             self.poll(self.feeds["queue"])
             return outcome
 
         self.act(work(), "cancel")
 
+    @on(DashboardScreen.FinishedJobsRequested)
     def load_finished(self) -> None:
-        """The finished jobs (sacct), once, shown in place of the queue until `f` again."""
+        """The finished jobs (sacct), once, for the dashboard to show in place of the queue until `f` again."""
 
         async def work() -> None:
             rows = await asyncio.wait_for(self.source.finished(), self.feeds["queue"].timeout_s)
-            screen = self.screen
-            if isinstance(screen, DashboardScreen):
-                screen.finished = rows
-                self.show("queue")
+            self.dashboard.post_message(DashboardScreen.FinishedJobsLoaded(rows))
 
         self.act(work(), "finished jobs")

@@ -5,6 +5,7 @@ front, the cache, and the performance tab's rows with and without an analysis.""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
@@ -28,9 +29,10 @@ async def loaded(pilot: Pilot) -> None:
     await settle(pilot)
 
 
-async def open_results(pilot: Pilot, screen: ResultsScreen | None = None) -> ResultsScreen:
+async def open_results(pilot: Pilot, run_dir: Path | None = None) -> ResultsScreen:
+    """The results screen on the app's source, on `run_dir` (None: the newest run with results)."""
     await settle(pilot)
-    screen = screen or ResultsScreen()
+    screen = ResultsScreen(pilot.app.source, run_dir)
     pilot.app.push_screen(screen)
     await loaded(pilot)
     return screen
@@ -75,7 +77,7 @@ def test_tab_snapshot(snap_compare, tab: str) -> None:
 
 def test_no_performance_snapshot(snap_compare) -> None:
     async def no_analysis(pilot: Pilot) -> None:
-        await open_results(pilot, ResultsScreen(fake_runs()[1].run_dir))  # running: no analysis, and why
+        await open_results(pilot, fake_runs()[1].run_dir)  # running: no analysis, and why
         await show_tab(pilot, "performance-tab")
 
     assert snap_compare(fake_app(), terminal_size=SIZE, run_before=no_analysis)
@@ -83,7 +85,7 @@ def test_no_performance_snapshot(snap_compare) -> None:
 
 def test_no_profiles_snapshot(snap_compare) -> None:
     async def no_profiles(pilot: Pilot) -> None:
-        await open_results(pilot, ResultsScreen(fake_runs()[1].run_dir))  # running: nothing profiled, and how to
+        await open_results(pilot, fake_runs()[1].run_dir)  # running: nothing profiled, and how to
         await show_tab(pilot, "profiles-tab")
 
     assert snap_compare(fake_app(), terminal_size=SIZE, run_before=no_profiles)
@@ -200,7 +202,7 @@ async def test_the_run_asked_for_is_shown_and_results_are_cached() -> None:
     source.results = counted  # type: ignore[method-assign]
     running = fake_runs()[1]
     async with app.run_test(size=SIZE) as pilot:
-        screen = await open_results(pilot, ResultsScreen(running.run_dir))
+        screen = await open_results(pilot, running.run_dir)
         runs = screen.query_one("#runs", DataTable)
         assert runs.cursor_row == 1 and asked == [running.run_id]
         runs.move_cursor(row=0)

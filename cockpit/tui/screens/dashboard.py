@@ -1,30 +1,40 @@
-"""The dashboard: nodes and their GPUs, the job queue, and the active sweep rank by rank."""
+"""The dashboard: nodes and their GPUs, the job queue, and the active sweep rank by rank.
+
+It draws from what it is given (the node board and the feeds, which the app fills) and asks the app for every
+action with a message (`WakeRequested`, `PowerRequested`, ...). The app answers the same way: `PanelChanged` when a
+panel's data has changed, `FinishedJobsLoaded` with the finished jobs. It redraws only while it is the screen shown,
+and catches up when it is shown again."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from cockpit.jobs.queue import QueueRow
 from cockpit.nodes.nodeset import fold
+from cockpit.nodes.power import PowerAction
 from cockpit.sweep.progress import SweepProgress
 from cockpit.tui.feeds import Feed
 from cockpit.tui.node_board import NodeBoard
+from cockpit.tui.screens.confirm import ConfirmScreen
 from cockpit.tui.tables import matching, sync_rows
 
-if TYPE_CHECKING:
-    from cockpit.tui.app import CockpitApp
-
+Panel = Literal["nodes", "queue", "sweep"]
+PANELS: tuple[Panel, ...] = ("nodes", "queue", "sweep")
 QUEUE_COLUMNS = ("job", "name", "state", "nodes", "elapsed", "reason")
 SWEEP_COLUMNS = ("strategy / rank", "state", "progress", "rows", "tok/s", "eta", "note")
 STATE_STYLE = {"RUNNING": "green", "PENDING": "yellow", "COMPLETED": "dim green", "FAILED": "bold red"}
 BAR_WIDTH = 20
+NOTHING_SELECTED = "nothing selected: move the cursor to a row, or mark nodes with space"
 
 
 def duration(seconds: float | None) -> str:
@@ -109,7 +119,8 @@ def _table(table_id: str, columns: Sequence[str]) -> DataTable:
 
 
 class DashboardScreen(Screen[None]):
-    """Nodes, queue and sweep, and the actions on them; the app feeds it, and it redraws only while shown."""
+    """Nodes, queue and sweep, and the actions on them: `board` and `feeds` are what it shows, kept current by the
+    app; with `read_only` every action that changes something is hidden."""
 
     BINDINGS = [
         Binding("space", "mark", "Mark node", show=False),
@@ -126,20 +137,76 @@ class DashboardScreen(Screen[None]):
     ]
     ACTIONS = frozenset({"wake", "wake_all", "configure", "restart", "shutdown", "cancel_job"})
 
-    def __init__(self) -> None:
+    # ---- what it asks the app for (they bubble up to the app, which handles them)
+
+    class WakeRequested(Message):
+        """Wake-on-LAN magic packets to `names`."""
+
+        def __init__(self, names: list[str]) -> None:
+            super().__init__()
+            self.names = names
+
+    class PowerRequested(Message):
+        """Shut down (`off`) or restart (`reboot`) `names`; the user has confirmed it."""
+
+        def __init__(self, action: PowerAction, names: list[str]) -> None:
+            super().__init__()
+            self.action = action
+            self.names = names
+
+    class ConfigureRequested(Message):
+        """The compute playbooks on `names`, followed on the provisioning screen; the user has confirmed it."""
+
+        def __init__(self, names: list[str]) -> None:
+            super().__init__()
+            self.names = names
+
+    class JobCancelRequested(Message):
+        """Cancel the job `job_id`; the user has confirmed it."""
+
+        def __init__(self, job_id: str) -> None:
+            super().__init__()
+            self.job_id = job_id
+
+    class FinishedJobsRequested(Message):
+        """The jobs that ended lately, to show in place of the queue (the app answers with FinishedJobsLoaded)."""
+
+    class ResultsRequested(Message):
+        """The results screen, on the run `run_dir` (None: the newest run with results)."""
+
+        def __init__(self, run_dir: Path | None) -> None:
+            super().__init__()
+            self.run_dir = run_dir
+
+    # ---- what the app tells it (posted to it, they go no further)
+
+    class PanelChanged(Message, bubble=False):
+        """What `panel` shows has changed (a feed's new value, the board after an action): redraw it if shown."""
+
+        def __init__(self, panel: Panel) -> None:
+            super().__init__()
+            self.panel = panel
+
+    class FinishedJobsLoaded(Message, bubble=False):
+        """The finished jobs asked for with FinishedJobsRequested."""
+
+        def __init__(self, rows: list[QueueRow]) -> None:
+            super().__init__()
+            self.rows = rows
+
+    def __init__(self, board: NodeBoard, feeds: Mapping[str, Feed[Any]], read_only: bool = False) -> None:
         super().__init__()
+        self.board = board
+        self.feeds = feeds
+        self.read_only = read_only
         self.filter_text = ""
         self.finished: list[QueueRow] | None = None  # shown instead of the queue while not None
         self._queue_shown: tuple[object, ...] = ()
 
-    @property
-    def cockpit(self) -> CockpitApp:
-        return cast("CockpitApp", self.app)
-
     def compose(self) -> ComposeResult:
         yield Header(icon="◆")
         yield Static("Nodes", id="nodes-title", classes="panel-title")
-        yield _table("nodes", self.cockpit.board.columns)
+        yield _table("nodes", self.board.columns)
         yield Static("", id="nodes-problems")
         yield Static("Queue", id="queue-title", classes="panel-title")
         yield _table("queue", QUEUE_COLUMNS)
@@ -150,26 +217,48 @@ class DashboardScreen(Screen[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """`--read-only` hides every action that changes something."""
-        return not (action in self.ACTIONS and self.cockpit.read_only)
+        return not (action in self.ACTIONS and self.read_only)
+
+    @on(PanelChanged)
+    def _panel_changed(self, message: PanelChanged) -> None:
+        if self.is_current:  # a hidden dashboard catches up when it is shown again
+            self.show_panels(message.panel)
+
+    @on(FinishedJobsLoaded)
+    def _finished_loaded(self, message: FinishedJobsLoaded) -> None:
+        self.finished = message.rows
+        if self.is_current:
+            self.show_panels("queue")
 
     def on_screen_resume(self) -> None:
         """Catch up on what came in while another screen was shown."""
-        for name in self.cockpit.feeds:
-            self.cockpit.show(name)
+        self.show_panels(*PANELS)
 
     # ---- rendering
+
+    def show_panels(self, *panels: Panel) -> None:
+        """Redraw `panels` from the board and the feeds, in one batch (keyed diffs: only changed cells)."""
+        with self.app.batch_update():
+            for panel in panels:
+                if panel == "nodes":
+                    self._show_nodes()
+                elif panel == "queue":
+                    self._show_queue()
+                else:
+                    self._show_sweep()
 
     def _filter_note(self) -> str:
         return f" · filter {self.filter_text!r}" if self.filter_text else ""
 
-    def show_nodes(self, board: NodeBoard, feed: Feed) -> None:
+    def _show_nodes(self) -> None:
+        board = self.board
         counts = board.counts()
         summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
         marked = f" · {len(board.marked)} marked" if board.marked else ""
         rows = matching(board.rows(), self.filter_text)
         left_out = sync_rows(self.query_one("#nodes", DataTable), rows)
         more = f" (first 2000 rows; {left_out} more)" if left_out else ""
-        title = f"Nodes · {summary}{marked}{more}{self._filter_note()}{feed.mark()}"
+        title = f"Nodes · {summary}{marked}{more}{self._filter_note()}{self.feeds['nodes'].mark()}"
         self.query_one("#nodes-title", Static).update(title)
         problems = board.problems()
         shown = " · ".join(f"{name}: {why}" for name, why in problems[:3])
@@ -178,7 +267,8 @@ class DashboardScreen(Screen[None]):
         line.update(f"⚠ {shown}{extra}" if problems else "")
         line.display = bool(problems)
 
-    def show_queue(self, feed: Feed[list[QueueRow]]) -> None:
+    def _show_queue(self) -> None:
+        feed = self.feeds["queue"]
         rows = self.jobs_shown()
         view = (rows, self.filter_text, feed.mark(), feed.error, self.finished is None)
         if view == self._queue_shown:
@@ -194,8 +284,9 @@ class DashboardScreen(Screen[None]):
             title = f"Queue · {len(rows)} job(s), {running} running{more}{feed.mark()}{error}"
         self.query_one("#queue-title", Static).update(title + self._filter_note())
 
-    def show_sweep(self, feed: Feed[SweepProgress | None]) -> None:
-        progress = feed.value
+    def _show_sweep(self) -> None:
+        feed = self.feeds["sweep"]
+        progress: SweepProgress | None = feed.value
         sync_rows(self.query_one("#sweep", DataTable), matching(sweep_rows(progress), self.filter_text))
         title = "Sweep · none running" if progress is None else f"Sweep · {progress.run_id} {progress.state}"
         self.query_one("#sweep-title", Static).update(f"{title}{feed.mark()}")
@@ -204,7 +295,7 @@ class DashboardScreen(Screen[None]):
 
     def selected_nodes(self) -> list[str]:
         """The marked nodes, else the node under the nodes table's cursor."""
-        board = self.cockpit.board
+        board = self.board
         if board.marked:
             return [name for name in board.names if name in board.marked]
         return self._cursor_node()
@@ -218,7 +309,7 @@ class DashboardScreen(Screen[None]):
 
     def jobs_shown(self) -> list[QueueRow]:
         """The queue's latest rows, or the finished jobs while those are shown."""
-        return self.cockpit.feeds["queue"].value or [] if self.finished is None else self.finished
+        return self.feeds["queue"].value or [] if self.finished is None else self.finished
 
     def selected_job(self) -> QueueRow | None:
         table = self.query_one("#queue", DataTable)
@@ -229,50 +320,70 @@ class DashboardScreen(Screen[None]):
 
     # ---- actions
 
+    def _ask(self, question: str, detail: str, request: Message) -> None:
+        """Ask before an action that cannot be taken back; `request` goes to the app only on yes."""
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.post_message(request)
+
+        self.app.push_screen(ConfirmScreen(question, detail), answer)
+
+    def _ask_for_nodes(self, verb: str, detail: str, request: Callable[[list[str]], Message]) -> None:
+        """Ask before `verb` on the selected nodes; nothing is asked when none is selected."""
+        names = self.selected_nodes()
+        if not names:
+            self.notify(NOTHING_SELECTED, severity="warning")
+            return
+        self._ask(f"{verb} {fold(names)}?", detail, request(names))
+
+    def _wake(self, names: list[str]) -> None:
+        if not names:
+            self.notify(NOTHING_SELECTED, severity="warning")
+            return
+        self.post_message(self.WakeRequested(names))
+
     def action_mark(self) -> None:
         for name in self._cursor_node():
-            self.cockpit.board.toggle_mark(name)
-        self.cockpit.show("nodes")
+            self.board.toggle_mark(name)
+        self.show_panels("nodes")
 
     def action_wake(self) -> None:
-        self.cockpit.wake(self.selected_nodes())
+        self._wake(self.selected_nodes())
 
     def action_wake_all(self) -> None:
-        self.cockpit.wake(list(self.cockpit.board.names))
+        self._wake(list(self.board.names))
 
     def action_configure(self) -> None:
-        names = self.selected_nodes()
         detail = "runs the compute playbooks (ansible/compute.yml) on them through ansible-runner"
-        self.cockpit.confirm(f"Configure {fold(names)}?", detail, names, self.cockpit.configure)
+        self._ask_for_nodes("Configure", detail, self.ConfigureRequested)
 
     def action_restart(self) -> None:
-        names = self.selected_nodes()
-        self.cockpit.confirm(f"Restart {fold(names)}?", "jobs running there are killed", names, self.cockpit.restart)
+        self._ask_for_nodes(
+            "Restart", "jobs running there are killed", lambda names: self.PowerRequested("reboot", names)
+        )
 
     def action_shutdown(self) -> None:
-        names = self.selected_nodes()
         detail = "they come back with w (Wake-on-LAN)"
-        self.cockpit.confirm(f"Shut down {fold(names)}?", detail, names, self.cockpit.shutdown)
+        self._ask_for_nodes("Shut down", detail, lambda names: self.PowerRequested("off", names))
 
     def action_cancel_job(self) -> None:
         job = self.selected_job()
         if job is None:
             self.notify("no job under the cursor", severity="warning")
             return
-        self.cockpit.confirm(
-            f"Cancel job {job.job_id} ({job.name})?", f"state {job.state}", [job.job_id], self.cockpit.cancel_job
-        )
+        self._ask(f"Cancel job {job.job_id} ({job.name})?", f"state {job.state}", self.JobCancelRequested(job.job_id))
 
     def action_finished(self) -> None:
         if self.finished is not None:
             self.finished = None
-            self.cockpit.show("queue")
+            self.show_panels("queue")
         else:
-            self.cockpit.load_finished()
+            self.post_message(self.FinishedJobsRequested())
 
     def action_results(self) -> None:
-        progress = self.cockpit.feeds["sweep"].value
-        self.cockpit.open_results(None if progress is None else progress.run_dir)
+        progress = self.feeds["sweep"].value
+        self.post_message(self.ResultsRequested(None if progress is None else progress.run_dir))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "sweep":
@@ -290,8 +401,7 @@ class DashboardScreen(Screen[None]):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.filter_text = event.value
-        for name in self.cockpit.feeds:
-            self.cockpit.show(name)
+        self.show_panels(*PANELS)
 
     def on_input_submitted(self) -> None:
         self.query_one("#nodes", DataTable).focus()

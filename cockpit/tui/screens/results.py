@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from rich.markdown import Markdown
 from rich.text import Text
@@ -50,7 +50,6 @@ from cockpit.tui.results_cells import (
 )
 
 if TYPE_CHECKING:
-    from cockpit.tui.app import CockpitApp
     from cockpit.tui.sources import ClusterSource
 
 NO_PERFORMANCE = "no performance analysis for this run"
@@ -134,7 +133,7 @@ class ProfileScreen(Screen[None]):
 
 class ResultsScreen(Screen[None]):
     """Runs on the left; the highlighted run's summary, plots, completions, performance and profiles on the right.
-    Data comes from the app's source in workers, one run's results at a time, cached until its manifest changes."""
+    Data comes from `source` in workers, one run's results at a time, cached until its manifest changes."""
 
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
@@ -142,17 +141,14 @@ class ResultsScreen(Screen[None]):
         Binding("c", "copy_path", "Copy path"),  # on the profiles tab
     ]
 
-    def __init__(self, run_dir: Path | None = None) -> None:
+    def __init__(self, source: ClusterSource, run_dir: Path | None = None) -> None:
         super().__init__()
+        self.source = source
         self.selected = run_dir  # the run shown (or being loaded); None: the newest with results
         self.runs: dict[str, RunInfo] = {}  # by str(run_dir), newest first, as the runs table lists them
         self.cache: dict[tuple[Path, float | None], RunResults] = {}
         self.pairs: dict[str, CompletionPair] = {}  # the completions table's rows by key
         self.traces: dict[str, TraceFile] = {}  # the profiles table's rows by key
-
-    @property
-    def source(self) -> ClusterSource:
-        return cast("CockpitApp", self.app).source
 
     def compose(self) -> ComposeResult:
         yield Header(icon="◆")
