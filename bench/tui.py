@@ -1,4 +1,4 @@
-"""tui: the cockpit on a large cluster from the data seam (FakeClusterSource: 64 nodes x 2 GPUs, 2,000 queued
+"""tui: the cockpit on a large cluster from the data seam (the demo's cluster: 64 nodes x 2 GPUs, 2,000 queued
 jobs), beside the same figures for an empty cluster (no nodes, no jobs) taken in the same run. Issue 6's goals, for
 the large one: first paint <= 1 s, a full dashboard refresh <= 50 ms, idle CPU at the default intervals <= 3% of one
 core.
@@ -6,7 +6,7 @@ core.
 first paint:  the app as a real terminal app (python -m bench.tui_app) in a 160x50 pseudo-terminal, from the spawn
               of its process to the first frame that holds every node's and job's row drawn: the interpreter's start
               and the imports included. Also the part from the app built to that frame.
-refresh:      in the headless app (App.run_test, 160x50, its own timers off): a poll of the three feeds (the fake
+refresh:      in the headless app (App.run_test, 160x50, its own timers off): a poll of the three feeds (the demo
               makes the data: every node's readings change each tick, the queue stays as it was, as most of a real
               one does between polls; the board takes the samples), then the dashboard's `show_panels` of the three
               panels, and the wall time from there to the next frame rendered. Textual draws at most 60 frames a
@@ -35,10 +35,9 @@ from pathlib import Path
 from textual.widgets import DataTable
 
 from bench.report import table
-from bench.tui_app import expected_rows
+from bench.tui_app import SteadyQueueSource, expected_rows
 from cockpit.config import CockpitFile, RefreshSection, Settings
 from cockpit.tui.app import CockpitApp
-from cockpit.tui.fake_source import FakeClusterSource
 from cockpit.tui.screens.dashboard import PANELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +137,7 @@ async def refreshes(fleet: tuple[int, int, int], count: int) -> dict[str, float]
     """`count` full refreshes of the headless dashboard, each after a poll that changed every node's readings."""
     nodes, gpus, jobs = fleet
     settings = Settings(CockpitFile(refresh=RefreshSection(3600.0, 3600.0, 3600.0)))  # only these polls
-    app = CockpitApp(settings, FakeClusterSource(nodes=nodes, gpus=gpus, jobs=jobs))
+    app = CockpitApp(settings, SteadyQueueSource(nodes=nodes, gpus=gpus, jobs=jobs))
     polls, shows, walls, cpus = [], [], [], []
     async with app.run_test(size=SIZE) as pilot:
         await app.workers.wait_for_complete()
@@ -180,7 +179,7 @@ def run(quick: bool) -> dict:
     rows = [
         ("first_paint_s", "first paint s (spawn to full dashboard drawn)", 1.0),
         ("first_paint_from_app_s", "  of which from the app built, s", None),
-        ("poll_ms", "poll of the 3 feeds ms (fake data + board)", None),
+        ("poll_ms", "poll of the 3 feeds ms (demo data + board)", None),
         ("show_ms", "show_panels of the 3 panels ms", None),
         ("refresh_ms", "full refresh ms (show to frame drawn), median", None),
         ("refresh_p95_ms", "full refresh ms, p95", 50.0),

@@ -1,4 +1,4 @@
-"""python -m bench.tui_app --nodes N --gpus G --jobs J --ready FILE: the cockpit on a fake cluster as a real
+"""python -m bench.tui_app --nodes N --gpus G --jobs J --ready FILE: the cockpit on the demo's cluster as a real
 terminal app at the default refresh intervals, for bench/tui.py to start in a pseudo-terminal and measure from
 outside. Once the dashboard's tables hold every node's and job's rows and that frame has been drawn, it writes
 FILE: the CLOCK_MONOTONIC time then (comparable across processes) and the seconds since the app was built."""
@@ -14,8 +14,9 @@ from textual.message import Message
 from textual.widgets import DataTable
 
 from cockpit.config import Settings
+from cockpit.jobs.queue import QueueRow
 from cockpit.tui.app import CockpitApp
-from cockpit.tui.fake_source import FakeClusterSource
+from cockpit.tui.demo import DemoSource, demo_jobs
 from cockpit.tui.screens.dashboard import DashboardScreen
 from cockpit.tui.tables import MAX_ROWS
 
@@ -25,13 +26,21 @@ def expected_rows(nodes: int, gpus: int, jobs: int) -> tuple[int, int]:
     return nodes * max(gpus, 1), min(jobs, MAX_ROWS)
 
 
+class SteadyQueueSource(DemoSource):
+    """The demo's cluster with a queue that stays as it was between polls (the demo's running jobs' elapsed
+    times move on): what the figures measure is every node's readings changing."""
+
+    async def queue(self) -> list[QueueRow]:
+        return demo_jobs(self.job_count)
+
+
 class TimedApp(CockpitApp):
     """The cockpit, noting when its first complete dashboard has been drawn."""
 
     # Textual reads CSS_PATH beside the file of the class that sets it: point it back at the cockpit's own
     CSS_PATH = Path(sys.modules[CockpitApp.__module__].__file__ or "").with_name(str(CockpitApp.CSS_PATH))
 
-    def __init__(self, source: FakeClusterSource, rows: tuple[int, int], ready: Path) -> None:
+    def __init__(self, source: SteadyQueueSource, rows: tuple[int, int], ready: Path) -> None:
         super().__init__(Settings(), source)
         self.built_at = time.monotonic()
         self.rows = rows
@@ -60,13 +69,13 @@ class TimedApp(CockpitApp):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.tui_app", description="The cockpit on a fake cluster.")
+    parser = argparse.ArgumentParser(prog="python -m bench.tui_app", description="The cockpit on the demo's cluster.")
     parser.add_argument("--nodes", type=int, required=True)
     parser.add_argument("--gpus", type=int, required=True)
     parser.add_argument("--jobs", type=int, required=True)
     parser.add_argument("--ready", type=Path, required=True, help="written once the full dashboard is drawn")
     args = parser.parse_args()
-    source = FakeClusterSource(nodes=args.nodes, gpus=args.gpus, jobs=args.jobs)
+    source = SteadyQueueSource(nodes=args.nodes, gpus=args.gpus, jobs=args.jobs)
     TimedApp(source, expected_rows(args.nodes, args.gpus, args.jobs), args.ready).run()
 
 

@@ -1,7 +1,7 @@
 """The seam between the app and the world: what the app polls and what its actions do. `LiveSource` asks the
 nodes (one probe per node over the ssh pool), the scheduler (squeue/sacct or the local job records) and the run
-folders, and acts through the same layers as the `cluster` CLI; tests and benchmarks hand the app a fake with fixed
-data instead (`cockpit.tui.fake_source`)."""
+folders, and acts through the same layers as the `cluster` CLI. `cockpit --demo`, the tests and the benchmarks hand
+the app a simulated cluster instead (`cockpit.tui.demo`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every action key under a Pilot, on the fake cluster source (which only records what it is asked to do), the
+"""Every action key under a Pilot, on the demo's simulated cluster (which only records what it is asked to do), the
 confirmations of destructive ones, `--read-only`, the command palette, and snapshots of the modals and views."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from textual.pilot import Pilot
 from textual.widgets import Checkbox, DataTable, Input, Static
 
 from cockpit.tui.app import CockpitApp
-from cockpit.tui.fake_source import FakeClusterSource
+from cockpit.tui.demo import DemoSource
 from cockpit.tui.screens.confirm import ConfirmScreen
 from cockpit.tui.screens.dashboard import DashboardScreen
 from cockpit.tui.screens.provision import ProvisionScreen
@@ -21,7 +21,7 @@ from tests.snapshot.test_app_shell import SIZE, FakeClock, fake_app, fixed_setti
 
 def recorded(app: CockpitApp) -> list[tuple[str, ...]]:
     source = app.source
-    assert isinstance(source, FakeClusterSource)
+    assert isinstance(source, DemoSource)
     return source.actions
 
 
@@ -222,8 +222,8 @@ def test_small_terminal_snapshot(snap_compare) -> None:
     assert snap_compare(fake_app(), terminal_size=(60, 20), run_before=settle)
 
 
-class HungQueueSource(FakeClusterSource):
-    """A fake whose squeue never answers."""
+class HungQueueSource(DemoSource):
+    """A demo cluster whose squeue never answers."""
 
     async def queue(self) -> list:
         await asyncio.sleep(3600)

@@ -1,5 +1,5 @@
-"""The app at a fixed size on fixed data: the dashboard, the info screen and help as snapshots, on a fake cluster
-source and a fake clock (both named so), and the key bindings under a Pilot."""
+"""The app at a fixed size on fixed data: the dashboard, the info screen and help as snapshots, on the demo's
+simulated cluster and a fake clock, and the key bindings under a Pilot."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from textual.widgets import DataTable
 
 from cockpit.config import CockpitFile, ModelSection, PathsSection, RuntimeSection, Settings, WakeOnLanSection
 from cockpit.tui.app import CockpitApp
-from cockpit.tui.fake_source import FakeClusterSource
+from cockpit.tui.demo import DemoSource
 from cockpit.tui.screens.dashboard import DashboardScreen
 from cockpit.tui.screens.help import HelpScreen
 from cockpit.tui.screens.info import InfoScreen
@@ -40,7 +40,7 @@ def fixed_settings(
 
 
 def fake_app(read_only: bool = False, **fleet: object) -> CockpitApp:
-    source = FakeClusterSource(**{"nodes": 3, "gpus": 2, "jobs": 5, "unreachable": ("node2",), **fleet})
+    source = DemoSource(**{"nodes": 3, "gpus": 2, "jobs": 5, "unreachable": ("node2",), **fleet})
     return CockpitApp(fixed_settings(), source, read_only=read_only, clock=FakeClock())
 
 
@@ -56,7 +56,7 @@ def test_dashboard_snapshot(snap_compare) -> None:
 def test_dashboard_runtime_snapshot(snap_compare) -> None:
     """A venv delivery: node0 runs the build made here, node1 another one (marked ≠), node2 does not answer."""
     installed = {"node0": "0.1.0-3f2a9c1b7d4e", "node1": "0.1.0-0c55e1d2a9b7"}
-    source = FakeClusterSource(
+    source = DemoSource(
         nodes=3, gpus=2, jobs=5, unreachable=("node2",), installed=installed, built="0.1.0-3f2a9c1b7d4e"
     )
     app = CockpitApp(fixed_settings(delivery="venv"), source, clock=FakeClock())
@@ -82,7 +82,7 @@ def test_help_snapshot(snap_compare) -> None:
 
 
 async def test_model_status_comes_from_disk(tiny_model_dir: Path) -> None:
-    app = CockpitApp(fixed_settings(model_path=str(tiny_model_dir)), FakeClusterSource(), clock=FakeClock())
+    app = CockpitApp(fixed_settings(model_path=str(tiny_model_dir)), DemoSource(), clock=FakeClock())
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("i")
         await settle(pilot)

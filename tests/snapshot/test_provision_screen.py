@@ -1,4 +1,4 @@
-"""The provisioning screen on a fake playbook run (node1 fails the last task): the run under way and ended, the
+"""The provisioning screen on the demo's playbook run (node1 fails the last task): the run under way and ended, the
 failure's details and the cancel question as snapshots, and its keys under a Pilot."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Callable
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
-from cockpit.tui.fake_provision import FakeProvisionRun
+from cockpit.tui.demo import DemoProvisionRun
 from cockpit.tui.screens.confirm import ConfirmScreen
 from cockpit.tui.screens.dashboard import DashboardScreen
 from cockpit.tui.screens.provision import FailureScreen, ProvisionScreen
@@ -28,7 +28,7 @@ async def wait_for(pilot: Pilot, check: Callable[[], bool], what: str, timeout_s
     await pilot.pause()
 
 
-async def show(pilot: Pilot, run: FakeProvisionRun) -> ProvisionScreen:
+async def show(pilot: Pilot, run: DemoProvisionRun) -> ProvisionScreen:
     """The dashboard settled, then the screen following `run`: held at its gate, or to the run's end."""
     await settle(pilot)
     screen = ProvisionScreen(run, NAMES)
@@ -46,21 +46,21 @@ def status_line(screen: ProvisionScreen) -> str:
 
 def test_running_snapshot(snap_compare) -> None:
     async def run_before(pilot: Pilot) -> None:
-        await show(pilot, FakeProvisionRun(threading.Event()))
+        await show(pilot, DemoProvisionRun(threading.Event()))
 
     assert snap_compare(fake_app(), terminal_size=SIZE, run_before=run_before)
 
 
 def test_failed_snapshot(snap_compare) -> None:
     async def run_before(pilot: Pilot) -> None:
-        await show(pilot, FakeProvisionRun())
+        await show(pilot, DemoProvisionRun())
 
     assert snap_compare(fake_app(), terminal_size=SIZE, run_before=run_before)
 
 
 def test_failure_modal_snapshot(snap_compare) -> None:
     async def run_before(pilot: Pilot) -> None:
-        await show(pilot, FakeProvisionRun())
+        await show(pilot, DemoProvisionRun())
         await pilot.press("down", "enter")  # node1's row of the hosts table
         await pilot.pause()
 
@@ -69,7 +69,7 @@ def test_failure_modal_snapshot(snap_compare) -> None:
 
 def test_confirm_modal_snapshot(snap_compare) -> None:
     async def run_before(pilot: Pilot) -> None:
-        await show(pilot, FakeProvisionRun(threading.Event()))
+        await show(pilot, DemoProvisionRun(threading.Event()))
         await pilot.press("x")
         await pilot.pause()
 
@@ -79,7 +79,7 @@ def test_confirm_modal_snapshot(snap_compare) -> None:
 async def test_o_on_the_failed_row_shows_its_output_and_escape_goes_back() -> None:
     app = fake_app()
     async with app.run_test(size=SIZE) as pilot:
-        screen = await show(pilot, FakeProvisionRun())
+        screen = await show(pilot, DemoProvisionRun())
         hosts = screen.query_one("#hosts", DataTable)
         assert [str(hosts.get_cell("node1", column)) for column in ("ok", "changed", "failed", "state")] == [
             "2", "1", "1", "failed"
@@ -102,7 +102,7 @@ async def test_o_on_the_failed_row_shows_its_output_and_escape_goes_back() -> No
 async def test_enter_on_a_failed_host_shows_its_failure() -> None:
     app = fake_app()
     async with app.run_test(size=SIZE) as pilot:
-        screen = await show(pilot, FakeProvisionRun())
+        screen = await show(pilot, DemoProvisionRun())
         await pilot.press("enter")  # node0: nothing failed
         assert app.screen is screen
         await pilot.press("down", "enter")
@@ -114,7 +114,7 @@ async def test_enter_on_a_failed_host_shows_its_failure() -> None:
 
 async def test_x_then_y_cancels_the_run() -> None:
     app = fake_app()
-    run = FakeProvisionRun(threading.Event())
+    run = DemoProvisionRun(threading.Event())
     async with app.run_test(size=SIZE) as pilot:
         screen = await show(pilot, run)
         assert status_line(screen).endswith("· running · Fake base configuration › Probe the fake GPU")
@@ -132,7 +132,7 @@ async def test_x_then_y_cancels_the_run() -> None:
 
 async def test_x_then_n_does_not_cancel_and_the_run_goes_on() -> None:
     app = fake_app()
-    run = FakeProvisionRun(threading.Event())
+    run = DemoProvisionRun(threading.Event())
     async with app.run_test(size=SIZE) as pilot:
         screen = await show(pilot, run)
         tasks = screen.query_one("#tasks", DataTable)
@@ -150,7 +150,7 @@ async def test_x_then_n_does_not_cancel_and_the_run_goes_on() -> None:
 
 async def test_escape_leaves_the_run_going_and_its_end_is_told() -> None:
     app = fake_app()
-    run = FakeProvisionRun(threading.Event())
+    run = DemoProvisionRun(threading.Event())
     async with app.run_test(size=SIZE) as pilot:
         screen = await show(pilot, run)
         told: list[str] = []
@@ -170,7 +170,7 @@ async def test_escape_leaves_the_run_going_and_its_end_is_told() -> None:
 async def test_a_playbook_that_does_not_load_shows_ansibles_output() -> None:
     app = fake_app()
     async with app.run_test(size=SIZE) as pilot:
-        screen = await show(pilot, FakeProvisionRun(unparsable=True))
+        screen = await show(pilot, DemoProvisionRun(unparsable=True))
         assert status_line(screen).endswith("failed (rc 4) without any host result: o shows Ansible's output")
         await pilot.press("o")
         assert isinstance(app.screen, FailureScreen)
@@ -181,7 +181,7 @@ async def test_a_playbook_that_does_not_load_shows_ansibles_output() -> None:
 
 async def test_quitting_while_it_runs_cancels_the_run() -> None:
     app = fake_app()
-    run = FakeProvisionRun(threading.Event())
+    run = DemoProvisionRun(threading.Event())
     async with app.run_test(size=SIZE) as pilot:
         await show(pilot, run)
     assert run.cancelled.is_set()

@@ -1,4 +1,4 @@
-"""The results screen on the fake source's runs: each tab, the completion diff and a rank's profile as snapshots,
+"""The results screen on the demo's runs: each tab, the completion diff and a rank's profile as snapshots,
 and under a Pilot the diff and the profile opened and closed, a run with nothing collected, the run chosen up
 front, the cache, and the performance tab's rows with and without an analysis."""
 
@@ -12,8 +12,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Static, TabbedContent
 
 from cockpit.analysis.results import CompletionPair
-from cockpit.tui.fake_results import fake_performance, fake_runs
-from cockpit.tui.fake_source import FakeClusterSource
+from cockpit.tui.demo import DemoSource, demo_performance, demo_runs
 from cockpit.tui.results_cells import WARNING, bottleneck_lines, divergence_line, marked, performance_cells
 from cockpit.tui.screens.results import NO_PERFORMANCE, CompletionDiffScreen, ProfileScreen, ResultsScreen
 from tests.snapshot.test_app_shell import SIZE, fake_app, settle
@@ -77,7 +76,7 @@ def test_tab_snapshot(snap_compare, tab: str) -> None:
 
 def test_no_performance_snapshot(snap_compare) -> None:
     async def no_analysis(pilot: Pilot) -> None:
-        await open_results(pilot, fake_runs()[1].run_dir)  # running: no analysis, and why
+        await open_results(pilot, demo_runs()[1].run_dir)  # running: no analysis, and why
         await show_tab(pilot, "performance-tab")
 
     assert snap_compare(fake_app(), terminal_size=SIZE, run_before=no_analysis)
@@ -85,7 +84,7 @@ def test_no_performance_snapshot(snap_compare) -> None:
 
 def test_no_profiles_snapshot(snap_compare) -> None:
     async def no_profiles(pilot: Pilot) -> None:
-        await open_results(pilot, fake_runs()[1].run_dir)  # running: nothing profiled, and how to
+        await open_results(pilot, demo_runs()[1].run_dir)  # running: nothing profiled, and how to
         await show_tab(pilot, "profiles-tab")
 
     assert snap_compare(fake_app(), terminal_size=SIZE, run_before=no_profiles)
@@ -161,7 +160,7 @@ async def test_c_copies_the_highlighted_trace_path_on_the_profiles_tab() -> None
         assert "c" in screen.active_bindings
         screen.query_one("#profiles", DataTable).move_cursor(row=1)  # TP's rank 0, its perf file
         await pilot.press("c")
-        assert copied == [f"{fake_runs()[0].run_dir}/tiny_pp1_tp2_n2/profiling/rank_0/perf.data"]
+        assert copied == [f"{demo_runs()[0].run_dir}/tiny_pp1_tp2_n2/profiling/rank_0/perf.data"]
         screen.query_one("#runs", DataTable).move_cursor(row=1)  # running: no profiles, nothing to copy
         await loaded(pilot)
         assert not screen.query_one("#profiles", DataTable).display
@@ -191,7 +190,7 @@ async def test_a_run_with_nothing_collected_shows_why() -> None:
 
 async def test_the_run_asked_for_is_shown_and_results_are_cached() -> None:
     app = fake_app()
-    source: FakeClusterSource = app.source  # type: ignore[assignment]
+    source: DemoSource = app.source  # type: ignore[assignment]
     asked: list[str] = []
     results = source.results
 
@@ -200,7 +199,7 @@ async def test_the_run_asked_for_is_shown_and_results_are_cached() -> None:
         return await results(run_dir)
 
     source.results = counted  # type: ignore[method-assign]
-    running = fake_runs()[1]
+    running = demo_runs()[1]
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_results(pilot, running.run_dir)
         runs = screen.query_one("#runs", DataTable)
@@ -237,7 +236,7 @@ async def test_performance_tab_marks_the_strategy_the_model_misses() -> None:
 
 
 def test_performance_cells_mark_oversubscription_and_skipped_strategies() -> None:
-    performance = fake_performance(["tiny_pp1_tp1_n1", "tiny_pp1_tp2_n2", "tiny_pp2_tp1_n2"])
+    performance = demo_performance(["tiny_pp1_tp1_n1", "tiny_pp1_tp2_n2", "tiny_pp2_tp1_n2"])
     assert not isinstance(performance, str)
     row = performance.table().to_dict(orient="records")[1] | {"oversubscribed": True, "ratio": float("nan")}
     cells = performance_cells(row)

@@ -1,4 +1,4 @@
-"""The profiles tab's rows and a rank's profile, on the fake run's traces: a torch trace with its summary, a perf
+"""The profiles tab's rows and a rank's profile, on the demo run's traces: a torch trace with its summary, a perf
 file (no summary), a torch trace too torn to summarize; and the copy key of the profile screen under a Pilot."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from dataclasses import replace
 from textual.app import App
 
 from cockpit.analysis.summary import NAN
-from cockpit.tui.fake_results import RUNS_DIR, fake_traces
+from cockpit.tui.demo import RUNS_DIR, demo_traces
 from cockpit.tui.results_cells import (
     WARNING,
     no_summary_line,
@@ -23,7 +23,7 @@ from cockpit.tui.results_cells import (
 from cockpit.tui.screens.results import ProfileScreen
 
 RUN = RUNS_DIR / "run_20261124-093000"
-TORCH, PERF, _, TORN = fake_traces(RUN)
+TORCH, PERF, _, TORN = demo_traces(RUN)
 NUMBERS = slice(4, 10)  # steps .. device busy %: right-aligned
 
 

@@ -13,8 +13,11 @@ from cockpit.provision.events import (
     ResultStatus,
     TaskStarted,
 )
-from cockpit.tui.fake_provision import FAKE_EVENTS, HOLD_RUNNING, PLAY, TASKS, FakeProvisionRun
+from cockpit.tui.demo import PLAY, TASKS, DemoProvisionRun, playbook_events
 from cockpit.tui.provision_board import HostRow, ProvisionBoard
+
+EVENTS = playbook_events(("node0", "node1"))  # node1 fails the last task
+HOLD_RUNNING = len(EVENTS) - 3  # where a gated run holds: the last task started, neither host's result of it in
 
 
 def result(host: str, task: str, status: ResultStatus, ignored: bool = False) -> HostResult:
@@ -43,9 +46,9 @@ def test_hosts_wait_until_the_first_task_starts() -> None:
     assert board.task_rows() == []
 
 
-def test_the_fake_run_held_midway_counts_live() -> None:
-    board = board_after(*FAKE_EVENTS[:HOLD_RUNNING])
-    assert isinstance(FAKE_EVENTS[HOLD_RUNNING - 1], TaskStarted)  # held with the last task started
+def test_the_demo_run_held_midway_counts_live() -> None:
+    board = board_after(*EVENTS[:HOLD_RUNNING])
+    assert isinstance(EVENTS[HOLD_RUNNING - 1], TaskStarted)  # held with the last task started
     rows = hosts(board)
     assert rows["node0"] == HostRow("node0", TASKS[2], ok=2, changed=1, failed=0, unreachable=0, skipped=0,
                                     state="running")  # fmt: skip
@@ -56,8 +59,8 @@ def test_the_fake_run_held_midway_counts_live() -> None:
     assert board.failures() == []
 
 
-def test_the_fake_run_to_its_end_takes_the_recaps_counts_and_points_at_the_failure() -> None:
-    board = board_after(*FAKE_EVENTS)
+def test_the_demo_run_to_its_end_takes_the_recaps_counts_and_points_at_the_failure() -> None:
+    board = board_after(*EVENTS)
     board.finish("failed", 2)
     rows = hosts(board)
     assert rows["node0"] == HostRow("node0", TASKS[2], 3, 1, 0, 0, 0, "ok")
@@ -149,26 +152,26 @@ def test_a_failed_run_with_no_failed_task_is_explained_by_the_output() -> None:
 
 
 def test_a_canceled_run_says_so_per_host() -> None:
-    board = board_after(*FAKE_EVENTS[:HOLD_RUNNING])
+    board = board_after(*EVENTS[:HOLD_RUNNING])
     board.finish("canceled", 254)
     assert {row.state for row in hosts(board).values()} == {"canceled"}
     assert board.state_line() == "canceled (rc 254)" and not board.explained_by_output
 
 
-def test_the_fake_run_holds_at_its_gate_until_cancelled() -> None:
-    run = FakeProvisionRun(threading.Event())
+def test_the_demo_run_holds_at_its_gate_until_cancelled() -> None:
+    run = DemoProvisionRun(threading.Event())
     events = run.events()
-    assert [next(events) for _ in range(HOLD_RUNNING)] == list(FAKE_EVENTS[:HOLD_RUNNING])
+    assert [next(events) for _ in range(HOLD_RUNNING)] == list(EVENTS[:HOLD_RUNNING])
     assert run.status == "running" and run.rc is None
     run.cancel()
     assert list(events) == [] and (run.status, run.rc) == ("canceled", 254)
     assert run.cancelled.is_set()
 
 
-def test_the_fake_runs_end_and_output() -> None:
-    run = FakeProvisionRun()
-    assert list(run.events()) == list(FAKE_EVENTS) and (run.status, run.rc) == ("failed", 2)
+def test_the_demo_runs_end_and_output() -> None:
+    run = DemoProvisionRun()
+    assert list(run.events()) == list(EVENTS) and (run.status, run.rc) == ("failed", 2)
     assert run.output_tail(2).splitlines()[0].startswith("node0 ")
-    broken = FakeProvisionRun(unparsable=True)
+    broken = DemoProvisionRun(unparsable=True)
     assert list(broken.events()) == [] and (broken.status, broken.rc) == ("failed", 4)
     assert "fake_missing_role" in broken.output_tail()

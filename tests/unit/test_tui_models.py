@@ -5,6 +5,8 @@ live source finds the runtime builds."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -226,3 +228,14 @@ def test_cells_that_differ_only_in_style_are_not_the_same() -> None:
     assert same(Text("node0", style="bold"), Text("node0", style="bold"))
     assert not same(Text("node0", style="bold"), Text("node0", style="bold reverse yellow"))
     assert not same("1", 1) and same("-", "-")
+
+
+def test_the_models_and_the_demo_load_no_textual() -> None:
+    """The boards, the results' cells and the demo's cluster are tested headless: none of them may need textual."""
+    modules = ("node_board", "provision_board", "results_cells", "demo", "feeds", "sources")
+    probe = f"import sys\nimport {', '.join(f'cockpit.tui.{m}' for m in modules)}\nprint('textual' in sys.modules)"
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=repo, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "False"
