@@ -13,11 +13,13 @@ from textual_serve.server import Server
 from cockpit.errors import OperationFailed
 
 
-def app_command(config: Path | None, read_only: bool, debug: bool) -> str:
+def app_command(config: Path | None, read_only: bool, debug: bool, demo: bool = False) -> str:
     """The shell command textual-serve runs for each browser session: this app, with the same options."""
     argv = [sys.executable, "-m", "cockpit.tui.main"]
     if config is not None:
         argv += ["--config", str(config)]
+    if demo:
+        argv.append("--demo")
     if read_only:
         argv.append("--read-only")
     if debug:
