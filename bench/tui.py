@@ -7,10 +7,11 @@ first paint:  the app as a real terminal app (python -m bench.tui_app) in a 160x
               of its process to the first frame that holds every node's and job's row drawn: the interpreter's start
               and the imports included. Also the part from the app built to that frame.
 refresh:      in the headless app (App.run_test, 160x50, its own timers off): a poll of the three feeds (the demo
-              makes the data: every node's readings change each tick, the queue stays as it was, as most of a real
-              one does between polls; the board takes the samples), then the dashboard's `show_panels` of the three
-              panels, and the wall time from there to the next frame rendered. Textual draws at most 60 frames a
-              second, so up to ~17 ms of that is waiting for the frame; its CPU time is given too.
+              makes the data: every node's readings change each tick, the queue and the sweep stay as they were, as
+              most of a real one's do between polls; the board takes the samples), then the dashboard's
+              `show_panels` of the three panels, and the wall time from there to the next frame rendered. Textual
+              draws at most 60 frames a second, so up to ~17 ms of that is waiting for the frame; its CPU time is
+              given too.
 idle CPU:     the terminal app left polling at the default intervals (nodes 2 s, queue 3 s, sweep 2 s) and drawing
               into its pseudo-terminal: its CPU time (every thread, user + system, from /proc/PID/stat) over a
               window, as % of one core; the bytes it wrote to the terminal meanwhile are counted too.
@@ -35,7 +36,7 @@ from pathlib import Path
 from textual.widgets import DataTable
 
 from bench.report import table
-from bench.tui_app import SteadyQueueSource, expected_rows
+from bench.tui_app import SteadySource, expected_rows
 from cockpit.config import CockpitFile, RefreshSection, Settings
 from cockpit.tui.app import CockpitApp
 from cockpit.tui.screens.dashboard import PANELS
@@ -137,7 +138,7 @@ async def refreshes(fleet: tuple[int, int, int], count: int) -> dict[str, float]
     """`count` full refreshes of the headless dashboard, each after a poll that changed every node's readings."""
     nodes, gpus, jobs = fleet
     settings = Settings(CockpitFile(refresh=RefreshSection(3600.0, 3600.0, 3600.0)))  # only these polls
-    app = CockpitApp(settings, SteadyQueueSource(nodes=nodes, gpus=gpus, jobs=jobs))
+    app = CockpitApp(settings, SteadySource(nodes=nodes, gpus=gpus, jobs=jobs))
     polls, shows, walls, cpus = [], [], [], []
     async with app.run_test(size=SIZE) as pilot:
         await app.workers.wait_for_complete()

@@ -15,8 +15,9 @@ from textual.widgets import DataTable
 
 from cockpit.config import Settings
 from cockpit.jobs.queue import QueueRow
+from cockpit.sweep.progress import SweepProgress
 from cockpit.tui.app import CockpitApp
-from cockpit.tui.demo import DemoSource, demo_jobs
+from cockpit.tui.demo import DemoSource, demo_jobs, demo_sweep
 from cockpit.tui.screens.dashboard import DashboardScreen
 from cockpit.tui.tables import MAX_ROWS
 
@@ -26,12 +27,20 @@ def expected_rows(nodes: int, gpus: int, jobs: int) -> tuple[int, int]:
     return nodes * max(gpus, 1), min(jobs, MAX_ROWS)
 
 
-class SteadyQueueSource(DemoSource):
-    """The demo's cluster with a queue that stays as it was between polls (the demo's running jobs' elapsed
-    times move on): what the figures measure is every node's readings changing."""
+class SteadySource(DemoSource):
+    """The demo's cluster with its queue and sweep as at their first poll (the demo moves them on): what the
+    figures measure is every node's readings changing, while the rest stays as most of a real one does between
+    polls."""
+
+    def __init__(self, nodes: int, gpus: int, jobs: int) -> None:
+        super().__init__(nodes=nodes, gpus=gpus, jobs=jobs)
+        self.jobs = demo_jobs(jobs)
 
     async def queue(self) -> list[QueueRow]:
-        return demo_jobs(self.job_count)
+        return self.jobs
+
+    async def sweep(self) -> SweepProgress | None:
+        return demo_sweep(1)
 
 
 class TimedApp(CockpitApp):
@@ -40,7 +49,7 @@ class TimedApp(CockpitApp):
     # Textual reads CSS_PATH beside the file of the class that sets it: point it back at the cockpit's own
     CSS_PATH = Path(sys.modules[CockpitApp.__module__].__file__ or "").with_name(str(CockpitApp.CSS_PATH))
 
-    def __init__(self, source: SteadyQueueSource, rows: tuple[int, int], ready: Path) -> None:
+    def __init__(self, source: SteadySource, rows: tuple[int, int], ready: Path) -> None:
         super().__init__(Settings(), source)
         self.built_at = time.monotonic()
         self.rows = rows
@@ -75,7 +84,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, required=True)
     parser.add_argument("--ready", type=Path, required=True, help="written once the full dashboard is drawn")
     args = parser.parse_args()
-    source = SteadyQueueSource(nodes=args.nodes, gpus=args.gpus, jobs=args.jobs)
+    source = SteadySource(nodes=args.nodes, gpus=args.gpus, jobs=args.jobs)
     TimedApp(source, expected_rows(args.nodes, args.gpus, args.jobs), args.ready).run()
 
 
