@@ -20,7 +20,7 @@ from typing import Literal
 
 from cockpit.config import RuntimeSection, Settings
 from cockpit.delivery.build import build_folder, built
-from cockpit.errors import BAD_INPUT, BadInput, OperationFailed
+from cockpit.errors import BAD_INPUT, BadInput
 from cockpit.nodes.inventory import Node
 from cockpit.nodes.nodeset import fold
 from cockpit.nodes.ssh import CommandResult, SshPool
@@ -206,11 +206,12 @@ def config_flag(settings: Settings) -> str:
 
 
 async def require_verified(pool: SshPool, nodes: Sequence[Node], settings: Settings, device: str) -> BuildManifest:
-    """The build every node verifiably has, or an OperationFailed with the table of those that differ."""
+    """The build every node verifiably has, or a BadInput (exit 2, as a precondition
+    the user fixes) with the table of those that differ."""
     if settings.runtime.delivery == "shared":
         raise BadInput("runtime: delivery is shared; nothing to verify")
     build = built(settings, settings.runtime.delivery, settings.runtime_device(device))
     verification = await verify(pool, nodes, settings, build)
     if not verification.ok:
-        raise OperationFailed(verification.summary(config_flag(settings)) + "\nno job was submitted")
+        raise BadInput(verification.summary(config_flag(settings)) + "\nno job was submitted")
     return build
