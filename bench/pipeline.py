@@ -3,15 +3,19 @@
 collect:        shard rows into the results table through pyarrow's JSON reader (what ResultCollector does),
                 against pandas.read_json(lines=True), the peer; goal >= 5x faster at 1,000,000 rows.
 orchestration:  on a real Slurm, from a job's end (its ranks' last heartbeat) to its rows collected, per
-                strategy, beside the job's own run time; goal < 2 s. Needs Slurm (tests/infra/start-slurm.sh).
+                strategy, beside the job's own run time; goal < 2 s. Needs Slurm: as root, the test cluster is started
+                through the slurm role (tests/infra/services.py) when none runs.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -82,13 +86,38 @@ def _slurm_ready() -> str | None:
     return None
 
 
-def orchestration(quick: bool) -> dict:
+@contextmanager
+def _slurm_to_measure() -> Iterator[str | None]:
+    """The Slurm running here, else (as root) the test cluster started through the project's slurm role and stopped
+    afterwards; yields why there is none, or None."""
     reason = _slurm_ready()
-    if reason:
-        print(
-            f"skipped: {reason} (start the test cluster: tests/infra/start-test-hosts.sh; tests/infra/start-slurm.sh)"
-        )
-        return {"skipped": reason}
+    if reason is None or os.geteuid() != 0:
+        yield reason
+        return
+    from tests.infra import services
+
+    hosts, hosts_started = services.start_test_hosts()
+    try:
+        _cluster, slurm_started = services.start_slurm(hosts)
+        try:
+            yield _slurm_ready()
+        finally:
+            if slurm_started:
+                services.stop_slurm()
+    finally:
+        if hosts_started:
+            services.stop_test_hosts()
+
+
+def orchestration(quick: bool) -> dict:
+    with _slurm_to_measure() as reason:
+        if reason:
+            print(f"skipped: {reason} (as root, the bench starts the test cluster itself)")
+            return {"skipped": reason}
+        return _orchestration(quick)
+
+
+def _orchestration(quick: bool) -> dict:
     from runtime.tiny_model import build_tiny_model
 
     model = RESULTS_DIR / "tiny-llama"

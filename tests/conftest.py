@@ -65,7 +65,7 @@ def test_hosts() -> Iterator[TestHosts]:
 @pytest.fixture(scope="session")
 def slurm_cluster(test_hosts: TestHosts) -> Iterator[SlurmCluster]:
     """A real Slurm whose two compute nodes are the sshd test hosts (stopped before them)."""
-    cluster, started = start_slurm()
+    cluster, started = start_slurm(test_hosts)
     yield cluster
     if started:
         stop_slurm()

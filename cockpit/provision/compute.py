@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cockpit.config import Settings
-from cockpit.nodes.inventory import Node
+from cockpit.nodes.inventory import CONTROL_GROUP, Node
 from cockpit.provision.runner import PlaybookRun, compute_playbook
 from runtime.atomic import atomic_write_text
 
@@ -31,9 +31,12 @@ def compute_run(
     also: Sequence[str] = (),
     extravars: dict[str, object] | None = None,
 ) -> PlaybookRun:
-    """A run (not yet started) of the compute playbooks, limited to `nodes` (and the host patterns in `also`: hosts
-    a play adds itself), checking host keys against the cockpit's own known_hosts so Ansible trusts exactly the
-    nodes the cockpit does."""
+    """A run (not yet started) of the compute playbooks, limited to `nodes`, the control node (its side of what
+    the nodes use: slurmctld for their slurmd) and the host patterns in `also` (hosts a play adds itself), checking
+    host keys against the cockpit's own known_hosts so Ansible trusts exactly the nodes the cockpit does.
+
+    Facts are cached in the data folder, so that a run on some nodes still knows the others (slurm.conf lists
+    them all); the playbooks learn the cockpit's scheduler as `cockpit_scheduler`."""
     ssh_args = [
         "-o", "ControlMaster=auto", "-o", "ControlPersist=60s",
         "-o", f"UserKnownHostsFile={settings.known_hosts}", "-o", "StrictHostKeyChecking=yes",
@@ -43,7 +46,12 @@ def compute_run(
         playbook or compute_playbook(PROJECT_ROOT),
         settings.inventory or _embedded_inventory(settings),
         artifacts_root=settings.data_dir / "provision",
-        limit=",".join([*(node.name for node in nodes), *also]),
-        envvars={"ANSIBLE_SSH_ARGS": shlex.join(ssh_args)},
-        extravars=extravars,
+        limit=",".join([*(node.name for node in nodes), CONTROL_GROUP, *also]),
+        envvars={
+            "ANSIBLE_SSH_ARGS": shlex.join(ssh_args),
+            "ANSIBLE_CACHE_PLUGIN": "jsonfile",
+            "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(settings.data_dir / "provision" / "facts"),
+            "ANSIBLE_CACHE_PLUGIN_TIMEOUT": "0",  # never expires: a node off for a week is still in slurm.conf
+        },
+        extravars={"cockpit_scheduler": settings.cluster.scheduler, **(extravars or {})},
     )

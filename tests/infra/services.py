@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import stat
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 INFRA_DIR = Path(__file__).resolve().parent
+REPO = INFRA_DIR.parents[1]
 TEST_HOSTS_DIR = Path(os.environ.get("TEST_HOSTS_DIR", "/tmp/cockpit-testhosts"))
 TEST_HOSTS = 2
 TEST_NET = "10.77.0"
@@ -176,16 +179,86 @@ class SlurmCluster:
             time.sleep(0.5)
 
 
-SLURM_ENV = {"SLURM_NODES": str(TEST_HOSTS), "SLURM_NETNS": "1", "SLURM_ACCOUNTING": "slurmdbd"}
+FAKE_GPUS_PER_NODE = 2  # gres/gpu files Slurm hands out; no GPU runs here (see fake_gpu_files)
 
 
-def start_slurm() -> tuple[SlurmCluster, bool]:
-    """Start (or find running) Slurm with its nodes inside the test hosts' namespaces; also whether we started it."""
+def fake_gpu_files(index: int) -> list[str]:
+    """Stand-ins for a test host's GPU device files: gres/gpu drops file-less GPUs, so each is a character device
+    (the numbers of /dev/null) outside /dev, and Slurm sets CUDA_VISIBLE_DEVICES from them as for real ones."""
+    folder = Path("/var/lib/slurm/fakegpu")
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [folder / f"nvidia{index * FAKE_GPUS_PER_NODE + n}" for n in range(FAKE_GPUS_PER_NODE)]
+    for file in files:
+        if not file.exists():
+            os.mknod(file, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    return [str(file) for file in files]
+
+
+def slurm_inventory(hosts: TestHosts) -> Path:
+    """The test hosts' inventory with this machine as the control node, and what sets the test cluster apart
+    from a real one: its partition, fake GPUs, and daemons started directly (no systemd, no cgroups here)."""
+    gpus = {host.name: fake_gpu_files(i) for i, host in enumerate(hosts.hosts)}
+    lines = []
+    for line in hosts.inventory.read_text().splitlines():
+        name = line.split(" ", 1)[0]
+        lines.append(f"{line} slurm_gpu_files='{json.dumps(gpus[name])}'" if name in gpus else line)
+    lines += [
+        "[control]",
+        "control-node ansible_connection=local ansible_python_interpreter=/usr/bin/python3",
+        f"[control:vars]\nslurm_control_address={TEST_NET}.1",
+        "[all:vars]",
+        "slurm_partition=debug",
+        "slurm_accounting=slurmdbd",
+        "slurm_service_manager=direct",
+        "slurm_proctrack_type=proctrack/linuxproc",
+        "slurm_task_plugin=task/none",
+    ]
+    path = hosts.state_dir / "slurm-inventory.ini"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def start_slurm(hosts: TestHosts) -> tuple[SlurmCluster, bool]:
+    """Start (or find running) Slurm on the test hosts through the project's own slurm role (ansible/playbooks/
+    slurm.yml, run by its playbook runner): slurmctld, slurmdbd and MariaDB here, munged and slurmd in each host's
+    namespace. Also whether this call started slurmctld."""
+    from cockpit.provision.runner import PlaybookRun
+
     require_root()
     already = pid_alive(Path("/run/slurmctld.pid"))
-    run_script("start-slurm.sh", SLURM_ENV)
-    return SlurmCluster(tuple(f"node{i}" for i in range(TEST_HOSTS))), not already
+    known_hosts = f"-o UserKnownHostsFile={hosts.known_hosts} -o StrictHostKeyChecking=yes"
+    run = PlaybookRun(
+        REPO / "ansible" / "slurm.yml",
+        slurm_inventory(hosts),
+        artifacts_root=hosts.state_dir / "provision",
+        envvars={"ANSIBLE_SSH_ARGS": known_hosts},
+        timeout_s=600,
+    ).start()
+    for _event in run.events():
+        pass
+    if run.rc != 0:
+        pytest.fail(f"the slurm playbook ended {run.status} (rc {run.rc}):\n{run.output_tail(60)}", pytrace=False)
+    return SlurmCluster(tuple(host.name for host in hosts.hosts)), not already
 
 
 def stop_slurm() -> None:
-    run_script("stop-slurm.sh", SLURM_ENV)
+    run_script("stop-slurm.sh", {"TEST_HOSTS_DIR": str(TEST_HOSTS_DIR)})
+
+
+def main(argv: list[str]) -> int:
+    """`python -m tests.infra.services start|stop`: the test hosts and their Slurm by hand (as root)."""
+    if argv[1:] == ["start"]:
+        hosts, _ = start_test_hosts()
+        cluster, _ = start_slurm(hosts)
+        print(f"test hosts and Slurm up: {', '.join(cluster.nodes)} in partition {cluster.partition}")
+        return 0
+    if argv[1:] == ["stop"]:
+        stop_slurm()
+        stop_test_hosts()
+        return 0
+    print("usage: python -m tests.infra.services start|stop", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -6,8 +6,12 @@
 #   ns "node$i": eth0 10.77.0.$((10+i))/24, own UTS namespace (hostname node$i), sshd on :22,
 #                no default route (nothing can leave the test LAN)
 #   node-local storage: $TEST_HOSTS_DIR/node-local is each host's own folder (node$i/local bind-mounted there
-#                in the host's own mount namespace; start-slurm.sh does the same for its slurmd), so a path
-#                can differ per node as on separate machines, though the hosts share this machine's filesystem
+#                in the host's own mount namespace), so a path can differ per node as on separate machines,
+#                though the hosts share this machine's filesystem
+#   a machine's own state: /run, /etc/munge, /var/lib/munge, /var/log/munge, /var/spool/slurmd and
+#                /var/log/slurm are node$i/root/... on node$i, so the Slurm role gives each host its own munged,
+#                munge key, slurmd and logs, as on separate machines; its own sysfs (its network devices) with
+#                this machine's cgroups under it, which slurmd needs
 #
 # Idempotent. Env: TEST_HOSTS=2, TEST_HOSTS_DIR=/tmp/cockpit-testhosts
 # Produces in $TEST_HOSTS_DIR: id_ed25519 (client key), known_hosts, ssh_config, inventory.ini, fake-shutdown,
@@ -19,6 +23,7 @@ N=${TEST_HOSTS:-2}
 D=${TEST_HOSTS_DIR:-/tmp/cockpit-testhosts}
 BR=ckbr0
 NET=10.77.0
+OWN_DIRS="/run /etc/munge /var/lib/munge /var/log/munge /var/spool/slurmd /var/log/slurm"
 
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || {
   [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; ADDED=1; }
@@ -38,6 +43,8 @@ ip link set $BR up
 : > "$D/known_hosts.new"
 for i in $(seq 0 $((N-1))); do
   NS=node$i; IP=$NET.$((10+i)); H=$D/$NS; install -d -m 0700 "$H"; install -d -m 0755 "$H/local" "$D/node-local"
+  install -d -m 0755 "$H/cgroup" "$H/root/run/sshd"
+  for dir in $OWN_DIRS; do install -d "$dir" "$H/root$dir"; done
   # ---- namespace + veth pair (root end "ck-$NS" on the bridge, namespace end renamed eth0)
   [[ " $(ip netns list | cut -d' ' -f1 | tr '\n' ' ') " == *" $NS "* ]] || ip netns add $NS
   if ! ip link show ck-$NS >/dev/null 2>&1; then
@@ -72,10 +79,14 @@ EOF
   /usr/sbin/sshd -t -f "$H/sshd_config"
   if ! { [ -f "$H/sshd.pid" ] && kill -0 "$(cat "$H/sshd.pid")" 2>/dev/null; }; then
     rm -f "$H/sshd.pid"
-    # own UTS namespace so `hostname` inside ssh sessions says node$i, own mount namespace for its node-local
-    # folder; sshd forks into background
-    ip netns exec $NS unshare --uts --mount --propagation private -- sh -c \
-      "mount --bind '$H/local' '$D/node-local' && hostname $NS && exec /usr/sbin/sshd -f '$H/sshd_config' -E '$H/sshd.log'"
+    # own UTS namespace so `hostname` inside ssh sessions says node$i, own mount namespace for its own folders;
+    # nsenter and a sysfs of our own rather than `ip netns exec`, whose fresh /sys hides the cgroups; sshd forks
+    nsenter --net=/run/netns/$NS unshare --uts --mount --propagation private -- sh -ec "
+      mount --rbind /sys/fs/cgroup '$H/cgroup'; mount -t sysfs sysfs /sys; mount --move '$H/cgroup' /sys/fs/cgroup
+      mount --bind '$H/local' '$D/node-local'
+      for dir in $OWN_DIRS; do mount --bind '$H/root'\$dir \$dir; done
+      hostname $NS
+      exec /usr/sbin/sshd -f '$H/sshd_config' -E '$H/sshd.log'"
     for _ in $(seq 1 50); do [ -s "$H/sshd.pid" ] && break; sleep 0.1; done
   fi
   for _ in $(seq 1 50); do (exec 3<>/dev/tcp/$IP/22) 2>/dev/null && break; sleep 0.1; done

@@ -52,13 +52,17 @@ WOL_TASKS = [
     "Reload systemd",  # the handler, after the unit was placed; skipped, as systemd is not running here
 ]
 INTEL_GPU_TASKS = ["Set up the Intel GPU stack"]  # skipped: the test hosts have no gpu_kind
+# Slurm's plays include the role's parts; skipped: the inventory has no control node, so no Slurm is wanted
 PLAYS = {
-    "Base configuration of the compute nodes": ("node_base", BASE_TASKS),
-    "Wake-on-LAN on the compute nodes": ("wol", WOL_TASKS),
-    "Intel GPU drivers on the compute nodes": ("intel_gpu", INTEL_GPU_TASKS),
+    "Base configuration of the compute nodes": ("roles/node_base", BASE_TASKS),
+    "Wake-on-LAN on the compute nodes": ("roles/wol", WOL_TASKS),
+    "Intel GPU drivers on the compute nodes": ("roles/intel_gpu", INTEL_GPU_TASKS),
+    "Compute nodes as Slurm will see them": ("playbooks/slurm.yml", ["Gather the node's CPUs, memory and GPUs"]),
+    "Slurm controller on the control node": ("playbooks/slurm.yml", []),  # no hosts: no [control] here
+    "Slurm on the compute nodes": ("playbooks/slurm.yml", ["Set up slurmd"]),
 }
 # Tasks a play's role takes from another role: wol finds its NIC with node_base's task
-BORROWED = {"Find the NIC the node is reached on": "node_base"}
+BORROWED = {"Find the NIC the node is reached on": "roles/node_base"}
 SKIPPED_ON_TEST_HOSTS = {
     "Gather the network facts",  # node_base gathered them
     "Stop when there is no NIC to wake on",
@@ -69,6 +73,8 @@ SKIPPED_ON_TEST_HOSTS = {
     "Turn Wake-on-LAN on now on eth0",
     "Reload systemd",
     "Set up the Intel GPU stack",
+    "Gather the node's CPUs, memory and GPUs",
+    "Set up slurmd",
 }
 
 
@@ -146,9 +152,9 @@ def test_compute_playbook_configures_both_hosts_with_events_in_order(
         elif isinstance(event, TaskStarted):
             current_task = event.task
             tasks.append(event.task)
-            role = BORROWED.get(event.task, PLAYS[event.play][0])
+            source = BORROWED.get(event.task, PLAYS[event.play][0])
             assert event.play == current_play and event.path
-            assert event.path.startswith(str(REPO / "ansible" / "roles" / role))
+            assert event.path.startswith(str(REPO / "ansible" / source))
         else:
             assert event.task == current_task, "a host result before its task started"
     assert plays == list(PLAYS)
