@@ -1,4 +1,5 @@
-"""`cluster compute up|down|restart|status|configure`: wake, stop, check and configure the compute nodes.
+"""`cluster compute up|down|restart|status|configure`: wake, stop, check (ssh, and Slurm's node state) and
+configure the compute nodes.
 
 Success is one short line; a failure prints everything needed to debug it (node, command, exit status or
 error, stderr). Exit codes: 0 every node did it, 1 some did not (each named), 2 bad input, 130 Ctrl-C.
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from cockpit.cli.common import NODES_HELP, follow_playbook, report_results, selected_nodes, ssh_flags, with_pool
 from cockpit.config import Settings
+from cockpit.errors import EXIT_FAILED
 from cockpit.nodes import power
 from cockpit.nodes.nodeset import fold
 from cockpit.nodes.ssh import CommandResult, SshPool
@@ -23,10 +25,46 @@ from cockpit.provision.compute import compute_run
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    """Exit 0 iff every selected node answers over ssh."""
+    """Exit 0 iff every selected node answers over ssh and, with Slurm, can take jobs."""
     nodes = selected_nodes(args, settings)
     results = asyncio.run(with_pool(args, settings, lambda pool: power.status(pool, nodes)))
-    return report_results(args, results, "every node answers")
+    if settings.cluster.scheduler != "slurm":
+        return report_results(args, results, "every node answers")
+    states, problem = _slurm_states([node.name for node in nodes])
+    answered = report_results(args, results, "every node answers", {"slurm": states, "slurm_error": problem})
+    if not args.json:
+        _print_slurm_states(states, problem)
+    usable = problem is None and all(state["usable"] for state in states.values())
+    return answered if usable else EXIT_FAILED
+
+
+def _slurm_states(names: list[str]) -> tuple[dict[str, dict[str, object]], str | None]:
+    """Each node's Slurm state (sinfo), or why there is none."""
+    from cockpit.jobs.records import JobError
+    from cockpit.jobs.slurm_nodes import SlurmNode, slurm_nodes
+
+    try:
+        known = slurm_nodes()
+    except JobError as err:
+        return {}, str(err)
+    states = {}
+    for name in names:
+        node = known.get(name, SlurmNode(name, "not in slurm.conf"))
+        states[name] = {"state": node.label, "reason": node.reason, "usable": node.usable}
+    return states, None
+
+
+def _print_slurm_states(states: dict[str, dict[str, object]], problem: str | None) -> None:
+    if problem is not None:
+        print(f"slurm: {problem}", file=sys.stderr)
+        return
+    by_state: dict[str, list[str]] = {}
+    for name, state in states.items():
+        words = f"{state['state']} ({state['reason']})" if state["reason"] else str(state["state"])
+        by_state.setdefault(words, []).append(name)
+    for words, names in by_state.items():
+        usable = states[names[0]]["usable"]
+        print(f"slurm: {fold(names)} {words}", file=sys.stdout if usable else sys.stderr)
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:

@@ -57,6 +57,27 @@ def verified_runtime(sweep: Sweep, settings: Settings, on_event: Callable[[Sweep
     )
 
 
+def require_slurm_nodes(sweep: Sweep, settings: Settings, on_event: Callable[[SweepEvent], None]) -> None:
+    """Enough nodes of the partition can take jobs for the sweep's largest strategy; else a BadInput naming every
+    node that cannot and why (down, drained, not answering), before any job."""
+    from cockpit.jobs.slurm_nodes import partition_nodes, slurm_nodes
+    from cockpit.nodes.nodeset import fold
+
+    nodes = partition_nodes(slurm_nodes(), settings.cluster.partition)
+    usable = [node.name for node in nodes if node.usable]
+    needed = sweep.settings.nodes
+    if len(usable) < needed:
+        where = f"partition {settings.cluster.partition}" if settings.cluster.partition else "Slurm"
+        lines = [f"{node.name}  {node.describe()}" for node in nodes if not node.usable]
+        raise BadInput(
+            f"{where}: the sweep needs {needed} node(s) that can take jobs, {len(usable)} can"
+            + (f" ({fold(usable)})" if usable else "")
+            + "".join(f"\n  {line}" for line in lines)
+            + "\nno job was submitted"
+        )
+    on_event(SweepEvent("verified", "slurm", f"{fold(usable)} can take jobs"))
+
+
 def _pipeline(
     sweep: Sweep, on_event: Callable[[SweepEvent], None], runtime: RuntimeEnvironment | None = None
 ) -> DistributedExperimentPipeline:
@@ -91,6 +112,8 @@ def execute(sweep: Sweep, settings: Settings, on_event: Callable[[SweepEvent], N
     """Run (or resume) every strategy not done, then the baseline, correctness and the report."""
     if sweep.manifest.pipeline_alive():
         raise BadInput(f"{sweep.run_dir}: a sweep process (pid {sweep.manifest.pipeline_pid}) is running it")
+    if sweep.manifest.backend == "slurm":
+        require_slurm_nodes(sweep, settings, on_event)
     runtime = verified_runtime(sweep, settings, on_event)
     if sweep.manifest.baseline != "reference":
         run_endpoint_baseline(sweep, settings, on_event)

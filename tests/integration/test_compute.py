@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra.services import TestHosts
+from tests.infra.services import SlurmCluster, TestHosts
 
 pytestmark = pytest.mark.infra
 CLUSTER_PY = Path(__file__).resolve().parents[2] / "cluster.py"
@@ -73,6 +73,23 @@ def test_status_ok_for_both_nodes(cockpit_toml: Path) -> None:
     assert done.stdout.startswith("node[0-1]: every node answers (2 node(s)")
     data = json.loads(cluster(cockpit_toml, "compute", "status", "--json").stdout)
     assert data["ok"] and [n["node"] for n in data["nodes"]] == ["node0", "node1"]
+
+
+def test_status_with_slurm_names_a_drained_node_and_why(cockpit_toml: Path, slurm_cluster: SlurmCluster) -> None:
+    slurm_config = cockpit_toml.read_text().replace("[cluster]\n", '[cluster]\nscheduler = "slurm"\n', 1)
+    cockpit_toml.write_text(slurm_config)
+    done = cluster(cockpit_toml, "compute", "status")
+    assert done.returncode == 0, done.stderr
+    assert "slurm: node[0-1] idle" in done.stdout
+    slurm_cluster.run("scontrol", "update", "nodename=node1", "state=drain", "reason=disk replaced")
+    try:
+        done = cluster(cockpit_toml, "compute", "status")
+        data = json.loads(cluster(cockpit_toml, "compute", "status", "--json").stdout)
+    finally:
+        slurm_cluster.run("scontrol", "update", "nodename=node1", "state=resume")
+    assert done.returncode == 1
+    assert "slurm: node1 drained (disk replaced)" in done.stderr and "slurm: node0 idle" in done.stdout
+    assert data["slurm"]["node1"] == {"state": "drained", "reason": "disk replaced", "usable": False}
 
 
 @pytest.fixture

@@ -74,3 +74,18 @@ def test_job_unknown_to_slurm_is_named() -> None:
     manager = SlurmJobManager(unknown_grace_s=0)
     with pytest.raises(JobError, match="job 987654: neither squeue nor sacct knows it"):
         manager.status("987654")
+
+
+def test_a_drained_node_stops_the_sweep_before_any_job(
+    slurm_cluster: SlurmCluster, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    config = sweeps.write_config(tmp_path, tiny_model_dir, scheduler="slurm")
+    slurm_cluster.run("scontrol", "update", "nodename=node1", "state=drain", "reason=fan failed")
+    try:
+        done = sweeps.cluster(config, "sweep", "run")
+    finally:
+        slurm_cluster.run("scontrol", "update", "nodename=node1", "state=resume")
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Slurm: the sweep needs 2 node(s) that can take jobs, 1 can (node0)" in done.stderr
+    assert "node1  drained (fan failed)" in done.stderr and "no job was submitted" in done.stderr
+    assert not any(entry.job_id for entry in sweeps.entries(sweeps.run_dir(config)))

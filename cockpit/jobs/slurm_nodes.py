@@ -1,0 +1,69 @@
+"""What Slurm says of each node (`sinfo --json`): its state as `sinfo -o %T` words it, and why it is down or
+drained, for `cluster compute status` and the sweep's check before it submits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cockpit.jobs.slurm import run_slurm_json
+
+USABLE_STATES = frozenset({"idle", "mixed", "allocated", "completing"})
+BASE_STATES = frozenset({"IDLE", "MIXED", "ALLOCATED", "DOWN", "ERROR", "FUTURE", "UNKNOWN"})  # 23.02+'s list
+
+
+@dataclass(frozen=True)
+class SlurmNode:
+    """One node as slurmctld sees it."""
+
+    name: str
+    state: str  # the base state: idle, mixed, allocated, down, future, unknown...
+    flags: tuple[str, ...] = ()  # DRAIN, NOT_RESPONDING, COMPLETING, ... (22.05's state_flags)
+    reason: str = ""  # why it is down or drained, as whoever set it wrote it
+    partitions: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The state as `sinfo -o %T` prints it: drained or draining for a drain, a `*` when it does not answer."""
+        word = self.state
+        if "DRAIN" in self.flags:
+            word = "drained" if self.state in ("idle", "down") else "draining"
+        return word + ("*" if "NOT_RESPONDING" in self.flags else "")
+
+    @property
+    def usable(self) -> bool:
+        """Whether a job can start on it (now or once its running jobs end)."""
+        return self.state in USABLE_STATES and not {"DRAIN", "NOT_RESPONDING"} & set(self.flags)
+
+    def describe(self) -> str:
+        return f"{self.label} ({self.reason})" if self.reason else self.label
+
+
+def _state(node: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """22.05 gives `state` a word and `state_flags` a list; 23.02+ gives `state` a list, base state first."""
+    state = node.get("state")
+    if isinstance(state, list):
+        base = next((s for s in state if s in BASE_STATES), state[0] if state else "UNKNOWN")
+        return base.lower(), tuple(s for s in state if s != base)
+    return str(state or "unknown").lower(), tuple(node.get("state_flags") or ())
+
+
+def nodes_from_sinfo(data: Mapping[str, Any]) -> dict[str, SlurmNode]:
+    """Each node of `sinfo --json` once (it lists a node per partition)."""
+    nodes: dict[str, SlurmNode] = {}
+    for node in data.get("nodes") or ():
+        state, flags = _state(node)
+        reason, partitions = (node.get("reason") or "").strip(), tuple(node.get("partitions") or ())
+        nodes[node["name"]] = SlurmNode(node["name"], state, flags, reason, partitions)
+    return nodes
+
+
+def partition_nodes(nodes: Mapping[str, SlurmNode], partition: str | None) -> list[SlurmNode]:
+    """The nodes a job in `partition` may run on (every node when no partition is named)."""
+    return [node for node in nodes.values() if partition is None or partition in node.partitions]
+
+
+def slurm_nodes(timeout_s: float = 10.0) -> dict[str, SlurmNode]:
+    """What slurmctld says of every node now; a JobError naming the command when it does not answer."""
+    return nodes_from_sinfo(run_slurm_json(["sinfo", "--json"], "sinfo", timeout_s))

@@ -1,0 +1,49 @@
+"""Reading `sinfo --json` into node states: 22.05's shape (captured from the test cluster) and 23.02+'s list."""
+
+from __future__ import annotations
+
+from cockpit.jobs.slurm_nodes import SlurmNode, nodes_from_sinfo, partition_nodes
+
+
+def sinfo_node(name: str, state: object = "idle", flags: list[str] | None = None, reason: str = "") -> dict:
+    """The parts of a real 22.05 `sinfo --json` node record that are read (captured from the test cluster)."""
+    return {"name": name, "state": state, "state_flags": flags or [], "reason": reason, "partitions": ["debug"]}
+
+
+def test_idle_nodes_are_usable_and_listed_once_per_name() -> None:
+    nodes = nodes_from_sinfo({"nodes": [sinfo_node("node0"), sinfo_node("node1"), sinfo_node("node0")]})
+    assert list(nodes) == ["node0", "node1"]
+    assert nodes["node0"] == SlurmNode("node0", "idle", partitions=("debug",)) and nodes["node0"].usable
+    assert nodes["node0"].describe() == "idle"
+
+
+def test_drained_down_and_silent_nodes_are_named_with_their_reason() -> None:
+    nodes = nodes_from_sinfo(
+        {
+            "nodes": [
+                sinfo_node("node0", "idle", ["DRAIN"], "Kill task failed"),
+                sinfo_node("node1", "allocated", ["DRAIN"], "maintenance "),
+                sinfo_node("node2", "down", ["NOT_RESPONDING"], "Not responding"),
+                sinfo_node("node3", "mixed"),
+            ]
+        }
+    )
+    assert [n.describe() for n in nodes.values()] == [
+        "drained (Kill task failed)",
+        "draining (maintenance)",
+        "down* (Not responding)",
+        "mixed",
+    ]
+    assert [n.usable for n in nodes.values()] == [False, False, False, True]
+
+
+def test_slurm_23_state_list() -> None:
+    nodes = nodes_from_sinfo({"nodes": [sinfo_node("node0", ["IDLE", "DRAIN"], None, "disk")]})
+    assert nodes["node0"] == SlurmNode("node0", "idle", ("DRAIN",), "disk", ("debug",))
+    assert nodes["node0"].label == "drained"
+
+
+def test_a_partition_names_its_nodes() -> None:
+    nodes = nodes_from_sinfo({"nodes": [sinfo_node("node0"), {**sinfo_node("gpu9"), "partitions": ["big"]}]})
+    assert [n.name for n in partition_nodes(nodes, "debug")] == ["node0"]
+    assert [n.name for n in partition_nodes(nodes, None)] == ["node0", "gpu9"]
