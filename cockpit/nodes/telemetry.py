@@ -101,6 +101,7 @@ class NodeSample:
     telemetry: NodeTelemetry | None
     error: str | None
     rtt_ms: float | None
+    slurm_problem: str | None = None  # why Slurm runs no job on it ("drained (fan failed)"); None: it does, or no Slurm
 
 
 @functools.cache

@@ -103,19 +103,23 @@ class NodeBoard:
         return self.expected.get(name, "unreachable" if sample.rtt_ms is None else "failing")
 
     def problems(self) -> list[tuple[str, str]]:
-        """(node, why) for every node whose latest poll failed, in inventory order."""
-        latest = [self.last.get(name) for name in self.names]
-        return [
-            (s.name, (s.error or "no telemetry").removeprefix(f"{s.name}: "))
-            for s in latest
-            if s is not None and s.telemetry is None
-        ]
+        """(node, why) for every node whose latest poll failed or that Slurm runs no job on, in inventory order."""
+        out = []
+        for sample in filter(None, (self.last.get(name) for name in self.names)):
+            if sample.telemetry is None:
+                out.append((sample.name, (sample.error or "no telemetry").removeprefix(f"{sample.name}: ")))
+            elif sample.slurm_problem:
+                out.append((sample.name, f"Slurm: {sample.slurm_problem}"))
+        return out
 
     def _state_cell(self, name: str) -> Text:
         state = self.state(name)
         text = Text(state, style=STATE_STYLE[state])
         if state != "up" and name in self.seen_at:
             text.append(f" ⚠ {self.clock() - self.seen_at[name]:.0f} s", style="yellow")
+        sample = self.last.get(name)
+        if sample is not None and sample.slurm_problem:  # up, but no job runs there: drained, down...
+            text.append(f" · {sample.slurm_problem.split(' (', 1)[0]}", style="bold yellow")
         return text
 
     def counts(self) -> dict[NodeState, int]:

@@ -9,7 +9,7 @@ import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -133,7 +133,28 @@ class LiveSource:
         return self.inventory.select(list(names))
 
     async def nodes(self) -> list[NodeSample]:
-        return await probe_nodes(self.pool, self.inventory.compute, self.manifest)
+        """Each node's probe; with Slurm, also what slurmctld says of it, asked at the same time."""
+        probing = probe_nodes(self.pool, self.inventory.compute, self.manifest)
+        if self.settings.cluster.scheduler != "slurm":
+            return await probing
+        samples, problems = await asyncio.gather(probing, asyncio.to_thread(self._slurm_problems))
+        return [replace(sample, slurm_problem=problems.get(sample.name)) for sample in samples]
+
+    def _slurm_problems(self) -> dict[str, str]:
+        """Why Slurm runs no job on each node that it does not run jobs on (every node, when sinfo fails)."""
+        from cockpit.jobs.records import JobError
+        from cockpit.jobs.slurm_nodes import slurm_nodes
+
+        names = [node.name for node in self.inventory.compute]
+        try:
+            known = slurm_nodes()
+        except JobError as err:
+            return dict.fromkeys(names, f"Slurm state unknown ({err})")
+        return {
+            name: known[name].describe() if name in known else "not in slurm.conf"
+            for name in names
+            if name not in known or not known[name].usable
+        }
 
     async def runtime_build(self) -> str | None:
         return await asyncio.to_thread(self._runtime_build)

@@ -94,7 +94,8 @@ async def test_test_hosts_up_then_a_cut_link_is_unreachable(test_hosts: TestHost
 async def test_slurm_job_in_the_queue_until_completed(
     slurm_cluster: SlurmCluster, test_hosts: TestHosts, tmp_path: Path
 ) -> None:
-    """Both nodes up; a submitted job shows in the queue, leaves it when done, and is COMPLETED among the finished."""
+    """Both nodes up (one drained for a moment: marked, with Slurm's reason); a submitted job shows in the queue,
+    leaves it when done, and is COMPLETED among the finished."""
     app = hosts_app(test_hosts, tmp_path, scheduler="slurm", refresh="nodes_s = 1.0\nsqueue_s = 0.5\n")
     script = job_script(tmp_path, "cockpit-tui-sleep", 3)
     async with app.run_test(size=SIZE) as pilot:
@@ -102,6 +103,14 @@ async def test_slurm_job_in_the_queue_until_completed(
         queue = app.screen.query_one("#queue", DataTable)
         await wait_until(pilot, lambda: len(nodes.rows) == 2, 20, "both nodes' rows")
         await wait_until(pilot, lambda: state(app, "node0/-") == state(app, "node1/-") == "up", 20, "both up")
+        slurm_cluster.run("scontrol", "update", "nodename=node1", "state=drain", "reason=tui check")
+        try:
+            await wait_until(pilot, lambda: state(app, "node1/-") == "up · drained", 20, "node1 marked drained")
+            problems = app.screen.query_one("#nodes-problems", Static)
+            assert "node1: Slurm: drained (tui check)" in str(problems.render())
+        finally:
+            slurm_cluster.run("scontrol", "update", "nodename=node1", "state=resume")
+        await wait_until(pilot, lambda: state(app, "node1/-") == "up", 20, "node1 back in service")
         job_id = slurm_cluster.submit(script)
         await wait_until(pilot, lambda: job_id in [k.value for k in queue.rows], 20, f"job {job_id} in the queue")
         assert str(queue.get_cell(job_id, "name")) == "cockpit-tui-sleep"

@@ -124,6 +124,18 @@ def test_a_node_answering_garbage_is_failing_with_its_reason_and_marks_toggle() 
     assert dict(board.rows())["node1/-"][0].style == "bold" and not board.marked
 
 
+def test_a_node_slurm_runs_no_job_on_is_marked_with_why() -> None:
+    board = NodeBoard(["node0", "node1"], clock=FakeClock())
+    board.ingest([
+        NodeSample("node0", telemetry(5.0), None, 3.0),
+        NodeSample("node1", telemetry(5.0), None, 3.0, slurm_problem="drained (fan failed)"),
+    ])  # fmt: skip
+    rows = dict(board.rows())
+    assert (str(rows["node0/0"][1]), str(rows["node1/0"][1])) == ("up", "up · drained")
+    assert board.problems() == [("node1", "Slurm: drained (fan failed)")]
+    assert board.counts() == {"up": 2}
+
+
 def with_build(util: float, build: RuntimeBuild) -> NodeTelemetry:
     return replace(telemetry(util), runtime=build)
 
