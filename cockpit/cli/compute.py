@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cockpit.cli.common import NODES_HELP, follow_playbook, report_results, selected_nodes, ssh_flags, with_pool
 from cockpit.config import Settings
@@ -23,6 +24,9 @@ from cockpit.nodes.ssh import CommandResult, SshPool
 from cockpit.nodes.wol import wake
 from cockpit.provision.compute import compute_run
 
+if TYPE_CHECKING:
+    from cockpit.jobs.slurm_nodes import SlurmNode
+
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Exit 0 iff every selected node answers over ssh and, with Slurm, can take jobs."""
@@ -31,40 +35,34 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     if settings.cluster.scheduler != "slurm":
         return report_results(args, results, "every node answers")
     states, problem = _slurm_states([node.name for node in nodes])
-    answered = report_results(args, results, "every node answers", {"slurm": states, "slurm_error": problem})
+    shown = {name: {"state": node.label, "reason": node.reason, "usable": node.usable} for name, node in states.items()}
+    answered = report_results(args, results, "every node answers", {"slurm": shown, "slurm_error": problem})
     if not args.json:
         _print_slurm_states(states, problem)
-    usable = problem is None and all(state["usable"] for state in states.values())
+    usable = problem is None and all(node.usable for node in states.values())
     return answered if usable else EXIT_FAILED
 
 
-def _slurm_states(names: list[str]) -> tuple[dict[str, dict[str, object]], str | None]:
+def _slurm_states(names: list[str]) -> tuple[dict[str, SlurmNode], str | None]:
     """Each node's Slurm state (sinfo), or why there is none."""
     from cockpit.jobs.records import JobError
-    from cockpit.jobs.slurm_nodes import SlurmNode, slurm_nodes
+    from cockpit.jobs.slurm_nodes import nodes_named, slurm_nodes
 
     try:
-        known = slurm_nodes()
+        return nodes_named(slurm_nodes(), names), None
     except JobError as err:
         return {}, str(err)
-    states = {}
-    for name in names:
-        node = known.get(name, SlurmNode(name, "not in slurm.conf"))
-        states[name] = {"state": node.label, "reason": node.reason, "usable": node.usable}
-    return states, None
 
 
-def _print_slurm_states(states: dict[str, dict[str, object]], problem: str | None) -> None:
+def _print_slurm_states(states: dict[str, SlurmNode], problem: str | None) -> None:
     if problem is not None:
         print(f"slurm: {problem}", file=sys.stderr)
         return
-    by_state: dict[str, list[str]] = {}
-    for name, state in states.items():
-        words = f"{state['state']} ({state['reason']})" if state["reason"] else str(state["state"])
-        by_state.setdefault(words, []).append(name)
-    for words, names in by_state.items():
-        usable = states[names[0]]["usable"]
-        print(f"slurm: {fold(names)} {words}", file=sys.stdout if usable else sys.stderr)
+    by_state: dict[str, list[SlurmNode]] = {}
+    for node in states.values():
+        by_state.setdefault(node.describe(), []).append(node)
+    for words, nodes in by_state.items():
+        print(f"slurm: {fold(n.name for n in nodes)} {words}", file=sys.stdout if nodes[0].usable else sys.stderr)
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:

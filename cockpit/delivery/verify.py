@@ -206,8 +206,8 @@ def config_flag(settings: Settings) -> str:
 
 
 async def require_verified(pool: SshPool, nodes: Sequence[Node], settings: Settings, device: str) -> BuildManifest:
-    """The build every node verifiably has, or a BadInput (exit 2, as a precondition
-    the user fixes) with the table of those that differ."""
+    """The build every node verifiably has, or a BadInput (exit 2: a precondition the user fixes with `runtime
+    deploy`) with the table of those that differ."""
     if settings.runtime.delivery == "shared":
         raise BadInput("runtime: delivery is shared; nothing to verify")
     build = built(settings, settings.runtime.delivery, settings.runtime_device(device))

@@ -3,7 +3,7 @@ drained, for `cluster compute status` and the sweep's check before it submits.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,11 @@ def nodes_from_sinfo(data: Mapping[str, Any]) -> dict[str, SlurmNode]:
         reason, partitions = (node.get("reason") or "").strip(), tuple(node.get("partitions") or ())
         nodes[node["name"]] = SlurmNode(node["name"], state, flags, reason, partitions)
     return nodes
+
+
+def nodes_named(known: Mapping[str, SlurmNode], names: Iterable[str]) -> dict[str, SlurmNode]:
+    """Each of `names` as Slurm knows it; one that slurm.conf does not list takes no job and is said so."""
+    return {name: known.get(name, SlurmNode(name, "not in slurm.conf")) for name in names}
 
 
 def partition_nodes(nodes: Mapping[str, SlurmNode], partition: str | None) -> list[SlurmNode]:

@@ -143,18 +143,14 @@ class LiveSource:
     def _slurm_problems(self) -> dict[str, str]:
         """Why Slurm runs no job on each node that it does not run jobs on (every node, when sinfo fails)."""
         from cockpit.jobs.records import JobError
-        from cockpit.jobs.slurm_nodes import slurm_nodes
+        from cockpit.jobs.slurm_nodes import nodes_named, slurm_nodes
 
         names = [node.name for node in self.inventory.compute]
         try:
             known = slurm_nodes()
         except JobError as err:
             return dict.fromkeys(names, f"Slurm state unknown ({err})")
-        return {
-            name: known[name].describe() if name in known else "not in slurm.conf"
-            for name in names
-            if name not in known or not known[name].usable
-        }
+        return {name: node.describe() for name, node in nodes_named(known, names).items() if not node.usable}
 
     async def runtime_build(self) -> str | None:
         return await asyncio.to_thread(self._runtime_build)

@@ -219,9 +219,9 @@ def slurm_inventory(hosts: TestHosts) -> Path:
 
 
 def start_slurm(hosts: TestHosts) -> tuple[SlurmCluster, bool]:
-    """Start (or find running) Slurm on the test hosts through the project's own slurm role (ansible/playbooks/
-    slurm.yml, run by its playbook runner): slurmctld, slurmdbd and MariaDB here, munged and slurmd in each host's
-    namespace. Also whether this call started slurmctld."""
+    """Start (or find running) Slurm on the test hosts through the project's own slurm role (ansible/slurm.yml,
+    run by its playbook runner): slurmctld, slurmdbd and MariaDB here, munged and slurmd in each host's namespace.
+    Also whether this call started slurmctld."""
     from cockpit.provision.runner import PlaybookRun
 
     require_root()

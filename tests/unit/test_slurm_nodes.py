@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cockpit.jobs.slurm_nodes import SlurmNode, nodes_from_sinfo, partition_nodes
+from cockpit.jobs.slurm_nodes import SlurmNode, nodes_from_sinfo, nodes_named, partition_nodes
 
 
 def sinfo_node(name: str, state: object = "idle", flags: list[str] | None = None, reason: str = "") -> dict:
@@ -47,3 +47,8 @@ def test_a_partition_names_its_nodes() -> None:
     nodes = nodes_from_sinfo({"nodes": [sinfo_node("node0"), {**sinfo_node("gpu9"), "partitions": ["big"]}]})
     assert [n.name for n in partition_nodes(nodes, "debug")] == ["node0"]
     assert [n.name for n in partition_nodes(nodes, None)] == ["node0", "gpu9"]
+
+
+def test_a_node_slurm_does_not_list_takes_no_job() -> None:
+    named = nodes_named(nodes_from_sinfo({"nodes": [sinfo_node("node0")]}), ["node0", "node7"])
+    assert [(n.describe(), n.usable) for n in named.values()] == [("idle", True), ("not in slurm.conf", False)]
