@@ -23,6 +23,7 @@ from runtime.schema import SchemaError, parse, to_plain
 CONFIG_NAME = "cockpit.toml"
 PROJECT_DATA = Path(__file__).resolve().parents[1] / "data"
 EMBEDDED_MODEL = "tiny-llama"
+RunStorageKind = Literal["shared", "staged"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class ClusterSection:
 class PathsSection:
     data_dir: str | None = None  # default: $XDG_DATA_HOME/cockpit
     runs_dir: str | None = None  # default: <data_dir>/runs
+    # shared: every node mounts runs_dir at the same path (the `nfs` role exports it from the control node);
+    # staged: a Slurm job's files are copied to its nodes and its outputs back (cockpit.sweep.staging)
+    run_storage: RunStorageKind = "shared"
 
 
 @dataclass(frozen=True)
@@ -327,6 +331,7 @@ class Settings:
             "account": self.cluster.account,
             "data_dir": str(self.data_dir),
             "runs_dir": str(self.runs_dir),
+            "run_storage": self.file.paths.run_storage,
             "model": self.file.model.name,
             "model_path": str(self.model_path),
             "refresh": to_plain(self.refresh),

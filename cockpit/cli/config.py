@@ -25,7 +25,10 @@ def check_file(path: Path) -> str:
     """Validate one cockpit.toml or exp_config.json; a one-line summary, or a BadInput."""
     if path.suffix == ".toml":
         settings = parse_config(read_text(path), path)
-        return f"{path}: ok (cluster {settings.cluster.name!r}, scheduler {settings.cluster.scheduler})"
+        return (
+            f"{path}: ok (cluster {settings.cluster.name!r}, scheduler {settings.cluster.scheduler}, "
+            f"run folders {settings.file.paths.run_storage})"
+        )
     if path.suffix == ".json":
         exp = ExperimentConfig.load(path)
         return (

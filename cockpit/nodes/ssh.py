@@ -42,6 +42,7 @@ class CommandResult:
     stderr: str
     error: str | None
     elapsed_s: float
+    data: bytes = b""  # stdout as bytes, for a command run with binary=True (then `stdout` is empty)
 
     @property
     def ok(self) -> bool:
@@ -182,9 +183,16 @@ class SshPool:
             return conn
 
     async def run(
-        self, node: Node, command: str, *, input: str | None = None, timeout_s: float | None = None
+        self,
+        node: Node,
+        command: str,
+        *,
+        input: str | bytes | None = None,
+        timeout_s: float | None = None,
+        binary: bool = False,
     ) -> CommandResult:
-        """Run a shell command on one node; connection trouble and timeouts come back as the result's error."""
+        """Run a shell command on one node; connection trouble and timeouts come back as the result's error.
+        With `binary`, stdin is bytes and stdout comes back as the result's `data`, untouched."""
         timeout = timeout_s or self.command_timeout_s
         started = time.monotonic()
         async with self._slots:
@@ -198,13 +206,20 @@ class SshPool:
                     node.name, node.target, command, None, "", "", self._explain(failure, node, timeout),
                     time.monotonic() - started,
                 )  # fmt: skip
-        return CommandResult(node.name, node.target, command, status, out, err, None, time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        if binary:
+            return CommandResult(node.name, node.target, command, status, "", _text(err), None, elapsed, out)
+        return CommandResult(node.name, node.target, command, status, _text(out), _text(err), None, elapsed)
 
-    async def _run_remote(self, node: Node, command: str, input: str | None, timeout: float) -> tuple[int, str, str]:
+    async def _run_remote(
+        self, node: Node, command: str, input: str | bytes | None, timeout: float
+    ) -> tuple[int, bytes, bytes]:
         for attempt in (1, 2):
             conn = await self._connect(node)
             try:
-                done = await asyncio.wait_for(conn.run(command, input=input, check=False), timeout)
+                stdin = input.encode() if isinstance(input, str) else input
+                run = conn.run(command, input=stdin, check=False, encoding=None)
+                done = await asyncio.wait_for(run, timeout)
             except asyncssh.ChannelOpenError:
                 # the pooled connection died while idle: the command never started, so a fresh one is safe
                 self._forget(node.name)
@@ -212,7 +227,7 @@ class SshPool:
                     raise
                 continue
             status = done.exit_status if done.exit_status is not None else 128 + (_signal_number(done) or 0)
-            return status, _text(done.stdout), _text(done.stderr)
+            return status, _bytes(done.stdout), _bytes(done.stderr)
         raise AssertionError("unreachable")
 
     def _explain(self, failure: BaseException, node: Node, timeout: float) -> str:
@@ -241,10 +256,20 @@ class SshPool:
         return f"{type(failure).__name__}: {failure}"
 
     async def run_all(
-        self, nodes: Iterable[Node], command: str, *, input: str | None = None, timeout_s: float | None = None
+        self,
+        nodes: Iterable[Node],
+        command: str,
+        *,
+        input: str | bytes | None = None,
+        timeout_s: float | None = None,
+        binary: bool = False,
     ) -> list[CommandResult]:
         """The command on every node at once (bounded by the pool's concurrency), results in the nodes' order."""
-        return list(await asyncio.gather(*(self.run(n, command, input=input, timeout_s=timeout_s) for n in nodes)))
+        return list(
+            await asyncio.gather(
+                *(self.run(n, command, input=input, timeout_s=timeout_s, binary=binary) for n in nodes)
+            )
+        )
 
 
 def pool_for(
@@ -273,10 +298,15 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def _text(data: str | bytes | None) -> str:
+def _text(data: bytes) -> str:
+    return data.decode(errors="replace")
+
+
+def _bytes(data: str | bytes | None) -> bytes:
+    """What asyncssh gives as a stream's output with encoding=None (None when the stream was empty)."""
     if data is None:
-        return ""
-    return data.decode(errors="replace") if isinstance(data, bytes) else data
+        return b""
+    return data.encode() if isinstance(data, str) else data
 
 
 def _signal_number(done: asyncssh.SSHCompletedProcess) -> int | None:
@@ -284,7 +314,7 @@ def _signal_number(done: asyncssh.SSHCompletedProcess) -> int | None:
     return getattr(signal, f"SIG{name}", None) if name else None
 
 
-async def _run_here(command: str, input: str | None, timeout: float) -> tuple[int, str, str]:
+async def _run_here(command: str, input: str | bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
     """The local node: the same shell command without ssh, killed with its process group on timeout."""
     process = await asyncio.create_subprocess_shell(
         command,
@@ -294,13 +324,14 @@ async def _run_here(command: str, input: str | None, timeout: float) -> tuple[in
         start_new_session=True,
     )
     try:
-        out, err = await asyncio.wait_for(process.communicate(None if input is None else input.encode()), timeout)
+        stdin = input.encode() if isinstance(input, str) else input
+        out, err = await asyncio.wait_for(process.communicate(stdin), timeout)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
         raise
-    return process.returncode or 0, _text(out), _text(err)
+    return process.returncode or 0, out, err
 
 
 def group_identical(results: Sequence[CommandResult]) -> list[tuple[str, CommandResult]]:

@@ -1,5 +1,6 @@
-"""Drive a planned sweep: verify the runtime the nodes run, run (or resume) every strategy not done through the
-pipeline, fill in the baseline, and cancel or inspect a run from another process."""
+"""Drive a planned sweep: check the nodes can take its jobs and run its runtime, choose how they see the run
+folder, run (or resume) every strategy not done through the pipeline, fill in the baseline, and cancel or
+inspect a run from another process."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from cockpit.sweep.manifest import Manifest
 from cockpit.sweep.pipeline import DistributedExperimentPipeline, SweepEvent
 from cockpit.sweep.plan import BASELINE_NAME, Sweep
 from cockpit.sweep.prompt_table import load_prompt_table, save_prompt_table
+from cockpit.sweep.staging import RunStorage, SharedRunStorage
 from runtime.contract import BuildManifest
 from runtime.outputs import last_progress
 
@@ -57,9 +59,9 @@ def verified_runtime(sweep: Sweep, settings: Settings, on_event: Callable[[Sweep
     )
 
 
-def require_slurm_nodes(sweep: Sweep, settings: Settings, on_event: Callable[[SweepEvent], None]) -> None:
-    """Enough nodes of the partition can take jobs for the sweep's largest strategy; else a BadInput naming every
-    node that cannot and why (down, drained, not answering), before any job."""
+def require_slurm_nodes(sweep: Sweep, settings: Settings, on_event: Callable[[SweepEvent], None]) -> list[str]:
+    """The partition's nodes that can take jobs, enough of them for the sweep's largest strategy; else a BadInput
+    naming every node that cannot and why (down, drained, not answering), before any job."""
     from cockpit.jobs.slurm_nodes import partition_nodes, slurm_nodes
     from cockpit.nodes.nodeset import fold
 
@@ -76,10 +78,36 @@ def require_slurm_nodes(sweep: Sweep, settings: Settings, on_event: Callable[[Sw
             + "\nno job was submitted"
         )
     on_event(SweepEvent("verified", "slurm", f"{fold(usable)} can take jobs"))
+    return usable
+
+
+def run_storage(sweep: Sweep, settings: Settings, usable: list[str]) -> RunStorage:
+    """How the jobs' nodes see the run folder: shared, or staged to the `usable` nodes over ssh (each of them
+    must be in the inventory: that is how the cockpit reaches it)."""
+    if sweep.manifest.run_storage == "shared":
+        return SharedRunStorage()
+    from cockpit.nodes.inventory import Inventory
+    from cockpit.nodes.nodeset import fold
+    from cockpit.nodes.ssh import pool_for
+    from cockpit.sweep.staging import StagedRunStorage
+
+    if settings.inventory is None:
+        raise BadInput("[paths] run_storage = staged copies run folders to the nodes over ssh: set [cluster] inventory")
+    known = {node.name: node for node in Inventory.load(settings.inventory).compute}
+    unknown = [name for name in usable if name not in known]
+    if unknown:
+        raise BadInput(
+            f"{settings.inventory}: Slurm may give jobs to {fold(unknown)}, which the inventory does not name; "
+            "staged run folders are copied to every node a job may get\nno job was submitted"
+        )
+    return StagedRunStorage(sweep.run_dir, [known[name] for name in usable], pool_for(settings))
 
 
 def _pipeline(
-    sweep: Sweep, on_event: Callable[[SweepEvent], None], runtime: RuntimeEnvironment | None = None
+    sweep: Sweep,
+    on_event: Callable[[SweepEvent], None],
+    runtime: RuntimeEnvironment | None = None,
+    storage: RunStorage | None = None,
 ) -> DistributedExperimentPipeline:
     prompts = load_prompt_table(sweep.settings.prompt_df_path)
     collector = ResultCollector(prompts, sweep.results_dir, sweep.stamp, sweep.settings.run_id)
@@ -91,6 +119,7 @@ def _pipeline(
         sweep.manifest,
         max_attempts=sweep.manifest.max_attempts,
         on_event=on_event,
+        storage=storage,
     )
 
 
@@ -112,14 +141,17 @@ def execute(sweep: Sweep, settings: Settings, on_event: Callable[[SweepEvent], N
     """Run (or resume) every strategy not done, then the baseline, correctness and the report."""
     if sweep.manifest.pipeline_alive():
         raise BadInput(f"{sweep.run_dir}: a sweep process (pid {sweep.manifest.pipeline_pid}) is running it")
-    if sweep.manifest.backend == "slurm":
-        require_slurm_nodes(sweep, settings, on_event)
+    usable = require_slurm_nodes(sweep, settings, on_event) if sweep.manifest.backend == "slurm" else []
     runtime = verified_runtime(sweep, settings, on_event)
+    storage = run_storage(sweep, settings, usable)
     if sweep.manifest.baseline != "reference":
         run_endpoint_baseline(sweep, settings, on_event)
-    pipeline = _pipeline(sweep, on_event, runtime)
-    with sigterm_as_interrupt():
-        manifest = pipeline.run()
+    pipeline = _pipeline(sweep, on_event, runtime, storage)
+    try:
+        with sigterm_as_interrupt():
+            manifest = pipeline.run()
+    finally:
+        storage.close()
     if sweep.manifest.baseline == "reference":
         baseline_from_reference(sweep)
     return manifest

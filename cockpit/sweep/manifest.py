@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cockpit.config import RunStorageKind
 from cockpit.jobs.factory import Launcher
 from cockpit.jobs.records import ACTIVE_STATES, JobRecord
 from runtime.atomic import atomic_write_text
@@ -83,6 +84,7 @@ class Manifest:
     state: str = "planned"  # planned | running | completed | failed | cancelled
     pipeline_pid: int | None = None
     launcher: Launcher = "local"  # how jobs start their ranks
+    run_storage: RunStorageKind = "shared"  # how the jobs' nodes see the run folder (cockpit.sweep.staging)
     max_attempts: int = 3
     # the sweep's SweepSettings
     settings: dict[str, str | int | float | bool | list[str] | None] = field(default_factory=dict)

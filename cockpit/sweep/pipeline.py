@@ -1,11 +1,14 @@
 """`DistributedExperimentPipeline`: the strategies of a sweep, one job at a time.
 
 For each strategy: render its job, submit it, follow it until the scheduler's final word, and only on COMPLETED
-hand it to the collector. A failed job is written to `failed_experiments.csv` with its config and error, and the
-retry policy (cockpit.sweep.retry) may name the next config to try (a halved batch after running out of memory,
-a plain retry after a node failure). The manifest is rewritten after every change; re-running a sweep skips what
-it marks done and re-attaches to a job still running from an earlier process instead of submitting it again.
-Ctrl-C or SIGTERM cancels the running job, records it, and leaves the manifest whole."""
+hand it to the collector. On a cluster without shared storage the run's storage (cockpit.sweep.staging) copies
+the job's files to its nodes before the submission, mirrors its progress while it runs and brings its outputs
+back, checked, before anything is collected. A failed job is written to `failed_experiments.csv` with its config
+and error, and the retry policy (cockpit.sweep.retry) may name the next config to try (a halved batch after
+running out of memory, a plain retry after a node failure). The manifest is rewritten after every change;
+re-running a sweep skips what it marks done and re-attaches to a job still running from an earlier process
+instead of submitting it again. Ctrl-C or SIGTERM cancels the running job, records it, and leaves the manifest
+whole."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from cockpit.jobs.records import ACTIVE_STATES, JobManager, JobRecord, wait_fina
 from cockpit.sweep.collect import ResultCollector
 from cockpit.sweep.manifest import Attempt, Manifest, StrategyEntry, now_iso
 from cockpit.sweep.retry import next_attempt
+from cockpit.sweep.staging import RunStorage, SharedRunStorage
 from cockpit.sweep.strategies import ParallelismStrategy
 from runtime.atomic import atomic_write_text
 from runtime.schema import to_plain
@@ -50,7 +54,7 @@ class SweepCancelled(Interrupted):
 class SweepEvent:
     """What the pipeline tells its caller (the CLI prints these; the cockpit shows them)."""
 
-    kind: str  # skipped | submitted | state | collected | failed | retry | cancelled
+    kind: str  # skipped | staged | submitted | state | collected | failed | retry | cancelled
     strategy_id: str
     message: str
     job: JobRecord | None = None
@@ -104,9 +108,11 @@ class DistributedExperimentPipeline:
         retry_backoff_s: float = 5.0,
         poll_s: float = 0.5,
         on_event: Callable[[SweepEvent], None] = lambda event: None,
+        storage: RunStorage | None = None,
     ) -> None:
         self.strategies, self.factory, self.manager = strategies, factory, manager
         self.collector, self.manifest = collector, manifest
+        self.storage = storage or SharedRunStorage()
         self.max_attempts, self.retry_backoff_s, self.poll_s = max_attempts, retry_backoff_s, poll_s
         self.on_event = on_event
 
@@ -148,6 +154,9 @@ class DistributedExperimentPipeline:
                 break
             tries += 1
             files = self.factory.render(current.job_spec())
+            sent = self.storage.send(current, files)
+            if sent:
+                self._tell("staged", entry, f"sent {sent}")
             job_id = self.manager.submit(files)
             entry.job_id, entry.status, entry.collected = job_id, "SUBMITTED", False
             entry.attempts.append(
@@ -166,10 +175,21 @@ class DistributedExperimentPipeline:
     ) -> ParallelismStrategy | None:
         """Follow the job to its end; collect it, or log the failure. The strategy to try next, if any."""
         try:
-            job = self._follow(entry, job_id)
+            job = self._follow(strategy, entry, job_id)
         except KeyboardInterrupt:
             self._log_failure(strategy, job_id, CANCELLED_BY_USER)
             raise
+        fetched = self.storage.fetch(strategy, job)
+        if fetched is not None:
+            self._tell("staged", entry, fetched.summary(job.nodes or "its nodes"))
+        if job.state == "COMPLETED" and fetched is not None and fetched.problems:
+            # the outputs stay on the nodes; a resume re-attaches to the completed job and copies them again
+            error = f"COMPLETED, but not every node's outputs came back: {'; '.join(fetched.problems)}"
+            entry.attempts[-1].error = error
+            self.manifest.save()
+            self._log_failure(strategy, job_id, error)
+            self._tell("failed", entry, f"{error} (cluster sweep resume copies them again)", job)
+            return None
         if job.state == "COMPLETED":
             collected = self.collector.collect(strategy, job)
             entry.collected, entry.partial = True, collected.partial
@@ -190,8 +210,9 @@ class DistributedExperimentPipeline:
             raise SweepCancelled(f"{entry.strategy_id}: job {job_id} was cancelled")
         return next_attempt(strategy, job, tail)
 
-    def _follow(self, entry: StrategyEntry, job_id: str) -> JobRecord:
+    def _follow(self, strategy: ParallelismStrategy, entry: StrategyEntry, job_id: str) -> JobRecord:
         def seen(job: JobRecord) -> None:
+            self.storage.mirror(strategy, job)
             if job.state != entry.status:
                 entry.record(job)
                 self.manifest.save()

@@ -115,6 +115,7 @@ def plan(settings: Settings, *, now: datetime | None = None, **overrides: Any) -
         created_at=now_iso(),
         state="planned",
         launcher=backend.launcher,
+        run_storage=settings.file.paths.run_storage if backend.name == "slurm" else "shared",
         max_attempts=section.max_attempts,
         settings=_plain_settings(shared),
         baseline=settings.baseline_url or "reference",

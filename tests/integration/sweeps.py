@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cockpit.config import load_settings
 from cockpit.errors import BAD_INPUT
 from cockpit.sweep.manifest import Manifest
 from runtime.local_launch import local_env
@@ -33,8 +34,10 @@ def write_config(
     gpus_per_node: int = 2,
     max_new_tokens: int = MAX_NEW_TOKENS,
     extra: str = "",
+    paths: str = "",
 ) -> Path:
-    """A cockpit.toml for a sweep of the test prompts; `extra` adds lines to [cluster] and further tables."""
+    """A cockpit.toml for a sweep of the test prompts; `extra` adds lines to [cluster] and further tables,
+    `paths` to [paths]."""
     for variant, prompts in PROMPT_FILES.items():
         text = "".join(f"@@@ prompt {pid}: p{pid}\n{prompt}\n" for pid, prompt in prompts)
         (tmp / f"prompts_{variant}.txt").write_text(f"# {variant} test prompts\n{text}")
@@ -46,6 +49,7 @@ scheduler = "{scheduler}"
 {extra}
 [paths]
 data_dir = "{tmp / "data"}"
+{paths}
 [model]
 path = "{model}"
 [sweep]
@@ -86,7 +90,7 @@ def start(config: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def run_dir(config: Path) -> Path:
-    (found,) = (config.parent / "data" / "runs").glob("run_*")
+    (found,) = load_settings(config).runs_dir.glob("run_*")
     return found
 
 

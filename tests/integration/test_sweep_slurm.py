@@ -1,12 +1,17 @@
 """A whole sweep on the real Slurm's two nodes, on the runtime build deployed to them: jobs by sbatch, states from
 sacct, and a sweep process killed outright (SIGKILL: no chance to clean up) while its job runs on, then resumed by
-re-attaching to that job. The sweep is profiled: srun starts each rank through profile_rank.sh on its node."""
+re-attaching to that job. The sweep is profiled: srun starts each rank through profile_rank.sh on its node.
+
+Its run folder is staged: each node's copy is its own (node-local), so every file a rank reads got there by the
+staging, and every shard, metric, log and trace the report uses came back by it."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,19 +19,44 @@ import pytest
 from cockpit.jobs.records import JobError
 from cockpit.jobs.slurm import SlurmJobManager
 from cockpit.sweep.manifest import Manifest
-from tests.infra.services import SlurmCluster
+from runtime.contract import ExperimentConfig
+from tests.infra.services import SlurmCluster, TestHosts
 from tests.integration import sweeps
 from tests.integration.conftest import DeployedRuntime
 
 pytestmark = [pytest.mark.infra, pytest.mark.slow]
 
 
-def test_sweep_killed_and_resumed_on_slurm(
-    slurm_cluster: SlurmCluster, deployed_runtime: DeployedRuntime, tmp_path: Path, tiny_model_dir: Path
+@pytest.fixture
+def node_local_runs(test_hosts: TestHosts, tmp_path: Path) -> Iterator[Path]:
+    """A runs folder at a path every test host (and this machine) has its own copy of; all copies go after."""
+    relative = f"runs-{tmp_path.name}"
+    yield test_hosts.node_local / relative
+    for folder in [test_hosts.node_local, *(test_hosts.local_folder(host.name) for host in test_hosts.hosts)]:
+        shutil.rmtree(folder / relative, ignore_errors=True)
+
+
+def test_staged_sweep_killed_and_resumed_on_slurm(
+    slurm_cluster: SlurmCluster,
+    deployed_runtime: DeployedRuntime,
+    node_local_runs: Path,
+    tmp_path: Path,
+    tiny_model_dir: Path,
 ) -> None:
-    config = sweeps.write_config(tmp_path, tiny_model_dir, scheduler="slurm", extra=deployed_runtime.lines)
+    runs_dir = node_local_runs
+    config = sweeps.write_config(
+        tmp_path,
+        tiny_model_dir,
+        scheduler="slurm",
+        extra=deployed_runtime.lines,
+        paths=f'runs_dir = "{runs_dir}"\nrun_storage = "staged"',
+    )
     sweep = sweeps.start(config, "sweep", "run", "--profile", "torch,perf")
     sweeps.wait_for(lambda: sweeps.entries(sweeps.run_dir(config))[1].status == "RUNNING", 240, "the second job")
+    # while the job runs, its ranks' heartbeats reach this machine's copy of the run folder
+    second = sweeps.entries(sweeps.run_dir(config))[1]
+    heartbeats = ExperimentConfig.load(second.exp_config_path).progress_path
+    sweeps.wait_for(lambda: any(heartbeats(rank).exists() for rank in range(4)), 120, "mirrored progress")
     os.kill(sweep.pid, signal.SIGKILL)
     sweep.communicate(timeout=30)
     run = sweeps.run_dir(config)
@@ -37,6 +67,7 @@ def test_sweep_killed_and_resumed_on_slurm(
     done = sweeps.cluster(config, "sweep", "resume", str(run), "--json")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     assert f"re-attaching to job {second.job_id}" in done.stderr
+    assert f"{second.strategy_id} staged: " in done.stderr and "back from node[0-1]" in done.stderr
     out = json.loads(done.stdout)
     assert [row["kind"] for row in out["strategies"]] == ["reference", "tp_nodes", "pp_nodes", "tp_node", "hybrid"]
     assert all(row["attempts"] == 1 and row["collected"] for row in out["strategies"])  # nothing ran twice
