@@ -36,7 +36,9 @@ def compute_run(
     host keys against the cockpit's own known_hosts so Ansible trusts exactly the nodes the cockpit does.
 
     Facts are cached in the data folder, so that a run on some nodes still knows the others (slurm.conf lists
-    them all); the playbooks learn the cockpit's scheduler as `cockpit_scheduler`."""
+    them all); the playbooks learn the cockpit's scheduler as `cockpit_scheduler`, and how the nodes see run
+    folders as `cockpit_run_storage` and `cockpit_runs_dir` (the nfs role shares them), the model as
+    `cockpit_model_path`."""
     ssh_args = [
         "-o", "ControlMaster=auto", "-o", "ControlPersist=60s",
         "-o", f"UserKnownHostsFile={settings.known_hosts}", "-o", "StrictHostKeyChecking=yes",
@@ -53,5 +55,11 @@ def compute_run(
             "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(settings.data_dir / "provision" / "facts"),
             "ANSIBLE_CACHE_PLUGIN_TIMEOUT": "0",  # never expires: a node off for a week is still in slurm.conf
         },
-        extravars={"cockpit_scheduler": settings.cluster.scheduler, **(extravars or {})},
+        extravars={
+            "cockpit_scheduler": settings.cluster.scheduler,
+            "cockpit_run_storage": settings.file.paths.run_storage,
+            "cockpit_runs_dir": str(settings.runs_dir),
+            "cockpit_model_path": str(settings.model_path),
+            **(extravars or {}),
+        },
     )
