@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 from collections.abc import Iterator
@@ -119,4 +120,23 @@ def test_a_drained_node_stops_the_sweep_before_any_job(
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Slurm: the sweep needs 2 node(s) that can take jobs, 1 can (node0)" in done.stderr
     assert "node1  drained (fan failed)" in done.stderr and "no job was submitted" in done.stderr
+    assert not any(entry.job_id for entry in sweeps.entries(sweeps.run_dir(config)))
+
+
+def test_a_node_whose_disk_is_full_is_named_with_its_free_space_before_any_job(
+    slurm_cluster: SlurmCluster, test_hosts: TestHosts, node_local_runs: Path, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    lines = f'inventory = "{test_hosts.inventory}"\n[ssh]\nknown_hosts = "{test_hosts.known_hosts}"\n'
+    paths = f'runs_dir = "{node_local_runs}"\nrun_storage = "staged"'
+    config = sweeps.write_config(tmp_path, tiny_model_dir, scheduler="slurm", extra=lines, paths=paths)
+    full = test_hosts.ssh("node1", f"mkdir -p {node_local_runs} && mount -t tmpfs -o size=4k tmpfs {node_local_runs}")
+    assert full.returncode == 0, full.stderr
+    try:
+        done = sweeps.cluster(config, "sweep", "run")
+    finally:
+        test_hosts.ssh("node1", f"umount {node_local_runs}")
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "its job files did not reach every node it may run on" in done.stderr
+    assert re.search(r"node1: \S+/prompts.parquet: No space left on device \([\d.]+ kB free there\)", done.stderr)
+    assert "no job was submitted" in done.stderr and "node0" not in done.stderr.split("did not reach")[1]
     assert not any(entry.job_id for entry in sweeps.entries(sweeps.run_dir(config)))
