@@ -16,8 +16,9 @@ the node's own listing (every file's size and line count) and only then moved in
 answer, a copy that ends early and a file that differs from its listing are named, and that node's files stay
 out of the run folder, so nothing half-copied is ever collected; Ctrl-C removes the scratch folder.
 
-Every copy runs on a pool of ssh connections (cockpit.nodes.ssh) kept open for the whole sweep, on one event
-loop (`asyncio.Runner`) the synchronous pipeline calls into.
+Every copy runs on a pool of ssh connections (cockpit.nodes.ssh) kept open for the whole sweep, on an event
+loop of its own thread: the synchronous pipeline waits for the copies out and back, while a progress mirror
+runs beside its polling (one at a time), so a slow node never delays noticing that a job ended.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ import os
 import shlex
 import shutil
 import tarfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from cockpit.config import RunStorageKind
 from cockpit.errors import BadInput, OperationFailed
@@ -52,6 +55,7 @@ if TYPE_CHECKING:  # the pool comes from the caller: importing this module opens
 LISTING = ".stage-listing.json"  # as stage_node.py names it
 SCRATCH = ".staging"  # below the run folder: copies from nodes before they are checked
 MIRROR_EVERY_S = 1.0
+T = TypeVar("T")
 
 
 class StagingFailed(OperationFailed):
@@ -178,15 +182,36 @@ class StagedRunStorage:
         from the nodes its record names."""
         self.run_dir, self.pool, self.timeout_s = run_dir, pool, timeout_s
         self.nodes = {node.name: node for node in nodes if not node.local}
-        self._loop = asyncio.Runner()
         self._script = shlex.quote(node_script())
         self._sent: dict[str, set[tuple[str, int, int]]] = {name: set() for name in self.nodes}
         self._mirrored: dict[Path, str] = {}
+        self._mirroring: Future[None] | None = None
         self._last_mirror = 0.0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="run-storage", daemon=True)
+        self._thread.start()
+
+    def _wait(self, work: Coroutine[Any, Any, T]) -> T:
+        """`work` on the storage's loop; Ctrl-C here cancels it there."""
+        future = asyncio.run_coroutine_threadsafe(work, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def _mirror_done(self) -> None:
+        """Wait for a mirror in flight (its files must not land after the real ones)."""
+        if self._mirroring is not None:
+            with contextlib.suppress(Exception):
+                self._mirroring.result(timeout=30)
 
     def close(self) -> None:
+        self._mirror_done()
         with contextlib.suppress(Exception):
-            self._loop.run(self.pool.close())
+            self._wait(self.pool.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
         self._loop.close()
 
     def _command(self, action: str, *relatives: str) -> str:
@@ -213,7 +238,7 @@ class StagedRunStorage:
         paths = [Path(config.prompt_df_path), files.config, files.script, files.config.parent / PROFILE_WRAPPER]
         wanted = [(self._relative(path), path.stat()) for path in paths if path.exists()]
         started = time.monotonic()
-        outcomes = self._loop.run(self._send_all(wanted, self._relative(files.config.parent / "logs")))
+        outcomes = self._wait(self._send_all(wanted, self._relative(files.config.parent / "logs")))
         problems = [f"{name}: {problem}" for name, problem in outcomes.items() if problem]
         if problems:
             raise StagingFailed(
@@ -245,17 +270,23 @@ class StagedRunStorage:
         return {node.name: answer for node, answer in zip(nodes, answers, strict=True)}
 
     def mirror(self, strategy: ParallelismStrategy, job: JobRecord) -> None:
+        """Start tailing the job's heartbeats (at most once a second, one tail at a time) and return at once."""
         if job.state != "RUNNING" or not job.nodes or time.monotonic() - self._last_mirror < MIRROR_EVERY_S:
             return
-        self._last_mirror = time.monotonic()
-        config = strategy.config()
-        relatives = [self._relative(config.progress_path(rank)) for rank in range(config.world_size)]
-        command = self._command("tail", *relatives)
+        if self._mirroring is not None and not self._mirroring.done():
+            return
         try:
             nodes = self._job_nodes(job)
         except OperationFailed:
             return  # fetch names them when the job ends
-        for result in self._loop.run(self.pool.run_all(nodes, command, timeout_s=10.0)):
+        self._last_mirror = time.monotonic()
+        config = strategy.config()
+        relatives = [self._relative(config.progress_path(rank)) for rank in range(config.world_size)]
+        self._mirroring = asyncio.run_coroutine_threadsafe(self._tail(nodes, relatives), self._loop)
+
+    async def _tail(self, nodes: list[Node], relatives: list[str]) -> None:
+        command = self._command("tail", *relatives)
+        for result in await self.pool.run_all(nodes, command, timeout_s=10.0):
             try:
                 lines = json.loads(result.stdout) if result.ok else {}
             except json.JSONDecodeError:
@@ -277,7 +308,8 @@ class StagedRunStorage:
             return None
         folder = self._relative(Path(strategy.config().output_root))
         command = self._command("get", folder)
-        results = self._loop.run(self.pool.run_all(nodes, command, timeout_s=self.timeout_s, binary=True))
+        self._mirror_done()
+        results = self._wait(self.pool.run_all(nodes, command, timeout_s=self.timeout_s, binary=True))
         scratch = self.run_dir / SCRATCH / f"{strategy.strategy_id}-{job.job_id}"
         shutil.rmtree(scratch, ignore_errors=True)
         checked: list[tuple[Path, list[Path]]] = []

@@ -124,15 +124,25 @@ class TestHosts:
         )
 
 
-def start_test_hosts() -> tuple[TestHosts, bool]:
-    """Start (or find running) the sshd test hosts; also whether this call started them."""
-    require_root()
-    already = all(pid_alive(TEST_HOSTS_DIR / f"node{i}" / "sshd.pid") for i in range(TEST_HOSTS))
-    run_script("start-test-hosts.sh", {"TEST_HOSTS": str(TEST_HOSTS), "TEST_HOSTS_DIR": str(TEST_HOSTS_DIR)})
+def _test_hosts() -> TestHosts:
     hosts = tuple(
         TestHost(f"node{i}", f"{TEST_NET}.{10 + i}", f"02:77:00:00:00:{10 + i:02x}") for i in range(TEST_HOSTS)
     )
-    return TestHosts(hosts, TEST_HOSTS_DIR), not already
+    return TestHosts(hosts, TEST_HOSTS_DIR)
+
+
+def running_test_hosts() -> TestHosts | None:
+    """The sshd test hosts when they are running, else None (nothing is started)."""
+    running = all(pid_alive(TEST_HOSTS_DIR / f"node{i}" / "sshd.pid") for i in range(TEST_HOSTS))
+    return _test_hosts() if running else None
+
+
+def start_test_hosts() -> tuple[TestHosts, bool]:
+    """Start (or find running) the sshd test hosts; also whether this call started them."""
+    require_root()
+    already = running_test_hosts() is not None
+    run_script("start-test-hosts.sh", {"TEST_HOSTS": str(TEST_HOSTS), "TEST_HOSTS_DIR": str(TEST_HOSTS_DIR)})
+    return _test_hosts(), not already
 
 
 def stop_test_hosts() -> None:

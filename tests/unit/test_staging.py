@@ -137,7 +137,8 @@ def test_a_job_round_trip_through_two_nodes(tmp_path: Path, hybrid: tuple[Parall
         progress = on(name) / config.progress_path(rank).relative_to(run_dir)
         progress.parent.mkdir(parents=True, exist_ok=True)
         progress.write_text(f'{{"rank": {rank}, "beat": 1}}\n{{"rank": {rank}, "beat": 2}}\n')
-    stage.mirror(strategy, JobRecord("7", "RUNNING", nodes="node[0-1]"))
+    stage.mirror(strategy, JobRecord("7", "RUNNING", nodes="node[0-1]"))  # returns at once: the tail runs beside
+    stage._mirror_done()
     assert all(config.progress_path(r).read_text() == f'{{"rank": {r}, "beat": 2}}\n' for r in range(4))
 
     (on("node0") / folder / "logs" / "slurm-7.out").write_text("ok\n")
