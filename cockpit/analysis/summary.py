@@ -11,6 +11,7 @@ cost, written as CSV and Markdown, plus two text plots (plotext) that need no te
 from __future__ import annotations
 
 import io
+import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -342,9 +343,27 @@ class RunSummary:
         lines = [f"# Run summary: {self.run_id}", "", self.winner(table), ""]
         lines += pipe_table([_header(c) for c in table.columns], cells, numeric)
         lines += ["", f"{NAN}: not measured or not applicable."]
+        placement = self.placement()
+        if placement:
+            lines += ["", "## Where each rank ran", ""]
+            lines += pipe_table(["strategy", "ranks by node"], placement, [False, False])
         if self.performance is not None:
             lines += ["", performance_markdown(self.performance)]
         return "\n".join(lines).rstrip("\n") + "\n"
+
+    def placement(self) -> list[tuple[str, str]]:
+        """(strategy, `node0: 0, 1; node1: 2, 3`) in table order, from the hosts the ranks' metrics name."""
+        if "rank_hosts" not in self.metrics:
+            return []
+        hosts = dict(zip(self.metrics["strategy"], self.metrics["rank_hosts"], strict=True))
+        rows = []
+        for strategy in self.table()["strategy"]:
+            by_host: dict[str, list[str]] = {}
+            for rank, host in enumerate(json.loads(hosts.get(strategy) or "[]")):
+                by_host.setdefault(host or "unknown", []).append(str(rank))
+            if by_host:
+                rows.append((strategy, "; ".join(f"{host}: {', '.join(ranks)}" for host, ranks in by_host.items())))
+        return rows
 
     def to_markdown(self, path: str | Path) -> Path:
         """The Markdown summary, written atomically."""

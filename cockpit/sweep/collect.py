@@ -154,11 +154,13 @@ class Collected:
 def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobRecord | None) -> dict[str, Any]:
     """The strategy's cluster metrics: ranks' own measurements, with the scheduler's view of the job."""
     config = strategy.config()
-    ranks = []
+    ranks, rank_hosts = [], []
     for rank in range(strategy.world_size):
         path = config.metrics_path(rank)
-        if path.exists():
-            ranks.append(json.loads(path.read_text()))
+        metrics = json.loads(path.read_text()) if path.exists() else {}
+        rank_hosts.append(metrics.get("hostname"))
+        if metrics:
+            ranks.append(metrics)
     wall = max((m["wall_time_s"] for m in ranks), default=None)
     tokens = int(rows["tokens_generated"].sum()) if len(rows) else 0
     energy = [m.get("energy_j") for m in ranks]
@@ -201,6 +203,7 @@ def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobReco
         "hosts": len(hosts) or None,
         "hostnames": json.dumps(sorted(hosts)),
         "ranks_per_host": max(hosts.values(), default=None),
+        "rank_hosts": json.dumps(rank_hosts),  # by rank: the host it ran on (null: no metrics from it)
         "links": json.dumps(first("links") or []),  # the ranks' own link timings (runtime.contract.LinkFit)
         # the verified runtime build(s) the ranks ran from; more than one would mean nodes ran different code
         "runtime_build": ",".join(sorted({m["runtime_build"] for m in ranks if m.get("runtime_build")})) or None,

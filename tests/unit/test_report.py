@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -202,3 +203,13 @@ def test_show_prints_both_plots(diverging: RunSummary, capsys: pytest.CaptureFix
     diverging.show()
     out = capsys.readouterr().out
     assert "latency p50 vs exact match" in out and "throughput vs prompt length" in out
+
+
+def test_markdown_says_where_each_rank_ran() -> None:
+    results, metrics, summary = make_run([1, 1, 1])
+    hosts = {TP: ["node0", "node1"], REF: ["node0"]}  # by rank, from each rank's metrics
+    metrics = metrics.assign(rank_hosts=[json.dumps(hosts[s]) for s in metrics["strategy"]])
+    placed = RunSummary(results, metrics, summary, RUN)
+    assert placed.placement() == [(REF, "node0: 0"), (TP, "node0: 0; node1: 1")]
+    assert "## Where each rank ran" in placed.markdown() and f"| {TP} | node0: 0; node1: 1 |" in placed.markdown()
+    assert "## Where each rank ran" not in RunSummary(*make_run([1, 1, 1]), RUN).markdown()  # older runs: none
