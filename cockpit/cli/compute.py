@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING
 
 from cockpit.cli.common import NODES_HELP, follow_playbook, report_results, selected_nodes, ssh_flags, with_pool
 from cockpit.config import Settings
+from cockpit.delivery.verify import config_flag
 from cockpit.errors import EXIT_FAILED
 from cockpit.nodes import power
 from cockpit.nodes.nodeset import fold
+from cockpit.nodes.slurmd_log import slurmd_complaints
 from cockpit.nodes.ssh import CommandResult, SshPool
 from cockpit.nodes.wol import wake
 from cockpit.provision.compute import compute_run
@@ -36,9 +38,12 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         return report_results(args, results, "every node answers")
     states, problem = _slurm_states([node.name for node in nodes])
     shown = {name: {"state": node.label, "reason": node.reason, "usable": node.usable} for name, node in states.items()}
+    said = slurmd_complaints(settings, [n.name for n in states.values() if n.silent], config_flag(settings))
+    for name, text in said.items():
+        shown[name]["slurmd"] = text
     answered = report_results(args, results, "every node answers", {"slurm": shown, "slurm_error": problem})
     if not args.json:
-        _print_slurm_states(states, problem)
+        _print_slurm_states(states, problem, said)
     usable = problem is None and all(node.usable for node in states.values())
     return answered if usable else EXIT_FAILED
 
@@ -54,7 +59,7 @@ def _slurm_states(names: list[str]) -> tuple[dict[str, SlurmNode], str | None]:
         return {}, str(err)
 
 
-def _print_slurm_states(states: dict[str, SlurmNode], problem: str | None) -> None:
+def _print_slurm_states(states: dict[str, SlurmNode], problem: str | None, said: dict[str, str]) -> None:
     if problem is not None:
         print(f"slurm: {problem}", file=sys.stderr)
         return
@@ -63,6 +68,8 @@ def _print_slurm_states(states: dict[str, SlurmNode], problem: str | None) -> No
         by_state.setdefault(node.describe(), []).append(node)
     for words, nodes in by_state.items():
         print(f"slurm: {fold(n.name for n in nodes)} {words}", file=sys.stdout if nodes[0].usable else sys.stderr)
+    for name, text in said.items():
+        print(f"slurm: {name} {text}", file=sys.stderr)
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:

@@ -36,6 +36,11 @@ class SlurmNode:
         """Whether a job can start on it (now or once its running jobs end)."""
         return self.state in USABLE_STATES and not {"DRAIN", "NOT_RESPONDING"} & set(self.flags)
 
+    @property
+    def silent(self) -> bool:
+        """Whether slurmctld cannot hear its slurmd: then the node's own log says why (cockpit.nodes.slurmd_log)."""
+        return "NOT_RESPONDING" in self.flags or self.state in ("down", "unknown")
+
     def describe(self) -> str:
         return f"{self.label} ({self.reason})" if self.reason else self.label
 

@@ -62,15 +62,19 @@ def verified_runtime(sweep: Sweep, settings: Settings, on_event: Callable[[Sweep
 def require_slurm_nodes(sweep: Sweep, settings: Settings, on_event: Callable[[SweepEvent], None]) -> list[str]:
     """The partition's nodes that can take jobs, enough of them for the sweep's largest strategy; else a BadInput
     naming every node that cannot and why (down, drained, not answering), before any job."""
+    from cockpit.delivery.verify import config_flag
     from cockpit.jobs.slurm_nodes import partition_nodes, slurm_nodes
     from cockpit.nodes.nodeset import fold
+    from cockpit.nodes.slurmd_log import slurmd_complaints
 
     nodes = partition_nodes(slurm_nodes(), settings.cluster.partition)
     usable = [node.name for node in nodes if node.usable]
     needed = sweep.settings.nodes
     if len(usable) < needed:
         where = f"partition {settings.cluster.partition}" if settings.cluster.partition else "Slurm"
-        lines = [f"{node.name}  {node.describe()}" for node in nodes if not node.usable]
+        said = slurmd_complaints(settings, [n.name for n in nodes if n.silent], config_flag(settings))
+        lines = [f"{node.name}  {node.describe()}" + (f": {said[node.name]}" if node.name in said else "")
+                 for node in nodes if not node.usable]  # fmt: skip
         raise BadInput(
             f"{where}: the sweep needs {needed} node(s) that can take jobs, {len(usable)} can"
             + (f" ({fold(usable)})" if usable else "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cockpit.jobs.slurm_nodes import SlurmNode, nodes_from_sinfo, nodes_named, partition_nodes
+from cockpit.nodes.slurmd_log import complaint
 
 
 def sinfo_node(name: str, state: object = "idle", flags: list[str] | None = None, reason: str = "") -> dict:
@@ -52,3 +53,20 @@ def test_a_partition_names_its_nodes() -> None:
 def test_a_node_slurm_does_not_list_takes_no_job() -> None:
     named = nodes_named(nodes_from_sinfo({"nodes": [sinfo_node("node0")]}), ["node0", "node7"])
     assert [(n.describe(), n.usable) for n in named.values()] == [("idle", True), ("not in slurm.conf", False)]
+
+
+def test_slurmd_complaint_names_a_munge_key_that_differs() -> None:
+    log = (
+        "[2026-12-03T09:40:01.123] slurmd version 22.05.8 started\n"
+        "[2026-12-03T09:40:11.002] error: Munge decode failed: Invalid credential\n"
+        "[2026-12-03T09:40:11.002] error: slurm_receive_msg_and_forward: Protocol authentication error\n"
+    )
+    said = complaint(log, "node1", " --config /c/cockpit.toml")
+    assert said == (
+        "its munge key differs from the control node's (slurmd: error: slurm_receive_msg_and_forward: Protocol "
+        "authentication error); cluster --config /c/cockpit.toml compute configure node1 copies the control node's"
+    )
+    assert complaint("[t] error: Unable to register: Connection refused\n", "node0") == (
+        "slurmd: error: Unable to register: Connection refused"
+    )
+    assert complaint("[t] slurmd started\n", "node0") is None
