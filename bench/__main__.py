@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from bench import comm, decode, digest, fanout, pipeline, profiling, report, roofline, strategies, tui
+from bench import comm, decode, digest, fanout, model_check, pipeline, profiling, report, roofline, strategies, tui
 
 BENCHMARKS = {
     "decode": decode.run,  # our loop vs HF generate
@@ -21,6 +21,7 @@ BENCHMARKS = {
     "fanout": fanout.run,  # uptime on 64 sshd endpoints vs clush
     "tui": tui.run,  # the cockpit on 64 nodes + 2,000 jobs vs an empty cluster
     "digest": digest.run,  # a runtime install's content digest vs sha256sum
+    "model": model_check.run,  # the model check before a sweep: sizes and mtimes vs every file hashed
     "profiling": profiling.run,  # decoding profiled off / ranges only / recorded vs HF generate
 }
 

@@ -1,16 +1,19 @@
-"""The content digest of a runtime build, and what a node has installed of one.
+"""The content digest of a folder (a runtime build, a model's checkpoint), and what a node has of one.
 
 One digest for a folder: sha256 over one line per file (its relative path, whether it is executable, and the
 sha256 of its content) or symlink (its target), in path order. Derived files are left out, so running the
 runtime never changes its digest: `__pycache__` folders anywhere, and at the top the manifest, the listing and
-the `.cache` folder (DeepSpeed's compiled ops). The listing itself is kept as `CONTENTS` beside the build, so a
-node whose copy differs can say which files.
+the `.cache` folder (DeepSpeed's compiled ops; Hugging Face's download notes in a model folder). The listing
+itself is kept as `CONTENTS` beside the build, so a node whose copy differs can say which files. The stat
+listing is the same lines with each file's size and mtime (ns) in place of its hash: what a cheap check compares.
 
 An image is one file: its digest is the file's sha256, and its manifest lies beside it (`NAME.sif`, `NAME.json`).
 
-Run on a node as `python3 - ROOT NAME` with this file on stdin (nothing is copied or left there; the Ansible role
-runs it with its `script` module): one JSON object on stdout saying what the node has as `ROOT/NAME` (a build's
-folder, or `ROOT/NAME.sif`). Standard library only, Python 3.8+.
+Run on a node with this file on stdin (nothing is copied or left there; the Ansible role runs it with its
+`script` module), it prints one JSON object on stdout. Standard library only, Python 3.8+.
+
+    python3 - ROOT NAME             what the node has as `ROOT/NAME` (a build's folder, or `ROOT/NAME.sif`)
+    python3 - --folder PATH [--full]  the stat listing of the folder PATH; with --full its listing and digest too
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import os
 import stat
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 LISTING_NAME = "CONTENTS"
@@ -36,10 +40,8 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def listing(root: Path) -> tuple[list[str], int]:
-    """One line per file or symlink under `root` (derived files left out), sorted; and the bytes of the files."""
-    lines: list[str] = []
-    total = 0
+def _entries(root: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """Every file, symlink and other non-folder under `root` by its relative path (derived files left out)."""
     pending = [""]
     while pending:
         relative = pending.pop()
@@ -50,17 +52,37 @@ def listing(root: Path) -> tuple[list[str], int]:
                     continue
                 if "\t" in path or "\n" in path:
                     raise ValueError(f"{root / path}: a tab or newline in a file name")
-                if entry.is_symlink():
-                    lines.append(f"{path}\tlink\t{Path(entry.path).readlink()}")
-                elif entry.is_dir():
+                if entry.is_dir(follow_symlinks=False):
                     pending.append(path)
-                elif entry.is_file():
-                    info = entry.stat()
-                    kind = "exec" if info.st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH) else "file"
-                    lines.append(f"{path}\t{kind}\t{file_sha256(Path(entry.path))}")
-                    total += info.st_size
+                else:
+                    yield path, entry
+
+
+def _lines(root: Path, content: Callable[[Path, os.stat_result], str]) -> tuple[list[str], int]:
+    """One line per file (`content` says what of it) or symlink under `root`, sorted; and the bytes of the files."""
+    lines: list[str] = []
+    total = 0
+    for path, entry in _entries(root):
+        if entry.is_symlink():
+            lines.append(f"{path}\tlink\t{Path(entry.path).readlink()}")
+        elif entry.is_file():
+            info = entry.stat()
+            kind = "exec" if info.st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH) else "file"
+            lines.append(f"{path}\t{kind}\t{content(Path(entry.path), info)}")
+            total += info.st_size
     lines.sort()
     return lines, total
+
+
+def listing(root: Path) -> tuple[list[str], int]:
+    """One line per file or symlink under `root` (derived files left out), sorted; and the bytes of the files."""
+    return _lines(root, lambda path, info: file_sha256(path))
+
+
+def stat_listing(root: Path) -> tuple[list[str], int]:
+    """listing()'s lines with each file's size and mtime (ns) in place of its hash, and the bytes: cheap to take,
+    and what rewriting a file almost always changes (the full listing catches the rest)."""
+    return _lines(root, lambda path, info: f"{info.st_size}\t{info.st_mtime_ns}")
 
 
 def digest_of(lines: list[str]) -> str:
@@ -117,9 +139,23 @@ def installed(root: Path, name: str) -> dict[str, object]:
     return report
 
 
+def folder_report(folder: Path, full: bool) -> dict[str, object]:
+    """What a node has at `folder`: whether it is there, its stat listing and bytes; with `full` also its listing
+    and digest (every file hashed)."""
+    if not folder.is_dir():
+        return {"present": False, "stats": [], "bytes": 0, "listing": None, "digest": None}
+    stats, total = stat_listing(folder)
+    lines = listing(folder)[0] if full else None
+    digest = None if lines is None else digest_of(lines)
+    return {"present": True, "stats": stats, "bytes": total, "listing": lines, "digest": digest}
+
+
 if __name__ == "__main__":
     try:
-        print(json.dumps(installed(Path(sys.argv[1]), sys.argv[2])))
+        if sys.argv[1] == "--folder":
+            print(json.dumps(folder_report(Path(sys.argv[2]), full=sys.argv[3:] == ["--full"])))
+        else:
+            print(json.dumps(installed(Path(sys.argv[1]), sys.argv[2])))
     except (OSError, ValueError) as err:
         print(json.dumps({"error": str(err)}))
         sys.exit(1)

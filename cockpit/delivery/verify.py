@@ -4,7 +4,8 @@ Each node hashes its own copy (tree_digest.py on stdin to `python3 -`), so a nod
 would run are the files that were built: a changed, missing or extra file, a manifest that is missing, corrupt
 or for another device kind, and a node that does not answer all stop a sweep before any job is submitted, with
 a table of the nodes and the command that fixes them. The last verification of each node is kept beside the
-build (`<build_dir>/venv-cpu.nodes.json`, outside what is copied) for the cockpit to show.
+build (`<build_dir>/venv-cpu.nodes.json`, outside what is copied) for the cockpit to show. The model's check
+(cockpit.delivery.model) words its verdicts with the same table and fixing commands.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from cockpit.config import RuntimeSection, Settings
 from cockpit.delivery.build import build_folder, built
@@ -82,6 +83,36 @@ class NodeCheck:
         return self.state == "ok"
 
 
+class Verdict(Protocol):
+    """One node's verdict, as a fix is chosen for it: its name, its state, and why."""
+
+    @property
+    def node(self) -> str: ...
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def detail(self) -> str: ...
+
+
+def fix_commands(failed: Sequence[Verdict], repair: str, config_flag: str = "") -> list[str]:
+    """The commands that bring `failed` nodes in line: wake those that do not answer, then `repair` them all
+    (`runtime deploy`, `model push`)."""
+    # a refused host key says itself what to do; a node that does not answer may be asleep
+    down = [c.node for c in failed if c.state == "unreachable" and "host key" not in c.detail]
+    commands = [f"cluster{config_flag} compute up {fold(down)}"] if down else []
+    return commands + ([f"cluster{config_flag} {repair} {fold(c.node for c in failed)}"] if failed else [])
+
+
+def plain_table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as columns two spaces apart, the first row the header; the last column (the details) runs free."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join([*(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)), row[-1]]) for row in rows
+    )
+
+
 @dataclass(frozen=True)
 class Verification:
     build: BuildManifest
@@ -98,21 +129,12 @@ class Verification:
 
     def fixes(self, config_flag: str = "") -> list[str]:
         """The commands that bring the failed nodes in line: wake the unreachable ones, then deploy."""
-        # a refused host key says itself what to do; a node that does not answer may be asleep
-        down = [c.node for c in self.failed if c.state == "unreachable" and "host key" not in c.detail]
-        deploy = [c.node for c in self.failed]
-        commands = [f"cluster{config_flag} compute up {fold(down)}"] if down else []
-        return commands + ([f"cluster{config_flag} runtime deploy {fold(deploy)}"] if deploy else [])
+        return fix_commands(self.failed, "runtime deploy", config_flag)
 
     def table(self) -> str:
         """The nodes as a plain table: node, state, the build its `current` names, the details."""
         rows = [("node", "state", "current", "detail")]
-        rows += [(c.node, c.state, c.current or "-", c.detail) for c in self.checks]
-        widths = [max(len(row[i]) for row in rows) for i in range(3)]
-        return "\n".join(
-            "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3]
-            for row in rows
-        )
+        return plain_table(rows + [(c.node, c.state, c.current or "-", c.detail) for c in self.checks])
 
     def summary(self, config_flag: str = "") -> str:
         """One line when every node has the build; else the table of nodes and the commands that fix them."""
@@ -139,18 +161,27 @@ def _current(report: dict) -> str | None:
         return report.get("current")
 
 
-def judge(result: CommandResult, build: BuildManifest, where: Target) -> NodeCheck:
-    """One node's verdict from its digest report (or from why it gave none)."""
-    node = result.node
+def script_report(result: CommandResult) -> tuple[dict[str, Any] | None, NodeState, str]:
+    """The JSON object tree_digest.py printed on a node, "ok", ""; or None, the node's state and why there is none
+    (it did not answer, or the script failed)."""
     if result.error is not None:
-        return NodeCheck(node, "unreachable", None, result.error)
+        return None, "unreachable", result.error
     try:
         report = json.loads(result.stdout.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
         tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        return NodeCheck(node, "error", None, f"exit {result.exit_status}: {tail}")
+        return None, "error", f"exit {result.exit_status}: {tail}"
     if "error" in report:
-        return NodeCheck(node, "error", None, str(report["error"]))
+        return None, "error", str(report["error"])
+    return report, "ok", ""
+
+
+def judge(result: CommandResult, build: BuildManifest, where: Target) -> NodeCheck:
+    """One node's verdict from its digest report (or from why it gave none)."""
+    node = result.node
+    report, state, why = script_report(result)
+    if report is None:
+        return NodeCheck(node, state, None, why)
     current = _current(report)
     if not report["present"]:
         return NodeCheck(node, "missing", current, f"{where.path} is not there")

@@ -10,7 +10,7 @@ import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -26,26 +26,32 @@ from cockpit.sweep.staging import RunStorage, SharedRunStorage
 from runtime.contract import BuildManifest
 from runtime.outputs import last_progress
 
+if TYPE_CHECKING:
+    from cockpit.delivery.model import ModelRecord
+
+NOTHING_SUBMITTED = "\nno job was submitted"
+
 
 def verified_runtime(sweep: Sweep, settings: Settings, on_event: Callable[[SweepEvent], None]) -> RuntimeEnvironment:
-    """The runtime the sweep's jobs run: this tree when delivery is shared; else the build every node the jobs
-    may run on verifiably has (one fan-out; a BadInput with the table of nodes that differ, before any job)."""
+    """The runtime the sweep's jobs run, checked with the model in one fan-out over the nodes the jobs may run on:
+    the build every node verifiably has (this tree when delivery is shared), and the model pushed to each of them
+    (when cockpit.delivery.model says the check applies). A BadInput naming every node that differs, in both
+    checks, before any job."""
+    from cockpit.delivery.model import model_check_needed
+
     launcher = sweep.manifest.launcher
-    if settings.runtime.delivery == "shared":
+    check_runtime = settings.runtime.delivery != "shared"
+    check_model = model_check_needed(settings, sweep.manifest.backend, sweep.manifest.run_storage)
+    if not check_runtime and not check_model:
+        return RuntimeEnvironment(launcher=launcher)
+    build, model = asyncio.run(_verify_nodes(sweep, settings, check_runtime, check_model))
+    if model is not None:
+        on_event(SweepEvent("verified", "model", f"{model.path} ({model.short}) on every node"))
+    if build is None:
         return RuntimeEnvironment(launcher=launcher)
     from cockpit.delivery.build import IMAGE_PYTHON, IMAGE_SOURCE
-    from cockpit.delivery.verify import require_verified, target
-    from cockpit.nodes.inventory import LOCALHOST, Inventory
-    from cockpit.nodes.ssh import pool_for
+    from cockpit.delivery.verify import target
 
-    local = sweep.manifest.backend == "local"  # the local backend runs every job on this machine
-    nodes = [LOCALHOST] if local else Inventory.load(settings.inventory).compute
-
-    async def check() -> BuildManifest:
-        async with pool_for(settings) as pool:
-            return await require_verified(pool, nodes, settings, sweep.settings.device)
-
-    build = asyncio.run(check())
     where = target(settings, build)
     on_event(SweepEvent("verified", "runtime", f"{build.build_id} ({build.delivery}, {build.device}) at {where.path}"))
     if build.delivery == "apptainer":
@@ -57,6 +63,36 @@ def verified_runtime(sweep: Sweep, settings: Settings, on_event: Callable[[Sweep
         build_id=build.build_id,
         extensions_dir=f"{where.path}/.cache/torch_extensions",
     )
+
+
+async def _verify_nodes(
+    sweep: Sweep, settings: Settings, check_runtime: bool, check_model: bool
+) -> tuple[BuildManifest | None, ModelRecord | None]:
+    """Both checks at once over one pool; every refusal said together."""
+    from cockpit.delivery.model import require_model
+    from cockpit.delivery.verify import require_verified
+    from cockpit.nodes.inventory import LOCALHOST, Inventory
+    from cockpit.nodes.ssh import pool_for
+
+    local = sweep.manifest.backend == "local"  # the local backend runs every job on this machine
+    nodes = [LOCALHOST] if local else Inventory.load(settings.inventory).compute
+
+    async def nothing() -> None:
+        return None
+
+    async with pool_for(settings) as pool:
+        build, model = await asyncio.gather(
+            require_verified(pool, nodes, settings, sweep.settings.device) if check_runtime else nothing(),
+            require_model(pool, nodes, settings) if check_model else nothing(),
+            return_exceptions=True,
+        )
+    refused = [str(found).removesuffix(NOTHING_SUBMITTED) for found in (build, model) if isinstance(found, BadInput)]
+    if refused:
+        raise BadInput("\n".join(refused) + NOTHING_SUBMITTED)
+    for found in (build, model):
+        if isinstance(found, BaseException):
+            raise found
+    return build, model  # type: ignore[return-value]
 
 
 def require_slurm_nodes(sweep: Sweep, settings: Settings, on_event: Callable[[SweepEvent], None]) -> list[str]:

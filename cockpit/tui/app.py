@@ -28,7 +28,13 @@ from cockpit.tui.screens.sweep_form import SweepFormScreen
 from cockpit.tui.sources import ActionResult, ClusterSource, ProvisionRun
 
 POWER_TITLES = {"off": "shut down", "reboot": "restart"}  # a power action's notification title
-PANEL_OF_FEED: dict[str, Panel] = {"nodes": "nodes", "runtime": "nodes", "queue": "queue", "sweep": "sweep"}
+PANEL_OF_FEED: dict[str, Panel] = {
+    "nodes": "nodes",
+    "runtime": "nodes",
+    "model": "nodes",
+    "queue": "queue",
+    "sweep": "sweep",
+}
 
 
 class CockpitApp(App[None]):
@@ -77,6 +83,7 @@ class CockpitApp(App[None]):
         self._frozen = False
         self.feeds: dict[str, Feed[Any]] = {
             "nodes": Feed("nodes", source.nodes, refresh.nodes_s, ssh.connect_timeout_s + ssh.command_timeout_s, clock),
+            "model": Feed("model", source.model_gaps, refresh.nodes_s, 10.0, clock),  # a file read here, no ssh
             "queue": Feed("queue", source.queue, refresh.squeue_s, 10.0, clock),
             "sweep": Feed("sweep", source.sweep, refresh.shards_s, 10.0, clock),
         }
@@ -109,6 +116,8 @@ class CockpitApp(App[None]):
                 self.board.ingest(feed.value or [])
             elif feed.name == "runtime" and feed.error is None:
                 self.board.set_control_build(feed.value)
+            elif feed.name == "model" and feed.error is None:
+                self.board.set_model_gaps(feed.value or {})
             self.dashboard.post_message(DashboardScreen.PanelChanged(PANEL_OF_FEED[feed.name]))
             if not self._frozen and all(f.polls and not f.in_flight for f in self.feeds.values()):
                 # what the first full paint built lives as long as the app: keep it out of the collector's full

@@ -187,7 +187,8 @@ def demo_sweep(tick: int) -> SweepProgress:
 class DemoSource:
     """`nodes` x `gpus` simulated nodes, `jobs` queued jobs and the sweep; each poll of a panel is its next tick.
     Nodes in `unreachable` do not answer, those in `failing` answer garbage. With `installed` (node name to build
-    id; a node left out has none) the nodes report their runtime builds, and `built` is the build made here."""
+    id; a node left out has none) the nodes report their runtime builds, and `built` is the build made here. The
+    nodes in `lacking_model` lack the model, each with the nodes table's words why."""
 
     def __init__(
         self,
@@ -198,6 +199,7 @@ class DemoSource:
         failing: tuple[str, ...] = (),
         installed: Mapping[str, str] | None = None,
         built: str | None = None,
+        lacking_model: Mapping[str, str] | None = None,
     ) -> None:
         self.node_names = [f"node{i}" for i in range(nodes)]
         self.gpus = gpus
@@ -206,6 +208,7 @@ class DemoSource:
         self.failing = set(failing)
         self.installed = installed
         self.built = built
+        self.lacking_model = lacking_model or {}
         self.ticks: Counter[str] = Counter()  # polls so far, by panel
         self.actions: list[tuple[str, ...]] = []  # what the app asked for, in order
 
@@ -232,6 +235,9 @@ class DemoSource:
 
     async def runtime_build(self) -> str | None:
         return self.built
+
+    async def model_gaps(self) -> dict[str, str]:
+        return dict(self.lacking_model)
 
     async def queue(self) -> list[QueueRow]:
         return demo_jobs(self.job_count, self._tick("queue"))

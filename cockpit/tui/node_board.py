@@ -1,13 +1,14 @@
 """The nodes table's model: per node the last good telemetry, when it last answered, each GPU's recent
 utilisation for a sparkline, the state the user's own actions imply (waking after a wake, off after a
-shutdown), and where a runtime delivery is configured the build each node runs against the one built here.
+shutdown), where a runtime delivery is configured the build each node runs against the one built here, and a mark
+where a node lacks the model a sweep needs there (as the model's push record says: cockpit.delivery.model).
 Headless (rich only), so it is tested without a screen and fed fake samples by the benchmarks."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from rich.text import Text
@@ -58,6 +59,7 @@ class NodeBoard:
         self.runtime = runtime  # a runtime column: each node's build, marked where it is not the one built here
         self.control_build: str | None = None  # the build built here, that the nodes should run
         self.control_build_read = False  # whether control_build is known yet (None is an answer: nothing built)
+        self.model_gaps: dict[str, str] = {}  # node -> why it lacks the model ("model differs"); none: it has it
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -86,6 +88,10 @@ class NodeBoard:
         """The build the nodes should run (the one built here); None when nothing is built here."""
         self.control_build, self.control_build_read = build_id, True
 
+    def set_model_gaps(self, gaps: Mapping[str, str]) -> None:
+        """The nodes that lack the model a sweep needs on them, each with a few words why."""
+        self.model_gaps = dict(gaps)
+
     def expect(self, names: Sequence[str], state: Expectation) -> None:
         """After a wake or a shutdown: the node is waking (or off) rather than unreachable, until it answers."""
         self.expected.update((name, state) for name in names)
@@ -103,13 +109,17 @@ class NodeBoard:
         return self.expected.get(name, "unreachable" if sample.rtt_ms is None else "failing")
 
     def problems(self) -> list[tuple[str, str]]:
-        """(node, why) for every node whose latest poll failed or that Slurm runs no job on, in inventory order."""
+        """(node, why) for every node whose latest poll failed, that Slurm runs no job on, or that lacks the model,
+        in inventory order."""
         out = []
-        for sample in filter(None, (self.last.get(name) for name in self.names)):
-            if sample.telemetry is None:
-                out.append((sample.name, (sample.error or "no telemetry").removeprefix(f"{sample.name}: ")))
-            elif sample.slurm_problem:
-                out.append((sample.name, f"Slurm: {sample.slurm_problem}"))
+        for name in self.names:
+            sample = self.last.get(name)
+            if sample is not None and sample.telemetry is None:
+                out.append((name, (sample.error or "no telemetry").removeprefix(f"{name}: ")))
+            elif sample is not None and sample.slurm_problem:
+                out.append((name, f"Slurm: {sample.slurm_problem}"))
+            if name in self.model_gaps:
+                out.append((name, self.model_gaps[name]))
         return out
 
     def _state_cell(self, name: str) -> Text:
@@ -120,6 +130,8 @@ class NodeBoard:
         sample = self.last.get(name)
         if sample is not None and sample.slurm_problem:  # up, but no job runs there: drained, down...
             text.append(f" · {sample.slurm_problem.split(' (', 1)[0]}", style="bold yellow")
+        if name in self.model_gaps:  # a sweep would refuse to start on it
+            text.append(f" · {self.model_gaps[name]}", style="bold yellow")
         return text
 
     def counts(self) -> dict[NodeState, int]:

@@ -1,7 +1,7 @@
 """The seam between the app and the world: what the app polls and what its actions do. `LiveSource` asks the
-nodes (one probe per node over the ssh pool), the scheduler (squeue/sacct or the local job records) and the run
-folders, and acts through the same layers as the `cluster` CLI. `cockpit --demo`, the tests and the benchmarks hand
-the app a simulated cluster instead (`cockpit.tui.demo`)."""
+nodes (one probe per node over the ssh pool), the scheduler (squeue/sacct or the local job records), the model's
+push record and the run folders, and acts through the same layers as the `cluster` CLI. `cockpit --demo`, the tests
+and the benchmarks hand the app a simulated cluster instead (`cockpit.tui.demo`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cockpit.config import Settings
+from cockpit.delivery import model
 from cockpit.delivery.build import built
 from cockpit.delivery.verify import current_manifest_path
 from cockpit.errors import BAD_INPUT, OperationFailed
@@ -93,6 +94,11 @@ class ClusterSource(Protocol):
         device; None when there is none. Asked only when a delivery other than "shared" is configured."""
         ...
 
+    async def model_gaps(self) -> dict[str, str]:
+        """The nodes that lack the model a sweep needs on them, each with a few words why ("model differs"); {}
+        when every node has it or no sweep checks it (cockpit.delivery.model)."""
+        ...
+
     async def queue(self) -> list[QueueRow]: ...
 
     async def finished(self) -> list[QueueRow]: ...
@@ -163,6 +169,9 @@ class LiveSource:
             return built(self.settings, delivery, self.settings.runtime_device()).build_id
         except BAD_INPUT:  # nothing built yet (or for another device kind, or corrupt): nothing to compare with
             return None
+
+    async def model_gaps(self) -> dict[str, str]:
+        return await asyncio.to_thread(model.gaps, self.settings, self.node_names)
 
     async def queue(self) -> list[QueueRow]:
         return await asyncio.to_thread(self.jobs.active)

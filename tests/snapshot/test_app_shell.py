@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from textual.pilot import Pilot
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
 from cockpit.config import CockpitFile, ModelSection, PathsSection, RuntimeSection, Settings, WakeOnLanSection
 from cockpit.tui.app import CockpitApp
@@ -107,6 +107,17 @@ async def test_tables_update_by_keyed_diffs() -> None:
         assert len(str(nodes.get_cell("node0/0", "util %")).split()[1]) == 2  # the sparkline grew
         queue = app.screen.query_one("#queue", DataTable)
         assert [key.value for key in queue.rows] == ["1000", "1001", "1002", "1003", "1004"]
+
+
+async def test_a_node_that_lacks_the_model_is_marked() -> None:
+    app = fake_app(lacking_model={"node1": "model differs"})
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        nodes = app.screen.query_one("#nodes", DataTable)
+        assert str(nodes.get_cell("node0/0", "state")) == "up"
+        assert str(nodes.get_cell("node1/0", "state")) == "up · model differs"
+        problems = str(app.screen.query_one("#nodes-problems", Static).render())
+        assert "node1: model differs" in problems
 
 
 async def test_keys_help_info_and_quit() -> None:
