@@ -1,9 +1,12 @@
-"""A whole sweep on the real Slurm's two nodes, on the runtime build deployed to them: jobs by sbatch, states from
-sacct, and a sweep process killed outright (SIGKILL: no chance to clean up) while its job runs on, then resumed by
-re-attaching to that job. The sweep is profiled: srun starts each rank through profile_rank.sh on its node.
+"""From bare hosts to a whole sweep across them, with the project's own commands only: `cluster control
+configure` and `cluster compute configure` bring Slurm up on the two sshd test hosts (whatever Slurm the harness
+ran is stopped first), the runtime build is deployed to them and the model pushed, and the sweep runs as jobs by
+sbatch with states from sacct; its process is killed outright (SIGKILL: no chance to clean up) while its job runs
+on, then resumed by re-attaching to that job. The sweep is profiled: srun starts each rank through
+profile_rank.sh on its node.
 
-Its run folder is staged: each node's copy is its own (node-local), so every file a rank reads got there by the
-staging, and every shard, metric, log and trace the report uses came back by it."""
+Its run folder is staged and, like the model, node-local: each host's copy is its own, so every file a rank reads
+got there by the staging or the push, and every shard, metric, log and trace the report uses came back by it."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +25,7 @@ from cockpit.jobs.records import JobError
 from cockpit.jobs.slurm import SlurmJobManager
 from cockpit.sweep.manifest import Manifest
 from runtime.contract import ExperimentConfig
-from tests.infra.services import SlurmCluster, TestHosts
+from tests.infra.services import SlurmCluster, TestHosts, pid_alive, slurm_inventory, stop_slurm
 from tests.integration import sweeps
 from tests.integration.conftest import DeployedRuntime
 
@@ -29,29 +33,68 @@ pytestmark = [pytest.mark.infra, pytest.mark.slow]
 
 
 @pytest.fixture
-def node_local_runs(test_hosts: TestHosts, tmp_path: Path) -> Iterator[Path]:
-    """A runs folder at a path every test host (and this machine) has its own copy of; all copies go after."""
-    relative = f"runs-{tmp_path.name}"
+def node_local(test_hosts: TestHosts, tmp_path: Path) -> Iterator[Path]:
+    """A folder at a path every test host (and this machine) has its own copy of; all copies go after."""
+    relative = f"test-{tmp_path.name}"
     yield test_hosts.node_local / relative
     for folder in [test_hosts.node_local, *(test_hosts.local_folder(host.name) for host in test_hosts.hosts)]:
         shutil.rmtree(folder / relative, ignore_errors=True)
 
 
-def test_staged_sweep_killed_and_resumed_on_slurm(
-    slurm_cluster: SlurmCluster,
+def cluster_inventory(test_hosts: TestHosts, folder: Path) -> Path:
+    """The test hosts with this machine as their control node, as an operator would write it for them: the Slurm
+    settings of a cluster without systemd or GPUs (services.slurm_inventory), no PXE server (the control node is
+    the machine the tests run on), per-host folders for what the namespaces would otherwise share, and no
+    Wake-on-LAN (a veth has none)."""
+    text = slurm_inventory(test_hosts).read_text()
+    for host in test_hosts.hosts:
+        state = folder / host.name
+        text = text.replace(
+            f"\n{host.name} ",
+            f"\n{host.name} node_base_state_dir={state} wol_systemd_dir={state / 'systemd'} "
+            f"wol_record_dir={folder / 'recorded'} wol_required=False ",
+        )
+    text = text.replace("[control:vars]\n", "[control:vars]\npxe_server_wanted=false\n")
+    inventory = folder / "inventory.ini"
+    inventory.write_text(text)
+    return inventory
+
+
+@pytest.fixture
+def bare_hosts(test_hosts: TestHosts) -> Iterator[TestHosts]:
+    """The test hosts with no Slurm running (stopped if the harness ran it); left as the test leaves them, unless
+    there was no Slurm before, which is how the test ends then too."""
+    running = pid_alive(Path("/run/slurmctld.pid"))
+    stop_slurm()
+    yield test_hosts
+    if not running:
+        stop_slurm()
+
+
+def test_from_bare_hosts_to_a_staged_sweep_killed_and_resumed(
+    bare_hosts: TestHosts,
     deployed_runtime: DeployedRuntime,
-    node_local_runs: Path,
+    node_local: Path,
     tmp_path: Path,
     tiny_model_dir: Path,
 ) -> None:
-    runs_dir = node_local_runs
+    model = node_local / "models" / "tiny-llama"
+    shutil.copytree(tiny_model_dir, model)  # here only: the nodes get theirs from `model push`
+    inventory = cluster_inventory(bare_hosts, tmp_path)
     config = sweeps.write_config(
         tmp_path,
-        tiny_model_dir,
+        model,
         scheduler="slurm",
-        extra=deployed_runtime.lines,
-        paths=f'runs_dir = "{runs_dir}"\nrun_storage = "staged"',
+        extra=deployed_runtime.lines.replace(f'"{bare_hosts.inventory}"', f'"{inventory}"'),
+        paths=f'runs_dir = "{node_local / "runs"}"\nrun_storage = "staged"',
     )
+    for command in (("control", "configure"), ("compute", "configure")):
+        done = sweeps.cluster(config, *command)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    sinfo = subprocess.run(["sinfo", "-N", "-h", "-o", "%N %t %G"], capture_output=True, text=True, check=True)
+    assert sinfo.stdout.split("\n")[:2] == ["node0 idle gpu:2", "node1 idle gpu:2"], sinfo.stdout
+    pushed = sweeps.cluster(config, "model", "push")
+    assert pushed.returncode == 0, pushed.stdout[-2000:] + pushed.stderr[-2000:]
     sweep = sweeps.start(config, "sweep", "run", "--profile", "torch,perf")
     sweeps.wait_for(lambda: sweeps.entries(sweeps.run_dir(config))[1].status == "RUNNING", 240, "the second job")
     # while the job runs, its ranks' heartbeats reach this machine's copy of the run folder
@@ -74,8 +117,9 @@ def test_staged_sweep_killed_and_resumed_on_slurm(
     assert all(row["attempts"] == 1 and row["collected"] for row in out["strategies"])  # nothing ran twice
     manifest = Manifest.load(run)
     assert manifest.state == "completed" and list(manifest.strategies.values())[1].job_id == second.job_id
+    slurm = SlurmCluster(tuple(host.name for host in bare_hosts.hosts))
     for entry in manifest.strategies.values():
-        (record,) = json.loads(slurm_cluster.run("sacct", "--json", "-j", str(entry.job_id)).stdout)["jobs"]
+        (record,) = json.loads(slurm.run("sacct", "--json", "-j", str(entry.job_id)).stdout)["jobs"]
         assert record["state"]["current"] == "COMPLETED" and record["name"] == entry.strategy_id
         assert entry.attempts[0].elapsed_s == record["time"]["elapsed"]
     hosts = {json.loads(p.read_text())["hostname"] for p in run.glob("tiny_pp2_tp2_n2/metrics/metrics_rank_*.json")}
@@ -98,7 +142,9 @@ def test_staged_sweep_killed_and_resumed_on_slurm(
     assert all(t["summary"]["comm_share"] > 0 for t in hybrid.values() if t["summary"])
     assert f"runtime verified: {build} (venv, cpu)" in done.stderr  # resume verified the nodes again
     sweeps.assert_parity(run, sweeps.expected_tokens(tiny_model_dir), strategies=5)
-    assert Path(out["report"]["markdown"]).read_text().count("| 100.0% |") == 5
+    report = Path(out["report"]["markdown"]).read_text()
+    assert report.count("| 100.0% |") == 5
+    assert "| tiny_pp2_tp2_n2 | node0: 0, 1; node1: 2, 3 |" in report  # where each rank ran
 
 
 @pytest.mark.usefixtures("slurm_cluster")
@@ -124,11 +170,14 @@ def test_a_drained_node_stops_the_sweep_before_any_job(
 
 
 def test_a_node_whose_disk_is_full_is_named_with_its_free_space_before_any_job(
-    slurm_cluster: SlurmCluster, test_hosts: TestHosts, node_local_runs: Path, tmp_path: Path, tiny_model_dir: Path
+    slurm_cluster: SlurmCluster, test_hosts: TestHosts, node_local: Path, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
+    node_local_runs = node_local / "runs"
     lines = f'inventory = "{test_hosts.inventory}"\n[ssh]\nknown_hosts = "{test_hosts.known_hosts}"\n'
     paths = f'runs_dir = "{node_local_runs}"\nrun_storage = "staged"'
     config = sweeps.write_config(tmp_path, tiny_model_dir, scheduler="slurm", extra=lines, paths=paths)
+    pushed = sweeps.cluster(config, "model", "push")  # staged: the sweep checks the nodes' model first
+    assert pushed.returncode == 0, pushed.stderr[-2000:]
     full = test_hosts.ssh("node1", f"mkdir -p {node_local_runs} && mount -t tmpfs -o size=4k tmpfs {node_local_runs}")
     assert full.returncode == 0, full.stderr
     try:
