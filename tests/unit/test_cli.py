@@ -45,15 +45,19 @@ def test_config_json_on_the_embedded_default(isolated_home: Path) -> None:
 def test_check_good_and_bad_files(isolated_home: Path) -> None:
     (isolated_home / "exp_config.json").write_text(json.dumps(GOOD))
     (isolated_home / "bad.json").write_text(json.dumps({**GOOD, "world_size": 3}))
-    (isolated_home / "cockpit.toml").write_text('[cluster]\nscheduler = "slurm"\n')
+    (isolated_home / "cockpit.toml").write_text('[cluster]\nscheduler = "slurm"\n[paths]\nrun_storage = "staged"\n')
     ok = run("check", "exp_config.json", "cockpit.toml", cwd=isolated_home)
     assert ok.returncode == 0, ok.stderr
+    assert "cockpit.toml: ok (cluster 'local', scheduler slurm, run folders staged)" in ok.stdout
     assert "exp_config.json: ok (tiny_tp2: tp=2 pp=1 dp=1, 1 node(s) x 2)" in ok.stdout
     bad = run("--json", "check", "exp_config.json", "bad.json", cwd=isolated_home)
     assert bad.returncode == 2
     report = json.loads(bad.stdout)
     assert [f["ok"] for f in report["files"]] == [True, False]
     assert report["files"][1]["message"] == "bad.json: world_size: expected pp_size*tp_size*dp_size = 1*2*1 = 2, got 3"
+    (isolated_home / "nfs.toml").write_text('[paths]\nrun_storage = "nfs"\n')
+    wrong = run("check", "nfs.toml", cwd=isolated_home)
+    assert wrong.returncode == 2 and "nfs.toml: paths.run_storage: expected one of" in wrong.stderr
 
 
 @pytest.mark.parametrize("entry", ["cluster.py", "cockpit.tui.main"])
