@@ -52,7 +52,7 @@ WOL_TASKS = [
     "Reload systemd",  # the handler, after the unit was placed; skipped, as systemd is not running here
 ]
 INTEL_GPU_TASKS = ["Set up the Intel GPU stack"]  # skipped: the test hosts have no gpu_kind
-# Slurm's plays include the role's parts; skipped: the inventory has no control node, so no Slurm is wanted
+# Slurm's and NFS's plays include the roles' parts; skipped: the inventory has no control node, so no Slurm is wanted
 PLAYS = {
     "Base configuration of the compute nodes": ("roles/node_base", BASE_TASKS),
     "Wake-on-LAN on the compute nodes": ("roles/wol", WOL_TASKS),
@@ -60,6 +60,9 @@ PLAYS = {
     "Compute nodes as Slurm will see them": ("playbooks/slurm.yml", ["Gather the node's CPUs, memory and GPUs"]),
     "Slurm controller on the control node": ("playbooks/slurm.yml", []),  # no hosts: no [control] here
     "Slurm on the compute nodes": ("playbooks/slurm.yml", ["Set up slurmd"]),
+    # skipped too: no Slurm, so no shared run folders to mount
+    "NFS server on the control node": ("playbooks/nfs.yml", []),
+    "NFS mounts on the compute nodes": ("playbooks/nfs.yml", ["Mount the shared folders"]),
 }
 # Tasks a play's role takes from another role: wol finds its NIC with node_base's task
 BORROWED = {"Find the NIC the node is reached on": "roles/node_base"}
@@ -75,6 +78,7 @@ SKIPPED_ON_TEST_HOSTS = {
     "Set up the Intel GPU stack",
     "Gather the node's CPUs, memory and GPUs",
     "Set up slurmd",
+    "Mount the shared folders",
 }
 
 

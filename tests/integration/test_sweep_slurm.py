@@ -10,6 +10,7 @@ got there by the staging or the push, and every shard, metric, log and trace the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -21,13 +22,17 @@ from pathlib import Path
 
 import pytest
 
+from cockpit.config import load_settings
 from cockpit.jobs.records import JobError
 from cockpit.jobs.slurm import SlurmJobManager
 from cockpit.sweep.manifest import Manifest
-from runtime.contract import ExperimentConfig
+from cockpit.sweep.progress import StrategyProgress
+from cockpit.tui.app import CockpitApp
+from cockpit.tui.sources import LiveSource
 from tests.infra.services import SlurmCluster, TestHosts, pid_alive, slurm_inventory, stop_slurm
 from tests.integration import sweeps
 from tests.integration.conftest import DeployedRuntime
+from tests.integration.test_tui_live import SIZE, wait_until
 
 pytestmark = [pytest.mark.infra, pytest.mark.slow]
 
@@ -71,6 +76,23 @@ def bare_hosts(test_hosts: TestHosts) -> Iterator[TestHosts]:
         stop_slurm()
 
 
+async def dashboard_sees_ranks_running(config: Path) -> tuple[str, int]:
+    """The app on the sweep's configuration until its sweep view shows a running job's ranks with heartbeats:
+    that strategy, and how many of its ranks it shows so."""
+    settings = load_settings(config)
+    app = CockpitApp(settings, LiveSource(settings))
+    async with app.run_test(size=SIZE) as pilot:
+        feed = app.feeds["sweep"]
+
+        def running() -> list[StrategyProgress]:
+            shown = feed.value.strategies if feed.value is not None else ()
+            return [s for s in shown if s.status == "RUNNING" and any(r.phase is not None for r in s.ranks)]
+
+        await wait_until(pilot, lambda: bool(running()), 240, "a running job's ranks on the dashboard")
+        (strategy,) = running()
+        return strategy.strategy_id, sum(r.phase is not None for r in strategy.ranks)
+
+
 def test_from_bare_hosts_to_a_staged_sweep_killed_and_resumed(
     bare_hosts: TestHosts,
     deployed_runtime: DeployedRuntime,
@@ -96,11 +118,11 @@ def test_from_bare_hosts_to_a_staged_sweep_killed_and_resumed(
     pushed = sweeps.cluster(config, "model", "push")
     assert pushed.returncode == 0, pushed.stdout[-2000:] + pushed.stderr[-2000:]
     sweep = sweeps.start(config, "sweep", "run", "--profile", "torch,perf")
+    # the dashboard, open meanwhile, follows the ranks of a running job: their heartbeats reach this machine's copy
+    # of the run folder only through the staging's mirror
+    watched, ranks = asyncio.run(dashboard_sees_ranks_running(config))
+    assert ranks >= 1, watched
     sweeps.wait_for(lambda: sweeps.entries(sweeps.run_dir(config))[1].status == "RUNNING", 240, "the second job")
-    # while the job runs, its ranks' heartbeats reach this machine's copy of the run folder
-    second = sweeps.entries(sweeps.run_dir(config))[1]
-    heartbeats = ExperimentConfig.load(second.exp_config_path).progress_path
-    sweeps.wait_for(lambda: any(heartbeats(rank).exists() for rank in range(4)), 120, "mirrored progress")
     os.kill(sweep.pid, signal.SIGKILL)
     sweep.communicate(timeout=30)
     run = sweeps.run_dir(config)
