@@ -105,7 +105,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Work]:
     (folder / "hosts.ini").write_text(
         "[control]\n"
         f"{CONTROL} ansible_connection=local ansible_python_interpreter=/usr/bin/python3"
-        " ansible_become=false\n"  # the test runs as root, where sudo may not exist
+        " ansible_become=false"  # the test runs as root, where sudo may not exist
+        " slurm_control_address=192.168.1.1\n"  # where the image's slurmd will fetch slurm.conf
         "\n[all:vars]\ncompute_network=192.168.1.0/24\n"
         "\n[compute:vars]\nansible_user=admin\n"  # as in the clusters' group_vars: the image is in compute too
     )
@@ -222,6 +223,21 @@ def test_the_image_is_set_up_for_a_diskless_node(built: Built, work: Work) -> No
     assert (root / "home/admin/.ssh/authorized_keys").read_text().split("\n")[0] == work.key
     assert (root / "etc/sudoers.d/admin").read_text().endswith("admin ALL=(ALL) NOPASSWD:ALL\n")
     assert f"deb {MIRROR} {SUITE} main" in (root / "etc/apt/sources.list").read_text()
+
+
+def test_the_image_joins_slurm_at_boot(built: Built) -> None:
+    """munged with the cluster's key and a configless slurmd pointed at the control node, enabled, not started."""
+    root = built.root
+    key = root / "etc/munge/munge.key"
+    assert key.read_bytes() == Path("/etc/munge/munge.key").read_bytes()  # the control node's (this machine's)
+    assert oct(key.stat().st_mode & 0o777) == "0o400"
+    assert (root / "etc/default/slurmd").read_text().endswith('SLURMD_OPTIONS="--conf-server 192.168.1.1:6817"\n')
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    for unit in ("munge", "slurmd"):
+        assert (wants / f"{unit}.service").readlink() == Path(f"/lib/systemd/system/{unit}.service")
+        assert (root / f"lib/systemd/system/{unit}.service").is_file()  # the package's unit, in the image
+    assert not [r for r in built.first.results(IMAGE, role="slurm") if r.task.startswith("Wait for the node")
+                and r.status != "skipped"]  # fmt: skip
 
 
 def chroot(built: Built, command: str) -> str:
