@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from cockpit.config import Settings
 from cockpit.errors import EXIT_FAILED, EXIT_OK
@@ -23,6 +23,32 @@ NODES_HELP = "nodes or groups: node0, node[0-3], compute, 'compute:!node1' (defa
 
 def emit(args: argparse.Namespace, data: dict[str, object], lines: list[str]) -> None:
     print(json.dumps(data, indent=2) if args.json else "\n".join(lines))
+
+
+class Verdict(Protocol):
+    """What a check of every node says (a runtime verification, a model check)."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    def summary(self, config_flag: str = "") -> str: ...
+
+    def table(self) -> str: ...
+
+
+def print_verdict(
+    args: argparse.Namespace, verdict: Verdict, data: dict[str, object], fix_flag: str, failed: int
+) -> int:
+    """A check's outcome: `data` as JSON, or its summary and table when every node passed, else its summary with
+    the commands that fix it (`fix_flag`: what they need to reach this configuration) on stderr; the exit code."""
+    if args.json:
+        print(json.dumps(data, indent=2))
+    elif verdict.ok:
+        print(verdict.summary())
+        print(verdict.table())
+    else:
+        print(verdict.summary(fix_flag), file=sys.stderr)
+    return EXIT_OK if verdict.ok else failed
 
 
 def ssh_flags() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from cockpit.cli.common import NODES_HELP, emit, run_playbook, selected_nodes, ssh_flags, with_pool
+from cockpit.cli.common import NODES_HELP, emit, print_verdict, run_playbook, selected_nodes, ssh_flags, with_pool
 from cockpit.config import Settings
 from cockpit.delivery import model
 from cockpit.delivery.verify import config_flag
@@ -57,14 +57,7 @@ def _check_json(verdict: model.ModelCheck) -> dict[str, object]:
 
 
 def _print_check(args: argparse.Namespace, settings: Settings, verdict: model.ModelCheck, failed: int) -> int:
-    if args.json:
-        print(json.dumps(_check_json(verdict), indent=2))
-    elif verdict.ok:
-        print(verdict.summary())
-        print(verdict.table())
-    else:
-        print(verdict.summary(config_flag(settings)), file=sys.stderr)
-    return EXIT_OK if verdict.ok else failed
+    return print_verdict(args, verdict, _check_json(verdict), config_flag(settings), failed)
 
 
 def cmd_model_push(args: argparse.Namespace, settings: Settings) -> int:

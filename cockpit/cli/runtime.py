@@ -12,7 +12,7 @@ import json
 import sys
 from dataclasses import asdict
 
-from cockpit.cli.common import run_playbook, selected_nodes, ssh_flags, with_pool
+from cockpit.cli.common import print_verdict, run_playbook, selected_nodes, ssh_flags, with_pool
 from cockpit.config import Settings
 from cockpit.delivery import build as builds
 from cockpit.delivery.deploy import copy_image, venv_run
@@ -64,14 +64,7 @@ def _verification_json(verification: Verification) -> dict[str, object]:
 
 
 def _print_verification(args: argparse.Namespace, settings: Settings, verification: Verification) -> int:
-    if args.json:
-        print(json.dumps(_verification_json(verification), indent=2))
-    elif verification.ok:
-        print(verification.summary())
-        print(verification.table())
-    else:
-        print(verification.summary(config_flag(settings)), file=sys.stderr)
-    return EXIT_OK if verification.ok else EXIT_FAILED
+    return print_verdict(args, verification, _verification_json(verification), config_flag(settings), EXIT_FAILED)
 
 
 def _built(args: argparse.Namespace, settings: Settings) -> BuildManifest:
