@@ -2,12 +2,12 @@
 there before every sweep.
 
 `cluster model push` copies `[model] path` to that same path on each node (the `model` role, ansible/model.yml:
-rsync with mtimes kept), then checks every copy. The digest is the runtime delivery's (tree_digest.py): sha256 over
-every file's path, executable bit and content. Hashing a 16 GB checkpoint before every sweep would take minutes, so
-it is taken once, when the model is pushed, and kept in the push record, `<data_dir>/models/<folder name>.push.json`
-(never inside the folder, so never copied): the digest, the listing (every file's hash) and every file's size and
-mtime as hashed, and per node the verdict of its last check, when a push last reached it, and the sizes and mtimes
-its copy had when it last matched the digest.
+rsync with mtimes kept, links copied as the files they point to), then checks every copy. The digest is the runtime
+delivery's (tree_digest.py, links followed): sha256 over every file's path, executable bit and content. Hashing a
+16 GB checkpoint before every sweep would take minutes, so it is taken once, when the model is pushed, and kept in
+the push record, `<data_dir>/models/<folder name>.push.json` (never inside the folder, so never copied): the digest,
+the listing (every file's hash) and every file's size and mtime as hashed, and per node the verdict of its last
+check, when a push last reached it, and the sizes and mtimes its copy had when it last matched the digest.
 
 A check is then cheap: every file's size and mtime here against the record (a file changed since the push means
 every node needs a new push, and no node is asked), then each node's, in one ssh fan-out (tree_digest.py on stdin to
@@ -138,12 +138,25 @@ def _amount(count: int) -> str:
     return f"{count / 1e6:.1f} MB" if count >= 1e6 else f"{count / 1e3:.1f} kB"
 
 
+def _listed(folder: Path, lister: Callable[..., tuple[list[str], int]]) -> tuple[list[str], int]:
+    """`lister`'s lines for the model folder, links followed (a snapshot's links into a cache are copied as the files
+    they point to); a link to nothing is bad input, named."""
+    try:
+        return lister(folder, follow_links=True)
+    except ValueError as err:
+        raise BadInput(f"model folder {err}") from None
+
+
+def _stats(folder: Path) -> tuple[list[str], int]:
+    return _listed(folder, stat_listing)
+
+
 def hash_here(settings: Settings, *, full: bool = False, progress: Callable[[str], None] | None = None) -> ModelRecord:
     """The record of the copy here: the last one while every file's size and mtime are as it has them (unless
     `full`), else the folder hashed again; the nodes' entries are kept while the digest is the same. A corrupt
     record counts as none: this one replaces it."""
     folder = _folder(settings)
-    stats, total = stat_listing(folder)
+    stats, total = _stats(folder)
     try:
         previous = read_record(settings)
     except BAD_INPUT:
@@ -152,7 +165,7 @@ def hash_here(settings: Settings, *, full: bool = False, progress: Callable[[str
         return previous
     if progress is not None:
         progress(f"hashing {folder} ({len(stats):,} files, {_amount(total)})")
-    lines, total = listing(folder)
+    lines, total = _listed(folder, listing)
     digest = digest_of(lines)
     kept = previous.nodes if previous is not None and previous.digest == digest else {}
     return ModelRecord(str(folder), digest, tuple(lines), tuple(stats), total, _now(), kept)
@@ -286,7 +299,7 @@ async def check(pool: SshPool, nodes: Sequence[Node], settings: Settings, *, ful
         changed = differences(list(record.listing), list(fresh.listing)) if fresh.digest != record.digest else []
         record = fresh if not changed else record  # the same content: the sizes and mtimes as they are now
     else:
-        changed = differences(list(record.stats), stat_listing(_folder(settings))[0])
+        changed = differences(list(record.stats), _stats(_folder(settings))[0])
     if changed:
         outdated = tuple(NodeModel(n.name, "outdated", "pushed before the copy here changed") for n in nodes)
         return ModelCheck(path, record, full, outdated, tuple(changed))
@@ -322,7 +335,7 @@ def gaps(settings: Settings, names: Sequence[str]) -> dict[str, str]:
     record = read_record(settings)
     if record is None:
         return dict.fromkeys(names, MARKS["not pushed"])
-    if tuple(stat_listing(_folder(settings))[0]) != record.stats:
+    if tuple(_stats(_folder(settings))[0]) != record.stats:
         return dict.fromkeys(names, MARKS["outdated"])
     entries = {name: record.nodes.get(name) for name in names}
     return {

@@ -6,6 +6,8 @@ runtime never changes its digest: `__pycache__` folders anywhere, and at the top
 the `.cache` folder (DeepSpeed's compiled ops; Hugging Face's download notes in a model folder). The listing
 itself is kept as `CONTENTS` beside the build, so a node whose copy differs can say which files. The stat
 listing is the same lines with each file's size and mtime (ns) in place of its hash: what a cheap check compares.
+A model's folder is listed with its links followed (`follow_links`): a Hugging Face snapshot is links into the
+cache's blobs, its copy on a node is the files themselves, and both are the same model.
 
 An image is one file: its digest is the file's sha256, and its manifest lies beside it (`NAME.sif`, `NAME.json`).
 
@@ -40,8 +42,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _entries(root: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
-    """Every file, symlink and other non-folder under `root` by its relative path (derived files left out)."""
+def _entries(root: Path, follow_links: bool) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """Every file, symlink and other non-folder under `root` by its relative path (derived files left out); with
+    `follow_links`, a link to a folder is walked and a link to nothing is an error."""
     pending = [""]
     while pending:
         relative = pending.pop()
@@ -52,18 +55,20 @@ def _entries(root: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
                     continue
                 if "\t" in path or "\n" in path:
                     raise ValueError(f"{root / path}: a tab or newline in a file name")
-                if entry.is_dir(follow_symlinks=False):
+                if follow_links and entry.is_symlink() and not Path(entry.path).exists():
+                    raise ValueError(f"{root / path}: a link to {Path(entry.path).readlink()}, which is not there")
+                if entry.is_dir(follow_symlinks=follow_links):
                     pending.append(path)
                 else:
                     yield path, entry
 
 
-def _lines(root: Path, content: Callable[[Path, os.stat_result], str]) -> tuple[list[str], int]:
+def _lines(root: Path, content: Callable[[Path, os.stat_result], str], follow_links: bool) -> tuple[list[str], int]:
     """One line per file (`content` says what of it) or symlink under `root`, sorted; and the bytes of the files."""
     lines: list[str] = []
     total = 0
-    for path, entry in _entries(root):
-        if entry.is_symlink():
+    for path, entry in _entries(root, follow_links):
+        if entry.is_symlink() and not follow_links:
             lines.append(f"{path}\tlink\t{Path(entry.path).readlink()}")
         elif entry.is_file():
             info = entry.stat()
@@ -74,15 +79,15 @@ def _lines(root: Path, content: Callable[[Path, os.stat_result], str]) -> tuple[
     return lines, total
 
 
-def listing(root: Path) -> tuple[list[str], int]:
+def listing(root: Path, *, follow_links: bool = False) -> tuple[list[str], int]:
     """One line per file or symlink under `root` (derived files left out), sorted; and the bytes of the files."""
-    return _lines(root, lambda path, info: file_sha256(path))
+    return _lines(root, lambda path, info: file_sha256(path), follow_links)
 
 
-def stat_listing(root: Path) -> tuple[list[str], int]:
+def stat_listing(root: Path, *, follow_links: bool = False) -> tuple[list[str], int]:
     """listing()'s lines with each file's size and mtime (ns) in place of its hash, and the bytes: cheap to take,
     and what rewriting a file almost always changes (the full listing catches the rest)."""
-    return _lines(root, lambda path, info: f"{info.st_size}\t{info.st_mtime_ns}")
+    return _lines(root, lambda path, info: f"{info.st_size}\t{info.st_mtime_ns}", follow_links)
 
 
 def digest_of(lines: list[str]) -> str:
@@ -140,12 +145,12 @@ def installed(root: Path, name: str) -> dict[str, object]:
 
 
 def folder_report(folder: Path, full: bool) -> dict[str, object]:
-    """What a node has at `folder`: whether it is there, its stat listing and bytes; with `full` also its listing
-    and digest (every file hashed)."""
+    """What a node has at the model folder `folder`, links followed: whether it is there, its stat listing and
+    bytes; with `full` also its listing and digest (every file hashed)."""
     if not folder.is_dir():
         return {"present": False, "stats": [], "bytes": 0, "listing": None, "digest": None}
-    stats, total = stat_listing(folder)
-    lines = listing(folder)[0] if full else None
+    stats, total = stat_listing(folder, follow_links=True)
+    lines = listing(folder, follow_links=True)[0] if full else None
     digest = None if lines is None else digest_of(lines)
     return {"present": True, "stats": stats, "bytes": total, "listing": lines, "digest": digest}
 

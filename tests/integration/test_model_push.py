@@ -1,8 +1,8 @@
 """The model on every node, end to end against the two sshd test hosts, each with its own copy in its own node-local
-folder: `cluster model push` copies it with mtimes kept, `model verify` checks sizes and mtimes, a file changed on
-one node (its size, its mtime) is named with the push that repairs it, a change that keeps both is found by `--full`
-only and repaired by `push --full`, and a sweep's check (`require_model`, over the real ssh pool) refuses a node
-whose copy is gone."""
+folder: `cluster model push` copies it with mtimes kept (a link into a cache as the file it points to), `model
+verify` checks sizes and mtimes, a file changed on one node (its size, its mtime) is named with the push that
+repairs it, a change that keeps both is found by `--full` only and repaired by `push --full`, and a sweep's check
+(`require_model`, over the real ssh pool) refuses a node whose copy is gone."""
 
 from __future__ import annotations
 
@@ -47,7 +47,10 @@ def pushed_model(test_hosts: TestHosts, tmp_path_factory: pytest.TempPathFactory
     relative = Path(f"models-{root.name}") / "fake-llama"
     folder = test_hosts.node_local / relative
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text('{"model_type": "llama", "hidden_size": 64}\n')
+    blob = folder.parent / "blobs" / "config-blob"  # as in a Hugging Face snapshot: a link into the cache
+    blob.parent.mkdir()
+    blob.write_text('{"model_type": "llama", "hidden_size": 64}\n')
+    (folder / "config.json").symlink_to(Path("..") / "blobs" / blob.name)
     for shard, size in zip(SHARDS, (2 << 20, 1 << 20), strict=True):
         (folder / shard).write_bytes(os.urandom(size))
     config = root / "cockpit.toml"
@@ -72,6 +75,7 @@ def test_each_node_has_its_own_copy_with_the_mtimes_kept(pushed_model: PushedMod
         copy = pushed_model.on(test_hosts, host)
         for name in ("config.json", *SHARDS):
             here, there = pushed_model.folder / name, copy / name
+            assert not there.is_symlink()  # the file itself: the node has no cache to point into
             assert there.read_bytes() == here.read_bytes()
             assert there.stat().st_mtime_ns == here.stat().st_mtime_ns
     report = cluster_json(pushed_model.config, "model", "verify")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -89,6 +90,30 @@ def test_the_folder_report_runs_alone_on_stdin(tmp_path: Path) -> None:
     assert full["listing"] == listing(folder)[0] and full["digest"] == digest_of(listing(folder)[0])
     assert report(str(tmp_path / "none"))["present"] is False
     assert folder_report(folder, full=True) == full
+
+
+def test_a_snapshot_of_links_lists_as_the_files_it_points_to(tmp_path: Path) -> None:
+    """A Hugging Face snapshot is links into the cache's blobs; the node's copy (rsync --copy-links) is the files."""
+    copy = make_model(tmp_path / "copy")
+    blobs, snapshot = tmp_path / "blobs", tmp_path / "snapshot"
+    blobs.mkdir()
+    snapshot.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        blob = blobs / f"blob-{name}"
+        shutil.copy2(copy / name, blob)
+        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
+    assert listing(snapshot, follow_links=True) == listing(copy, follow_links=True)
+    assert stat_listing(snapshot, follow_links=True) == stat_listing(copy, follow_links=True)
+    assert listing(snapshot)[0] != listing(copy)[0]  # a runtime build's links stay links
+    (blobs / "blob-config.json").unlink()
+    with pytest.raises(ValueError, match=r"snapshot/config.json: a link to \.\./blobs/blob-config.json, which is not"):
+        listing(snapshot, follow_links=True)
+
+
+def test_a_model_folder_with_a_dangling_link_is_refused_by_name(settings: Settings) -> None:
+    (settings.model_path / "tokenizer.json").symlink_to("../gone/tokenizer.json")
+    with pytest.raises(BadInput, match=r"model folder .*tiny/tokenizer.json: a link to \.\./gone/tokenizer.json"):
+        model.hash_here(settings)
 
 
 def test_the_push_record_is_hashed_once_and_reused_while_nothing_changes(settings: Settings) -> None:
