@@ -143,6 +143,12 @@ class SweepSection:
     profile: bool = False  # record every rank's decode steps (traces under each strategy's profiling/)
     profilers: tuple[Profiler, ...] = ("torch",)  # torch: in the runtime; nsys, perf: wrap each rank, where found
     profile_steps: int = 8  # decode steps recorded, after the warm-up
+    warmup_batches: int = 1  # untimed passes over the first batch's shapes before each strategy's clock starts
+    repeats: int | None = None  # timed passes over the prompts in one job; default 3, 1 on a CPU (a quick look)
+
+    @property
+    def timed_repeats(self) -> int:
+        return self.repeats if self.repeats is not None else 1 if self.device == "cpu" else 3
 
     def check(self, source: str, prefix: str = "") -> None:
         for key in (
@@ -153,9 +159,15 @@ class SweepSection:
             "max_new_tokens",
             "max_attempts",
             "profile_steps",
+            "timed_repeats",
         ):
             if getattr(self, key) < 1:
-                raise SchemaError(source, prefix + key, f"expected at least 1, got {getattr(self, key)}")
+                name = "repeats" if key == "timed_repeats" else key
+                raise SchemaError(source, prefix + name, f"expected at least 1, got {getattr(self, key)}")
+        if self.warmup_batches < 0:
+            raise SchemaError(
+                source, prefix + "warmup_batches", f"expected 0 (none) or more, got {self.warmup_batches}"
+            )
         if self.prompt_limit < 0:
             raise SchemaError(source, prefix + "prompt_limit", f"expected 0 (all) or more, got {self.prompt_limit}")
 

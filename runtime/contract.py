@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -38,7 +39,7 @@ PROFILER_VIEWERS: dict[Profiler, str] = {
 # the record_function ranges the runtime marks in a profiled run; comm ranges count towards the comm share
 PROFILE_RANGES = ("compute", "all_reduce", "send_recv", "sampling")
 COMM_RANGES = ("all_reduce", "send_recv")
-Phase = Literal["starting", "loading", "running", "done", "failed"]
+Phase = Literal["starting", "loading", "warmup", "running", "done", "failed"]
 FinishReason = Literal["eos", "length"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -77,6 +78,8 @@ class ExperimentConfig:
     precision: Precision = "bf16"
     device: Device = "auto"  # auto: cuda, else xpu, else cpu
     seed: int = 0
+    warmup_batches: int = 1  # untimed passes over the first batch's shapes before the clock starts; tokens discarded
+    repeats: int = 1  # timed passes over the whole share, in one job: one load, one join
     profiling_enabled: bool = False
     profilers: tuple[Profiler, ...] = ("torch",)
     profile_steps: int = 8
@@ -115,10 +118,17 @@ class ExperimentConfig:
             "world_size",
             "batch_size",
             "max_new_tokens",
+            "repeats",
             "profile_steps",
         ):
             value = getattr(self, key)
             _require(value >= 1, source, prefix + key, f"expected a positive integer, got {value}")
+        _require(
+            self.warmup_batches >= 0,
+            source,
+            prefix + "warmup_batches",
+            f"expected 0 or more, got {self.warmup_batches}",
+        )
         if self.micro_batches is not None:
             _require(self.micro_batches >= 1, source, prefix + "micro_batches", "expected a positive integer or null")
         product = self.pp_size * self.tp_size * self.dp_size
@@ -295,8 +305,23 @@ class LinkFit:
 
 
 @dataclass(frozen=True)
+class RepeatFigures:
+    """One timed pass over a rank's whole share: its wall time and, on a rank that owns results, the tokens it
+    generated and the medians over its rows of the time to first token and the inter-token latency."""
+
+    wall_s: float
+    tokens: int = 0
+    ttft_ms: float | None = None
+    itl_ms: float | None = None  # (latency - TTFT) / (tokens - 1), rows of one token left out
+
+
+@dataclass(frozen=True)
 class RankMetrics:
-    """`metrics/metrics_rank_<rank>.json`, written once at the end. Unmeasurable values are null, not guessed."""
+    """`metrics/metrics_rank_<rank>.json`, written once at the end. Unmeasurable values are null, not guessed.
+
+    A rank decodes its share `repeats` times after its warm-up: `repeats` keeps each pass's figures; wall time,
+    tokens and tokens/s are the median pass's, latency and TTFT percentiles the first pass's rows (the shard's),
+    the time split and energy a pass's mean."""
 
     strategy_id: str
     run_id: str
@@ -328,6 +353,9 @@ class RankMetrics:
     memory_bandwidth_Bps: float | None = None  # the probe's figure, taken by single-rank runs (the reference)
     links: tuple[LinkFit, ...] = ()  # the strategy's own TP all-reduce and stage-boundary send/recv
     runtime_build: str | None = None  # the BuildManifest.build_id this rank ran from; null: an unbuilt tree
+    warmup_s: float | None = None  # the untimed warm-up's wall time: first-use costs, visible rather than hidden
+    repeats: tuple[RepeatFigures, ...] = ()
+    repeat_mismatch: str | None = None  # a later pass's tokens that differ from the first's: a correctness failure
 
 
 @dataclass(frozen=True)
@@ -407,6 +435,14 @@ class BuildManifest:
 
     def write(self, path: Path) -> None:
         atomic_write_text(path, json.dumps(to_plain(self), indent=2) + "\n")
+
+
+def first_divergence(tokens: Sequence[int], reference: Sequence[int]) -> int | None:
+    """The first index where the two differ; the shorter length if one is a strict prefix; None when equal."""
+    for index, (ours, theirs) in enumerate(zip(tokens, reference, strict=False)):
+        if ours != theirs:
+            return index
+    return None if len(tokens) == len(reference) else min(len(tokens), len(reference))
 
 
 def read_text(path: Path) -> str:

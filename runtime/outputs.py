@@ -59,6 +59,10 @@ class RankOutputs:
     def write_rows(self, rows: list[ShardRow]) -> None:
         assert self.shard is not None, "only result-owning ranks write shard rows"
         self.shard.append([dumps_line(r) for r in rows])
+        self.count(rows)
+
+    def count(self, rows: list[ShardRow]) -> None:
+        """Rows decoded, in the progress the dashboard follows (a repeat's rows are counted, not written again)."""
         self.rows_written += len(rows)
         self.tokens += sum(r.tokens_generated for r in rows)
 

@@ -1,8 +1,9 @@
 """One rank's run, from launch to metrics, in named steps.
 
 `Rank.run`: set up (device and threads, the world joined, this rank's stage and share of the prompts loaded),
-time the links, build the generator (with the profiler when asked), decode the share in batches (result-owning
-ranks write shard rows as each batch ends), measure what the rank held, write its metrics, finish.
+time the links, build the generator (with the profiler when asked), warm up untimed on the first batch's shapes,
+decode the share in batches `repeats` times (result-owning ranks write the first pass's shard rows as each batch
+ends and check every later pass's tokens against them), measure what the rank held, write its metrics, finish.
 
 Torch and the modules that import it are imported inside the steps: `runtime.main` imports this module and
 stays quick to import for `--help` and `--dry-run`.
@@ -28,8 +29,10 @@ from runtime.contract import (
     LinkFit,
     Percentiles,
     RankMetrics,
+    RepeatFigures,
     ShardRow,
     TimeSplit,
+    first_divergence,
 )
 from runtime.device import device_name, host_cpus, peak_memory_bytes, pick_device
 from runtime.launch import LaunchInfo, World, join_world
@@ -105,13 +108,24 @@ def random_work(cfg: ExperimentConfig, topo: Topology, vocab: int, prompt_tokens
     return Work([ids[i] for i in share], share, ["synthetic"] * len(share), lambda _tokens: "", set(), 0)
 
 
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
 @dataclass
 class Decoded:
-    """What the batch loop measured: its wall time, and per written row its latency and time to first token."""
+    """What the timed passes measured: each pass's figures, the first pass's rows (the shard's: their latencies,
+    and their tokens, which every later pass must reproduce), and the first row of a later pass that did not."""
 
-    wall_s: float
-    latency_ms: list[float] = field(default_factory=list)
-    ttft_ms: list[float] = field(default_factory=list)
+    repeats: list[RepeatFigures] = field(default_factory=list)
+    rows: list[ShardRow] = field(default_factory=list)
+    mismatch: str | None = None
+
+    @property
+    def median_pass(self) -> RepeatFigures:
+        """The pass of median wall time (the lower middle of an even count)."""
+        ordered = sorted(self.repeats, key=lambda figures: figures.wall_s)
+        return ordered[(len(ordered) - 1) // 2]
 
 
 @dataclass
@@ -168,12 +182,14 @@ class Rank:
         self.setup()
         link_fits = self.calibrate()
         self.generator = self.make_generator()
-        meter = self.start_meter()
-        decoded = self.decode()
+        with self.timed_allreduce():
+            warmup_s = self.warm_up()
+            meter = self.start_meter()
+            decoded = self.decode()
         if self.profiler:
             self.profiler.finish()
         footprint = self.footprint()
-        self.outputs.write_metrics(self.metrics(decoded, footprint, link_fits, meter))
+        self.outputs.write_metrics(self.metrics(decoded, warmup_s, footprint, link_fits, meter))
         self.finish()
         return 0
 
@@ -288,24 +304,70 @@ class Rank:
 
         return timed_allreduce(self.timers)
 
-    def decode(self) -> Decoded:
-        """The replica's share in batches; result-owning ranks write each batch's shard rows as it ends."""
-        cfg, work, generator = self.cfg, self.work, self.generator
+    def warm_up(self) -> float:
+        """The first batch's shapes, `warmup_batches` times, before any clock that counts (first-use costs: kernel
+        compilation, allocator growth, lazy initialisation); tokens discarded, link timers restarted. Its wall
+        time, so the cost is reported rather than hidden in the first measured batch."""
+        generator, batch = self.generator, self.work.ids[: self.cfg.batch_size]
         assert generator is not None
-        self.outputs.progress("running")
-        with self.timed_allreduce():
-            decoded = Decoded(wall_s=0.0)
-            loop_start = time.perf_counter()
+        if not self.cfg.warmup_batches or not batch:
+            return 0.0
+        self.outputs.progress("warmup")
+        start = time.perf_counter()
+        for _ in range(self.cfg.warmup_batches):
+            generator.run(batch, profiled=False)
+        generator.links.drain()
+        self.timers.comm_s = self.timers.idle_s = 0.0
+        return time.perf_counter() - start
+
+    def decode(self) -> Decoded:
+        """The replica's share in batches, `repeats` times. Result-owning ranks write the first pass's shard rows
+        as each batch ends, and compare every later pass's tokens with them (greedy: they must be equal)."""
+        cfg, work, generator, outputs = self.cfg, self.work, self.generator, self.outputs
+        assert generator is not None
+        outputs.rows_expected *= cfg.repeats  # the dashboard's progress counts every pass
+        decoded = Decoded()
+        for repeat in range(cfg.repeats):
+            note = f"repeat {repeat + 1}/{cfg.repeats}" if cfg.repeats > 1 else None
+            outputs.progress("running", note)
+            rows: list[ShardRow] = []
+            start = time.perf_counter()
             for first in range(0, len(work.ids), cfg.batch_size):
                 results = generator.run(work.ids[first : first + cfg.batch_size])
                 if self.topo.owns_results:
-                    rows = self.shard_rows(first, results)
-                    self.outputs.write_rows(rows)
-                    decoded.latency_ms += [r.latency_ms for r in rows]
-                    decoded.ttft_ms += [r.ttft_ms for r in rows]
-                self.outputs.progress("running")
-            decoded.wall_s = time.perf_counter() - loop_start
+                    batch = self.shard_rows(first, results)
+                    if repeat == 0:
+                        outputs.write_rows(batch)
+                    else:
+                        outputs.count(batch)
+                    rows += batch
+                outputs.progress("running", note)
+            wall = time.perf_counter() - start
+            if repeat == 0:
+                decoded.rows = rows
+            elif decoded.mismatch is None:
+                decoded.mismatch = self.mismatch(repeat, decoded.rows, rows)
+            decoded.repeats.append(self.pass_figures(wall, rows))
         return decoded
+
+    @staticmethod
+    def pass_figures(wall_s: float, rows: list[ShardRow]) -> RepeatFigures:
+        """One pass's figures from its rows: tokens, median TTFT and median inter-token latency."""
+        gaps = [(r.latency_ms - r.ttft_ms) / (r.tokens_generated - 1) for r in rows if r.tokens_generated > 1]
+        tokens = sum(r.tokens_generated for r in rows)
+        return RepeatFigures(wall_s, tokens, median([r.ttft_ms for r in rows]), median(gaps))
+
+    @staticmethod
+    def mismatch(repeat: int, first: list[ShardRow], again: list[ShardRow]) -> str | None:
+        """The first row of pass `repeat` (0-based) whose tokens differ from the first pass's, named."""
+        for before, now in zip(first, again, strict=True):
+            at = first_divergence(before.token_ids, now.token_ids)
+            if at is not None:
+                return (
+                    f"repeat {repeat + 1} differs from repeat 1 at prompt {now.prompt_id} ({now.variant}), "
+                    f"token {at}: greedy decoding must repeat exactly"
+                )
+        return None
 
     def shard_rows(self, first: int, results: list[RowResult]) -> list[ShardRow]:
         """The rows of the batch that starts at prompt `first`, as the shard file holds them."""
@@ -351,20 +413,29 @@ class Rank:
             bandwidth = memory_bandwidth(self.device, megabytes=megabytes, repeats=3)["bandwidth_Bps"]
         return Footprint(peak, held, bandwidth)
 
-    def time_split(self, wall_s: float) -> TimeSplit | None:
-        """Compute, communication and idle time of the decode loop, where they were measured (CPU)."""
-        timers = self.timers
+    def time_split(self, decoded: Decoded) -> TimeSplit | None:
+        """Compute, communication and idle time of a timed pass (the mean of the passes), where they were
+        measured (CPU)."""
+        timers, passes = self.timers, len(decoded.repeats)
         if not timers.enabled:
             return None
+        wall = sum(figures.wall_s for figures in decoded.repeats)
         return TimeSplit(
-            compute_s=max(wall_s - timers.comm_s - timers.idle_s, 0.0), comm_s=timers.comm_s, idle_s=timers.idle_s
+            compute_s=max(wall - timers.comm_s - timers.idle_s, 0.0) / passes,
+            comm_s=timers.comm_s / passes,
+            idle_s=timers.idle_s / passes,
         )
 
     def metrics(
-        self, decoded: Decoded, footprint: Footprint, link_fits: list[LinkFit], meter: EnergyMeter | None
+        self,
+        decoded: Decoded,
+        warmup_s: float,
+        footprint: Footprint,
+        link_fits: list[LinkFit],
+        meter: EnergyMeter | None,
     ) -> RankMetrics:
         """This rank's metrics record."""
-        cfg, info, topo, wall = self.cfg, self.info, self.topo, decoded.wall_s
+        cfg, info, topo, typical = self.cfg, self.info, self.topo, decoded.median_pass
         return RankMetrics(
             strategy_id=cfg.strategy_id,
             run_id=cfg.run_id,
@@ -378,24 +449,27 @@ class Rank:
             backend=self.backend,
             precision=cfg.precision,
             prompts=len(self.work.ids),
-            tokens_generated=self.outputs.tokens,
-            wall_time_s=wall,
-            tokens_per_s=self.outputs.tokens / wall,
+            tokens_generated=typical.tokens,
+            wall_time_s=typical.wall_s,
+            tokens_per_s=typical.tokens / typical.wall_s,
             started_at=self.started.isoformat(),
             finished_at=datetime.now(UTC).isoformat(),
-            latency_ms=percentiles(decoded.latency_ms),
-            ttft_ms=percentiles(decoded.ttft_ms),
+            latency_ms=percentiles([row.latency_ms for row in decoded.rows]),
+            ttft_ms=percentiles([row.ttft_ms for row in decoded.rows]),
             load_s=self.load_s,
             weight_bytes=footprint.weight_bytes,
             peak_memory_bytes=footprint.peak_memory_bytes,
-            time_split=self.time_split(wall),
-            energy_j=meter.joules() if meter else None,
+            time_split=self.time_split(decoded),
+            energy_j=meter.joules() / cfg.repeats if meter else None,
             energy_source=meter.source if meter else None,
             device_name=device_name(self.device),
             host_cpus=host_cpus(),
             memory_bandwidth_Bps=footprint.memory_bandwidth_Bps,
             links=tuple(link_fits),
             runtime_build=os.environ.get(RUNTIME_BUILD_VAR),
+            warmup_s=warmup_s,
+            repeats=tuple(decoded.repeats),
+            repeat_mismatch=decoded.mismatch,
         )
 
     def finish(self) -> None:

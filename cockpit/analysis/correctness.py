@@ -18,6 +18,7 @@ from rapidfuzz import fuzz
 from rapidfuzz.distance import Levenshtein
 
 from cockpit.errors import BadInput
+from runtime.contract import first_divergence
 
 REFERENCE_KIND = "reference"  # the strategy kind whose tokens are the truth
 KEY = ["strategy", "variant", "prompt_id"]
@@ -51,14 +52,6 @@ class PromptScore:
     ratio: float | None
     token_set_ratio: float | None
     normalized_levenshtein: float | None
-
-
-def first_divergence(tokens: Sequence[int], reference: Sequence[int]) -> int | None:
-    """The first index where the two differ; the shorter length if one is a strict prefix; None when equal."""
-    for index, (ours, theirs) in enumerate(zip(tokens, reference, strict=False)):
-        if ours != theirs:
-            return index
-    return None if len(tokens) == len(reference) else min(len(tokens), len(reference))
 
 
 def require_columns(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:

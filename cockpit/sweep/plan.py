@@ -150,6 +150,8 @@ def sweep_settings(settings: Settings, section: SweepSection, run_id: str) -> Sw
         profiling_enabled=section.profile,
         profilers=section.profilers,
         profile_steps=section.profile_steps,
+        warmup_batches=section.warmup_batches,
+        repeats=section.timed_repeats,
     )
 
 

@@ -45,6 +45,8 @@ class SweepSettings:
     profiling_enabled: bool = False
     profilers: tuple[Profiler, ...] = ("torch",)
     profile_steps: int = 8
+    warmup_batches: int = 1
+    repeats: int = 1
 
 
 class Shape(NamedTuple):
@@ -125,6 +127,8 @@ class ParallelismStrategy(ABC):
             profiling_enabled=s.profiling_enabled,
             profilers=tuple(s.profilers),  # a list when read back from the manifest
             profile_steps=s.profile_steps,
+            warmup_batches=s.warmup_batches,
+            repeats=s.repeats,
         )
 
     def job_spec(self) -> JobSpec:

@@ -17,12 +17,22 @@ pytestmark = pytest.mark.slow
 
 
 def test_single_process(run_dir: Path, tiny_model_dir: Path, reference: dict[int, list[int]]) -> None:
-    config = runs.write_config(run_dir, tiny_model_dir, "reference")
+    """Warmed up, then two timed passes: the shard holds the first's rows, the second repeats its tokens."""
+    config = runs.write_config(run_dir, tiny_model_dir, "reference", repeats=2)
     done = runs.single(config)
     assert done.returncode == 0, runs.describe_failure(done)
     assert runs.shard_tokens(config) == reference
     (m,) = runs.metrics(config)
-    assert m["backend"] == "none" and m["tokens_generated"] == sum(len(t) for t in reference.values())
+    tokens = sum(len(t) for t in reference.values())
+    assert m["backend"] == "none" and m["tokens_generated"] == tokens
+    assert m["warmup_s"] > 0 and m["repeat_mismatch"] is None
+    assert [r["tokens"] for r in m["repeats"]] == [tokens, tokens]
+    assert m["wall_time_s"] in [r["wall_s"] for r in m["repeats"]]  # the median pass's (lower middle of two)
+    assert all(r["ttft_ms"] > 0 and r["itl_ms"] > 0 for r in m["repeats"])
+    phases = [json.loads(line) for line in (config.parent / "progress/progress_rank_0.jsonl").read_text().splitlines()]
+    assert [p["phase"] for p in phases[:3]] == ["starting", "loading", "warmup"]
+    assert (phases[-1]["phase"], phases[-1]["rows_written"], phases[-1]["rows_expected"]) == ("done", 8, 8)
+    assert {p["message"] for p in phases if p["phase"] == "running"} == {"repeat 1/2", "repeat 2/2"}
     runs.assert_holds_share(config, tiny_model_dir, 1.0)
 
 

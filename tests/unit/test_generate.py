@@ -128,3 +128,22 @@ def test_split_evenly() -> None:
     assert split_evenly([1, 2], 2) == [[1], [2]]
     assert split_evenly([1], 3) == [[1]]  # no empty micro-batches
     assert split_evenly([], 2) == []
+
+
+def test_a_pass_that_does_not_repeat_the_first_is_named_and_its_figures_are_medians() -> None:
+    from runtime.contract import RepeatFigures, ShardRow
+    from runtime.rank import Decoded, Rank
+
+    def row(prompt_id: int, tokens: list[int], latency_ms: float, ttft_ms: float) -> ShardRow:
+        return ShardRow(prompt_id, "2k", "s", 0, "", tokens, latency_ms, ttft_ms, len(tokens))
+
+    first = [row(0, [5, 6, 7], 30.0, 10.0), row(1, [8], 12.0, 12.0), row(2, [1, 2], 25.0, 15.0)]
+    assert Rank.mismatch(1, first, first) is None
+    again = [first[0], row(1, [8], 12.0, 12.0), row(2, [1, 3], 25.0, 15.0)]
+    assert Rank.mismatch(2, first, again) == (
+        "repeat 3 differs from repeat 1 at prompt 2 (2k), token 1: greedy decoding must repeat exactly"
+    )
+    # inter-token gaps (30-10)/2 = 10 and (25-15)/1 = 10; the one-token row has none
+    assert Rank.pass_figures(2.0, first) == RepeatFigures(2.0, 6, ttft_ms=12.0, itl_ms=10.0)
+    passes = Decoded([RepeatFigures(3.0), RepeatFigures(1.0), RepeatFigures(2.0), RepeatFigures(4.0)])
+    assert passes.median_pass.wall_s == 2.0  # the lower middle of an even count: a pass that happened
