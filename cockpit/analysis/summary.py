@@ -21,6 +21,7 @@ import plotext as plt
 
 from cockpit.analysis.bottlenecks import Performance
 from cockpit.analysis.correctness import require_columns
+from cockpit.analysis.spread import Spread, spread
 from runtime.atomic import atomic_write_text
 
 RESULT_COLUMNS = ("strategy", "strategy_kind", "variant", "latency_ms", "ttft_ms", "tokens_generated", "prompt_tokens")
@@ -43,6 +44,12 @@ PLOT_SIZE = (100, 30)
 MARKERS = "ox+*#@%&$="
 NAN = "—"
 PLOTS_DIR = "plots"
+PASS_FIGURES = ("tokens_per_s", "ttft_p50_ms", "itl_ms")  # measured on every timed pass: medians with spreads
+INTERVAL_COLUMNS = (
+    *(f"{n}_{end}" for n in PASS_FIGURES for end in ("low", "high")),
+    "tokens_per_s_min",
+    "tokens_per_s_max",
+)
 PLOT_NAMES = ("latency_vs_correctness", "throughput_vs_length")
 EXACT_MATCH_LIM = (-0.05, 1.05)  # the exact-match axis, with room for points at 0 and 1
 
@@ -83,6 +90,9 @@ FORMATS: dict[str, tuple[str, Callable[[float], str]]] = {
     "latency_p95_ms": ("p95 ms", lambda v: f"{v:,.1f}"),
     "ttft_p50_ms": ("ttft p50 ms", lambda v: f"{v:,.1f}"),
     "tokens_per_s": ("tokens/s", lambda v: f"{v:,.1f}"),
+    "itl_ms": ("ITL ms", lambda v: f"{v:,.2f}"),
+    "repeats": ("passes", lambda v: f"{v:.0f}"),
+    "warmup_s": ("warm-up s", lambda v: f"{v:,.2f}"),
     "prompts_per_s": ("prompts/s", lambda v: f"{v:,.2f}"),
     "gpu_hours": ("GPU-h", _small),
     "energy_per_token_j": ("J/token", _small),
@@ -269,11 +279,44 @@ class RunSummary:
             }
         )
 
+    def spreads(self) -> dict[str, dict[str, Spread]]:
+        """strategy -> {tokens_per_s, ttft_p50_ms, itl_ms: the spread over its timed passes}; {} for a strategy
+        whose metrics have no pass figures (collected before the runtime repeated)."""
+        figures = {"tokens_per_s": "pass_tokens_per_s", "ttft_p50_ms": "pass_ttft_ms", "itl_ms": "pass_itl_ms"}
+        out: dict[str, dict[str, Spread]] = {}
+        for row in self.metrics.drop_duplicates("strategy").to_dict(orient="records"):
+            passes = {name: json.loads(row.get(column) or "[]") for name, column in figures.items()}
+            out[str(row["strategy"])] = {n: spread(v) for n, v in passes.items() if v} if any(passes.values()) else {}
+        return out
+
+    def _passes(self) -> pd.DataFrame:
+        """Per strategy: its passes, warm-up, and the median over passes of tokens/s, TTFT and ITL with each one's
+        95% interval (`<figure>_low`, `_high`) and tokens/s's range; NaN where not measured."""
+        rows = []
+        for strategy, spreads in self.spreads().items():
+            row: dict[str, object] = {"strategy": strategy}
+            for name, figure in spreads.items():
+                row |= {name: figure.median, f"{name}_low": figure.low, f"{name}_high": figure.high}
+            if "tokens_per_s" in spreads:
+                tps = spreads["tokens_per_s"]
+                row |= {"repeats": tps.passes, "tokens_per_s_min": tps.minimum, "tokens_per_s_max": tps.maximum}
+            rows.append(row)
+        columns = ["strategy", "repeats", *(f"{n}{e}" for n in PASS_FIGURES for e in ("", "_low", "_high"))]
+        frame = pd.DataFrame(rows).reindex(columns=[*columns, "tokens_per_s_min", "tokens_per_s_max"])
+        warmup = self.metrics.drop_duplicates("strategy").set_index("strategy").get("warmup_s")
+        frame["warmup_s"] = frame["strategy"].map(warmup) if warmup is not None else math.nan
+        return frame.astype({c: "float64" for c in frame.columns if c != "strategy"})
+
     def table(self) -> pd.DataFrame:
-        """One row per strategy, all variants pooled (plus p50 latency per variant); reference first, then fastest."""
+        """One row per strategy, all variants pooled (plus p50 latency per variant); reference first, then fastest.
+        Where the strategy's passes were timed, tokens/s and TTFT are their medians over the passes, with spreads."""
         frame = self._shapes()
         for part in (self._correctness(), self._latency(), self._performance()):
             frame = frame.merge(part, on="strategy", how="left")
+        passes = self._passes()
+        frame = frame.merge(passes, on="strategy", how="left", suffixes=("", "_passes"))
+        for name in ("tokens_per_s", "ttft_p50_ms"):  # the passes' median where there are passes
+            frame[name] = frame[f"{name}_passes"].fillna(frame[name])
         is_reference = frame["kind"] == self.reference_kind
         reference_tps = frame.loc[is_reference, "tokens_per_s"].dropna()
         base = float(reference_tps.iloc[0]) if len(reference_tps) == 1 and reference_tps.iloc[0] > 0 else math.nan
@@ -291,8 +334,19 @@ class RunSummary:
             "latency_p50_ms",
             "latency_p95_ms",
             "ttft_p50_ms",
+            "ttft_p50_ms_low",
+            "ttft_p50_ms_high",
+            "itl_ms",
+            "itl_ms_low",
+            "itl_ms_high",
             *variants,
             "tokens_per_s",
+            "tokens_per_s_low",
+            "tokens_per_s_high",
+            "tokens_per_s_min",
+            "tokens_per_s_max",
+            "repeats",
+            "warmup_s",
             "prompts_per_s",
             "gpu_hours",
             "energy_per_token_j",
@@ -304,18 +358,49 @@ class RunSummary:
         )
         return frame[order].reset_index(drop=True)
 
+    def repeat_mismatches(self) -> dict[str, str]:
+        """strategy -> how a later timed pass failed to reproduce its first pass's tokens."""
+        if "repeat_mismatch" not in self.metrics:
+            return {}
+        named = self.metrics.dropna(subset=["repeat_mismatch"]).drop_duplicates("strategy")
+        return dict(zip(named["strategy"].astype(str), named["repeat_mismatch"].astype(str), strict=True))
+
     def winner(self, table: pd.DataFrame | None = None) -> str:
-        """One sentence: the fastest strategy that reproduced the reference on every prompt, and by how much."""
+        """One sentence: the fastest strategy that reproduced the reference on every prompt (and its own first pass
+        on every later one), by how much, and whether that lead is beyond the noise of its passes."""
         table = self.table() if table is None else table
-        exact = table[(table["exact_match_rate"] == 1.0) & table["tokens_per_s"].notna()]
+        mismatched = self.repeat_mismatches()
+        exact = table[
+            (table["exact_match_rate"] == 1.0) & table["tokens_per_s"].notna() & ~table["strategy"].isin(mismatched)
+        ].sort_values("tokens_per_s", ascending=False)
+        failed = "".join(f" {s} did not repeat itself: {why}." for s, why in sorted(mismatched.items()))
         if exact.empty:
-            return "No winner: no strategy with a known throughput reproduced the reference tokens on every prompt."
-        best = exact.loc[exact["tokens_per_s"].idxmax()]
+            return (
+                "No winner: no strategy with a known throughput reproduced the reference tokens on every prompt."
+                + failed
+            )
+        best = exact.iloc[0]
         tps = f"{best['tokens_per_s']:,.1f} tokens/s"
+        spreads = self.spreads()
+        noise = ""
+        if len(exact) > 1:
+            second = exact.iloc[1]
+            mine, theirs = spreads.get(best["strategy"], {}), spreads.get(second["strategy"], {})
+            if "tokens_per_s" in mine and "tokens_per_s" in theirs and mine["tokens_per_s"].measured:
+                a, b = mine["tokens_per_s"], theirs["tokens_per_s"]
+                if a.overlaps(b):
+                    return (
+                        f"No clear winner: **{best['strategy']}** ({a.median:,.1f} tokens/s, {a.interval()}) and "
+                        f"**{second['strategy']}** ({b.median:,.1f}, {b.interval()}) are indistinguishable at "
+                        f"{min(a.passes, b.passes)} repeats: their 95% intervals overlap." + failed
+                    )
+                noise = f", ahead of {second['strategy']} beyond the noise of {min(a.passes, b.passes)} repeats"
+            else:
+                noise = "; measured once each, so the spread is unknown ([sweep] repeats = 3 measures it)"
         if best["kind"] == self.reference_kind:
             return (
-                f"Winner: **{best['strategy']}**, the reference itself, at {tps}: "
-                "no strategy that matched it on every prompt was faster."
+                f"Winner: **{best['strategy']}**, the reference itself, at {tps}{noise}: "
+                "no strategy that matched it on every prompt was faster." + failed
             )
         shape = f"{best['kind']}, tp {best['tp']} x pp {best['pp']} on {best['nodes']} node(s)"
         reference = table.loc[table["kind"] == self.reference_kind, "tokens_per_s"].dropna()
@@ -324,8 +409,8 @@ class RunSummary:
         else:
             why = f"{best['speedup']:.2f}x the reference's {reference.iloc[0]:,.1f} tokens/s"
         return (
-            f"Winner: **{best['strategy']}** ({shape}): {tps}, {why}, "
-            "with every prompt's tokens identical to the reference."
+            f"Winner: **{best['strategy']}** ({shape}): {tps}, {why}{noise}, "
+            "with every prompt's tokens identical to the reference." + failed
         )
 
     def to_csv(self, path: str | Path) -> Path:
@@ -333,16 +418,32 @@ class RunSummary:
         return _write_csv(self.table(), path)
 
     def markdown(self) -> str:
-        """The Markdown text: a header naming the run, the winner sentence, and the table as a pipe table."""
+        """The Markdown text: a header naming the run, the winner sentence, and the table as a pipe table (a
+        figure timed on several passes with its 95% interval, tokens/s with its range too)."""
         table = self.table()
-        numeric = [c in FORMATS or c.startswith("latency_p50_ms_") for c in table.columns]
-        cells = (
-            [format_cell(c, v) for c, v in zip(table.columns, row, strict=True)]
-            for row in table.itertuples(index=False)
-        )
+        columns = [c for c in table.columns if c not in INTERVAL_COLUMNS]
+        at = columns.index("tokens_per_s") + 1
+        header = [_header(c) for c in columns]
+        header.insert(at, "tok/s min–max")
+        numeric = [c in FORMATS or c.startswith("latency_p50_ms_") for c in columns]
+        numeric.insert(at, True)
+        rows = []
+        for record in table.to_dict(orient="records"):
+            timed = (record["repeats"] or 0) > 1  # NaN (no pass figures) is not above 1
+            cells = [
+                format_cell(c, record[c])
+                + (f" [{format_cell(c, record[f'{c}_low'])}–{format_cell(c, record[f'{c}_high'])}]" if timed else "")
+                if c in PASS_FIGURES
+                else format_cell(c, record[c])
+                for c in columns
+            ]
+            spanned = "tokens_per_s_min", "tokens_per_s_max"
+            cells.insert(at, "–".join(format_cell("tokens_per_s", record[c]) for c in spanned) if timed else NAN)
+            rows.append(cells)
         lines = [f"# Run summary: {self.run_id}", "", self.winner(table), ""]
-        lines += pipe_table([_header(c) for c in table.columns], cells, numeric)
-        lines += ["", f"{NAN}: not measured or not applicable."]
+        lines += pipe_table(header, rows, numeric)
+        lines += ["", f"{NAN}: not measured or not applicable. [a–b]: the 95% bootstrap interval of the median over"]
+        lines[-1] += " the timed passes; passes: how many (warm-up excluded)."
         placement = self.placement()
         if placement:
             lines += ["", "## Where each rank ran", ""]

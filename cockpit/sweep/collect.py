@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import statistics
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -161,7 +162,9 @@ def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobReco
         rank_hosts.append(metrics.get("hostname"))
         if metrics:
             ranks.append(metrics)
-    wall = max((m["wall_time_s"] for m in ranks), default=None)
+    passes = _passes(ranks)
+    walls = sorted(wall for wall, _, _, _ in passes)
+    wall = walls[(len(walls) - 1) // 2] if walls else max((m["wall_time_s"] for m in ranks), default=None)
     tokens = int(rows["tokens_generated"].sum()) if len(rows) else 0
     energy = [m.get("energy_j") for m in ranks]
     splits = [m.get("time_split") for m in ranks]
@@ -195,6 +198,13 @@ def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobReco
         "energy_j": sum(energy) if ranks and all(e is not None for e in energy) else None,
         "energy_source": next((m.get("energy_source") for m in ranks if m.get("energy_source")), None),
         "metrics_ranks": len(ranks),
+        # the timed passes (runtime.contract.RepeatFigures) as the strategy made them: tokens/s, TTFT, ITL each
+        "repeats": len(passes) or None,
+        "pass_tokens_per_s": json.dumps([t / w if w else None for w, t, _, _ in passes]),
+        "pass_ttft_ms": json.dumps([ttft for _, _, ttft, _ in passes]),
+        "pass_itl_ms": json.dumps([itl for _, _, _, itl in passes]),
+        "warmup_s": max((m["warmup_s"] for m in ranks if m.get("warmup_s") is not None), default=None),
+        "repeat_mismatch": first("repeat_mismatch"),
         "precision": config.precision,
         "micro_batches": config.micro_batches_in_flight if config.pp_size > 1 else 1,
         "device_name": first("device_name"),
@@ -211,6 +221,26 @@ def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobReco
         **{key: mean_split(key) for key in ("compute_s", "comm_s", "idle_s")},
         **_profiled(strategy),
     }
+
+
+def _passes(ranks: list[dict[str, Any]]) -> list[tuple[float, int, float | None, float | None]]:
+    """Each timed pass of the strategy: (wall s, tokens, TTFT ms, ITL ms). The pass lasts as long as its slowest
+    rank; its tokens are those of the ranks that own results (a replica each), its latencies their median."""
+    counts = {len(m.get("repeats") or ()) for m in ranks}
+    if not ranks or len(counts) != 1 or 0 in counts:
+        return []  # no pass figures, or ranks that disagree on how many passes there were: none to trust
+
+    def median(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return statistics.median(known) if known else None
+
+    passes = []
+    for figures in zip(*(m["repeats"] for m in ranks), strict=True):
+        owners = [f for f in figures if f["tokens"]]
+        wall = max(f["wall_s"] for f in figures)
+        tokens = sum(f["tokens"] for f in owners)
+        passes.append((wall, tokens, median([f["ttft_ms"] for f in owners]), median([f["itl_ms"] for f in owners])))
+    return passes
 
 
 def _profiled(strategy: ParallelismStrategy) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from cockpit.analysis.bottlenecks import SPLIT_PARTS, Performance
 from cockpit.analysis.results import CompletionPair, RunInfo
-from cockpit.analysis.summary import NAN, format_cell, human_bytes
+from cockpit.analysis.summary import NAN, PASS_FIGURES, format_cell, human_bytes
 from cockpit.sweep.collect import TraceFile, how_to_open
 from runtime.contract import PROFILE_RANGES, ProfileSummary
 
@@ -33,6 +33,7 @@ SUMMARY_COLUMNS = {
     "latency_p50_ms": "p50 ms",
     "latency_p95_ms": "p95 ms",
     "ttft_p50_ms": "TTFT ms",
+    "itl_ms": "ITL ms",
     "tokens_per_s": "tok/s",
     "energy_per_token_j": "J/token",
     "speedup": "speedup",
@@ -79,12 +80,17 @@ def run_cells(run: RunInfo) -> tuple[Text, Text, str]:
     return Text(run.run_id), Text(state, style=style), f"{run.collected}/{run.strategies}"
 
 
-def summary_cells(row: dict[str, object]) -> tuple[Text, ...]:
-    """One strategy of the table as the summary shows it, numbers right-aligned, unknowns as '—'."""
-    return tuple(
-        Text(format_cell(column, row[column]), justify="left" if column in TEXT_COLUMNS else "right")
-        for column in SUMMARY_COLUMNS
-    )
+def summary_cells(row: dict[str, Any]) -> tuple[Text, ...]:
+    """One strategy of the table as the summary shows it, numbers right-aligned, unknowns as '—'; a figure timed
+    on several passes as its median ± half its 95% interval."""
+
+    def cell(column: str) -> str:
+        text = format_cell(column, row[column])
+        if column in PASS_FIGURES and (row.get("repeats") or 0) > 1:
+            text += f" ±{format_cell(column, (row[f'{column}_high'] - row[f'{column}_low']) / 2)}"
+        return text
+
+    return tuple(Text(cell(c), justify="left" if c in TEXT_COLUMNS else "right") for c in SUMMARY_COLUMNS)
 
 
 def number_cell(value: float, spec: str = ",.1f", suffix: str = "", style: str = "") -> Text:

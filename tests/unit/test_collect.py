@@ -173,3 +173,21 @@ def test_a_trace_that_cannot_be_read_is_named_not_fatal(tmp_path: Path) -> None:
     assert trace.summary is None and trace.problem.startswith(f"{path}: not a Chrome trace")
     write_run(tp)
     assert ResultCollector(PROMPTS, tmp_path / "results", "1", "run_1").collect(tp).metrics["profiled_ranks"] == 0
+
+
+def test_each_timed_pass_lasts_as_long_as_its_slowest_rank(tmp_path: Path) -> None:
+    """A pipeline's two ranks, three passes: rank 1 owns the results; the pass's wall is the slower rank's."""
+    pp = strategy(tmp_path, "pp_nodes")
+    write_run(pp)
+    config = pp.config()
+    walls = {0: [2.0, 1.5, 3.0], 1: [1.0, 2.5, 2.0]}
+    for rank, figures in walls.items():
+        metrics = json.loads(config.metrics_path(rank).read_text())
+        passes = [{"wall_s": w, "tokens": 10 * rank, "ttft_ms": 4.0 + i, "itl_ms": 1.0} for i, w in enumerate(figures)]
+        metrics |= {"repeats": passes, "warmup_s": 0.25 * (rank + 1), "repeat_mismatch": None}
+        config.metrics_path(rank).write_text(json.dumps(metrics))
+    got = ResultCollector(PROMPTS, tmp_path / "results", "1", "run_1").collect(pp)
+    assert json.loads(got.metrics["pass_tokens_per_s"]) == [5.0, 4.0, 10 / 3]  # walls 2.0, 2.5, 3.0
+    assert json.loads(got.metrics["pass_ttft_ms"]) == [4.0, 5.0, 6.0]  # the result owner's alone
+    assert got.metrics["wall_time_s"] == 2.5 and got.metrics["repeats"] == 3  # the median pass
+    assert got.metrics["warmup_s"] == 0.5 and got.metrics["repeat_mismatch"] is None

@@ -62,6 +62,16 @@ def test_profiling_from_the_sweep_section(isolated_home: Path) -> None:
     assert (sweep.profile, sweep.profilers, sweep.profile_steps) == (True, ("perf", "torch"), 4)
 
 
+def test_repeats_default_to_three_on_a_gpu_and_one_on_a_cpu(isolated_home: Path) -> None:
+    cfg = isolated_home / CONFIG_NAME
+    cfg.write_text('[sweep]\ndevice = "cuda"\n')
+    assert (load_settings(cfg).sweep.timed_repeats, load_settings(cfg).sweep.warmup_batches) == (3, 1)
+    cfg.write_text("[sweep]\nrepeats = 5\nwarmup_batches = 0\n")  # device cpu, the default
+    assert (load_settings(cfg).sweep.timed_repeats, load_settings(cfg).sweep.warmup_batches) == (5, 0)
+    cfg.write_text("")
+    assert load_settings(cfg).sweep.timed_repeats == 1
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -75,6 +85,8 @@ def test_profiling_from_the_sweep_section(isolated_home: Path) -> None:
         ("cluster = 3\n", "cluster: expected table, got 3"),
         ('[sweep]\nprofilers = ["torch", "vtune"]\n', "sweep.profilers[1]: expected one of 'torch', 'nsys', 'perf'"),
         ("[sweep]\nprofile_steps = 0\n", "sweep.profile_steps: expected at least 1, got 0"),
+        ("[sweep]\nrepeats = 0\n", "sweep.repeats: expected at least 1, got 0"),
+        ("[sweep]\nwarmup_batches = -1\n", "sweep.warmup_batches: expected 0 (none) or more, got -1"),
         ("[cluster\n", "not valid TOML: Expected ']' at the end of a table declaration (at line 1, column 9)"),
     ],
 )

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from cockpit.analysis.correctness import evaluate, summarize
-from cockpit.analysis.summary import RunSummary
+from cockpit.analysis.spread import spread
+from cockpit.analysis.summary import RunSummary, format_cell
 
 RUN = "run_20261123T120000"
 REF, TP = "tiny_pp1_tp1_n1", "tiny_pp1_tp2_n2"
@@ -213,3 +214,59 @@ def test_markdown_says_where_each_rank_ran() -> None:
     assert placed.placement() == [(REF, "node0: 0"), (TP, "node0: 0; node1: 1")]
     assert "## Where each rank ran" in placed.markdown() and f"| {TP} | node0: 0; node1: 1 |" in placed.markdown()
     assert "## Where each rank ran" not in RunSummary(*make_run([1, 1, 1]), RUN).markdown()  # older runs: none
+
+
+def timed(
+    metrics: pd.DataFrame, passes: dict[str, list[float]], mismatch: dict[str, str] | None = None
+) -> pd.DataFrame:
+    """The metrics with each strategy's timed passes (tokens/s per pass), as the collector writes them."""
+    return metrics.assign(
+        repeats=[len(passes[s]) for s in metrics["strategy"]],
+        pass_tokens_per_s=[json.dumps(passes[s]) for s in metrics["strategy"]],
+        pass_ttft_ms=[json.dumps([20.0, 22.0, 21.0][: len(passes[s])]) for s in metrics["strategy"]],
+        pass_itl_ms=[json.dumps([5.0, 5.5, 5.2][: len(passes[s])]) for s in metrics["strategy"]],
+        warmup_s=[1.25 for _ in metrics["strategy"]],
+        repeat_mismatch=[(mismatch or {}).get(s) for s in metrics["strategy"]],
+    )
+
+
+def test_spread_of_the_passes() -> None:
+    figures = spread([24.0, 26.0, 25.0])
+    assert (figures.median, figures.minimum, figures.maximum, figures.passes) == (25.0, 24.0, 26.0, 3)
+    assert 24.0 <= figures.low <= 25.0 <= figures.high <= 26.0 and spread([24.0, 26.0, 25.0]) == figures  # seeded
+    once = spread([25.0, math.nan])
+    assert not once.measured and once.interval() == "" and (once.low, once.high) == (25.0, 25.0)
+    assert figures.overlaps(spread([25.9, 27.0, 28.0])) and not figures.overlaps(spread([26.5, 27.0, 28.0]))
+    assert spread([]).passes == 0 and math.isnan(spread([]).median)
+
+
+def test_the_table_gives_medians_over_passes_with_their_intervals() -> None:
+    results, metrics, summary = make_run([1, 1, 1])
+    report = RunSummary(results, timed(metrics, {REF: [9.0, 10.0, 11.0], TP: [24.0, 26.0, 25.0]}), summary, RUN)
+    tp = report.table().set_index("strategy").loc[TP]
+    assert (tp["tokens_per_s"], tp["tokens_per_s_min"], tp["tokens_per_s_max"], tp["repeats"]) == (25, 24, 26, 3)
+    assert tp["ttft_p50_ms"] == 21.0 and tp["itl_ms"] == 5.2 and tp["warmup_s"] == 1.25  # passes, not rows
+    assert tp["speedup"] == pytest.approx(2.5)
+    row = next(line for line in report.markdown().splitlines() if line.startswith(f"| {TP} |"))
+    interval = f"25.0 [{format_cell('tokens_per_s', tp['tokens_per_s_low'])}–"
+    assert interval in row and "| 24.0–26.0 | 3 | 1.25 |" in row
+    assert "beyond the noise of 3 repeats" in report.winner()
+
+
+def test_a_lead_within_the_noise_names_no_winner() -> None:
+    results, metrics, summary = make_run([1, 1, 1])
+    close = RunSummary(results, timed(metrics, {REF: [9.0, 12.0, 10.0], TP: [9.5, 11.5, 10.5]}), summary, RUN)
+    assert close.winner().startswith(f"No clear winner: **{TP}** (10.5 tokens/s, ")
+    assert f"and **{REF}** (10.0, " in close.winner() and "indistinguishable at 3 repeats" in close.winner()
+    once = RunSummary(results, timed(metrics, {REF: [10.0], TP: [25.0]}), summary, RUN)
+    assert "measured once each, so the spread is unknown" in once.winner()
+
+
+def test_a_strategy_that_does_not_repeat_itself_cannot_win() -> None:
+    results, metrics, summary = make_run([1, 1, 1])
+    why = "repeat 2 differs from repeat 1 at prompt 1 (4k), token 2: greedy decoding must repeat exactly"
+    flaky = RunSummary(results, timed(metrics, {REF: [10.0] * 3, TP: [25.0] * 3}, {TP: why}), summary, RUN)
+    assert flaky.winner() == (
+        f"Winner: **{REF}**, the reference itself, at 10.0 tokens/s: no strategy that matched it on every prompt "
+        f"was faster. {TP} did not repeat itself: {why}."
+    )
