@@ -307,12 +307,17 @@ class LinkFit:
 @dataclass(frozen=True)
 class RepeatFigures:
     """One timed pass over a rank's whole share: its wall time and, on a rank that owns results, the tokens it
-    generated and the medians over its rows of the time to first token and the inter-token latency."""
+    generated, the medians over its rows of the time to first token and the inter-token latency, and the pass cut
+    into its phases: prefill (each batch until its every row has a first token) over the prompts' own tokens, and
+    the rest, decode."""
 
     wall_s: float
     tokens: int = 0
     ttft_ms: float | None = None
     itl_ms: float | None = None  # (latency - TTFT) / (tokens - 1), rows of one token left out
+    rows: int = 0
+    prompt_tokens: int = 0  # unpadded
+    prefill_s: float | None = None
 
 
 @dataclass(frozen=True)

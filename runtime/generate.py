@@ -1,5 +1,9 @@
 """Batched greedy generation with a KV cache, run by every rank on its own pipeline stage.
 
+Every micro-batch is left-padded to its whole batch's width, so a pipeline computes exactly what one process
+computes for the batch (the same padding, the same attention width): micro-batching changes when the work is done,
+not how much there is, and strategies compare like with like.
+
 One loop serves every strategy: with one stage it is a plain decoder; with several, each stage runs its layers
 for one micro-batch at a time and passes the hidden state on, the last stage picks the token and sends it back
 to the first, and while it does the first stage works on the next micro-batch, so with at least as many
@@ -105,17 +109,20 @@ class MicroBatch:
         return len(self.rows)
 
 
-def left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
+def left_pad(
+    rows: list[list[int]], pad_id: int, device: torch.device, width: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows left-padded to `width` (at least the longest row's length)."""
+    width = max(width, *(len(r) for r in rows))
     ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], dtype=torch.long, device=device)
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long, device=device)
     return ids, mask
 
 
-def _new_micro_batch(stage: Stage, rows: list[list[int]], pad_id: int, device: torch.device) -> MicroBatch:
+def _new_micro_batch(stage: Stage, rows: list[list[int]], pad_id: int, device: torch.device, width: int) -> MicroBatch:
     from transformers import DynamicCache
 
-    ids, mask = left_pad(rows, pad_id, device)
+    ids, mask = left_pad(rows, pad_id, device, width)
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
     return MicroBatch(
         rows,
@@ -171,7 +178,8 @@ class Generator:
         """Greedy-decode one batch; rows come back in prompt order (on the last stage; [] elsewhere). A warm-up
         batch passes `profiled=False`, so the profiler's window falls on measured steps."""
         parts = split_evenly(prompts, min(self.settings.micro_batches, len(prompts)))
-        mbs = [_new_micro_batch(self.stage, rows, self.settings.pad_id, self.device) for rows in parts]
+        width = max(len(row) for row in prompts)  # every micro-batch as wide as the batch: the work one process does
+        mbs = [_new_micro_batch(self.stage, rows, self.settings.pad_id, self.device, width) for rows in parts]
         step_range = self.step_range if profiled else (lambda prefill: NOTHING)
         start = time.perf_counter()
         prefill = True

@@ -352,10 +352,21 @@ class Rank:
 
     @staticmethod
     def pass_figures(wall_s: float, rows: list[ShardRow]) -> RepeatFigures:
-        """One pass's figures from its rows: tokens, median TTFT and median inter-token latency."""
+        """One pass's figures from its rows: tokens, median TTFT and inter-token latency, and its prefill time
+        (per batch, until its last row's first token)."""
         gaps = [(r.latency_ms - r.ttft_ms) / (r.tokens_generated - 1) for r in rows if r.tokens_generated > 1]
-        tokens = sum(r.tokens_generated for r in rows)
-        return RepeatFigures(wall_s, tokens, median([r.ttft_ms for r in rows]), median(gaps))
+        first_tokens: dict[int, float] = {}
+        for r in rows:
+            first_tokens[r.batch_index] = max(first_tokens.get(r.batch_index, 0.0), r.ttft_ms)
+        return RepeatFigures(
+            wall_s,
+            tokens=sum(r.tokens_generated for r in rows),
+            ttft_ms=median([r.ttft_ms for r in rows]),
+            itl_ms=median(gaps),
+            rows=len(rows),
+            prompt_tokens=sum(r.prompt_tokens for r in rows),
+            prefill_s=sum(first_tokens.values()) / 1e3 if rows else None,
+        )
 
     @staticmethod
     def mismatch(repeat: int, first: list[ShardRow], again: list[ShardRow]) -> str | None:

@@ -28,6 +28,7 @@ PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 REFERENCE = "reference"
 WHAT_IF_LINKS = ("1gbe", "2.5gbe", "10gbe", "usb4")
 SPLIT_PARTS = ("compute_s", "comm_s", "idle_s")
+WITHIN_MODEL = (0.5, 2.0)  # measured over predicted tokens/s outside this: the model misses something
 
 
 def model_shape(model_path: str | Path, precision: str) -> pm.ModelShape:
@@ -136,6 +137,11 @@ class StrategyPerformance:
     def ratio(self) -> float:
         """Measured over predicted tokens/s: above 1, faster than the model says."""
         return self.measured_tokens_per_s / self.predicted_tokens_per_s
+
+    @property
+    def explained(self) -> bool:
+        """Whether the measurement is within WITHIN_MODEL of the prediction (an unknown ratio is not)."""
+        return WITHIN_MODEL[0] <= self.ratio <= WITHIN_MODEL[1]
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ class RunResults:
 
     run_id: str
     run_dir: Path
-    winner: str
+    winner: str  # Markdown: the winner sentence, then the leads of prefill and decode as a list
     table: pd.DataFrame  # RunSummary.table()
     latency_points: list[tuple[str, float, float]]  # (strategy, exact-match rate, latency p50 ms)
     throughput_curves: list[tuple[str, list[float], list[float]]]  # (strategy, prompt tokens, tokens/s)
@@ -130,7 +130,7 @@ def run_results(
     return RunResults(
         run_id=summary.run_id,
         run_dir=run_dir,
-        winner=summary.winner(table),
+        winner="\n".join([summary.winner(table), *(f"- {lead}" for lead in summary.phase_leads(table))]),
         table=table,
         latency_points=summary.latency_points(),
         throughput_curves=summary.throughput_curves(),

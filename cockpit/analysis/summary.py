@@ -44,7 +44,15 @@ PLOT_SIZE = (100, 30)
 MARKERS = "ox+*#@%&$="
 NAN = "—"
 PLOTS_DIR = "plots"
-PASS_FIGURES = ("tokens_per_s", "ttft_p50_ms", "itl_ms")  # measured on every timed pass: medians with spreads
+# measured on every timed pass (medians with spreads): the table's column -> the metrics' list of passes
+PASS_COLUMNS = {
+    "tokens_per_s": "pass_tokens_per_s",
+    "ttft_p50_ms": "pass_ttft_ms",
+    "itl_ms": "pass_itl_ms",
+    "prefill_tokens_per_s": "pass_prefill_tokens_per_s",
+    "decode_tokens_per_s": "pass_decode_tokens_per_s",
+}
+PASS_FIGURES = tuple(PASS_COLUMNS)
 INTERVAL_COLUMNS = (
     *(f"{n}_{end}" for n in PASS_FIGURES for end in ("low", "high")),
     "tokens_per_s_min",
@@ -91,6 +99,8 @@ FORMATS: dict[str, tuple[str, Callable[[float], str]]] = {
     "ttft_p50_ms": ("ttft p50 ms", lambda v: f"{v:,.1f}"),
     "tokens_per_s": ("tokens/s", lambda v: f"{v:,.1f}"),
     "itl_ms": ("ITL ms", lambda v: f"{v:,.2f}"),
+    "prefill_tokens_per_s": ("prefill tok/s", lambda v: f"{v:,.1f}"),
+    "decode_tokens_per_s": ("decode tok/s", lambda v: f"{v:,.1f}"),
     "repeats": ("passes", lambda v: f"{v:.0f}"),
     "warmup_s": ("warm-up s", lambda v: f"{v:,.2f}"),
     "prompts_per_s": ("prompts/s", lambda v: f"{v:,.2f}"),
@@ -282,10 +292,9 @@ class RunSummary:
     def spreads(self) -> dict[str, dict[str, Spread]]:
         """strategy -> {tokens_per_s, ttft_p50_ms, itl_ms: the spread over its timed passes}; {} for a strategy
         whose metrics have no pass figures (collected before the runtime repeated)."""
-        figures = {"tokens_per_s": "pass_tokens_per_s", "ttft_p50_ms": "pass_ttft_ms", "itl_ms": "pass_itl_ms"}
         out: dict[str, dict[str, Spread]] = {}
         for row in self.metrics.drop_duplicates("strategy").to_dict(orient="records"):
-            passes = {name: json.loads(row.get(column) or "[]") for name, column in figures.items()}
+            passes = {name: json.loads(row.get(column) or "[]") for name, column in PASS_COLUMNS.items()}
             out[str(row["strategy"])] = {n: spread(v) for n, v in passes.items() if v} if any(passes.values()) else {}
         return out
 
@@ -340,6 +349,12 @@ class RunSummary:
             "itl_ms_low",
             "itl_ms_high",
             *variants,
+            "prefill_tokens_per_s",
+            "prefill_tokens_per_s_low",
+            "prefill_tokens_per_s_high",
+            "decode_tokens_per_s",
+            "decode_tokens_per_s_low",
+            "decode_tokens_per_s_high",
             "tokens_per_s",
             "tokens_per_s_low",
             "tokens_per_s_high",
@@ -365,42 +380,68 @@ class RunSummary:
         named = self.metrics.dropna(subset=["repeat_mismatch"]).drop_duplicates("strategy")
         return dict(zip(named["strategy"].astype(str), named["repeat_mismatch"].astype(str), strict=True))
 
+    def unexplained(self) -> dict[str, float]:
+        """strategy -> measured over predicted tokens/s, for each strategy the performance model does not explain
+        (outside WITHIN_MODEL): its lead, or its lag, may be an artefact of how it was measured."""
+        if not isinstance(self.performance, Performance):
+            return {}
+        return {s.strategy: s.ratio for s in self.performance.strategies if not s.explained and not math.isnan(s.ratio)}
+
+    def _set_aside(self) -> tuple[dict[str, str], str]:
+        """The strategies that cannot be ranked beyond correctness (a pass that did not repeat the first, a
+        measurement the model does not explain), and the sentences that say why."""
+        aside = {s: f"{s} did not repeat itself: {why}." for s, why in sorted(self.repeat_mismatches().items())}
+        for strategy, ratio in sorted(self.unexplained().items()):
+            aside.setdefault(strategy, f"{strategy} measured {ratio:.2f}x its prediction: not ranked until explained.")
+        return aside, "".join(f" {why}" for why in aside.values())
+
+    def _contenders(self, table: pd.DataFrame, column: str) -> pd.DataFrame:
+        """The strategies that reproduced the reference on every prompt, with a known `column` and not set
+        aside, fastest first."""
+        aside, _ = self._set_aside()
+        ranked = (table["exact_match_rate"] == 1.0) & table[column].notna() & ~table["strategy"].isin(aside)
+        return table[ranked].sort_values(column, ascending=False)
+
+    def _noise(self, contenders: pd.DataFrame, figure: str) -> tuple[str, str | None]:
+        """How the first contender's lead on `figure` compares with the noise: a clause for the winner sentence,
+        or (second) a sentence saying the top two cannot be told apart."""
+        if len(contenders) < 2:
+            return "", None
+        best, second = contenders.iloc[0], contenders.iloc[1]
+        spreads = self.spreads()
+        a, b = (spreads.get(str(row["strategy"]), {}).get(figure) for row in (best, second))
+        if a is None or b is None or not a.measured:
+            return "; measured once each, so the spread is unknown ([sweep] repeats = 3 measures it)", None
+        runs = min(a.passes, b.passes)
+        if a.overlaps(b):
+            return "", (
+                f"**{best['strategy']}** ({a.median:,.1f} tokens/s, {a.interval()}) and **{second['strategy']}** "
+                f"({b.median:,.1f}, {b.interval()}) are indistinguishable at {runs} repeats: "
+                "their 95% intervals overlap."
+            )
+        return f", ahead of {second['strategy']} beyond the noise of {runs} repeats", None
+
     def winner(self, table: pd.DataFrame | None = None) -> str:
         """One sentence: the fastest strategy that reproduced the reference on every prompt (and its own first pass
-        on every later one), by how much, and whether that lead is beyond the noise of its passes."""
+        on every later one) and whose measurement the performance model explains, by how much, and whether that
+        lead is beyond the noise of its passes; then why any strategy was set aside."""
         table = self.table() if table is None else table
-        mismatched = self.repeat_mismatches()
-        exact = table[
-            (table["exact_match_rate"] == 1.0) & table["tokens_per_s"].notna() & ~table["strategy"].isin(mismatched)
-        ].sort_values("tokens_per_s", ascending=False)
-        failed = "".join(f" {s} did not repeat itself: {why}." for s, why in sorted(mismatched.items()))
-        if exact.empty:
+        _, aside = self._set_aside()
+        contenders = self._contenders(table, "tokens_per_s")
+        if contenders.empty:
             return (
                 "No winner: no strategy with a known throughput reproduced the reference tokens on every prompt."
-                + failed
+                + aside
             )
-        best = exact.iloc[0]
+        noise, tie = self._noise(contenders, "tokens_per_s")
+        if tie:
+            return f"No clear winner: {tie}{aside}"
+        best = contenders.iloc[0]
         tps = f"{best['tokens_per_s']:,.1f} tokens/s"
-        spreads = self.spreads()
-        noise = ""
-        if len(exact) > 1:
-            second = exact.iloc[1]
-            mine, theirs = spreads.get(best["strategy"], {}), spreads.get(second["strategy"], {})
-            if "tokens_per_s" in mine and "tokens_per_s" in theirs and mine["tokens_per_s"].measured:
-                a, b = mine["tokens_per_s"], theirs["tokens_per_s"]
-                if a.overlaps(b):
-                    return (
-                        f"No clear winner: **{best['strategy']}** ({a.median:,.1f} tokens/s, {a.interval()}) and "
-                        f"**{second['strategy']}** ({b.median:,.1f}, {b.interval()}) are indistinguishable at "
-                        f"{min(a.passes, b.passes)} repeats: their 95% intervals overlap." + failed
-                    )
-                noise = f", ahead of {second['strategy']} beyond the noise of {min(a.passes, b.passes)} repeats"
-            else:
-                noise = "; measured once each, so the spread is unknown ([sweep] repeats = 3 measures it)"
         if best["kind"] == self.reference_kind:
             return (
                 f"Winner: **{best['strategy']}**, the reference itself, at {tps}{noise}: "
-                "no strategy that matched it on every prompt was faster." + failed
+                "no strategy that matched it on every prompt was faster." + aside
             )
         shape = f"{best['kind']}, tp {best['tp']} x pp {best['pp']} on {best['nodes']} node(s)"
         reference = table.loc[table["kind"] == self.reference_kind, "tokens_per_s"].dropna()
@@ -410,8 +451,23 @@ class RunSummary:
             why = f"{best['speedup']:.2f}x the reference's {reference.iloc[0]:,.1f} tokens/s"
         return (
             f"Winner: **{best['strategy']}** ({shape}): {tps}, {why}{noise}, "
-            "with every prompt's tokens identical to the reference." + failed
+            "with every prompt's tokens identical to the reference." + aside
         )
+
+    def phase_leads(self, table: pd.DataFrame | None = None) -> list[str]:
+        """Prefill and decode apart: which strategy leads each (as the winner sentence ranks them), where the
+        passes measured the phase."""
+        table = self.table() if table is None else table
+        lines = []
+        for figure, phase in (("prefill_tokens_per_s", "Prefill"), ("decode_tokens_per_s", "Decode")):
+            contenders = self._contenders(table, figure)
+            if contenders.empty:
+                continue
+            noise, tie = self._noise(contenders, figure)
+            best = contenders.iloc[0]
+            lead = f"**{best['strategy']}** leads at {best[figure]:,.1f} tokens/s{noise}"
+            lines.append(f"{phase}: {tie or lead + '.'}")
+        return lines
 
     def to_csv(self, path: str | Path) -> Path:
         """The table as CSV (NaN as an empty field), written atomically."""
@@ -441,6 +497,7 @@ class RunSummary:
             cells.insert(at, "–".join(format_cell("tokens_per_s", record[c]) for c in spanned) if timed else NAN)
             rows.append(cells)
         lines = [f"# Run summary: {self.run_id}", "", self.winner(table), ""]
+        lines += [*(f"- {lead}" for lead in self.phase_leads(table)), ""] if self.phase_leads(table) else []
         lines += pipe_table(header, rows, numeric)
         lines += ["", f"{NAN}: not measured or not applicable. [a–b]: the 95% bootstrap interval of the median over"]
         lines[-1] += " the timed passes; passes: how many (warm-up excluded)."

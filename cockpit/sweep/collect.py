@@ -49,6 +49,8 @@ SHARD_SCHEMA = pa.schema(
 )
 REQUIRED = ("prompt_id", "variant", "completion", "token_ids", "latency_ms")
 STRATEGY_COLUMNS = ["run_id", "strategy", "strategy_kind", "tp_size", "pp_size", "num_nodes"]
+# each timed pass's figures, kept per strategy as `pass_<figure>` (JSON lists) for the report's medians and spreads
+PASS_FIGURES = ("tokens_per_s", "ttft_ms", "itl_ms", "prefill_tokens_per_s", "decode_tokens_per_s")
 RESULT_COLUMNS = [*STRATEGY_COLUMNS, *(n for n in SHARD_SCHEMA.names if n != "strategy_id"), "trace_path"]
 
 
@@ -163,7 +165,7 @@ def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobReco
         if metrics:
             ranks.append(metrics)
     passes = _passes(ranks)
-    walls = sorted(wall for wall, _, _, _ in passes)
+    walls = sorted(p.wall_s for p in passes)
     wall = walls[(len(walls) - 1) // 2] if walls else max((m["wall_time_s"] for m in ranks), default=None)
     tokens = int(rows["tokens_generated"].sum()) if len(rows) else 0
     energy = [m.get("energy_j") for m in ranks]
@@ -200,9 +202,7 @@ def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobReco
         "metrics_ranks": len(ranks),
         # the timed passes (runtime.contract.RepeatFigures) as the strategy made them: tokens/s, TTFT, ITL each
         "repeats": len(passes) or None,
-        "pass_tokens_per_s": json.dumps([t / w if w else None for w, t, _, _ in passes]),
-        "pass_ttft_ms": json.dumps([ttft for _, _, ttft, _ in passes]),
-        "pass_itl_ms": json.dumps([itl for _, _, _, itl in passes]),
+        **{f"pass_{figure}": json.dumps([getattr(p, figure) for p in passes]) for figure in PASS_FIGURES},
         "warmup_s": max((m["warmup_s"] for m in ranks if m.get("warmup_s") is not None), default=None),
         "repeat_mismatch": first("repeat_mismatch"),
         "precision": config.precision,
@@ -223,9 +223,37 @@ def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobReco
     }
 
 
-def _passes(ranks: list[dict[str, Any]]) -> list[tuple[float, int, float | None, float | None]]:
-    """Each timed pass of the strategy: (wall s, tokens, TTFT ms, ITL ms). The pass lasts as long as its slowest
-    rank; its tokens are those of the ranks that own results (a replica each), its latencies their median."""
+@dataclass(frozen=True)
+class Pass:
+    """One timed pass of a strategy: as long as its slowest rank; the tokens, rows and prompt tokens of the ranks
+    that own results (a replica each), their median TTFT and ITL, and their longest prefill."""
+
+    wall_s: float
+    tokens: int
+    rows: int
+    prompt_tokens: int
+    ttft_ms: float | None
+    itl_ms: float | None
+    prefill_s: float | None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return self.tokens / self.wall_s if self.wall_s else None
+
+    @property
+    def prefill_tokens_per_s(self) -> float | None:
+        """The prompts' own tokens over the prefill: how fast prompts are read."""
+        return self.prompt_tokens / self.prefill_s if self.prefill_s else None
+
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        """Tokens after each row's first over the rest of the pass: how fast tokens are generated."""
+        decode_s = self.wall_s - (self.prefill_s or 0.0)
+        return (self.tokens - self.rows) / decode_s if self.prefill_s is not None and decode_s > 0 else None
+
+
+def _passes(ranks: list[dict[str, Any]]) -> list[Pass]:
+    """Each timed pass of the strategy, from every rank's figures (runtime.contract.RepeatFigures)."""
     counts = {len(m.get("repeats") or ()) for m in ranks}
     if not ranks or len(counts) != 1 or 0 in counts:
         return []  # no pass figures, or ranks that disagree on how many passes there were: none to trust
@@ -237,9 +265,18 @@ def _passes(ranks: list[dict[str, Any]]) -> list[tuple[float, int, float | None,
     passes = []
     for figures in zip(*(m["repeats"] for m in ranks), strict=True):
         owners = [f for f in figures if f["tokens"]]
-        wall = max(f["wall_s"] for f in figures)
-        tokens = sum(f["tokens"] for f in owners)
-        passes.append((wall, tokens, median([f["ttft_ms"] for f in owners]), median([f["itl_ms"] for f in owners])))
+        prefills = [f.get("prefill_s") for f in owners]
+        passes.append(
+            Pass(
+                wall_s=max(f["wall_s"] for f in figures),
+                tokens=sum(f["tokens"] for f in owners),
+                rows=sum(f.get("rows", 0) for f in owners),
+                prompt_tokens=sum(f.get("prompt_tokens", 0) for f in owners),
+                ttft_ms=median([f["ttft_ms"] for f in owners]),
+                itl_ms=median([f["itl_ms"] for f in owners]),
+                prefill_s=max(prefills) if prefills and None not in prefills else None,
+            )
+        )
     return passes
 
 

@@ -392,6 +392,10 @@ def _metrics(strategy: str) -> dict[str, Any]:
         "pass_tokens_per_s": json.dumps([tokens / seconds for seconds in passes]),
         "pass_ttft_ms": json.dumps([latency * 0.2 * jitter for jitter in (1.02, 0.98, 1.0)]),
         "pass_itl_ms": json.dumps([seconds * 1000 / tokens for seconds in passes]),
+        "pass_prefill_tokens_per_s": json.dumps(
+            [2600 * 1000 / (latency * 0.2 * jitter) for jitter in (1.02, 0.98, 1.0)]
+        ),
+        "pass_decode_tokens_per_s": json.dumps([tokens / (seconds * 0.8) for seconds in passes]),
         "warmup_s": 1.5,
     }
 

@@ -13,7 +13,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from cockpit.analysis.bottlenecks import SPLIT_PARTS, Performance
+from cockpit.analysis.bottlenecks import SPLIT_PARTS, WITHIN_MODEL, Performance
 from cockpit.analysis.results import CompletionPair, RunInfo
 from cockpit.analysis.summary import NAN, PASS_FIGURES, format_cell, human_bytes
 from cockpit.sweep.collect import TraceFile, how_to_open
@@ -34,6 +34,8 @@ SUMMARY_COLUMNS = {
     "latency_p95_ms": "p95 ms",
     "ttft_p50_ms": "TTFT ms",
     "itl_ms": "ITL ms",
+    "prefill_tokens_per_s": "prefill tok/s",
+    "decode_tokens_per_s": "decode tok/s",
     "tokens_per_s": "tok/s",
     "energy_per_token_j": "J/token",
     "speedup": "speedup",
@@ -52,7 +54,6 @@ PERFORMANCE_COLUMNS = (
     "compute/comm/idle %",
     "bottleneck",
 )
-RATIO_RANGE = (0.5, 2.0)  # measured over predicted tokens/s outside this: the model misses something
 WARNING = "bold yellow"
 PROFILE_COLUMNS = (
     "strategy",
@@ -100,9 +101,9 @@ def number_cell(value: float, spec: str = ",.1f", suffix: str = "", style: str =
 
 def performance_cells(row: dict[str, Any]) -> tuple[Text, ...]:
     """One strategy of `Performance.table()`: tokens/s and TTFT predicted and measured, their ratio (warning
-    style outside RATIO_RANGE), shares of time in percent, the bottleneck (marked when oversubscribed)."""
+    style outside WITHIN_MODEL), shares of time in percent, the bottleneck (marked when oversubscribed)."""
     ratio = row["ratio"]
-    off = not math.isnan(ratio) and not RATIO_RANGE[0] <= ratio <= RATIO_RANGE[1]
+    off = not math.isnan(ratio) and not WITHIN_MODEL[0] <= ratio <= WITHIN_MODEL[1]
     split = [row[f"measured_{part.removesuffix('_s')}_share"] for part in SPLIT_PARTS]
     bottleneck = Text(row["bottleneck"])
     if row["oversubscribed"]:

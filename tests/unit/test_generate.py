@@ -120,6 +120,8 @@ def test_left_pad() -> None:
     assert ids.dtype == mask.dtype == torch.long
     ids, mask = left_pad([[4, 4]], pad_id=3, device=CPU)
     assert ids.tolist() == [[4, 4]] and mask.tolist() == [[1, 1]]
+    ids, mask = left_pad([[4, 4]], pad_id=3, device=CPU, width=4)  # a micro-batch as wide as its batch
+    assert ids.tolist() == [[3, 3, 4, 4]] and mask.tolist() == [[0, 0, 1, 1]]
 
 
 def test_split_evenly() -> None:
@@ -134,16 +136,17 @@ def test_a_pass_that_does_not_repeat_the_first_is_named_and_its_figures_are_medi
     from runtime.contract import RepeatFigures, ShardRow
     from runtime.rank import Decoded, Rank
 
-    def row(prompt_id: int, tokens: list[int], latency_ms: float, ttft_ms: float) -> ShardRow:
-        return ShardRow(prompt_id, "2k", "s", 0, "", tokens, latency_ms, ttft_ms, len(tokens))
+    def row(prompt_id: int, tokens: list[int], latency_ms: float, ttft_ms: float, batch: int = 0) -> ShardRow:
+        return ShardRow(prompt_id, "2k", "s", 0, "", tokens, latency_ms, ttft_ms, len(tokens), 100, batch)
 
-    first = [row(0, [5, 6, 7], 30.0, 10.0), row(1, [8], 12.0, 12.0), row(2, [1, 2], 25.0, 15.0)]
+    first = [row(0, [5, 6, 7], 30.0, 10.0), row(1, [8], 12.0, 12.0), row(2, [1, 2], 25.0, 15.0, batch=1)]
     assert Rank.mismatch(1, first, first) is None
     again = [first[0], row(1, [8], 12.0, 12.0), row(2, [1, 3], 25.0, 15.0)]
     assert Rank.mismatch(2, first, again) == (
         "repeat 3 differs from repeat 1 at prompt 2 (2k), token 1: greedy decoding must repeat exactly"
     )
     # inter-token gaps (30-10)/2 = 10 and (25-15)/1 = 10; the one-token row has none
-    assert Rank.pass_figures(2.0, first) == RepeatFigures(2.0, 6, ttft_ms=12.0, itl_ms=10.0)
+    # prefill: batch 0 until its last first token (12 ms), batch 1 (15 ms)
+    assert Rank.pass_figures(2.0, first) == RepeatFigures(2.0, 6, 12.0, 10.0, 3, 300, prefill_s=0.027)
     passes = Decoded([RepeatFigures(3.0), RepeatFigures(1.0), RepeatFigures(2.0), RepeatFigures(4.0)])
     assert passes.median_pass.wall_s == 2.0  # the lower middle of an even count: a pass that happened

@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cockpit.analysis import performance_model as pm
+from cockpit.analysis.bottlenecks import Performance, StrategyPerformance
 from cockpit.analysis.correctness import evaluate, summarize
 from cockpit.analysis.spread import spread
 from cockpit.analysis.summary import RunSummary, format_cell
@@ -270,3 +272,40 @@ def test_a_strategy_that_does_not_repeat_itself_cannot_win() -> None:
         f"Winner: **{REF}**, the reference itself, at 10.0 tokens/s: no strategy that matched it on every prompt "
         f"was faster. {TP} did not repeat itself: {why}."
     )
+
+
+def predicted(strategy: str, seconds: float, measured_s: float) -> StrategyPerformance:
+    """A strategy the performance model predicted to take `seconds` for 100 tokens; it took `measured_s`."""
+    breakdown = pm.Breakdown({pm.COMPUTE: seconds})
+    return StrategyPerformance(
+        strategy, SHAPES[strategy][0], strategy, 100, breakdown, 0.1, measured_s, None, None, "", {}
+    )
+
+
+def test_a_lead_the_model_cannot_explain_is_not_ranked() -> None:
+    """TP measured 2.4x its prediction (as a pipeline on the embedded default did): set aside, named."""
+    results, metrics, summary = make_run([1, 1, 1])
+    performance = Performance("cpu", [predicted(REF, 10.0, 10.0), predicted(TP, 9.6, 4.0)], [])
+    report = RunSummary(results, metrics, summary, RUN, performance=performance)
+    assert report.unexplained() == {TP: pytest.approx(2.4)}
+    assert report.winner() == (
+        f"Winner: **{REF}**, the reference itself, at 10.0 tokens/s: no strategy that matched it on every prompt was "
+        f"faster. {TP} measured 2.40x its prediction: not ranked until explained."
+    )
+    explained = Performance("cpu", [predicted(REF, 10.0, 10.0), predicted(TP, 5.0, 4.0)], [])  # 1.25x
+    assert RunSummary(results, metrics, summary, RUN, performance=explained).winner().startswith(f"Winner: **{TP}**")
+
+
+def test_prefill_and_decode_are_led_apart() -> None:
+    results, metrics, summary = make_run([1, 1, 1])
+    metrics = timed(metrics, {REF: [10.0, 10.2, 9.8], TP: [25.0, 24.0, 26.0]}).assign(
+        pass_prefill_tokens_per_s=[json.dumps([900.0, 950.0, 920.0]), json.dumps([300.0, 310.0, 290.0])],
+        pass_decode_tokens_per_s=[json.dumps([30.0, 31.0, 29.0]), json.dumps([12.0, 11.0, 30.0])],
+    )  # rows: TP, REF
+    report = RunSummary(results, metrics, summary, RUN)
+    prefill, decode = report.phase_leads()
+    assert prefill == f"Prefill: **{TP}** leads at 920.0 tokens/s, ahead of {REF} beyond the noise of 3 repeats."
+    assert decode.startswith(f"Decode: **{TP}** (30.0 tokens/s, ") and "indistinguishable at 3 repeats" in decode
+    assert f"- {prefill}" in report.markdown()
+    table = report.table().set_index("strategy")
+    assert table.loc[REF, "prefill_tokens_per_s"] == 300.0 and table.loc[TP, "decode_tokens_per_s_high"] <= 31.0
