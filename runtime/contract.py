@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -173,12 +174,20 @@ class ExperimentConfig:
         def absolute(value: str | None) -> str | None:
             return value if value is None or Path(value).is_absolute() else str((base / value).resolve())
 
+        return self._paths(absolute)
+
+    def relative(self, base: Path, root: Path) -> ExperimentConfig:
+        """The same config with the paths that point inside `root` (the run folder) made relative to `base` (the
+        file's folder), as `exp_config.json` stores them: the folder can move; paths outside it stay absolute."""
+        return self._paths(lambda value: None if value is None else stored_path(value, base, root))
+
+    def _paths(self, change: Callable[[str | None], str | None]) -> ExperimentConfig:
         return dataclasses.replace(
             self,
-            model_path=absolute(self.model_path),
-            prompt_df_path=absolute(self.prompt_df_path),
-            output_root=absolute(self.output_root),
-            deepspeed_config_path=absolute(self.deepspeed_config_path),
+            model_path=change(self.model_path),
+            prompt_df_path=change(self.prompt_df_path),
+            output_root=change(self.output_root),
+            deepspeed_config_path=change(self.deepspeed_config_path),
         )
 
     def _under_root(self, relative: str) -> Path:
@@ -448,6 +457,26 @@ def first_divergence(tokens: Sequence[int], reference: Sequence[int]) -> int | N
         if ours != theirs:
             return index
     return None if len(tokens) == len(reference) else min(len(tokens), len(reference))
+
+
+def stored_path(path: str, base: Path, root: Path | None = None) -> str:
+    """`path` as a file in `base` stores it: relative to `base` when it points inside the folder `root` (`base`
+    itself by default), so that the folder can be moved or copied whole; any other path as it is."""
+    if not Path(path).is_absolute() or not Path(path).is_relative_to(root or base):
+        return path
+    return os.path.relpath(path, base)
+
+
+def found_path(stored: str, base: Path, written_in: Path | None = None) -> str:
+    """A path a file in `base` stored, where it is now: a relative one taken against `base`; an absolute one
+    inside `written_in` (where a file written before paths were stored relative lived) as the same path under
+    `base`; any other absolute path as it is."""
+    path = Path(stored)
+    if not path.is_absolute():
+        return str(base / path)
+    if written_in is not None and written_in.is_absolute() and path.is_relative_to(written_in):
+        return str(base / path.relative_to(written_in))
+    return stored
 
 
 def read_text(path: Path) -> str:

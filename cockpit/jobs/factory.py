@@ -110,7 +110,8 @@ class SlurmJobFactory:
         config = self.config(spec)
         files = self.files(config)
         files.config.parent.joinpath("logs").mkdir(parents=True, exist_ok=True)
-        config.write(files.config)
+        # paths into the run relative to the file (the runtime takes them against its folder): they move with the run
+        config.relative(files.config.parent, Path(config.output_root).parent).write(files.config)
         wrapper = profile_wrapper(config)
         if wrapper:
             atomic_write_text(files.config.parent / PROFILE_WRAPPER, wrapper, perms=0o755)
