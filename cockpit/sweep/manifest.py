@@ -2,12 +2,19 @@
 every change so that a crash, a Ctrl-C or a second reader never sees it half written.
 
 A strategy is done when its job is COMPLETED *and* its rows are collected; `sweep resume` skips exactly those.
+
+Every path into the run folder is stored relative to it (`run_dir` itself as "."), and read back against where the
+folder is now, so a run copied or moved elsewhere reads, reports and resumes there. A manifest written before, with
+absolute paths, is read the same way: a path inside the folder it names as its `run_dir` is taken as that path
+inside the folder it is in now.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,10 +23,11 @@ from cockpit.config import RunStorageKind
 from cockpit.jobs.factory import Launcher
 from cockpit.jobs.records import ACTIVE_STATES, JobRecord
 from runtime.atomic import atomic_write_text
-from runtime.contract import loads, read_text
+from runtime.contract import found_path, loads, read_text, stored_path
 from runtime.schema import to_plain
 
 MANIFEST_NAME = "manifest.json"
+RUN_PATH_SETTINGS = ("run_dir", "prompt_df_path")  # the settings that are paths into the run folder
 
 
 def now_iso() -> str:
@@ -97,11 +105,30 @@ class Manifest:
 
     @classmethod
     def load(cls, run_dir: Path) -> Manifest:
+        """The manifest in `run_dir`, its paths into the run taken against `run_dir` wherever it now is."""
         path = run_dir / MANIFEST_NAME
-        return loads(cls, read_text(path), str(path))
+        stored = loads(cls, read_text(path), str(path))
+        here = run_dir.absolute()
+        return stored._with_paths(lambda value: found_path(value, here, Path(stored.run_dir)))
 
     def save(self) -> None:
-        atomic_write_text(self.path, json.dumps(to_plain(self), indent=2) + "\n")
+        run_dir = Path(self.run_dir)
+        plain = to_plain(self._with_paths(lambda value: stored_path(value, run_dir)))
+        atomic_write_text(self.path, json.dumps(plain, indent=2) + "\n")
+
+    def _with_paths(self, change: Callable[[str], str]) -> Manifest:
+        """A copy with every path into the run passed through `change`."""
+        moved = copy.deepcopy(self)
+        moved.run_dir = change(self.run_dir)
+        for key in RUN_PATH_SETTINGS:
+            if isinstance(value := moved.settings.get(key), str):
+                moved.settings[key] = change(value)
+        for entry in moved.strategies.values():
+            entry.exp_config_path, entry.script_path = change(entry.exp_config_path), change(entry.script_path)
+            entry.output_root = change(entry.output_root)
+            for attempt in entry.attempts:
+                attempt.log_path = attempt.log_path and change(attempt.log_path)
+        return moved
 
     def running(self) -> list[StrategyEntry]:
         """Entries whose latest job has not ended."""

@@ -12,6 +12,7 @@ No Textual import here: the model stays usable headless.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import statistics
 import time
 from collections import deque
@@ -188,7 +189,10 @@ class ProgressTracker:
             state.running_since = now
         if state.config is None:
             with contextlib.suppress(*BAD_INPUT):  # not written yet: no ranks to show until it reads
-                state.config = ExperimentConfig.load(entry.exp_config_path)
+                # its outputs where the manifest says the strategy's folder is now (an older exp_config.json names
+                # an absolute output_root: where the run was written, which it may since have left)
+                loaded = ExperimentConfig.load(entry.exp_config_path)
+                state.config = dataclasses.replace(loaded, output_root=entry.output_root)
         config = state.config
         paths = [config.progress_path(rank) for rank in range(config.world_size)] if config else []
         ranks = tuple(self._rank(state, path, rank, now) for rank, path in enumerate(paths))
