@@ -51,6 +51,7 @@ REQUIRED = ("prompt_id", "variant", "completion", "token_ids", "latency_ms")
 STRATEGY_COLUMNS = ["run_id", "strategy", "strategy_kind", "tp_size", "pp_size", "num_nodes"]
 # each timed pass's figures, kept per strategy as `pass_<figure>` (JSON lists) for the report's medians and spreads
 PASS_FIGURES = ("tokens_per_s", "ttft_ms", "itl_ms", "prefill_tokens_per_s", "decode_tokens_per_s")
+# trace_path: the rank's torch trace, relative to the run folder (the folder can move), or null when not profiled
 RESULT_COLUMNS = [*STRATEGY_COLUMNS, *(n for n in SHARD_SCHEMA.names if n != "strategy_id"), "trace_path"]
 
 
@@ -375,7 +376,11 @@ class ResultCollector:
     def _long_form(self, strategy: ParallelismStrategy, rows: pd.DataFrame) -> pd.DataFrame:
         config = strategy.config()
         torch_trace = PROFILER_FILES["torch"]
-        traces = {r: str(path) for r in rows["rank"].unique() if (path := config.trace_path(r) / torch_trace).exists()}
+        traces = {
+            r: str(path.relative_to(strategy.settings.run_dir))
+            for r in rows["rank"].unique()
+            if (path := config.trace_path(r) / torch_trace).exists()
+        }
         rows = rows.assign(run_id=self.run_id, num_nodes=strategy.num_nodes, trace_path=rows["rank"].map(traces))
         return strategy.postprocess(rows)[RESULT_COLUMNS]
 
