@@ -1,8 +1,12 @@
 """The cockpit's view of results: runs listed from their manifests (a torn one named, not raised), and one run's
-table, plot data and completion pairs read from the tables the collector writes, with nothing written."""
+table, plot data and completion pairs read from the tables the collector writes, with nothing written. A run folder
+moved elsewhere (one written before paths into it were stored relative too) reads, reports and shows its status
+where it is, and nothing touches where it was."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from datetime import datetime
 from pathlib import Path
 
@@ -10,13 +14,18 @@ import pandas as pd
 import pytest
 
 from cockpit.analysis.report import report
-from cockpit.analysis.results import divergence_char, list_runs, load_results
+from cockpit.analysis.results import RunResults, divergence_char, list_runs, load_results
 from cockpit.config import load_settings
 from cockpit.errors import BadInput
 from cockpit.sweep.collect import ResultCollector
+from cockpit.sweep.manifest import Attempt, Manifest, now_iso
 from cockpit.sweep.plan import Sweep, plan
+from cockpit.sweep.progress import ProgressTracker
 from cockpit.sweep.prompt_table import load_prompt_table
-from runtime.schema import InputError
+from runtime.atomic import atomic_write_text
+from runtime.contract import EXP_CONFIG_NAME, PROFILER_FILES, ExperimentConfig, ProgressLine, dumps_line
+from runtime.schema import InputError, to_plain
+from tests.unit.test_cli import run as run_cli
 from tests.unit.test_report import PP, REF, TP, make_run
 
 
@@ -139,3 +148,102 @@ def test_a_torn_manifest_is_an_input_error(tmp_path: Path) -> None:
 )
 def test_divergence_char(reference: str, completion: str, at: int | None) -> None:
     assert divergence_char(reference, completion) == at
+
+
+def finished(settings_file: Path) -> Sweep:
+    """`collected`, with what the reference's and TP's jobs leave besides their rows: exp_config.json and job.slurm,
+    an attempt and its log, the result rank's last progress line, and, for the reference, a perf trace."""
+    sweep = collected(settings_file)
+    factory = sweep.factory()
+    for strategy in sweep.strategies()[:2]:
+        files = factory.render(strategy.job_spec())
+        entry = sweep.manifest.strategies[strategy.strategy_id]
+        entry.status, log = "COMPLETED", files.log("local-1")
+        entry.attempts.append(Attempt("local-1", 4, now_iso(), "COMPLETED", log_path=str(log)))
+        log.write_text("decoded\n")
+        config = strategy.config()
+        atomic_write_text(config.progress_path(0), dumps_line(ProgressLine(0, 1.0, "done", 4, 4)))
+    trace = sweep.strategies()[0].config().trace_path(0) / PROFILER_FILES["perf"]
+    trace.parent.mkdir(parents=True)
+    trace.write_bytes(b"PERFILE2")
+    sweep.manifest.save()
+    return sweep
+
+
+def moved(sweep: Sweep, to: Path) -> Path:
+    """The run folder copied to `to` and its original deleted: nothing there can be read or written any more."""
+    copy = to / sweep.run_dir.name
+    shutil.copytree(sweep.run_dir, copy)
+    shutil.rmtree(sweep.run_dir)
+    return copy
+
+
+def assert_reads_where_it_is(run: Path, home: Path, before: RunResults) -> None:
+    """The results, `cluster report` and `cluster sweep status` of the run folder `run`, as they were in its first
+    place (`before`), found and written only under `run`."""
+    results = load_results(run)
+    pd.testing.assert_frame_equal(results.table, before.table)
+    assert results.run_dir == run and results.completions == before.completions
+    assert [(t.strategy_id, t.tool, t.path) for t in results.traces] == [
+        (REF, "perf", run / REF / "profiling" / "rank_0" / "perf.data")
+    ]
+    done = run_cli("report", str(run), "--json", cwd=home)
+    assert done.returncode == 0, done.stderr
+    files = json.loads(done.stdout)["files"]
+    assert files and all(Path(path).is_relative_to(run / "results") and Path(path).exists() for path in files.values())
+    done = run_cli("sweep", "status", str(run), "--json", cwd=home)
+    assert done.returncode == 0, done.stderr
+    state = json.loads(done.stdout)
+    assert state["run_dir"] == str(run)
+    assert [(s["status"], s["progress"]) for s in state["strategies"]] == [
+        ("COMPLETED", "4/4"),
+        ("COMPLETED", "4/4"),
+        ("NOT_STARTED", None),
+    ]
+    manifest = Manifest.load(run)
+    paths = [manifest.run_dir, *(str(manifest.settings[key]) for key in ("run_dir", "prompt_df_path"))]
+    for entry in manifest.strategies.values():
+        paths += [entry.exp_config_path, entry.script_path, entry.output_root]
+        paths += [attempt.log_path for attempt in entry.attempts if attempt.log_path]
+    assert all(Path(path).is_relative_to(run) for path in paths), paths
+    for entry in list(manifest.strategies.values())[:2]:
+        assert Path(entry.attempts[0].log_path or "").read_text() == "decoded\n"
+    (tracked,) = [s for s in ProgressTracker(run).poll().strategies if s.strategy_id == REF]
+    assert tracked.rows_written == 4
+
+
+def test_a_moved_run_reports_where_it_is(settings_file: Path, tmp_path: Path) -> None:
+    sweep = finished(settings_file)
+    before = load_results(sweep.run_dir)
+    run = moved(sweep, tmp_path / "elsewhere")
+    assert_reads_where_it_is(run, settings_file.parent, before)
+    assert not sweep.run_dir.exists()  # nothing written where it was
+    for entry in list(Manifest.load(run).strategies.values())[:2]:  # what the runtime reads on a resume from here
+        config = ExperimentConfig.load(entry.exp_config_path)
+        assert (config.output_root, config.prompt_df_path) == (entry.output_root, str(run / "prompts.parquet"))
+
+
+def test_a_run_folder_names_no_absolute_path_into_itself(settings_file: Path) -> None:
+    sweep = finished(settings_file)
+    written = [sweep.manifest.path, *sweep.run_dir.glob(f"*/{EXP_CONFIG_NAME}")]
+    assert len(written) == 3
+    for path in written:
+        assert str(sweep.run_dir) not in path.read_text(), path
+    strategy = sweep.strategies()[0]
+    stored = json.loads((strategy.output_root / EXP_CONFIG_NAME).read_text())
+    assert (stored["output_root"], stored["prompt_df_path"]) == (".", "../prompts.parquet")
+    assert stored["model_path"] == str(settings_file.parent / "model")  # outside the run: stays absolute
+    assert ExperimentConfig.load(strategy.output_root / EXP_CONFIG_NAME) == strategy.config()
+    assert json.loads(sweep.manifest.path.read_text())["run_dir"] == "."
+
+
+def test_a_run_written_with_absolute_paths_reads_where_it_moved(settings_file: Path, tmp_path: Path) -> None:
+    """A run folder from before paths into it were stored relative: its absolute paths are taken inside the copy."""
+    sweep = finished(settings_file)
+    atomic_write_text(sweep.manifest.path, json.dumps(to_plain(sweep.manifest)))
+    for strategy in sweep.strategies()[:2]:
+        strategy.config().write(strategy.output_root / EXP_CONFIG_NAME)
+    assert f'"output_root": "{sweep.run_dir}/' in (sweep.run_dir / REF / EXP_CONFIG_NAME).read_text()
+    before = load_results(sweep.run_dir)
+    assert_reads_where_it_is(moved(sweep, tmp_path / "elsewhere"), settings_file.parent, before)
+    assert not sweep.run_dir.exists()
