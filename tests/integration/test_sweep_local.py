@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import stat
 import sys
@@ -70,6 +71,16 @@ def test_full_sweep(tmp_path: Path, tiny_model_dir: Path, expected: dict) -> Non
     assert report.returncode == 0 and len(json.loads(report.stdout)["strategies"]) == 5
     traces = sweeps.cluster(config, "traces", str(run))  # not profiled: nothing to open, and the exit code says so
     assert traces.returncode == 1 and "no traces" in traces.stdout and not list(run.glob("*/profiling"))
+    # the run folder moved elsewhere, its first place gone: status and the report read and write only the copy
+    moved = tmp_path / "moved" / run.name
+    shutil.copytree(run, moved)
+    shutil.rmtree(run)
+    state = sweeps.status(config, moved)
+    assert state["run_dir"] == str(moved) and all(row["progress"] == "4/4" for row in state["strategies"])
+    report = sweeps.cluster(config, "report", str(moved), "--json")
+    assert report.returncode == 0 and len(json.loads(report.stdout)["strategies"]) == 5, report.stderr
+    assert all(Path(path).is_relative_to(moved) for path in json.loads(report.stdout)["files"].values())
+    assert not run.exists()
 
 
 def test_sigterm_cancels_then_resume_finishes(tmp_path: Path, tiny_model_dir: Path, expected: dict) -> None:
