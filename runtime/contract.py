@@ -360,8 +360,12 @@ class RankMetrics:
     weight_bytes: int | None = None  # of the model's weights, what this rank holds (its stage, its TP slice)
     peak_memory_bytes: int | None = None
     time_split: TimeSplit | None = None
-    energy_j: float | None = None
-    energy_source: str | None = None
+    energy_j: float | None = None  # this rank's own device's counter over the decode
+    host_energy_j: float | None = None  # the host's package counter (RAPL), by the host's local rank 0 only
+    energy_source: str | None = None  # the counter read: "nvml:<bus>", "hwmon:card1", "rapl:intel-rapl:0+..."
+    # why this rank has neither figure (no counter, one went backwards); null too when another rank of its host
+    # reads the host's counter
+    energy_why: str | None = None
     device_name: str | None = None  # "NVIDIA H100 80GB HBM3", the CPU's model name, ...
     host_cpus: int | None = None  # CPUs this rank's process may run on
     memory_bandwidth_Bps: float | None = None  # the probe's figure, taken by single-rank runs (the reference)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from runtime.contract import (
     RUNTIME_BUILD_VAR,
@@ -35,6 +35,7 @@ from runtime.contract import (
     first_divergence,
 )
 from runtime.device import device_name, host_cpus, peak_memory_bytes, pick_device
+from runtime.energy import EnergyMeter, energy_fields, energy_meter
 from runtime.launch import LaunchInfo, World, join_world
 from runtime.outputs import RankOutputs
 from runtime.topology import Topology, stage_layers
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
     from runtime.checkpoint import Stage
-    from runtime.energy import EnergyMeter
     from runtime.generate import Generator, RowResult, Timers
     from runtime.profiling import StepProfiler
 
@@ -186,10 +186,11 @@ class Rank:
             warmup_s = self.warm_up()
             meter = self.start_meter()
             decoded = self.decode()
+        energy = energy_fields(meter, self.cfg.repeats)  # stopped with the decode: the probes after it not counted
         if self.profiler:
             self.profiler.finish()
         footprint = self.footprint()
-        self.outputs.write_metrics(self.metrics(decoded, warmup_s, footprint, link_fits, meter))
+        self.outputs.write_metrics(self.metrics(decoded, warmup_s, footprint, link_fits, energy))
         self.finish()
         return 0
 
@@ -287,12 +288,13 @@ class Rank:
         assert self.stage is not None
         return Generator(self.stage, self.topo, links, settings, self.profiler.step if self.profiler else None)
 
-    def start_meter(self) -> EnergyMeter | None:
-        from runtime.energy import energy_meter
-
+    def start_meter(self) -> EnergyMeter | str | None:
+        """This rank's energy counter started, or why it has none (None: local rank 0 reads this host's)."""
         meter = energy_meter(self.device.type, self.info.local_rank, self.device.index or 0)
-        if meter:
+        if isinstance(meter, EnergyMeter):
             meter.start()
+        elif meter:
+            log.info("%s", meter)
         return meter
 
     def timed_allreduce(self) -> AbstractContextManager[object]:
@@ -443,9 +445,9 @@ class Rank:
         warmup_s: float,
         footprint: Footprint,
         link_fits: list[LinkFit],
-        meter: EnergyMeter | None,
+        energy: dict[str, Any],
     ) -> RankMetrics:
-        """This rank's metrics record."""
+        """This rank's metrics record; `energy` as `runtime.energy.energy_fields` gives it."""
         cfg, info, topo, typical = self.cfg, self.info, self.topo, decoded.median_pass
         return RankMetrics(
             strategy_id=cfg.strategy_id,
@@ -471,8 +473,7 @@ class Rank:
             weight_bytes=footprint.weight_bytes,
             peak_memory_bytes=footprint.peak_memory_bytes,
             time_split=self.time_split(decoded),
-            energy_j=meter.joules() / cfg.repeats if meter else None,
-            energy_source=meter.source if meter else None,
+            **energy,
             device_name=device_name(self.device),
             host_cpus=host_cpus(),
             memory_bandwidth_Bps=footprint.memory_bandwidth_Bps,
