@@ -4,7 +4,9 @@ It reads exactly the ranks that own results. A missing shard, a prompt no shard 
 rank died mid-write) or a line that is not JSON make the strategy *partial*: the rows that are whole are kept,
 every problem is named by file and line, and nothing is fatal. After each strategy the long-form table
 `results/run_<ts>.parquet` and `results/cluster_metrics_run_<ts>.parquet` are rewritten atomically, so a sweep
-that dies later has lost nothing already collected. `iter_traces` finds what the ranks' profilers left.
+that dies later has lost nothing already collected. A strategy's energy sums its ranks' device counters and
+its hosts' package counters, each host's split between its ranks by busy time (`strategy_energy`).
+`iter_traces` finds what the ranks' profilers left.
 """
 
 from __future__ import annotations
@@ -155,21 +157,60 @@ class Collected:
     partial: bool
 
 
+def _busy_s(metrics: dict[str, Any], by_compute: bool) -> float:
+    return metrics["time_split"]["compute_s"] if by_compute else metrics["wall_time_s"]
+
+
+def strategy_energy(by_rank: list[dict[str, Any]]) -> dict[str, Any]:
+    """The strategy's energy from its ranks' metrics (by rank, {} for a rank that wrote none): each rank's own
+    device counter, or its share of its host's package counter, which the host's local rank 0 read, split
+    between the host's ranks by busy time (compute time where every one has a time split, else wall time): an
+    estimate where a host ran several ranks, though their sum is the host's measured joules. The total is known
+    only when every rank is covered; else `energy_why` names the first rank that is not, and why."""
+    joules: list[float | None] = [m.get("energy_j") for m in by_rank]
+    hosts: dict[str, list[int]] = {}
+    for rank, m in enumerate(by_rank):
+        if m:
+            hosts.setdefault(m.get("hostname") or "", []).append(rank)
+    estimated = False
+    for ranks in hosts.values():
+        host_j = next((by_rank[r]["host_energy_j"] for r in ranks if by_rank[r].get("host_energy_j") is not None), None)
+        shared = [r for r in ranks if joules[r] is None]
+        if host_j is None or not shared:
+            continue
+        by_compute = all(by_rank[r].get("time_split") for r in shared)
+        busy = [_busy_s(by_rank[r], by_compute) for r in shared]
+        for r, b in zip(shared, busy, strict=True):
+            joules[r] = host_j * (b / sum(busy) if sum(busy) > 0 else 1 / len(shared))
+        estimated |= len(shared) > 1
+    why = None
+    if missing := [r for r, j in enumerate(joules) if j is None]:
+        m = by_rank[missing[0]]
+        host = m.get("hostname") or ""
+        reasons = [m.get("energy_why"), *(by_rank[r].get("energy_why") for r in hosts.get(host, []))]
+        reason = next((w for w in reasons if w), "no energy figure") if m else "wrote no metrics"
+        why = f"rank {missing[0]}{f' on {host}' if host else ''}: {reason}"
+    return {
+        "energy_j": None if missing else sum(j for j in joules if j is not None),
+        "energy_source": ",".join(sorted({m["energy_source"] for m in by_rank if m.get("energy_source")})) or None,
+        "energy_estimated": estimated,  # a host's joules split between its ranks: the per-rank shares estimated
+        "energy_why": why,
+        "rank_energy_j": json.dumps(joules),  # by rank: its own or its share of its host's (null: unknown)
+    }
+
+
 def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobRecord | None) -> dict[str, Any]:
     """The strategy's cluster metrics: ranks' own measurements, with the scheduler's view of the job."""
     config = strategy.config()
-    ranks, rank_hosts = [], []
-    for rank in range(strategy.world_size):
-        path = config.metrics_path(rank)
-        metrics = json.loads(path.read_text()) if path.exists() else {}
-        rank_hosts.append(metrics.get("hostname"))
-        if metrics:
-            ranks.append(metrics)
+    by_rank = [
+        json.loads(path.read_text()) if path.exists() else {}
+        for path in map(config.metrics_path, range(strategy.world_size))
+    ]
+    ranks, rank_hosts = [m for m in by_rank if m], [m.get("hostname") for m in by_rank]
     passes = _passes(ranks)
     walls = sorted(p.wall_s for p in passes)
     wall = walls[(len(walls) - 1) // 2] if walls else max((m["wall_time_s"] for m in ranks), default=None)
     tokens = int(rows["tokens_generated"].sum()) if len(rows) else 0
-    energy = [m.get("energy_j") for m in ranks]
     splits = [m.get("time_split") for m in ranks]
     hosts = Counter(m["hostname"] for m in ranks if m.get("hostname"))
 
@@ -197,9 +238,7 @@ def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobReco
         "tokens_generated": tokens,
         "tokens_per_s": tokens / wall if wall else None,
         "prompts": len(rows),
-        # a sum over some ranks would pass for the whole job's energy: all ranks measured, or unknown
-        "energy_j": sum(energy) if ranks and all(e is not None for e in energy) else None,
-        "energy_source": next((m.get("energy_source") for m in ranks if m.get("energy_source")), None),
+        **strategy_energy(by_rank),
         "metrics_ranks": len(ranks),
         # the timed passes (runtime.contract.RepeatFigures) as the strategy made them: tokens/s, TTFT, ITL each
         "repeats": len(passes) or None,

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from cockpit.sweep.collect import RESULT_COLUMNS, ResultCollector, read_shard
+from cockpit.sweep.collect import RESULT_COLUMNS, ResultCollector, read_shard, strategy_energy
 from cockpit.sweep.strategies import STRATEGIES, ParallelismStrategy, SweepSettings
 from runtime.atomic import atomic_write_text
 from runtime.contract import ShardRow, dumps_line
@@ -76,6 +76,51 @@ def test_energy_unknown_unless_every_rank_measured(tmp_path: Path) -> None:
     write_run(tp, energy=False)
     got = ResultCollector(PROMPTS, tmp_path / "results", "1", "run_1").collect(tp)
     assert got.metrics["energy_j"] is None and got.metrics["energy_source"] is None
+    assert got.metrics["energy_why"] == "rank 0: no energy figure"
+
+
+def cpu_rank(host: str, compute_s: float, host_energy_j: float | None = None, why: str | None = None) -> dict:
+    """A CPU rank's metrics: its host's counter only where it is the host's local rank 0."""
+    split = {"compute_s": compute_s, "comm_s": 1.0, "idle_s": 0.5}
+    return {
+        "hostname": host,
+        "wall_time_s": 9.0,
+        "time_split": split,
+        "host_energy_j": host_energy_j,
+        "energy_source": "rapl:intel-rapl:0" if host_energy_j is not None else None,
+        "energy_why": why,
+    }
+
+
+def test_host_counters_split_over_2_hosts_x_2_ranks_by_busy_time() -> None:
+    got = strategy_energy(
+        [cpu_rank("node0", 3.0, 100.0), cpu_rank("node0", 1.0), cpu_rank("node1", 2.0, 60.0), cpu_rank("node1", 4.0)]
+    )
+    assert json.loads(got["rank_energy_j"]) == pytest.approx([75.0, 25.0, 20.0, 40.0])
+    assert got["energy_j"] == pytest.approx(160.0)  # the hosts' measured joules: only the shares are estimated
+    assert got["energy_estimated"] and got["energy_source"] == "rapl:intel-rapl:0" and got["energy_why"] is None
+
+
+def test_one_rank_a_host_is_measured_not_estimated_and_wall_time_splits_without_time_splits() -> None:
+    alone = strategy_energy([cpu_rank("node0", 3.0, 100.0), cpu_rank("node1", 1.0, 40.0)])
+    assert alone["energy_j"] == 140.0 and not alone["energy_estimated"]
+    ranks = [{**cpu_rank("node0", 0.0, 90.0), "time_split": None}, {**cpu_rank("node0", 0.0), "wall_time_s": 18.0}]
+    assert json.loads(strategy_energy(ranks)["rank_energy_j"]) == pytest.approx([30.0, 60.0])  # 9 s and 18 s
+
+
+def test_energy_names_the_first_uncovered_rank_and_its_hosts_reason() -> None:
+    no_rapl = "no energy counter on cpu without RAPL access: /sys/class/powercap/intel-rapl:0/energy_uj is root-only"
+    got = strategy_energy(
+        [
+            cpu_rank("node0", 3.0, 100.0),
+            cpu_rank("node0", 1.0),
+            cpu_rank("node1", 2.0, why=no_rapl),
+            cpu_rank("node1", 4.0),
+        ]
+    )
+    assert got["energy_j"] is None and got["energy_why"] == f"rank 2 on node1: {no_rapl}"
+    assert json.loads(got["rank_energy_j"]) == pytest.approx([75.0, 25.0, None, None])
+    assert strategy_energy([cpu_rank("node0", 3.0, 100.0), {}])["energy_why"] == "rank 1: wrote no metrics"
 
 
 def test_torn_last_line_is_dropped_and_counted(tmp_path: Path) -> None:
