@@ -1,7 +1,8 @@
 """The run summary: one row per strategy joining correctness, latency, throughput and
 cost, written as CSV and Markdown, plus two text plots (plotext) that need no terminal.
 
-    summary_run_<stamp>.csv / .md                      the table; the Markdown names the winner and why, and
+    summary_run_<stamp>.csv / .md                      the table; the Markdown names the winner and why, what
+                                                       the energy figures rest on (or why there are none), and
                                                        where the time goes (performance.py)
     performance_run_<stamp>.csv, what_if_run_<stamp>.csv predicted against measured, and on other links
     plots/latency_vs_correctness_run_<stamp>.txt       latency p50 against exact-match rate, one point a strategy
@@ -60,6 +61,8 @@ INTERVAL_COLUMNS = (
 )
 PLOT_NAMES = ("latency_vs_correctness", "throughput_vs_length")
 EXACT_MATCH_LIM = (-0.05, 1.05)  # the exact-match axis, with room for points at 0 and 1
+JOULES_PER_KWH = 3.6e6
+ENERGY_SECTION = "## Energy"
 
 
 def _num(series: pd.Series) -> pd.Series:
@@ -106,6 +109,8 @@ FORMATS: dict[str, tuple[str, Callable[[float], str]]] = {
     "prompts_per_s": ("prompts/s", lambda v: f"{v:,.2f}"),
     "gpu_hours": ("GPU-h", _small),
     "energy_per_token_j": ("J/token", _small),
+    "tokens_per_kwh": ("tokens/kWh", lambda v: f"{v:,.0f}"),
+    "avg_power_w": ("avg W", lambda v: f"{v:,.1f}"),
     "speedup": ("speedup", lambda v: f"{v:.2f}x"),
     "max_rss_bytes": ("max RSS", human_bytes),
 }
@@ -285,6 +290,8 @@ class RunSummary:
                 "prompts_per_s": _ratio(m["prompts"], m["wall_time_s"]),
                 "gpu_hours": _num(m["world_size"]) * _num(m["elapsed_s"]) / 3600,
                 "energy_per_token_j": _ratio(m["energy_j"], m["tokens_generated"]),
+                "tokens_per_kwh": _ratio(m["tokens_generated"], _num(m["energy_j"]) / JOULES_PER_KWH),
+                "avg_power_w": _ratio(m["energy_j"], m["wall_time_s"]),
                 "max_rss_bytes": _num(m["max_rss_bytes"]).round().astype("Int64"),
             }
         )
@@ -365,6 +372,8 @@ class RunSummary:
             "prompts_per_s",
             "gpu_hours",
             "energy_per_token_j",
+            "tokens_per_kwh",
+            "avg_power_w",
             "speedup",
             "max_rss_bytes",
         ]
@@ -501,6 +510,8 @@ class RunSummary:
         lines += pipe_table(header, rows, numeric)
         lines += ["", f"{NAN}: not measured or not applicable. [a–b]: the 95% bootstrap interval of the median over"]
         lines[-1] += " the timed passes; passes: how many (warm-up excluded)."
+        if energy := self.energy_lines(table):
+            lines += ["", ENERGY_SECTION, "", *(f"- {line}" for line in energy)]
         placement = self.placement()
         if placement:
             lines += ["", "## Where each rank ran", ""]
@@ -508,6 +519,34 @@ class RunSummary:
         if self.performance is not None:
             lines += ["", performance_markdown(self.performance)]
         return "\n".join(lines).rstrip("\n") + "\n"
+
+    def energy_lines(self, table: pd.DataFrame | None = None) -> list[str]:
+        """Per strategy in table order, what its energy figures rest on: the counters, that a host's counter was
+        split between its ranks by busy time (an estimate, per rank), or why there is no figure."""
+        if "energy_source" not in self.metrics:
+            return []
+        m = self.metrics.drop_duplicates("strategy").set_index("strategy")
+        lines = []
+        for strategy in (self.table() if table is None else table)["strategy"]:
+            if strategy not in m.index:
+                continue
+            row = m.loc[strategy]
+            why, source, estimated = row.get("energy_why"), row.get("energy_source"), row.get("energy_estimated")
+            if pd.isna(row["energy_j"]):
+                lines.append(f"{strategy}: no energy figure" + (f" ({why})" if isinstance(why, str) else ""))
+            elif pd.notna(estimated) and bool(estimated):
+                shares = ", ".join(
+                    f"rank {rank} {_small(j)} J"
+                    for rank, j in enumerate(json.loads(row.get("rank_energy_j") or "[]"))
+                    if j is not None
+                )
+                lines.append(
+                    f"{strategy}: {source}, each host's counter split between its ranks by busy time; the total is "
+                    f"measured, the shares ({shares}) are an estimate"
+                )
+            elif isinstance(source, str):
+                lines.append(f"{strategy}: measured by {source}")
+        return lines
 
     def placement(self) -> list[tuple[str, str]]:
         """(strategy, `node0: 0, 1; node1: 2, 3`) in table order, from the hosts the ranks' metrics name."""

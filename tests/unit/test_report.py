@@ -126,8 +126,10 @@ def test_table_values(diverging: RunSummary) -> None:
     assert (ref["tokens_per_s"], tp["tokens_per_s"]) == pytest.approx((10, 25))
     assert (ref["prompts_per_s"], tp["prompts_per_s"]) == pytest.approx((0.4, 1.0))
     assert (ref["gpu_hours"], tp["gpu_hours"]) == pytest.approx((0.01, 1.0))
-    assert ref["energy_per_token_j"] == pytest.approx(0.5)
-    assert math.isnan(tp["energy_per_token_j"])
+    assert ref["energy_per_token_j"] == pytest.approx(0.5)  # 50 J over 100 tokens
+    assert ref["tokens_per_kwh"] == pytest.approx(100 / (50 / 3.6e6))
+    assert ref["avg_power_w"] == pytest.approx(5.0)  # 50 J over 10 s
+    assert tp[["energy_per_token_j", "tokens_per_kwh", "avg_power_w"]].isna().all()
     assert (ref["speedup"], tp["speedup"]) == pytest.approx((1.0, 2.5))
     assert ref["max_rss_bytes"] == 3 * 2**30
     assert pd.isna(tp["max_rss_bytes"])
@@ -143,7 +145,7 @@ def test_markdown_names_the_run_and_the_winner(diverging: RunSummary, exact: Run
     assert table[0].startswith("| strategy | kind | tp |")
     assert table[2].startswith(f"| {REF} | reference | 1 | 1 | 1 | 1 | 100.0% |")
     assert "| — |" in table[3]  # TP's energy per token is unknown
-    assert "| 0.01 | 0.5 | 1.00x | 3.0 GiB |" in table[2]  # GPU-h, J/token, speedup, max RSS
+    assert "| 0.01 | 0.5 | 7,200,000 | 5.0 | 1.00x | 3.0 GiB |" in table[2]  # GPU-h, J/token, tok/kWh, W, ...
     # TP diverges on one prompt: the exact reference wins
     assert f"Winner: **{REF}**, the reference itself" in diverging.markdown()
     assert "75.0%" in diverging.markdown()
@@ -309,3 +311,26 @@ def test_prefill_and_decode_are_led_apart() -> None:
     assert f"- {prefill}" in report.markdown()
     table = report.table().set_index("strategy")
     assert table.loc[REF, "prefill_tokens_per_s"] == 300.0 and table.loc[TP, "decode_tokens_per_s_high"] <= 31.0
+
+
+def test_energy_section_says_what_the_figures_rest_on_or_why_there_are_none() -> None:
+    results, metrics, summary = make_run([1, 1, 1])
+    no_rapl = "rank 1 on node1: no energy counter on cpu without RAPL access: /sys/.../energy_uj is root-only"
+    split = {
+        "energy_j": 160.0,
+        "energy_source": "rapl:intel-rapl:0",
+        "energy_estimated": True,
+        "rank_energy_j": json.dumps([75.0, 25.0, 20.0, 40.0]),
+    }
+    cpu = pd.DataFrame([{**metric(PP, 30.0, 8.0, None, None), **split}])
+    metrics = pd.concat([metrics.assign(energy_why=[no_rapl, None]), cpu], ignore_index=True)
+    report = RunSummary(results, metrics, summary, RUN)
+    pp = report.table().set_index("strategy").loc[PP]
+    assert (pp["energy_per_token_j"], pp["tokens_per_kwh"], pp["avg_power_w"]) == pytest.approx((1.6, 2.25e6, 20.0))
+    assert report.energy_lines() == [
+        f"{REF}: measured by nvml",
+        f"{TP}: no energy figure ({no_rapl})",
+        f"{PP}: rapl:intel-rapl:0, each host's counter split between its ranks by busy time; the total is measured, "
+        "the shares (rank 0 75.00 J, rank 1 25.00 J, rank 2 20.00 J, rank 3 40.00 J) are an estimate",
+    ]
+    assert f"## Energy\n\n- {REF}: measured by nvml\n- {TP}: no energy figure" in report.markdown()
