@@ -63,6 +63,7 @@ class RunResults:
     report_files: dict[str, Path]  # the summary and plots `cluster report` wrote, those on disk
     performance: Performance | str | None = None  # the strategies against the performance model, or why not
     traces: tuple[TraceFile, ...] = ()  # what the ranks' profilers left, by strategy and rank
+    energy: tuple[str, ...] = ()  # RunSummary.energy_lines(): what each strategy's energy rests on, or why none
 
 
 def divergence_char(reference: str, completion: str) -> int | None:
@@ -138,6 +139,7 @@ def run_results(
         report_files=report_files,
         performance=summary.performance,
         traces=traces,
+        energy=tuple(summary.energy_lines(table)),
     )
 
 

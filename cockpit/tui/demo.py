@@ -59,6 +59,7 @@ STRATEGIES: dict[str, tuple[str, int, int, int, float, float, float | None]] = {
     "tiny_pp1_tp2_n2": ("tp_nodes", 2, 1, 2, 540.0, 2.9, 402.0),
     "tiny_pp2_tp1_n2": ("pp_nodes", 1, 2, 2, 700.0, 3.6, None),
 }
+NO_COUNTER = "no energy counter on xpu 0: 0 DRM card(s) with a hwmon energy1_input"  # why PP has no energy
 
 # ---- the cluster: nodes, queue and sweep, each a function of its panel's tick (1: the first poll)
 
@@ -397,6 +398,8 @@ def _metrics(strategy: str) -> dict[str, Any]:
         ),
         "pass_decode_tokens_per_s": json.dumps([tokens / (seconds * 0.8) for seconds in passes]),
         "warmup_s": 1.5,
+        "energy_source": "hwmon:card0" if energy is not None else None,
+        "energy_why": None if energy is not None else f"rank 1 on node1: {NO_COUNTER}",
     }
 
 

@@ -38,6 +38,8 @@ SUMMARY_COLUMNS = {
     "decode_tokens_per_s": "decode tok/s",
     "tokens_per_s": "tok/s",
     "energy_per_token_j": "J/token",
+    "tokens_per_kwh": "tok/kWh",
+    "avg_power_w": "W",
     "speedup": "speedup",
 }
 TEXT_COLUMNS = ("strategy", "kind")
@@ -92,6 +94,11 @@ def summary_cells(row: dict[str, Any]) -> tuple[Text, ...]:
         return text
 
     return tuple(Text(cell(c), justify="left" if c in TEXT_COLUMNS else "right") for c in SUMMARY_COLUMNS)
+
+
+def energy_notes(lines: Iterable[str]) -> Text:
+    """What each strategy's energy figures rest on, or why a strategy has none, a line each."""
+    return Text("\n".join(f"energy · {line}" for line in lines))
 
 
 def number_cell(value: float, spec: str = ",.1f", suffix: str = "", style: str = "") -> Text:

@@ -33,6 +33,7 @@ from cockpit.tui.results_cells import (
     bottleneck_lines,
     completion_cells,
     divergence_line,
+    energy_notes,
     marked,
     no_summary_line,
     number_cell,
@@ -163,6 +164,7 @@ class ResultsScreen(Screen[None]):
                     with TabPane("Summary", id="summary-tab"):
                         yield Static(id="winner")
                         yield _table("summary", tuple(SUMMARY_COLUMNS.values()), fixed_columns=1)  # strategy in view
+                        yield Static(id="energy-notes")
                         yield Static(id="report-files")
                     with TabPane("Plots", id="plots-tab"):
                         yield PlotextPlot(id="latency-plot")
@@ -258,6 +260,7 @@ class ResultsScreen(Screen[None]):
         summary.clear()
         for row in results.table.to_dict(orient="records"):
             summary.add_row(*summary_cells(row), key=str(row["strategy"]))
+        self.query_one("#energy-notes", Static).update(energy_notes(results.energy))
         files = ", ".join(str(path.relative_to(results.run_dir)) for path in results.report_files.values())
         written = f"written: {files}" if files else "no summary files yet: `cluster report` writes them"
         self.query_one("#report-files", Static).update(Text(written))
