@@ -38,6 +38,7 @@ APPTAINER_BASE_IMAGES: dict[str, str] = {
     "cuda": "python:3.11-slim-bookworm",
     "xpu": "ubuntu:24.04",
 }
+DEVICE_EXTRAS: dict[str, tuple[str, ...]] = {"cuda": ("cuda",)}  # pyproject.toml's extras a kind's runtime adds
 # run by the built environment's own Python: it must import, and report what it has
 INSPECT = """
 import json, platform
@@ -56,22 +57,26 @@ def build_folder(settings: Settings, delivery: Delivery, device: DeviceKind) -> 
     return settings.runtime_build_dir / f"{delivery}-{device}"
 
 
-def runtime_requirements() -> list[str]:
-    """The runtime's pinned packages: the project's `runtime` extra, the one list (pyproject.toml)."""
-    lines = []
+def runtime_requirements(device: DeviceKind) -> list[str]:
+    """The runtime's pinned packages for a device kind: the project's `runtime` extra, then the kind's own extra
+    where it has one (`cuda`: the NVML bindings), the one list (pyproject.toml)."""
+    extras = ("runtime", *DEVICE_EXTRAS.get(device, ()))
+    lines: dict[str, list[str]] = {extra: [] for extra in extras}
     for requirement in metadata.requires(DISTRIBUTION) or []:
         spec, _, marker = requirement.partition(";")
-        if marker.replace(" ", "").replace("'", '"') == 'extra=="runtime"':
-            lines.append(spec.strip())
-    if not lines:
-        raise BadInput(f"{DISTRIBUTION}: no `runtime` extra in its metadata (is the project installed?)")
-    return lines
+        extra = marker.replace(" ", "").replace("'", '"').removeprefix('extra=="').removesuffix('"')
+        if extra in lines:
+            lines[extra].append(spec.strip())
+    for extra, specs in lines.items():
+        if not specs:
+            raise BadInput(f"{DISTRIBUTION}: no `{extra}` extra in its metadata (is the project installed?)")
+    return [spec for specs in lines.values() for spec in specs]
 
 
-def stage_sources(folder: Path) -> list[str]:
-    """What every build takes from this tree into `folder`: requirements.txt (the runtime extra) and src/runtime;
-    the requirements."""
-    requirements = runtime_requirements()
+def stage_sources(folder: Path, device: DeviceKind) -> list[str]:
+    """What every build takes from this tree into `folder`: requirements.txt (the runtime extra and the device
+    kind's) and src/runtime; the requirements."""
+    requirements = runtime_requirements(device)
     atomic_write_text(folder / "requirements.txt", "\n".join(requirements) + "\n")
     shutil.copytree(PROJECT / "runtime", folder / "src" / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
     return requirements
@@ -194,7 +199,7 @@ def _build_venv_in(folder: Path, settings: Settings, device: DeviceKind, progres
     log = folder.parent / f"{folder.name}.log"
     log.write_text("")
     python = base_python(settings)
-    requirements = stage_sources(folder)
+    requirements = stage_sources(folder, device)
     progress(f"creating {folder / 'venv'} from {python}")
     _run([python, "-m", "venv", "--without-pip", str(folder / "venv")], log, "creating the virtual environment")
     progress(f"installing {' '.join(requirements)} (pip's log: {log})")
@@ -237,7 +242,7 @@ def build_image(settings: Settings, device: DeviceKind, progress: Progress) -> B
     with _locked(folder):
         context = folder / "context"
         shutil.rmtree(context, ignore_errors=True)
-        stage_sources(context)
+        stage_sources(context, device)
         atomic_write_text(context / "runtime.def", definition_file())
         log = folder / "build.log"
         log.write_text("")

@@ -203,11 +203,14 @@ def test_runtime_section_is_checked(tmp_path: Path) -> None:
 
 def test_requirements_are_the_projects_runtime_extra() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    assert runtime_requirements() == project["optional-dependencies"]["runtime"]
+    extras = project["optional-dependencies"]
+    assert runtime_requirements("cpu") == runtime_requirements("xpu") == extras["runtime"]  # not the retired xpu one
+    assert runtime_requirements("cuda") == extras["runtime"] + extras["cuda"]  # with NVML's bindings
+    assert any(spec.startswith("nvidia-ml-py") for spec in extras["cuda"])
 
 
 def test_a_build_stages_the_requirements_and_this_trees_runtime(tmp_path: Path) -> None:
-    requirements = stage_sources(tmp_path / "context")
+    requirements = stage_sources(tmp_path / "context", "cpu")
     assert (tmp_path / "context" / "requirements.txt").read_text().splitlines() == requirements
     staged = sorted(p.relative_to(tmp_path / "context" / "src") for p in (tmp_path / "context" / "src").rglob("*.py"))
     assert staged == sorted(
