@@ -1,5 +1,9 @@
 """A run's report: its collected rows scored for correctness (per prompt, against the reference and the baseline),
-the strategy table with the performance analysis, and the files `cluster report` writes under results/."""
+the strategy table with the performance analysis, and the files `cluster report` writes under results/.
+
+The reference is the single-device run; when it has no rows (out of memory is the usual reason) the run is still
+reported: judged against the baseline endpoint when one is configured, else against the strategies' majority
+(correctness.choose_reference), and the report says which and why."""
 
 from __future__ import annotations
 
@@ -10,10 +14,20 @@ from pathlib import Path
 import pandas as pd
 
 from cockpit.analysis.bottlenecks import Performance, for_run
-from cockpit.analysis.correctness import evaluate, reference_strategy, summarize
+from cockpit.analysis.correctness import (
+    REFERENCE_KIND,
+    Reference,
+    choose_reference,
+    divergences,
+    evaluate,
+    summarize,
+    truth,
+)
 from cockpit.analysis.summary import RunSummary
 from cockpit.errors import BadInput
+from cockpit.jobs.records import ACTIVE_STATES
 from cockpit.sweep.collect import ResultCollector
+from cockpit.sweep.manifest import Manifest
 from cockpit.sweep.plan import BASELINE_NAME, Sweep
 from cockpit.sweep.prompt_table import load_prompt_table
 
@@ -24,7 +38,8 @@ class Scored:
 
     rows: pd.DataFrame
     scores: pd.DataFrame  # correctness.evaluate: one row per (strategy, variant, prompt_id)
-    reference: str  # the reference strategy's id
+    reference: Reference  # what the scores judge against, and why
+    truth: pd.DataFrame  # correctness.truth: the reference's tokens and completion per prompt
     summary: RunSummary
 
 
@@ -34,11 +49,28 @@ def score_rows(
     baseline: pd.DataFrame,
     run_id: str,
     performance: Performance | str | None = None,
+    reference: Reference | None = None,
 ) -> Scored:
-    """Correctness per prompt and strategy, and the run summary, from the run's tables; reads and writes nothing."""
-    scores = evaluate(rows, baseline)
-    summary = RunSummary(rows, metrics, summarize(scores), run_id, performance=performance)
-    return Scored(rows, scores, reference_strategy(rows), summary)
+    """Correctness per prompt and strategy, and the run summary, from the run's tables; reads and writes nothing.
+    `reference`: what to judge against (None: `choose_reference` with no endpoint)."""
+    reference = reference or choose_reference(rows, baseline)
+    scores = evaluate(rows, baseline, reference)
+    notes = divergences(scores, reference)
+    summary = RunSummary(
+        rows, metrics, summarize(scores), run_id, performance=performance, reference=reference, divergences=notes
+    )
+    return Scored(rows, scores, reference, truth(rows, baseline, reference), summary)
+
+
+def single_device_fate(manifest: Manifest) -> str:
+    """Why the single-device run gives no reference, from the manifest: its job's error or state."""
+    entry = next((e for e in manifest.strategies.values() if e.kind == REFERENCE_KIND), None)
+    if entry is None:
+        return "no single-device run"
+    error = entry.attempts[-1].error if entry.attempts else None
+    if error or entry.status not in {*ACTIVE_STATES, "NOT_STARTED", "SUBMITTED", "COMPLETED"}:
+        return f"the single-device run failed: {error or entry.status}"
+    return f"the single-device run has no rows ({entry.status})"
 
 
 def score(sweep: Sweep, peaks: Mapping[str, float] | None = None) -> Scored:
@@ -52,7 +84,9 @@ def score(sweep: Sweep, peaks: Mapping[str, float] | None = None) -> Scored:
     baseline_path = sweep.results_dir / BASELINE_NAME
     baseline = load_prompt_table(baseline_path if baseline_path.exists() else sweep.settings.prompt_df_path)
     performance = for_run(rows, metrics, sweep.settings, peaks)
-    return score_rows(rows, metrics, baseline, sweep.settings.run_id, performance)
+    endpoint = sweep.manifest.baseline != "reference"  # an endpoint URL: its completions are a reference
+    reference = choose_reference(rows, baseline, endpoint=endpoint, fate=single_device_fate(sweep.manifest))
+    return score_rows(rows, metrics, baseline, sweep.settings.run_id, performance, reference)
 
 
 @dataclass

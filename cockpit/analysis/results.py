@@ -1,5 +1,6 @@
 """A run's results as the cockpit shows them: the runs on disk, and one run's strategy table, plot data and
-completions beside the reference's. Computed as `cluster report` computes them (`report.score`), but nothing is
+completions beside the reference's (the single-device run's, the baseline endpoint's or the strategies' majority's,
+whichever the run was judged against). Computed as `cluster report` computes them (`report.score`), but nothing is
 written; no Textual here."""
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class RunInfo:
 
 @dataclass(frozen=True)
 class CompletionPair:
-    """One prompt's completion by a strategy beside the reference strategy's, and where they part."""
+    """One prompt's completion by a strategy beside the reference's, and where they part."""
 
     strategy: str
     variant: str
@@ -47,6 +48,7 @@ class CompletionPair:
     exact_match: bool
     first_divergence: int | None  # the first token index where the token ids differ
     divergence_char: int | None  # the first character offset where the texts differ; None when equal
+    against: str = "the reference"  # whose completion `reference` is: correctness.Reference.label
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,6 +58,7 @@ class RunResults:
     run_id: str
     run_dir: Path
     winner: str  # Markdown: the winner sentence, then the leads of prefill and decode as a list
+    reference: str  # what correctness was judged against, and why: correctness.Reference.sentence
     table: pd.DataFrame  # RunSummary.table()
     latency_points: list[tuple[str, float, float]]  # (strategy, exact-match rate, latency p50 ms)
     throughput_curves: list[tuple[str, list[float], list[float]]]  # (strategy, prompt tokens, tokens/s)
@@ -99,13 +102,12 @@ def list_runs(runs_dir: Path) -> list[RunInfo]:
 
 
 def completion_pairs(scored: Scored) -> list[CompletionPair]:
-    """Every non-reference strategy's completion beside the reference's for the same variant and prompt."""
+    """Every strategy's completion (the reference strategy's aside) beside the reference's for the same variant
+    and prompt; a prompt with no reference (no majority) has none."""
     rows = scored.rows
-    is_reference = rows["strategy"] == scored.reference
-    reference = rows.loc[is_reference, ["variant", "prompt_id", "completion"]].rename(
-        columns={"completion": "reference"}
-    )
-    pairs = rows.loc[~is_reference, [*KEY, "completion"]].merge(reference, on=["variant", "prompt_id"])
+    reference = scored.truth[["variant", "prompt_id", "reference_completion"]]
+    others = rows.loc[rows["strategy"] != scored.reference.strategy, [*KEY, "completion"]]
+    pairs = others.merge(reference.rename(columns={"reference_completion": "reference"}), on=["variant", "prompt_id"])
     pairs = pairs.merge(scored.scores[[*KEY, "exact_match", "first_divergence"]], on=KEY).sort_values(KEY)
     return [
         CompletionPair(
@@ -117,6 +119,7 @@ def completion_pairs(scored: Scored) -> list[CompletionPair]:
             exact_match=bool(row.exact_match),
             first_divergence=None if pd.isna(row.first_divergence) else int(row.first_divergence),
             divergence_char=divergence_char(str(row.reference), str(row.completion)),
+            against=scored.reference.label,
         )
         for row in pairs.itertuples(index=False)
     ]
@@ -132,6 +135,7 @@ def run_results(
         run_id=summary.run_id,
         run_dir=run_dir,
         winner="\n".join([summary.winner(table), *(f"- {lead}" for lead in summary.phase_leads(table))]),
+        reference=scored.reference.sentence,
         table=table,
         latency_points=summary.latency_points(),
         throughput_curves=summary.throughput_curves(),

@@ -1,9 +1,10 @@
 """The run summary: one row per strategy joining correctness, latency, throughput and
 cost, written as CSV and Markdown, plus two text plots (plotext) that need no terminal.
 
-    summary_run_<stamp>.csv / .md                      the table; the Markdown names the winner and why, what
-                                                       the energy figures rest on (or why there are none), and
-                                                       where the time goes (performance.py)
+    summary_run_<stamp>.csv / .md                      the table; the Markdown names the winner and why, the
+                                                       reference correctness was judged against and who differs
+                                                       from it, what the energy figures rest on (or why there
+                                                       are none), and where the time goes (performance.py)
     performance_run_<stamp>.csv, what_if_run_<stamp>.csv predicted against measured, and on other links
     plots/latency_vs_correctness_run_<stamp>.txt       latency p50 against exact-match rate, one point a strategy
     plots/throughput_vs_length_run_<stamp>.txt         tokens/s against prompt length, one line a strategy
@@ -21,7 +22,7 @@ import pandas as pd
 import plotext as plt
 
 from cockpit.analysis.bottlenecks import Performance
-from cockpit.analysis.correctness import require_columns
+from cockpit.analysis.correctness import Reference, require_columns
 from cockpit.analysis.spread import Spread, spread
 from runtime.atomic import atomic_write_text
 
@@ -227,6 +228,8 @@ class RunSummary:
         *,
         reference_kind: str = "reference",
         performance: Performance | str | None = None,
+        reference: Reference | None = None,
+        divergences: Sequence[str] = (),
     ) -> None:
         require_columns(results, RESULT_COLUMNS, "results")
         require_columns(metrics, METRIC_COLUMNS, "metrics")
@@ -236,6 +239,7 @@ class RunSummary:
         self.metrics, self.correctness = metrics, correctness_summary
         self.run_id, self.reference_kind = run_id, reference_kind
         self.performance = performance  # the strategies against the performance model, or why there is none
+        self.reference, self.divergences = reference, divergences  # what correctness was judged against; who differs
 
     def _shapes(self) -> pd.DataFrame:
         shape = ["strategy", "strategy_kind", "tp_size", "pp_size", "num_nodes"]
@@ -436,12 +440,10 @@ class RunSummary:
         lead is beyond the noise of its passes; then why any strategy was set aside."""
         table = self.table() if table is None else table
         _, aside = self._set_aside()
+        matched = self.reference.matched if self.reference else "every prompt's tokens identical to the reference"
         contenders = self._contenders(table, "tokens_per_s")
         if contenders.empty:
-            return (
-                "No winner: no strategy with a known throughput reproduced the reference tokens on every prompt."
-                + aside
-            )
+            return f"No winner: no strategy with a known throughput had {matched}.{aside}"
         noise, tie = self._noise(contenders, "tokens_per_s")
         if tie:
             return f"No clear winner: {tie}{aside}"
@@ -458,10 +460,7 @@ class RunSummary:
             why = "no reference throughput to compare"
         else:
             why = f"{best['speedup']:.2f}x the reference's {reference.iloc[0]:,.1f} tokens/s"
-        return (
-            f"Winner: **{best['strategy']}** ({shape}): {tps}, {why}{noise}, "
-            "with every prompt's tokens identical to the reference." + aside
-        )
+        return f"Winner: **{best['strategy']}** ({shape}): {tps}, {why}{noise}, with {matched}.{aside}"
 
     def phase_leads(self, table: pd.DataFrame | None = None) -> list[str]:
         """Prefill and decode apart: which strategy leads each (as the winner sentence ranks them), where the
@@ -506,6 +505,9 @@ class RunSummary:
             cells.insert(at, "–".join(format_cell("tokens_per_s", record[c]) for c in spanned) if timed else NAN)
             rows.append(cells)
         lines = [f"# Run summary: {self.run_id}", "", self.winner(table), ""]
+        if self.reference is not None:
+            lines += [self.reference.sentence, ""]
+            lines += [*(f"- {line}" for line in self.divergences), ""] if self.divergences else []
         lines += [*(f"- {lead}" for lead in self.phase_leads(table)), ""] if self.phase_leads(table) else []
         lines += pipe_table(header, rows, numeric)
         lines += ["", f"{NAN}: not measured or not applicable. [a–b]: the 95% bootstrap interval of the median over"]

@@ -154,7 +154,9 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         table = [{k: _plain(v) for k, v in row.items()} for row in built.table.to_dict(orient="records")]
         files = {name: str(path) for name, path in built.files.items()}
-        print(json.dumps({"strategies": table, "winner": built.summary.winner(), "files": files}, indent=2))
+        reference = built.summary.reference.sentence if built.summary.reference else None
+        out = {"strategies": table, "winner": built.summary.winner(), "reference": reference, "files": files}
+        print(json.dumps(out, indent=2))
         return EXIT_OK
     print(built.summary.markdown())
     if args.plots:

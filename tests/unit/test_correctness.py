@@ -10,10 +10,21 @@ import pytest
 from rapidfuzz import fuzz
 from rapidfuzz.distance import Levenshtein
 
-from cockpit.analysis.correctness import PromptScore, evaluate, score_prompt, summarize
+from cockpit.analysis.correctness import (
+    MAJORITY,
+    PromptScore,
+    Reference,
+    choose_reference,
+    divergences,
+    evaluate,
+    score_prompt,
+    summarize,
+    truth,
+)
 from cockpit.errors import BadInput
 
 REF, TP = "tiny_pp1_tp1_n1", "tiny_pp1_tp2_n2"
+PP, HY = "tiny_pp2_tp1_n2", "tiny_pp2_tp2_n2"
 
 
 def row(strategy: str, kind: str, variant: str, prompt_id: int, tokens: list[int], completion: str) -> dict:
@@ -124,9 +135,75 @@ def test_a_prompt_without_a_reference_row_is_flagged(results: pd.DataFrame) -> N
     assert flagged["normalized_levenshtein"].iloc[0] == 1.0  # the baseline is still compared
 
 
-def test_no_reference_strategy_is_an_input_error(results: pd.DataFrame) -> None:
-    with pytest.raises(BadInput, match=r"run_20261123T120000.*no 'reference' strategy.*tiny_pp1_tp2_n2"):
-        evaluate(results[results["strategy"] == TP], baseline({}))
+def test_without_a_reference_strategy_the_strategies_majority_is_the_truth() -> None:
+    results = pd.DataFrame(
+        [
+            row(TP, "tp_nodes", "2k", 0, [1, 2, 3], "the cat sat"),
+            row(PP, "pp_nodes", "2k", 0, [1, 2, 3], "the cat sat"),
+            row(HY, "hybrid", "2k", 0, [1, 2, 3], "the cat sat"),
+            row(TP, "tp_nodes", "2k", 1, [4, 5, 6], "a dog ran"),
+            row(PP, "pp_nodes", "2k", 1, [4, 9, 6], "a dig ran"),
+            row(HY, "hybrid", "2k", 1, [4, 5, 6], "a dog ran"),
+            row(TP, "tp_nodes", "2k", 2, [1], "x"),
+            row(PP, "pp_nodes", "2k", 2, [2], "y"),  # two of three ran it and disagree: no majority
+        ]
+    )
+    reference = choose_reference(results, baseline({}))
+    assert reference == Reference(MAJORITY, None, "no single-device run, no baseline")
+    assert reference.sentence == "reference: the strategies' majority (no single-device run, no baseline)"
+    assert truth(results, baseline({}), reference).values.tolist() == [
+        ["2k", 0, [1, 2, 3], "the cat sat"],
+        ["2k", 1, [4, 5, 6], "a dog ran"],
+    ]
+    scores = evaluate(results, baseline({}), reference)
+    by = scores.set_index(["strategy", "prompt_id"])
+    assert by.loc[(PP, 1), "first_divergence"] == 1 and not by.loc[(PP, 1), "exact_match"]
+    assert by.loc[[(TP, 0), (TP, 1), (HY, 0), (HY, 1), (PP, 0)], "exact_match"].all()
+    assert by.loc[[(TP, 2), (PP, 2)], "reference_missing"].all()
+    assert divergences(scores, reference) == [
+        f"{PP} differs from the strategies' majority on 1 of 2 prompts; first: token 1 of 2k prompt 1",
+        "1 prompt(s) have nothing from the strategies' majority to compare against",
+    ]
+
+
+def test_an_endpoint_baseline_is_the_truth_by_text_when_the_single_device_run_has_none() -> None:
+    results = pd.DataFrame(
+        [row(TP, "tp_nodes", "2k", 0, [1, 2], "the cat sat"), row(TP, "tp_nodes", "2k", 1, [3, 4], "a dog ran far")]
+    )
+    base = baseline({("2k", 0): "the cat sat", ("2k", 1): "a dog ran"})
+    reference = choose_reference(results, base, endpoint=True, fate="the single-device run failed: OUT_OF_MEMORY")
+    assert reference.sentence == "reference: the baseline endpoint (the single-device run failed: OUT_OF_MEMORY)"
+    scores = evaluate(results, base, reference).set_index("prompt_id")
+    assert scores["exact_match"].tolist() == [True, False]  # the text, exactly: the endpoint gives no token ids
+    assert scores["first_divergence"].isna().all()
+    assert scores.loc[1, "normalized_levenshtein"] == pytest.approx(
+        Levenshtein.normalized_similarity("a dog ran far", "a dog ran")
+    )
+    assert divergences(evaluate(results, base, reference), reference) == [
+        f"{TP} differs from the baseline endpoint on 1 of 2 prompts; first: text, 2k prompt 1"
+    ]
+    empty = baseline({("2k", 0): None})
+    assert (
+        choose_reference(results, empty, endpoint=True).why
+        == "no single-device run, the baseline endpoint gave no completion"
+    )
+
+
+def test_a_partial_reference_judges_the_prompts_it_has(results: pd.DataFrame) -> None:
+    partial = results.drop(index=1)  # the reference's prompt 1 is missing
+    reference = choose_reference(partial, baseline({}))
+    assert (
+        reference.sentence == f"reference: {REF} (the single-device run, 1 of 2 prompts: the others are not compared)"
+    )
+    assert evaluate(partial, baseline({}), reference)["reference_missing"].tolist() == [False, False, True]
+
+
+def test_two_reference_strategies_are_an_input_error(results: pd.DataFrame) -> None:
+    other = results.assign(
+        strategy=results["strategy"].where(results["strategy"] == TP, "tiny_other"), strategy_kind="reference"
+    )
+    with pytest.raises(BadInput, match=r"run_20261123T120000: more than one 'reference' strategy"):
+        evaluate(other, baseline({}))
 
 
 def test_duplicate_result_rows_are_an_input_error(results: pd.DataFrame) -> None:

@@ -1,7 +1,8 @@
-"""The results screen: the runs on disk, and for the highlighted one its strategy table, two plots, every
-completion beside the reference's, each strategy measured against the performance model, and the ranks' profiler
-outputs; enter on a completion shows where the two part (the completion diff screen), enter on a profile what the
-rank's trace says (the profile screen). Their cells come from `cockpit.tui.results_cells`."""
+"""The results screen: the runs on disk, and for the highlighted one its strategy table and the reference it was
+judged against, two plots, every completion beside that reference's, each strategy measured against the
+performance model, and the ranks' profiler outputs; enter on a completion shows where the two part (the
+completion diff screen), enter on a profile what the rank's trace says (the profile screen). Their cells come
+from `cockpit.tui.results_cells`."""
 
 from __future__ import annotations
 
@@ -90,7 +91,7 @@ class CompletionDiffScreen(Screen[None]):
         title = f"{pair.strategy} · {pair.variant} prompt {pair.prompt_id} · {divergence_line(pair)}"
         yield Static(title, id="diff-title", classes="panel-title")
         with VerticalScroll(classes="diff-pane") as reference:
-            reference.border_title = "reference"
+            reference.border_title = f"reference: {pair.against}"
             yield Static(marked(pair.reference, pair.divergence_char), id="diff-reference")
         with VerticalScroll(classes="diff-pane") as completion:
             completion.border_title = pair.strategy
@@ -170,6 +171,7 @@ class ResultsScreen(Screen[None]):
                         yield PlotextPlot(id="latency-plot")
                         yield PlotextPlot(id="throughput-plot")
                     with TabPane("Completions", id="completions-tab"):
+                        yield Static(id="completions-reference")
                         yield _table("completions", COMPLETION_COLUMNS)
                     with TabPane("Performance", id="performance-tab"):
                         yield Static(id="performance-reason")
@@ -255,7 +257,7 @@ class ResultsScreen(Screen[None]):
         self._title(run)
         self.query_one("#results-error").display = False
         self.query_one("#results-tabs").display = True
-        self.query_one("#winner", Static).update(Markdown(results.winner))
+        self.query_one("#winner", Static).update(Markdown(f"{results.winner}\n\n{results.reference}"))
         summary = self.query_one("#summary", DataTable)
         summary.clear()
         for row in results.table.to_dict(orient="records"):
@@ -265,6 +267,7 @@ class ResultsScreen(Screen[None]):
         written = f"written: {files}" if files else "no summary files yet: `cluster report` writes them"
         self.query_one("#report-files", Static).update(Text(written))
         self._plot(results)
+        self.query_one("#completions-reference", Static).update(Text(results.reference))
         completions = self.query_one("#completions", DataTable)
         completions.clear()
         self.pairs = {f"{p.strategy}/{p.variant}/{p.prompt_id}": p for p in results.completions}
