@@ -1,21 +1,25 @@
 """The results screen on the demo's runs: each tab, the completion diff and a rank's profile as snapshots,
 and under a Pilot the diff and the profile opened and closed, a run with nothing collected, the run chosen up
-front, the cache, and the performance tab's rows with and without an analysis."""
+front, the cache, the performance tab's rows with and without an analysis, and a run whose reference failed."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static, TabbedContent
 
-from cockpit.analysis.results import CompletionPair
+from cockpit.analysis.correctness import choose_reference
+from cockpit.analysis.report import score_rows
+from cockpit.analysis.results import CompletionPair, RunResults, run_results
 from cockpit.tui.demo import DemoSource, demo_performance, demo_runs
 from cockpit.tui.results_cells import WARNING, bottleneck_lines, divergence_line, marked, performance_cells
 from cockpit.tui.screens.results import NO_PERFORMANCE, CompletionDiffScreen, ProfileScreen, ResultsScreen
 from tests.snapshot.test_app_shell import SIZE, fake_app, settle
+from tests.unit.test_report import PP, fake_out_of_memory_run
 
 DIVERGING_ROW = 3  # tiny_pp1_tp2_n2 on the 4k prompt 1, the one completion that parts from the reference
 RATIO, BOTTLENECK = 3, 8  # the performance table's measured/predicted and bottleneck columns
@@ -265,3 +269,26 @@ def test_diff_text() -> None:
     assert divergence_line(pair) == "first divergence at token 1, character 2"
     assert divergence_line(replace(pair, first_divergence=None, divergence_char=None)) == "identical"
     assert divergence_line(replace(pair, first_divergence=None)) == "tokens identical, character 2"
+
+
+async def test_a_fake_out_of_memory_reference_shows_the_majority_it_was_judged_by() -> None:
+    app = fake_app()
+    source: DemoSource = app.source  # type: ignore[assignment]
+    rows, metrics = fake_out_of_memory_run()
+    no_baseline = pd.DataFrame(columns=["prompt_id", "variant", "local_completion"])
+    reference = choose_reference(rows, no_baseline, fate="the single-device run failed: OUT_OF_MEMORY")
+
+    async def failed(run_dir: Path) -> RunResults:
+        return run_results(run_dir, score_rows(rows, metrics, no_baseline, run_dir.name, None, reference), {})
+
+    source.results = failed  # type: ignore[method-assign]
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_results(pilot)
+        assert screen.query_one("#summary", DataTable).row_count == 3
+        shown = str(screen.query_one("#completions-reference", Static).render())
+        assert shown == reference.sentence and "the strategies' majority" in shown
+        assert screen.query_one("#completions", DataTable).row_count == 12  # every strategy beside the majority
+        await enter_on_row(pilot, "completions-tab", "#completions", 11)  # PP on the 4k prompt 1
+        assert isinstance(app.screen, CompletionDiffScreen)
+        assert (app.screen.pair.strategy, app.screen.pair.exact_match) == (PP, False)
+        assert app.screen.query(".diff-pane").first().border_title == "reference: the strategies' majority"

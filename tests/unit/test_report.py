@@ -1,4 +1,5 @@
-"""The run summary: table values from a hand-built two-strategy run, the Markdown, the CSV and the plots."""
+"""The run summary: table values from a hand-built two-strategy run, the Markdown, the CSV and the plots; and the
+same run with its single-device reference gone (a fake out-of-memory failure), judged by the strategies' majority."""
 
 from __future__ import annotations
 
@@ -11,14 +12,19 @@ import pytest
 
 from cockpit.analysis import performance_model as pm
 from cockpit.analysis.bottlenecks import Performance, StrategyPerformance
-from cockpit.analysis.correctness import evaluate, summarize
+from cockpit.analysis.correctness import choose_reference, divergences, evaluate, summarize
 from cockpit.analysis.spread import spread
 from cockpit.analysis.summary import RunSummary, format_cell
 
 RUN = "run_20261123T120000"
 REF, TP = "tiny_pp1_tp1_n1", "tiny_pp1_tp2_n2"
-PP = "tiny_pp2_tp1_n2"
-SHAPES = {REF: ("reference", 1, 1, 1), TP: ("tp_nodes", 2, 1, 2), PP: ("pp_nodes", 1, 2, 2)}
+PP, TPN = "tiny_pp2_tp1_n2", "tiny_pp1_tp2_n1"
+SHAPES = {
+    REF: ("reference", 1, 1, 1),
+    TP: ("tp_nodes", 2, 1, 2),
+    PP: ("pp_nodes", 1, 2, 2),
+    TPN: ("tp_node", 2, 1, 1),
+}
 
 
 def result(strategy: str, variant: str, prompt_id: int, latency: float, tokens: list[int], text: str) -> dict:
@@ -99,6 +105,25 @@ def make_run(tp_last_tokens: list[int]) -> tuple[pd.DataFrame, pd.DataFrame, pd.
     )
     summary = summarize(evaluate(results, baseline))
     return results, metrics, summary
+
+
+def fake_out_of_memory_run() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """make_run's run as it is when the single-device reference runs out of memory (a fake: its job failed, so it
+    left no rows and no metrics), with PP and TP in a node beside TP: PP's 4k prompt 1 parts from the other two
+    at token 1. Tokens/s: TP 25, PP 20, TP in a node 12.5."""
+    results, metrics, _ = make_run([1, 1, 1])
+    tp = results[results["strategy"] == TP].assign(completion="the cat sat")
+    parted = (PP, "4k", 1)
+    extra = [
+        result(s, r.variant, r.prompt_id, r.latency_ms + 10, [1, 9, 1], "the cat sat down")
+        if (s, r.variant, r.prompt_id) == parted
+        else result(s, r.variant, r.prompt_id, r.latency_ms + 10, r.token_ids, r.completion)
+        for s in (PP, TPN)
+        for r in tp.itertuples()
+    ]
+    more = pd.DataFrame([metric(PP, 40.0, 5.0, None, None), metric(TPN, 16.0, 8.0, None, None)])
+    rows = pd.concat([tp, pd.DataFrame(extra)], ignore_index=True)
+    return rows, pd.concat([metrics[metrics["strategy"] == TP], more], ignore_index=True)
 
 
 @pytest.fixture
@@ -334,3 +359,27 @@ def test_energy_section_says_what_the_figures_rest_on_or_why_there_are_none() ->
         "the shares (rank 0 75.00 J, rank 1 25.00 J, rank 2 20.00 J, rank 3 40.00 J) are an estimate",
     ]
     assert f"## Energy\n\n- {REF}: measured by nvml\n- {TP}: no energy figure" in report.markdown()
+
+
+def test_a_fake_out_of_memory_reference_is_replaced_by_the_strategies_majority() -> None:
+    rows, metrics = fake_out_of_memory_run()
+    no_baseline = pd.DataFrame(columns=["prompt_id", "variant", "local_completion"])
+    reference = choose_reference(rows, no_baseline, fate="the single-device run failed: OUT_OF_MEMORY")
+    scores = evaluate(rows, no_baseline, reference)
+    summary = RunSummary(
+        rows, metrics, summarize(scores), RUN, reference=reference, divergences=divergences(scores, reference)
+    )
+    table = summary.table().set_index("strategy")
+    assert table["tokens_per_s"].to_dict() == pytest.approx({TP: 25.0, PP: 20.0, TPN: 12.5})
+    assert table["speedup"].isna().all()  # relative to nothing
+    assert table["exact_match_rate"].to_dict() == {TP: 1.0, PP: 0.75, TPN: 1.0}
+    text = summary.markdown()
+    assert "reference: the strategies' majority (the single-device run failed: OUT_OF_MEMORY, no baseline)" in text
+    assert f"- {PP} differs from the strategies' majority on 1 of 4 prompts; first: token 1 of 4k prompt 1" in text
+    assert summary.winner() == (
+        f"Winner: **{TP}** (tp_nodes, tp 2 x pp 1 on 2 node(s)): 25.0 tokens/s, no reference throughput to compare; "
+        "measured once each, so the spread is unknown ([sweep] repeats = 3 measures it), "
+        "with every prompt's tokens identical to the strategies' majority."
+    )
+    assert f"| {TP} | tp_nodes | 2 | 1 | 2 | 2 | 100.0% | — |" in text
+    assert "| — | — |" in text  # J/token and speedup unknown

@@ -1,7 +1,8 @@
 """The cockpit's view of results: runs listed from their manifests (a torn one named, not raised), and one run's
 table, plot data and completion pairs read from the tables the collector writes, with nothing written. A run folder
 moved elsewhere (one written before paths into it were stored relative too) reads, reports and shows its status
-where it is, and nothing touches where it was."""
+where it is, and nothing touches where it was. A run whose single-device reference failed (a fake out-of-memory
+failure) is still reported, against the baseline endpoint or the strategies' majority."""
 
 from __future__ import annotations
 
@@ -19,14 +20,14 @@ from cockpit.config import load_settings
 from cockpit.errors import BadInput
 from cockpit.sweep.collect import ResultCollector
 from cockpit.sweep.manifest import Attempt, Manifest, now_iso
-from cockpit.sweep.plan import Sweep, plan
+from cockpit.sweep.plan import BASELINE_NAME, Sweep, plan
 from cockpit.sweep.progress import ProgressTracker
-from cockpit.sweep.prompt_table import load_prompt_table
+from cockpit.sweep.prompt_table import load_prompt_table, save_prompt_table
 from runtime.atomic import atomic_write_text
 from runtime.contract import EXP_CONFIG_NAME, PROFILER_FILES, ExperimentConfig, ProgressLine, dumps_line
 from runtime.schema import InputError, to_plain
 from tests.unit.test_cli import run as run_cli
-from tests.unit.test_report import PP, REF, TP, make_run
+from tests.unit.test_report import PP, REF, TP, TPN, fake_out_of_memory_run, make_run
 
 
 @pytest.fixture
@@ -59,6 +60,46 @@ def collected(settings_file: Path, hour: int = 12, tp_last_tokens: tuple[int, ..
     collector.write_table(metrics, collector.metrics_path)
     for strategy in (REF, TP):
         sweep.manifest.strategies[strategy].collected = True
+    sweep.manifest.save()
+    return sweep
+
+
+OUT_OF_MEMORY = "OUT_OF_MEMORY (exit 137): torch.OutOfMemoryError: CUDA out of memory"
+MODEL_CONFIG = {
+    "num_hidden_layers": 2,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_attention_heads": 4,
+    "vocab_size": 100,
+}
+
+
+def fake_out_of_memory(settings_file: Path, endpoint_texts: list[str] | None = None) -> Sweep:
+    """A finished run (2 nodes of 2 GPUs) whose single-device reference ran out of memory: a fake, the manifest as
+    the pipeline leaves a failed job (its state and error; no rows, no metrics collected), beside the collected
+    strategies of `fake_out_of_memory_run`. `endpoint_texts`: the baseline endpoint's completions, in the prompt
+    table's order (None: no endpoint)."""
+    settings_file.write_text(settings_file.read_text().replace("gpus_per_node = 1", "gpus_per_node = 2"))
+    (settings_file.parent / "model" / "config.json").write_text(json.dumps(MODEL_CONFIG))
+    sweep = planned(settings_file, 12)
+    rows, metrics = fake_out_of_memory_run()
+    prompts = load_prompt_table(sweep.settings.prompt_df_path)
+    collector = ResultCollector(prompts, sweep.results_dir, sweep.stamp, sweep.settings.run_id)
+    collector.write_table(rows.assign(run_id=sweep.settings.run_id), collector.results_path)
+    collector.write_table(metrics, collector.metrics_path)
+    for strategy in (TP, PP, TPN):
+        sweep.manifest.strategies[strategy].status, sweep.manifest.strategies[strategy].collected = "COMPLETED", True
+    entry = sweep.manifest.strategies[REF]
+    entry.status = "OUT_OF_MEMORY"
+    entry.attempts = [
+        Attempt("41", 2, "2026-11-23T12:00:00", state="OUT_OF_MEMORY", exit_code=137, error=OUT_OF_MEMORY)
+    ]
+    if endpoint_texts is not None:
+        sweep.manifest.baseline = "http://fake-endpoint:8000/v1"
+        save_prompt_table(
+            prompts.assign(local_completion=endpoint_texts, status="done"), sweep.results_dir / BASELINE_NAME
+        )
+    sweep.manifest.state = "completed"
     sweep.manifest.save()
     return sweep
 
@@ -247,3 +288,47 @@ def test_a_run_written_with_absolute_paths_reads_where_it_moved(settings_file: P
     before = load_results(sweep.run_dir)
     assert_reads_where_it_is(moved(sweep, tmp_path / "elsewhere"), settings_file.parent, before)
     assert not sweep.run_dir.exists()
+
+
+def test_a_fake_out_of_memory_reference_without_a_baseline_is_judged_by_the_majority(settings_file: Path) -> None:
+    sweep = fake_out_of_memory(settings_file)
+    built = report(sweep)
+    sentence = f"reference: the strategies' majority (the single-device run failed: {OUT_OF_MEMORY}, no baseline)"
+    text = built.files["markdown"].read_text()
+    assert sentence in text
+    assert f"- {PP} differs from the strategies' majority on 1 of 4 prompts; first: token 1 of 4k prompt 1" in text
+    assert built.table.set_index("strategy")["tokens_per_s"].to_dict() == pytest.approx({TP: 25, PP: 20, TPN: 12.5})
+    assert built.table["speedup"].isna().all()
+    assert "identical to the reference" not in text and "strategies' majority." in built.summary.winner()
+    assert "no prediction: the reference strategy is not collected, and the model is fitted to it" in text
+    results = load_results(sweep.run_dir)
+    assert results.reference == sentence
+    assert len(results.completions) == 12  # every strategy's, none is the reference
+    parted = [p for p in results.completions if not p.exact_match]
+    assert [(p.strategy, p.variant, p.prompt_id, p.first_divergence) for p in parted] == [(PP, "4k", 1, 1)]
+    assert (parted[0].reference, parted[0].against, parted[0].divergence_char) == (
+        "the cat sat",
+        "the strategies' majority",
+        11,
+    )
+
+
+def test_a_fake_out_of_memory_reference_with_an_endpoint_baseline_is_judged_by_its_text(settings_file: Path) -> None:
+    texts = ["the cat sat", "the cat sat", "the cat sat", "the cat sat down"]  # the endpoint agrees with PP
+    sweep = fake_out_of_memory(settings_file, texts)
+    built = report(sweep)
+    text = built.files["markdown"].read_text()
+    assert f"reference: the baseline endpoint (the single-device run failed: {OUT_OF_MEMORY})" in text
+    assert built.table.set_index("strategy")["exact_match_rate"].to_dict() == {TP: 0.75, PP: 1.0, TPN: 0.75}
+    assert f"- {TP} differs from the baseline endpoint on 1 of 4 prompts; first: text, 4k prompt 1" in text
+    assert built.summary.winner().endswith("with every prompt's text identical to the baseline endpoint's.")
+    assert built.table["tokens_per_s"].notna().all()
+    results = load_results(sweep.run_dir)
+    pair = next(p for p in results.completions if (p.strategy, p.variant, p.prompt_id) == (TP, "4k", 1))
+    assert (pair.reference, pair.against, pair.exact_match, pair.first_divergence) == (
+        "the cat sat down",
+        "the baseline endpoint",
+        False,
+        None,
+    )
+    assert pair.divergence_char == 11
