@@ -281,6 +281,7 @@ class ProgressLine:
     tokens_generated: int = 0
     tokens_per_s: float = 0.0
     message: str | None = None
+    compute_ms_per_step: float | None = None  # so far in the timed passes, where measured (CPU): stragglers show
 
 
 @dataclass(frozen=True)
@@ -293,11 +294,13 @@ class Percentiles:
 
 @dataclass(frozen=True)
 class TimeSplit:
-    """Where a rank's wall time went: its own compute, waiting on communication, and idle (pipeline bubble)."""
+    """Where a rank's wall time went: its own compute, waiting on communication, and idle (pipeline bubble); and
+    the forward steps it took (one per micro-batch per token), so ranks compare compute per step."""
 
     compute_s: float
     comm_s: float
     idle_s: float
+    steps: float | None = None
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ class Timers:
     enabled: bool
     comm_s: float = 0.0  # all-reduces and sends
     idle_s: float = 0.0  # waiting for a neighbour stage: pipeline bubble plus transfer
+    steps: int = 0  # forward steps of this rank's stage (a micro-batch's prefill or one token)
     marked: bool = False  # name ranges (runtime.contract.PROFILE_RANGES) for the profiler
 
     def span(self, name: str) -> AbstractContextManager[object]:
@@ -225,6 +226,7 @@ class Generator:
             "past_key_values": mb.cache,
             "use_cache": True,
         }
+        self.links.timers.steps += 1
         with self.span("compute"):
             if stage.first:
                 ids = mb.ids if mb.step == 0 else mb.next_ids

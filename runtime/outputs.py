@@ -39,7 +39,7 @@ class RankOutputs:
         self.progress_log = _LineLog(config.progress_path(rank))
         self.shard = _LineLog(config.shard_path(rank)) if owns_results else None
 
-    def progress(self, phase: Phase, message: str | None = None) -> None:
+    def progress(self, phase: Phase, message: str | None = None, compute_ms_per_step: float | None = None) -> None:
         now = time.time()
         if phase == "running" and self.running_since is None:
             self.running_since = now
@@ -53,6 +53,7 @@ class RankOutputs:
             tokens_generated=self.tokens,
             tokens_per_s=self.tokens / elapsed if elapsed > 0 else 0.0,
             message=message,
+            compute_ms_per_step=compute_ms_per_step,
         )
         self.progress_log.append([dumps_line(line)])
 

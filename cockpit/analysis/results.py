@@ -57,7 +57,7 @@ class RunResults:
 
     run_id: str
     run_dir: Path
-    winner: str  # Markdown: the winner sentence, then the leads of prefill and decode as a list
+    winner: str  # Markdown: the winner sentence, then the leads of prefill and decode and the stragglers, listed
     reference: str  # what correctness was judged against, and why: correctness.Reference.sentence
     table: pd.DataFrame  # RunSummary.table()
     latency_points: list[tuple[str, float, float]]  # (strategy, exact-match rate, latency p50 ms)
@@ -134,7 +134,12 @@ def run_results(
     return RunResults(
         run_id=summary.run_id,
         run_dir=run_dir,
-        winner="\n".join([summary.winner(table), *(f"- {lead}" for lead in summary.phase_leads(table))]),
+        winner="\n".join(
+            [
+                summary.winner(table),
+                *(f"- {line}" for line in [*summary.phase_leads(table), *summary.straggler_lines()]),
+            ]
+        ),
         reference=scored.reference.sentence,
         table=table,
         latency_points=summary.latency_points(),

@@ -8,6 +8,7 @@ narrows as passes are added. One pass has no spread: its interval is the point i
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Sequence
@@ -59,3 +60,9 @@ def spread(values: Sequence[float]) -> Spread:
     samples = np.random.default_rng(SEED).choice(known, size=(RESAMPLES, len(known)), replace=True)
     low, high = np.quantile(np.median(samples, axis=1), [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
     return Spread(middle, float(low), float(high), min(known), max(known), len(known))
+
+
+def json_list(cell: object) -> list:
+    """The list a JSON column of the metrics table holds (the passes' figures, the ranks' hosts); [] for a cell
+    that is missing (None, or NaN where the table joins strategies collected before the column existed)."""
+    return json.loads(cell) if isinstance(cell, str) and cell else []

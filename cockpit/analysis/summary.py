@@ -13,7 +13,6 @@ cost, written as CSV and Markdown, plus two text plots (plotext) that need no te
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -21,9 +20,11 @@ from pathlib import Path
 import pandas as pd
 import plotext as plt
 
+from cockpit.analysis import stragglers
 from cockpit.analysis.bottlenecks import Performance
 from cockpit.analysis.correctness import Reference, require_columns
-from cockpit.analysis.spread import Spread, spread
+from cockpit.analysis.spread import Spread, json_list, spread
+from cockpit.sweep import peers
 from runtime.atomic import atomic_write_text
 
 RESULT_COLUMNS = ("strategy", "strategy_kind", "variant", "latency_ms", "ttft_ms", "tokens_generated", "prompt_tokens")
@@ -305,7 +306,7 @@ class RunSummary:
         whose metrics have no pass figures (collected before the runtime repeated)."""
         out: dict[str, dict[str, Spread]] = {}
         for row in self.metrics.drop_duplicates("strategy").to_dict(orient="records"):
-            passes = {name: json.loads(row.get(column) or "[]") for name, column in PASS_COLUMNS.items()}
+            passes = {name: json_list(row.get(column)) for name, column in PASS_COLUMNS.items()}
             out[str(row["strategy"])] = {n: spread(v) for n, v in passes.items() if v} if any(passes.values()) else {}
         return out
 
@@ -477,6 +478,16 @@ class RunSummary:
             lines.append(f"{phase}: {tie or lead + '.'}")
         return lines
 
+    def straggler_lines(self) -> list[str]:
+        """Each strategy's straggler in a sentence with the what-if without it; one line saying there is none
+        where ranks could be compared; nothing where none could (one rank per stage, or no time split)."""
+        rows = self.metrics.drop_duplicates("strategy").to_dict(orient="records")
+        found = [found.sentence() for row in rows if (found := stragglers.straggler(row)) is not None]
+        if found or not any(stragglers.compared(row) for row in rows):
+            return found
+        limit = f"{peers.THRESHOLD - 1:.0%}"
+        return [f"No straggler: every rank's compute per step is within {limit} of its peers' median."]
+
     def to_csv(self, path: str | Path) -> Path:
         """The table as CSV (NaN as an empty field), written atomically."""
         return _write_csv(self.table(), path)
@@ -514,6 +525,8 @@ class RunSummary:
         lines[-1] += " the timed passes; passes: how many (warm-up excluded)."
         if energy := self.energy_lines(table):
             lines += ["", ENERGY_SECTION, "", *(f"- {line}" for line in energy)]
+        if straggling := self.straggler_lines():
+            lines += ["", "## Stragglers", "", *(f"- {line}" for line in straggling)]
         placement = self.placement()
         if placement:
             lines += ["", "## Where each rank ran", ""]
@@ -539,7 +552,7 @@ class RunSummary:
             elif pd.notna(estimated) and bool(estimated):
                 shares = ", ".join(
                     f"rank {rank} {_small(j)} J"
-                    for rank, j in enumerate(json.loads(row.get("rank_energy_j") or "[]"))
+                    for rank, j in enumerate(json_list(row.get("rank_energy_j")))
                     if j is not None
                 )
                 lines.append(
@@ -558,7 +571,7 @@ class RunSummary:
         rows = []
         for strategy in self.table()["strategy"]:
             by_host: dict[str, list[str]] = {}
-            for rank, host in enumerate(json.loads(hosts.get(strategy) or "[]")):
+            for rank, host in enumerate(json_list(hosts.get(strategy))):
                 by_host.setdefault(host or "unknown", []).append(str(rank))
             if by_host:
                 rows.append((strategy, "; ".join(f"{host}: {', '.join(ranks)}" for host, ranks in by_host.items())))

@@ -1,4 +1,5 @@
-"""The active sweep's live progress: per strategy and per rank, rows written, tokens/s, ETA and stall markers.
+"""The active sweep's live progress: per strategy and per rank, rows written, tokens/s, ETA, stall markers, and
+the rank that straggles behind its peers (its compute per step so far, from its heartbeats).
 
 `ProgressTracker.poll()` is what the dashboard calls on its timer (every 0.5-2 s). Each poll stats the manifest
 and every rank's progress file and re-reads only those whose (size, mtime_ns) changed since the last poll, so a
@@ -21,9 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cockpit.errors import BAD_INPUT
+from cockpit.sweep import peers
 from cockpit.sweep.manifest import MANIFEST_NAME, Manifest, StrategyEntry
 from runtime.contract import ExperimentConfig, Phase, ProgressLine
 from runtime.outputs import last_progress
+from runtime.topology import Topology
 
 ACTIVE_RUN_STATES = frozenset({"planned", "running"})
 RATE_HISTORY = 50  # tokens/s samples kept per rank for its running median
@@ -48,6 +51,7 @@ class RankProgress:
     eta_s: float | None
     stalled: bool
     stall_reason: str | None
+    straggling: str | None = None  # slower than its peers (cockpit.sweep.peers), said as how much
 
     @property
     def fraction(self) -> float:
@@ -195,7 +199,7 @@ class ProgressTracker:
                 state.config = dataclasses.replace(loaded, output_root=entry.output_root)
         config = state.config
         paths = [config.progress_path(rank) for rank in range(config.world_size)] if config else []
-        ranks = tuple(self._rank(state, path, rank, now) for rank, path in enumerate(paths))
+        ranks = self._mark_straggler(state, tuple(self._rank(state, path, r, now) for r, path in enumerate(paths)))
         writers = [r for r in ranks if r.rows_expected]
         etas = [r.eta_s for r in writers]
         return StrategyProgress(
@@ -209,6 +213,26 @@ class ProgressTracker:
             tokens_per_s=sum(r.tokens_per_s for r in writers),
             eta_s=max(etas) if etas and None not in etas else None,
         )
+
+    @staticmethod
+    def _mark_straggler(state: _StrategyState, ranks: tuple[RankProgress, ...]) -> tuple[RankProgress, ...]:
+        """The ranks, the one whose compute per step so far lags its stage's peers marked (when one does)."""
+        config = state.config
+        lines = {r: rank_state.line for r, rank_state in state.ranks.items()}
+        per_rank = {
+            r: line.compute_ms_per_step
+            for r, line in lines.items()
+            if line is not None and line.phase == "running" and line.compute_ms_per_step is not None
+        }
+        if config is None or len(per_rank) < 2:
+            return ranks
+        stage_of = {r: Topology(config.tp_size, config.pp_size, config.dp_size, r).pp_rank for r in per_rank}
+        found = peers.straggling(per_rank, stage_of)
+        if found is None:
+            return ranks
+        slow, ratio = found
+        said = f"straggling: {ratio:.1f}x its peers' compute per step"
+        return tuple(dataclasses.replace(r, straggling=said) if r.rank == slow else r for r in ranks)
 
     def _rank(self, strategy: _StrategyState, path: Path, rank: int, now: float) -> RankProgress:
         state = strategy.ranks.setdefault(rank, _RankState())

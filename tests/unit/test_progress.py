@@ -73,10 +73,11 @@ def beat(
     expected: int = 0,
     tokens: int = 0,
     phase: Phase = "running",
+    compute_ms_per_step: float | None = None,
 ) -> None:
     path = cfg.progress_path(rank)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = ProgressLine(rank, ts, phase, rows, expected, tokens, tokens_per_s=tokens / 100)
+    line = ProgressLine(rank, ts, phase, rows, expected, tokens, tokens / 100, None, compute_ms_per_step)
     with path.open("a", encoding="utf-8") as handle:
         handle.write(dumps_line(line))
 
@@ -362,3 +363,16 @@ def test_a_progress_file_replaced_or_removed_between_polls(run_dir: Path, tmp_pa
     clock.now = 103.0
     rank = only(tracker.poll()).ranks[0]
     assert (rank.rows_written, rank.updated_at) == (6, 102.0)
+
+
+def test_a_rank_whose_compute_per_step_lags_its_peers_is_marked_straggling(run_dir: Path) -> None:
+    """TP 2: rank 1 computes 1.6x as long per step as rank 0; within 15% it is not marked."""
+    cfg = config(run_dir, "tp2", tp=2)
+    manifest(run_dir, [cfg])
+    tracker = ProgressTracker(run_dir, clock=Clock(100.0))
+    beat(cfg, 0, 100.0, 4, 40, 128, compute_ms_per_step=10.0)
+    beat(cfg, 1, 100.0, compute_ms_per_step=16.0)
+    fast, slow = only(tracker.poll()).ranks
+    assert (fast.straggling, slow.straggling) == (None, "straggling: 1.6x its peers' compute per step")
+    beat(cfg, 1, 101.0, compute_ms_per_step=11.0)
+    assert [r.straggling for r in only(tracker.poll()).ranks] == [None, None]

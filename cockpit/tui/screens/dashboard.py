@@ -79,6 +79,14 @@ def sweep_rows(progress: SweepProgress | None) -> list[tuple[str, tuple[str | Te
     out: list[tuple[str, tuple[str | Text, ...]]] = []
     for strategy in progress.strategies:
         stalled = [r for r in strategy.ranks if r.stalled]
+        straggling = [r.rank for r in strategy.ranks if r.straggling]
+        note = (
+            f"⚠ {len(stalled)} rank(s) stalled"
+            if stalled
+            else f"⚠ rank {straggling[0]} straggling"
+            if straggling
+            else ""
+        )
         out.append(
             (
                 strategy.strategy_id,
@@ -89,7 +97,7 @@ def sweep_rows(progress: SweepProgress | None) -> list[tuple[str, tuple[str | Te
                     f"{strategy.rows_written}/{strategy.rows_expected}",
                     f"{strategy.tokens_per_s:.0f}" if strategy.tokens_per_s else "-",
                     duration(strategy.eta_s),
-                    Text(f"⚠ {len(stalled)} rank(s) stalled", style="bold yellow") if stalled else "",
+                    Text(note, style="bold yellow"),
                 ),
             )
         )
@@ -104,7 +112,9 @@ def sweep_rows(progress: SweepProgress | None) -> list[tuple[str, tuple[str | Te
                         f"{rank.rows_written}/{rank.rows_expected}",
                         f"{rank.tokens_per_s:.0f}" if rank.tokens_per_s else "-",
                         duration(rank.eta_s),
-                        Text(f"⚠ {rank.stall_reason}", style="bold yellow") if rank.stalled else "",
+                        Text(f"⚠ {rank.stall_reason or rank.straggling or ''}", style="bold yellow")
+                        if rank.stalled or rank.straggling
+                        else "",
                     ),
                 )
             )
