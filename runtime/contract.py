@@ -295,12 +295,14 @@ class Percentiles:
 @dataclass(frozen=True)
 class TimeSplit:
     """Where a rank's wall time went: its own compute, waiting on communication, and idle (pipeline bubble); and
-    the forward steps it took (one per micro-batch per token), so ranks compare compute per step."""
+    the forward steps it took (one per micro-batch per token) with the median time of one (its all-reduces left
+    out), so ranks compare compute per step without their bookkeeping, I/O, or a moment's preemption."""
 
     compute_s: float
     comm_s: float
     idle_s: float
     steps: float | None = None
+    step_ms: float | None = None
 
 
 @dataclass(frozen=True)

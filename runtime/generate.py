@@ -43,7 +43,8 @@ class Timers:
     enabled: bool
     comm_s: float = 0.0  # all-reduces and sends
     idle_s: float = 0.0  # waiting for a neighbour stage: pipeline bubble plus transfer
-    steps: int = 0  # forward steps of this rank's stage (a micro-batch's prefill or one token)
+    forward_s: list[float] = field(default_factory=list)  # each forward step of this rank's stage (a micro-batch's
+    # prefill or one token), its all-reduces left out: compute alone
     marked: bool = False  # name ranges (runtime.contract.PROFILE_RANGES) for the profiler
 
     def span(self, name: str) -> AbstractContextManager[object]:
@@ -226,7 +227,8 @@ class Generator:
             "past_key_values": mb.cache,
             "use_cache": True,
         }
-        self.links.timers.steps += 1
+        timers = self.links.timers
+        forward_start, comm_before = time.perf_counter(), timers.comm_s
         with self.span("compute"):
             if stage.first:
                 ids = mb.ids if mb.step == 0 else mb.next_ids
@@ -235,6 +237,7 @@ class Generator:
                 hidden = stage.model.model(inputs_embeds=hidden_in, **kwargs).last_hidden_state
             if stage.last:
                 logits = stage.model.lm_head(hidden[:, -1:, :])  # 3-D: AutoTP's LM head requires it
+        timers.forward_s.append(time.perf_counter() - forward_start - (timers.comm_s - comm_before))
         if stage.last:
             with self.span("sampling"):
                 self._pick(mb, logits, start)

@@ -320,7 +320,7 @@ class Rank:
             generator.run(batch, profiled=False)
         generator.links.drain()
         self.timers.comm_s = self.timers.idle_s = 0.0
-        self.timers.steps = 0
+        self.timers.forward_s.clear()
         return time.perf_counter() - start
 
     def decode(self) -> Decoded:
@@ -329,7 +329,7 @@ class Rank:
         cfg, work, generator, outputs = self.cfg, self.work, self.generator, self.outputs
         assert generator is not None
         outputs.rows_expected *= cfg.repeats  # the dashboard's progress counts every pass
-        decoded, started = Decoded(), time.perf_counter()
+        decoded = Decoded()
         for repeat in range(cfg.repeats):
             note = f"repeat {repeat + 1}/{cfg.repeats}" if cfg.repeats > 1 else None
             outputs.progress("running", note)
@@ -344,7 +344,7 @@ class Rank:
                     else:
                         outputs.count(batch)
                     rows += batch
-                outputs.progress("running", note, self.compute_ms_per_step(started))
+                outputs.progress("running", note, self.compute_ms_per_step())
             wall = time.perf_counter() - start
             if repeat == 0:
                 decoded.rows = rows
@@ -353,13 +353,10 @@ class Rank:
             decoded.repeats.append(self.pass_figures(wall, rows))
         return decoded
 
-    def compute_ms_per_step(self, started: float) -> float | None:
-        """This rank's compute per forward step since the timed passes `started`, where it is measured (CPU)."""
-        timers = self.timers
-        if not timers.enabled or not timers.steps:
-            return None
-        compute_s = time.perf_counter() - started - timers.comm_s - timers.idle_s
-        return max(compute_s, 0.0) * 1e3 / timers.steps
+    def compute_ms_per_step(self) -> float | None:
+        """This rank's median forward step in the timed passes so far, where it is measured (CPU)."""
+        steps = self.timers.forward_s
+        return statistics.median(steps) * 1e3 if self.timers.enabled and steps else None
 
     @staticmethod
     def pass_figures(wall_s: float, rows: list[ShardRow]) -> RepeatFigures:
@@ -446,7 +443,8 @@ class Rank:
             compute_s=max(wall - timers.comm_s - timers.idle_s, 0.0) / passes,
             comm_s=timers.comm_s / passes,
             idle_s=timers.idle_s / passes,
-            steps=timers.steps / passes,
+            steps=len(timers.forward_s) / passes,
+            step_ms=self.compute_ms_per_step(),
         )
 
     def metrics(

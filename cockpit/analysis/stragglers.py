@@ -1,7 +1,7 @@
 """Stragglers: a rank, or a node, slower than the peers that do the same work, which every collective waits for.
 
 Ranks of one pipeline stage (a TP group, and the data-parallel replicas of it) do the same work per forward step,
-so their compute per step (a timed pass's compute over its steps, runtime.contract.TimeSplit) should match. The
+so their compute per step (the median forward step of a timed pass, runtime.contract.TimeSplit) should match. The
 slowest is a straggler when it is more than cockpit.sweep.peers.THRESHOLD above the median of its peers. When its
 host runs none of its peers, the node is named: "node1 is the straggler". A TP group's all-reduce waits for its
 slowest rank at every layer, and a sweep for its slowest replica, so without the straggler (every rank as fast as
@@ -53,18 +53,17 @@ def _lists(row: Mapping[str, Any], *columns: str) -> list[list[Any]] | None:
 def straggler(row: Mapping[str, Any]) -> Straggler | None:
     """The strategy's straggler (a metrics row as the collector writes it), or None: no peers to compare, or
     every rank within THRESHOLD of its peers."""
-    lists = _lists(row, "rank_stages", "rank_hosts", "rank_compute_s", "rank_steps")
+    lists = _lists(row, "rank_stages", "rank_hosts", "rank_step_ms", "rank_steps")
     if lists is None:
         return None
-    stages, hosts, compute, steps = lists
-    known = [r for r in range(len(stages)) if stages[r] is not None and compute[r] is not None and steps[r]]
-    per_step = {r: compute[r] / steps[r] for r in known}
-    found = peers.straggling(per_step, {r: stages[r] for r in known})
+    stages, hosts, step_ms, steps = lists
+    known = [r for r in range(len(stages)) if stages[r] is not None and step_ms[r] is not None and steps[r]]
+    found = peers.straggling({r: step_ms[r] for r in known}, {r: stages[r] for r in known})
     if found is None:
         return None
     rank, ratio = found
     others = [r for r in known if stages[r] == stages[rank] and r != rank]
-    excess_s = (per_step[rank] - statistics.median(per_step[r] for r in others)) * steps[rank]
+    excess_s = (step_ms[rank] - statistics.median(step_ms[r] for r in others)) / 1e3 * steps[rank]
     wall, tokens = row.get("wall_time_s"), row.get("tokens_generated")
     tps = tokens / wall if wall and tokens else None
     without = tokens / (wall - excess_s) if tps and wall > excess_s else None
@@ -76,8 +75,8 @@ def straggler(row: Mapping[str, Any]) -> Straggler | None:
 
 def compared(row: Mapping[str, Any]) -> bool:
     """Whether the strategy has peers whose compute per step can be compared (some stage with two ranks)."""
-    lists = _lists(row, "rank_stages", "rank_compute_s")
+    lists = _lists(row, "rank_stages", "rank_step_ms")
     if lists is None:
         return False
-    stages = [stage for stage, compute in zip(*lists, strict=True) if stage is not None and compute is not None]
+    stages = [stage for stage, step_ms in zip(*lists, strict=True) if stage is not None and step_ms is not None]
     return len(stages) > len(set(stages))

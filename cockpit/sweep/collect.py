@@ -254,9 +254,9 @@ def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobReco
         "hostnames": json.dumps(sorted(hosts)),
         "ranks_per_host": max(hosts.values(), default=None),
         "rank_hosts": json.dumps(rank_hosts),  # by rank: the host it ran on (null: no metrics from it)
-        # by rank: its pipeline stage, and its compute and forward steps in a timed pass (stragglers.py)
+        # by rank: its pipeline stage, its forward steps in a timed pass and the median one's compute
         "rank_stages": json.dumps([m.get("pp_rank") for m in by_rank]),
-        "rank_compute_s": json.dumps([(m.get("time_split") or {}).get("compute_s") for m in by_rank]),
+        "rank_step_ms": json.dumps([(m.get("time_split") or {}).get("step_ms") for m in by_rank]),
         "rank_steps": json.dumps([(m.get("time_split") or {}).get("steps") for m in by_rank]),
         "links": json.dumps(first("links") or []),  # the ranks' own link timings (runtime.contract.LinkFit)
         # the verified runtime build(s) the ranks ran from; more than one would mean nodes ran different code
