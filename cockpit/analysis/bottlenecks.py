@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from cockpit.analysis import performance_model as pm
+from cockpit.analysis.spread import Spread, json_list, spread
 from cockpit.errors import BAD_INPUT, BadInput
 from cockpit.sweep.strategies import STRATEGIES, Shape, SweepSettings
 from runtime.prompts import split_evenly
@@ -124,6 +125,7 @@ class StrategyPerformance:
     sentence: str
     what_if: dict[str, float]  # "<link> x<nodes>" -> predicted tokens/s
     oversubscribed: bool = False  # its ranks wait for CPU time on a host (see `contention`): outside the model
+    measured_spread: Spread | None = None  # tokens/s over the timed passes, where there were several
 
     @property
     def predicted_tokens_per_s(self) -> float:
@@ -139,9 +141,19 @@ class StrategyPerformance:
         return self.measured_tokens_per_s / self.predicted_tokens_per_s
 
     @property
+    def ratio_interval(self) -> tuple[float, float]:
+        """The ratio at both ends of the measurement's 95% interval; the ratio itself without a spread."""
+        spread = self.measured_spread
+        if spread is None or not spread.measured or math.isnan(self.predicted_tokens_per_s):
+            return self.ratio, self.ratio
+        return spread.low / self.predicted_tokens_per_s, spread.high / self.predicted_tokens_per_s
+
+    @property
     def explained(self) -> bool:
-        """Whether the measurement is within WITHIN_MODEL of the prediction (an unknown ratio is not)."""
-        return WITHIN_MODEL[0] <= self.ratio <= WITHIN_MODEL[1]
+        """Whether the measurement, within its spread, reaches WITHIN_MODEL of the prediction (an unknown ratio
+        does not)."""
+        low, high = self.ratio_interval
+        return low <= WITHIN_MODEL[1] and high >= WITHIN_MODEL[0]
 
 
 @dataclass(frozen=True)
@@ -162,6 +174,8 @@ class Performance:
                     "predicted_tokens_per_s": s.predicted_tokens_per_s,
                     "measured_tokens_per_s": s.measured_tokens_per_s,
                     "ratio": s.ratio,
+                    "ratio_low": s.ratio_interval[0],
+                    "ratio_high": s.ratio_interval[1],
                     "predicted_ttft_ms": s.predicted_ttft_s * 1000,
                     "measured_ttft_ms": (s.measured_ttft_s or math.nan) * 1000,
                     "predicted_comm_share": s.predicted.comm_share,
@@ -349,6 +363,7 @@ def _strategy_performance(
         sentence=_sentence(name, what, total, hw, where, model),
         oversubscribed=contention(hw, where) is not None,
         what_if=_what_if(kind, settings, model, hw, runs, links, intra),
+        measured_spread=spread(json_list(row.get("pass_tokens_per_s"))),
     )
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 import plotext as plt
 
 from cockpit.analysis import stragglers
-from cockpit.analysis.bottlenecks import Performance
+from cockpit.analysis.bottlenecks import Performance, StrategyPerformance
 from cockpit.analysis.correctness import Reference, require_columns
 from cockpit.analysis.spread import Spread, json_list, spread
 from cockpit.sweep import peers
@@ -156,6 +156,15 @@ def _number(value: float | None, spec: str) -> str:
     return NAN if value is None or math.isnan(value) else format(value, spec)
 
 
+def _interval(strategy: StrategyPerformance) -> str:
+    """' [low–high]': the ratio at the ends of the measurement's 95% interval, where the passes gave one."""
+    spread = strategy.measured_spread
+    if spread is None or not spread.measured:
+        return ""
+    low, high = strategy.ratio_interval
+    return f" [{low:.2f}–{high:.2f}]"
+
+
 def performance_markdown(performance: Performance | str) -> str:
     """The summary's section on the performance model: the fitted device, predicted against measured per
     strategy, the bottleneck sentences and the what-ifs; or why there is no analysis."""
@@ -166,7 +175,7 @@ def performance_markdown(performance: Performance | str) -> str:
             s.strategy,
             _number(s.predicted_tokens_per_s, ",.1f"),
             _number(s.measured_tokens_per_s, ",.1f"),
-            _number(s.ratio, ".2f"),
+            _number(s.ratio, ".2f") + _interval(s),
             _number(s.predicted_ttft_s * 1e3, ",.1f"),
             _number(s.measured_ttft_s * 1e3 if s.measured_ttft_s is not None else None, ",.1f"),
             f"{s.predicted.comm_share:.0%}",

@@ -35,6 +35,8 @@ OVERRIDES = {
     "time_limit": str,
     "device": str,
     "precision": str,
+    "repeats": int,
+    "warmup_batches": int,
 }
 
 

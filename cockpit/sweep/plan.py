@@ -95,6 +95,8 @@ def first_prompts(records: list[PromptRecord], limit: int) -> list[PromptRecord]
 def plan(settings: Settings, *, now: datetime | None = None, **overrides: Any) -> Sweep:
     """A new run folder: the prompt table written and checked, the manifest listing every strategy."""
     section = dataclasses.replace(settings.sweep, **overrides)
+    if overrides:
+        section.check("the command line's overrides of [sweep]", "")
     if not settings.model_path.exists():
         hint = " (build it: cluster model build-tiny)" if settings.file.model.name == EMBEDDED_MODEL else ""
         raise BadInput(f"{settings.model_path}: model not found{hint}")

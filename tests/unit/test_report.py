@@ -3,6 +3,7 @@ same run with its single-device reference gone (a fake out-of-memory failure), j
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -383,3 +384,17 @@ def test_a_fake_out_of_memory_reference_is_replaced_by_the_strategies_majority()
     )
     assert f"| {TP} | tp_nodes | 2 | 1 | 2 | 2 | 100.0% | — |" in text
     assert "| — | — |" in text  # J/token and speedup unknown
+
+
+def test_a_measurement_whose_interval_reaches_the_band_is_within_the_model() -> None:
+    """2.4x its prediction at the median, but the passes' interval reaches down to 1.9x: within the model."""
+    results, metrics, summary = make_run([1, 1, 1])
+    spread_out = spread([19.8, 25.0, 26.0])  # tokens/s; predicted 100 tokens in 9.6 s, 10.4 tokens/s
+    tp = dataclasses.replace(predicted(TP, 9.6, 4.0), measured_spread=spread_out)
+    low, high = tp.ratio_interval
+    assert low == pytest.approx(spread_out.low / (100 / 9.6)) and low < 2.0 < high and tp.explained
+    report = RunSummary(
+        results, metrics, summary, RUN, performance=Performance("cpu", [predicted(REF, 10, 10), tp], [])
+    )
+    assert report.unexplained() == {} and report.winner().startswith(f"Winner: **{TP}**")
+    assert f"| 2.40 [{low:.2f}–{high:.2f}] |" in report.markdown()

@@ -51,6 +51,16 @@ def test_misaligned_ids(sweep_home: Path) -> None:
     assert done.returncode == 2 and "p4k.txt:3: prompt 2 has id 3" in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("flag", "problem"),
+    [("--repeats=0", "repeats: expected at least 1, got 0"), ("--warmup-batches=-1", "warmup_batches: expected 0")],
+)
+def test_a_bad_override_is_named_and_makes_no_run(sweep_home: Path, flag: str, problem: str) -> None:
+    done = run("sweep", "run", flag, cwd=sweep_home)
+    assert done.returncode == 2 and f"the command line's overrides of [sweep]: {problem}" in done.stderr
+    assert not (sweep_home / "data" / "runs").exists()
+
+
 def test_bad_sweep_key_is_named(sweep_home: Path) -> None:
     config = sweep_home / "cockpit.toml"
     config.write_text(config.read_text() + "nodez = 2\n")
