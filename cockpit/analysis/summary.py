@@ -16,6 +16,7 @@ import io
 import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 import plotext as plt
@@ -47,6 +48,7 @@ PLOT_SIZE = (100, 30)
 MARKERS = "ox+*#@%&$="
 NAN = "—"
 PLOTS_DIR = "plots"
+Lead = Literal["alone", "beyond", "tie", "unknown"]  # how a strategy's lead stands against the noise
 # measured on every timed pass (medians with spreads): the table's column -> the metrics' list of passes
 PASS_COLUMNS = {
     "tokens_per_s": "pass_tokens_per_s",
@@ -411,9 +413,16 @@ class RunSummary:
         return {s.strategy: s.ratio for s in self.performance.strategies if not s.explained and not math.isnan(s.ratio)}
 
     def _set_aside(self) -> tuple[dict[str, str], str]:
-        """The strategies that cannot be ranked beyond correctness (a pass that did not repeat the first, a
-        measurement the model does not explain), and the sentences that say why."""
+        """The strategies that cannot be ranked beyond correctness (a pass that did not repeat the first, more busy
+        ranks than their host has CPUs, a measurement the model does not explain), and the sentences saying why."""
         aside = {s: f"{s} did not repeat itself: {why}." for s, why in sorted(self.repeat_mismatches().items())}
+        if isinstance(self.performance, Performance):
+            for strategy in sorted(s.strategy for s in self.performance.strategies if s.oversubscribed):
+                aside.setdefault(
+                    strategy,
+                    f"{strategy} waits for CPU time (more busy ranks than its host's CPUs), which the performance "
+                    "model leaves out: not ranked.",
+                )
         for strategy, ratio in sorted(self.unexplained().items()):
             aside.setdefault(strategy, f"{strategy} measured {ratio:.2f}x its prediction: not ranked until explained.")
         return aside, "".join(f" {why}" for why in aside.values())
@@ -425,52 +434,59 @@ class RunSummary:
         ranked = (table["exact_match_rate"] == 1.0) & table[column].notna() & ~table["strategy"].isin(aside)
         return table[ranked].sort_values(column, ascending=False)
 
-    def _noise(self, contenders: pd.DataFrame, figure: str) -> tuple[str, str | None]:
-        """How the first contender's lead on `figure` compares with the noise: a clause for the winner sentence,
-        or (second) a sentence saying the top two cannot be told apart."""
+    def _lead(self, contenders: pd.DataFrame, figure: str) -> tuple[Lead, str]:
+        """Whether the first contender's lead on `figure` stands out of the noise, and the words for it: a clause
+        for the winner sentence (alone, beyond the noise), or a sentence (indistinguishable, or no spread)."""
         if len(contenders) < 2:
-            return "", None
+            return "alone", ""
         best, second = contenders.iloc[0], contenders.iloc[1]
         spreads = self.spreads()
         a, b = (spreads.get(str(row["strategy"]), {}).get(figure) for row in (best, second))
-        if a is None or b is None or not a.measured:
-            return "; measured once each, so the spread is unknown ([sweep] repeats = 3 measures it)", None
+        if a is None or b is None or not a.measured or not b.measured:
+            return (
+                "unknown",
+                "one timed pass each gives no spread, so no lead can be told from noise ([sweep] repeats = 3)",
+            )
         runs = min(a.passes, b.passes)
         if a.overlaps(b):
-            return "", (
+            return "tie", (
                 f"**{best['strategy']}** ({a.median:,.1f} tokens/s, {a.interval()}) and **{second['strategy']}** "
                 f"({b.median:,.1f}, {b.interval()}) are indistinguishable at {runs} repeats: "
-                "their 95% intervals overlap."
+                "their 95% intervals overlap"
             )
-        return f", ahead of {second['strategy']} beyond the noise of {runs} repeats", None
+        return "beyond", f", ahead of {second['strategy']} beyond the noise of {runs} repeats"
 
     def winner(self, table: pd.DataFrame | None = None) -> str:
         """One sentence: the fastest strategy that reproduced the reference on every prompt (and its own first pass
-        on every later one) and whose measurement the performance model explains, by how much, and whether that
-        lead is beyond the noise of its passes; then why any strategy was set aside."""
+        on every later one) and whose measurement the performance model explains, by how much, named only when
+        its lead is beyond the noise of its passes; then why any strategy was set aside."""
         table = self.table() if table is None else table
         _, aside = self._set_aside()
         matched = self.reference.matched if self.reference else "every prompt's tokens identical to the reference"
         contenders = self._contenders(table, "tokens_per_s")
         if contenders.empty:
             return f"No winner: no strategy with a known throughput had {matched}.{aside}"
-        noise, tie = self._noise(contenders, "tokens_per_s")
-        if tie:
-            return f"No clear winner: {tie}{aside}"
+        lead, words = self._lead(contenders, "tokens_per_s")
+        if lead == "tie":
+            return f"No clear winner: {words}.{aside}"
         best = contenders.iloc[0]
         tps = f"{best['tokens_per_s']:,.1f} tokens/s"
         if best["kind"] == self.reference_kind:
-            return (
-                f"Winner: **{best['strategy']}**, the reference itself, at {tps}{noise}: "
-                "no strategy that matched it on every prompt was faster." + aside
-            )
+            what = f"**{best['strategy']}**, the reference itself, at {tps}"
+            beaten = "no strategy that matched it on every prompt was faster"
+            if lead == "unknown":
+                return f"No winner named: {words}. Fastest measured: {what}: {beaten}.{aside}"
+            return f"Winner: {what}{words}: {beaten}.{aside}"
         shape = f"{best['kind']}, tp {best['tp']} x pp {best['pp']} on {best['nodes']} node(s)"
         reference = table.loc[table["kind"] == self.reference_kind, "tokens_per_s"].dropna()
         if math.isnan(best["speedup"]) or reference.empty:
             why = "no reference throughput to compare"
         else:
             why = f"{best['speedup']:.2f}x the reference's {reference.iloc[0]:,.1f} tokens/s"
-        return f"Winner: **{best['strategy']}** ({shape}): {tps}, {why}{noise}, with {matched}.{aside}"
+        what = f"**{best['strategy']}** ({shape}): {tps}, {why}"
+        if lead == "unknown":
+            return f"No winner named: {words}. Fastest measured: {what}, with {matched}.{aside}"
+        return f"Winner: {what}{words}, with {matched}.{aside}"
 
     def phase_leads(self, table: pd.DataFrame | None = None) -> list[str]:
         """Prefill and decode apart: which strategy leads each (as the winner sentence ranks them), where the
@@ -481,10 +497,14 @@ class RunSummary:
             contenders = self._contenders(table, figure)
             if contenders.empty:
                 continue
-            noise, tie = self._noise(contenders, figure)
-            best = contenders.iloc[0]
-            lead = f"**{best['strategy']}** leads at {best[figure]:,.1f} tokens/s{noise}"
-            lines.append(f"{phase}: {tie or lead + '.'}")
+            lead, words = self._lead(contenders, figure)
+            best = f"**{contenders.iloc[0]['strategy']}** at {contenders.iloc[0][figure]:,.1f} tokens/s"
+            if lead == "tie":
+                lines.append(f"{phase}: {words}.")
+            elif lead == "unknown":
+                lines.append(f"{phase}: fastest measured {best}, one pass each: no lead told from noise.")
+            else:
+                lines.append(f"{phase}: {best.replace(' at ', ' leads at ', 1)}{words}.")
         return lines
 
     def straggler_lines(self) -> list[str]:

@@ -165,7 +165,12 @@ def test_markdown_names_the_run_and_the_winner(diverging: RunSummary, exact: Run
     text = exact.to_markdown(tmp_path / "s.md").read_text()
     lines = text.splitlines()
     assert lines[0] == f"# Run summary: {RUN}"
-    assert f"Winner: **{TP}** (tp_nodes, tp 2 x pp 1 on 2 node(s)): 25.0 tokens/s, 2.50x the reference's 10.0" in text
+    # one pass each: the fastest is named as such, not crowned
+    assert text.splitlines()[2] == (
+        "No winner named: one timed pass each gives no spread, so no lead can be told from noise ([sweep] repeats = 3)."
+        f" Fastest measured: **{TP}** (tp_nodes, tp 2 x pp 1 on 2 node(s)): 25.0 tokens/s, 2.50x the reference's 10.0"
+        " tokens/s, with every prompt's tokens identical to the reference."
+    )
     table = [line for line in lines if line.startswith("|")]
     assert len(table) == 4  # header, separator, two strategies
     assert table[0].startswith("| strategy | kind | tp |")
@@ -289,7 +294,7 @@ def test_a_lead_within_the_noise_names_no_winner() -> None:
     assert close.winner().startswith(f"No clear winner: **{TP}** (10.5 tokens/s, ")
     assert f"and **{REF}** (10.0, " in close.winner() and "indistinguishable at 3 repeats" in close.winner()
     once = RunSummary(results, timed(metrics, {REF: [10.0], TP: [25.0]}), summary, RUN)
-    assert "measured once each, so the spread is unknown" in once.winner()
+    assert once.winner().startswith("No winner named: one timed pass each gives no spread")
 
 
 def test_a_strategy_that_does_not_repeat_itself_cannot_win() -> None:
@@ -321,7 +326,7 @@ def test_a_lead_the_model_cannot_explain_is_not_ranked() -> None:
         f"faster. {TP} measured 2.40x its prediction: not ranked until explained."
     )
     explained = Performance("cpu", [predicted(REF, 10.0, 10.0), predicted(TP, 5.0, 4.0)], [])  # 1.25x
-    assert RunSummary(results, metrics, summary, RUN, performance=explained).winner().startswith(f"Winner: **{TP}**")
+    assert f"Fastest measured: **{TP}**" in RunSummary(results, metrics, summary, RUN, performance=explained).winner()
 
 
 def test_prefill_and_decode_are_led_apart() -> None:
@@ -378,8 +383,9 @@ def test_a_fake_out_of_memory_reference_is_replaced_by_the_strategies_majority()
     assert "reference: the strategies' majority (the single-device run failed: OUT_OF_MEMORY, no baseline)" in text
     assert f"- {PP} differs from the strategies' majority on 1 of 4 prompts; first: token 1 of 4k prompt 1" in text
     assert summary.winner() == (
-        f"Winner: **{TP}** (tp_nodes, tp 2 x pp 1 on 2 node(s)): 25.0 tokens/s, no reference throughput to compare; "
-        "measured once each, so the spread is unknown ([sweep] repeats = 3 measures it), "
+        "No winner named: one timed pass each gives no spread, so no lead can be told from noise ([sweep] repeats = 3)."
+        f" Fastest measured: **{TP}** (tp_nodes, tp 2 x pp 1 on 2 node(s)): 25.0 tokens/s, no reference throughput to "
+        "compare, "
         "with every prompt's tokens identical to the strategies' majority."
     )
     assert f"| {TP} | tp_nodes | 2 | 1 | 2 | 2 | 100.0% | — |" in text
@@ -396,5 +402,17 @@ def test_a_measurement_whose_interval_reaches_the_band_is_within_the_model() -> 
     report = RunSummary(
         results, metrics, summary, RUN, performance=Performance("cpu", [predicted(REF, 10, 10), tp], [])
     )
-    assert report.unexplained() == {} and report.winner().startswith(f"Winner: **{TP}**")
+    assert report.unexplained() == {} and f"Fastest measured: **{TP}**" in report.winner()
     assert f"| 2.40 [{low:.2f}–{high:.2f}] |" in report.markdown()
+
+
+def test_a_strategy_waiting_for_cpu_time_is_not_ranked() -> None:
+    """4 ranks on 2 CPUs: the performance model leaves the waiting out, so its figure cannot crown it."""
+    results, metrics, summary = make_run([1, 1, 1])
+    crowded = dataclasses.replace(predicted(TP, 5.0, 4.0), oversubscribed=True)
+    performance = Performance("cpu", [predicted(REF, 10.0, 10.0), crowded], [])
+    assert RunSummary(results, metrics, summary, RUN, performance=performance).winner() == (
+        f"Winner: **{REF}**, the reference itself, at 10.0 tokens/s: no strategy that matched it on every prompt was "
+        f"faster. {TP} waits for CPU time (more busy ranks than its host's CPUs), which the performance model leaves "
+        "out: not ranked."
+    )
