@@ -75,6 +75,8 @@ class Work:
 
 
 def checkpoint_work(cfg: ExperimentConfig, topo: Topology) -> Work:
+    """This replica's share of the prompt table, tokenized and ordered by length (ties in table order), so each
+    batch holds prompts of like lengths and padding stays small; every strategy batches them alike."""
     from transformers import AutoTokenizer, GenerationConfig
 
     from runtime.prompts import read_prompt_table, replica_share
@@ -88,10 +90,12 @@ def checkpoint_work(cfg: ExperimentConfig, topo: Topology) -> Work:
     except OSError:
         pass  # no generation_config.json: the tokenizer's EOS is all there is
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=0)
+    ids = [tokenizer(p.text)["input_ids"] for p in share]
+    order = sorted(range(len(share)), key=lambda i: len(ids[i]))  # batches of like lengths: little padding
     return Work(
-        [tokenizer(p.text)["input_ids"] for p in share],
-        [p.prompt_id for p in share],
-        [p.variant for p in share],
+        [ids[i] for i in order],
+        [share[i].prompt_id for i in order],
+        [share[i].variant for i in order],
         lambda tokens: tokenizer.decode(tokens, skip_special_tokens=True),
         eos,
         pad,

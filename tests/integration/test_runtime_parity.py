@@ -82,4 +82,4 @@ def test_data_parallel_replicas_split_prompts(
     # each replica decodes its share (rows 0,2 and 1,3), keeping prompt ids; batch makeup cannot flip a pick
     assert runs.shard_tokens(config) == reference
     shard0 = [json.loads(x)["prompt_id"] for x in (config.parent / "outputs/shard_0.jsonl").read_text().splitlines()]
-    assert shard0 == [0, 2]
+    assert shard0 == [2, 0]  # its share (prompts 0 and 2), shortest first: batches of like lengths
