@@ -21,8 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from cockpit.errors import Interrupted
 from cockpit.jobs.factory import JobFiles, SlurmJobFactory
+from cockpit.jobs.local import parse_time_limit
 from cockpit.jobs.records import ACTIVE_STATES, JobManager, JobRecord, wait_final
 from cockpit.sweep.collect import ResultCollector
 from cockpit.sweep.manifest import Attempt, Manifest, StrategyEntry, now_iso
@@ -54,7 +57,7 @@ class SweepCancelled(Interrupted):
 class SweepEvent:
     """What the pipeline tells its caller (the CLI prints these; the cockpit shows them)."""
 
-    kind: str  # skipped | staged | submitted | state | collected | failed | retry | cancelled
+    kind: str  # skipped | warning | staged | submitted | state | collected | failed | retry | cancelled
     strategy_id: str
     message: str
     job: JobRecord | None = None
@@ -90,6 +93,26 @@ def register(manifest: Manifest, strategy: ParallelismStrategy, files: JobFiles)
             script_path=str(files.script),
             output_root=str(strategy.output_root),
         ),
+    )
+
+
+def time_budget(measured: pd.DataFrame | None, strategy: ParallelismStrategy) -> str | None:
+    """Why the strategy's job may not fit its time limit at the slowest speed `measured` (the run's collected
+    metrics) shows: loading, warm-up, and one timed pass times its repeats; None when it fits or nothing is
+    measured yet."""
+    columns = {"strategy", "wall_time_s", "load_s", "warmup_s"}
+    if measured is None or not columns <= set(measured.columns) or not measured["wall_time_s"].notna().any():
+        return None
+    slowest = measured.loc[measured["wall_time_s"].idxmax()]
+    setup_s = sum(float(slowest[c]) for c in ("load_s", "warmup_s") if pd.notna(slowest[c]))
+    repeats, limit = strategy.settings.repeats, strategy.settings.slurm_time_limit
+    needed = setup_s + repeats * float(slowest["wall_time_s"])
+    if needed <= parse_time_limit(limit):
+        return None
+    return (
+        f"{repeats} repeat(s) may not fit its time limit {limit}: at {slowest['strategy']}'s measured speed "
+        f"(loading and warm-up {setup_s:,.0f} s, one pass {slowest['wall_time_s']:,.0f} s) it needs about "
+        f"{needed:,.0f} s; lower [sweep] repeats or raise time_limit"
     )
 
 
@@ -154,6 +177,9 @@ class DistributedExperimentPipeline:
                 break
             tries += 1
             files = self.factory.render(current.job_spec())
+            warning = time_budget(self.collector.metrics, current)
+            if warning:
+                self._tell("warning", entry, warning)
             sent = self.storage.send(current, files)
             if sent:
                 self._tell("staged", entry, f"sent {sent}")

@@ -237,3 +237,25 @@ def test_each_timed_pass_lasts_as_long_as_its_slowest_rank(tmp_path: Path) -> No
     assert json.loads(got.metrics["pass_ttft_ms"]) == [4.0, 5.0, 6.0]  # the result owner's alone
     assert got.metrics["wall_time_s"] == 2.5 and got.metrics["repeats"] == 3  # the median pass
     assert got.metrics["warmup_s"] == 0.5 and got.metrics["repeat_mismatch"] is None
+
+
+def test_repeats_that_cannot_fit_the_time_limit_are_warned_with_the_estimate(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from cockpit.sweep.pipeline import time_budget
+
+    pp = strategy(tmp_path, "pp_nodes")
+    measured = pd.DataFrame(
+        [
+            {"strategy": "tiny_ref", "wall_time_s": 500.0, "load_s": 40.0, "warmup_s": 20.0},
+            {"strategy": "tiny_tp", "wall_time_s": 100.0, "load_s": 10.0, "warmup_s": None},
+        ]
+    )
+    slow = replace(pp, settings=replace(pp.settings, repeats=7, slurm_time_limit="01:00:00"))
+    assert time_budget(measured, slow) is None  # 60 s + 7 x 500 s = 3,560 s: within the hour
+    tight = replace(slow, settings=replace(slow.settings, slurm_time_limit="30:00"))
+    assert time_budget(measured, tight) == (
+        "7 repeat(s) may not fit its time limit 30:00: at tiny_ref's measured speed (loading and warm-up 60 s, "
+        "one pass 500 s) it needs about 3,560 s; lower [sweep] repeats or raise time_limit"
+    )
+    assert time_budget(None, tight) is None and time_budget(measured.iloc[:0], tight) is None  # nothing measured
