@@ -21,6 +21,7 @@ import pandas as pd
 
 from cockpit.analysis import performance_model as pm
 from cockpit.analysis.spread import Spread, json_list, spread
+from cockpit.analysis.stragglers import straggler
 from cockpit.errors import BAD_INPUT, BadInput
 from cockpit.sweep.strategies import STRATEGIES, Shape, SweepSettings
 from runtime.prompts import split_evenly
@@ -191,7 +192,8 @@ class Performance:
         )
 
     def what_if_table(self) -> pd.DataFrame:
-        """Predicted tokens/s per strategy (rows) on each nominal link at the sweep's nodes and twice as many."""
+        """Predicted tokens/s per strategy (rows) on each nominal link at the sweep's nodes and twice as many; and,
+        where a rank straggles, the measured tokens/s without it (WITHOUT_STRAGGLER)."""
         return pd.DataFrame([{"strategy": s.strategy, **s.what_if} for s in self.strategies])
 
 
@@ -362,9 +364,20 @@ def _strategy_performance(
         measured_split=measured_split(row),
         sentence=_sentence(name, what, total, hw, where, model),
         oversubscribed=contention(hw, where) is not None,
-        what_if=_what_if(kind, settings, model, hw, runs, links, intra),
+        what_if=_what_if(kind, settings, model, hw, runs, links, intra)
+        | _without_straggler(name, row, int(rows_of["tokens_generated"].sum())),
         measured_spread=spread(json_list(row.get("pass_tokens_per_s"))),
     )
+
+
+WITHOUT_STRAGGLER = "without its straggler"
+
+
+def _without_straggler(name: str, row: pd.Series, tokens: int) -> dict[str, float]:
+    """The tokens/s the strategy would measure with every rank as fast as its peers' median, where one straggles
+    (stragglers.py): its measured time less the straggler's excess compute."""
+    found = straggler({**row.to_dict(), "strategy": name, "tokens_generated": tokens})
+    return {WITHOUT_STRAGGLER: found.without_tokens_per_s} if found and found.without_tokens_per_s else {}
 
 
 def _what_if(

@@ -22,7 +22,7 @@ import pandas as pd
 import plotext as plt
 
 from cockpit.analysis import stragglers
-from cockpit.analysis.bottlenecks import Performance, StrategyPerformance
+from cockpit.analysis.bottlenecks import WITHOUT_STRAGGLER, Performance, StrategyPerformance
 from cockpit.analysis.correctness import Reference, require_columns
 from cockpit.analysis.spread import Spread, json_list, spread
 from cockpit.sweep import peers
@@ -193,6 +193,11 @@ def performance_markdown(performance: Performance | str) -> str:
     if len(what_if):
         cells = [[str(r[0]), *(_number(v, ",.1f") for v in r[1:])] for r in what_if.itertuples(index=False)]
         lines += ["", "### What if: predicted tokens/s, each node a separate host like the reference's", ""]
+        lines += (
+            [f"({WITHOUT_STRAGGLER}: measured, less the straggler's excess compute.)", ""]
+            if (WITHOUT_STRAGGLER in what_if.columns)
+            else []
+        )
         lines += pipe_table(list(what_if.columns), cells, [False, *[True] * (len(what_if.columns) - 1)])
     return "\n".join(lines) + "\n"
 

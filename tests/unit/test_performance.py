@@ -4,13 +4,22 @@ strategy predicted from its placement and its own link timings, and the reasons 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from cockpit.analysis import performance_model as pm
-from cockpit.analysis.bottlenecks import Batch, analyse, batches, fit_hardware, for_run, measured_split
+from cockpit.analysis.bottlenecks import (
+    WITHOUT_STRAGGLER,
+    Batch,
+    analyse,
+    batches,
+    fit_hardware,
+    for_run,
+    measured_split,
+)
 from cockpit.analysis.summary import performance_markdown
 from cockpit.sweep.strategies import SweepSettings
 
@@ -154,3 +163,25 @@ def test_the_split_comes_from_the_timers_else_from_the_profiled_window() -> None
     device = pd.Series({"wall_time_s": 4.0, "compute_s": None, "profiled_comm_share": 0.3, "profiled_idle_share": 0.1})
     assert measured_split(device) == pytest.approx({"compute_s": 0.6, "comm_s": 0.3, "idle_s": 0.1})
     assert measured_split(pd.Series({"wall_time_s": 4.0, "profiled_comm_share": float("nan")})) is None
+
+
+def test_a_straggling_rank_adds_the_what_if_without_it(tmp_path: Path) -> None:
+    """TP's rank 1 takes 1.6x rank 0's median forward step: the what-ifs gain the measured speed without it."""
+    rows, metrics = _run()
+    is_tp = metrics["strategy"] == "tiny_pp1_tp2_n2"
+    per_rank = {
+        "rank_stages": "[0, 0]",
+        "rank_hosts": '["node0", "node1"]',
+        "rank_step_ms": "[10.0, 16.0]",
+        "rank_steps": "[40, 40]",
+    }
+    metrics = metrics.assign(**{k: [v if tp else None for tp in is_tp] for k, v in per_rank.items()})
+    perf = analyse(rows, metrics, _settings(tmp_path), MODEL)
+    assert not isinstance(perf, str)
+    what_if = perf.what_if_table().set_index("strategy")[WITHOUT_STRAGGLER]
+    tp = metrics[is_tp].iloc[0]
+    excess_s = (16.0 - 10.0) / 1e3 * 40
+    tokens = rows.loc[rows["strategy"] == "tiny_pp1_tp2_n2", "tokens_generated"].sum()
+    assert what_if["tiny_pp1_tp2_n2"] == pytest.approx(tokens / (tp["wall_time_s"] - excess_s))
+    assert math.isnan(what_if["tiny_pp1_tp1_n1"])  # one rank: nobody to straggle
+    assert f"({WITHOUT_STRAGGLER}: measured, less the straggler's excess compute.)" in performance_markdown(perf)
