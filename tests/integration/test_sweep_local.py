@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cockpit.analysis.bottlenecks import WITHOUT_STRAGGLER
 from cockpit.jobs.factory import RuntimeEnvironment, SlurmJobFactory
 from cockpit.jobs.local import LocalJobManager
 from cockpit.sweep.collect import ResultCollector
@@ -65,7 +66,11 @@ def test_full_sweep(tmp_path: Path, tiny_model_dir: Path, expected: dict) -> Non
         "throughput_vs_length",
     }
     summary = Path(out["report"]["markdown"]).read_text()
-    assert "Winner: **" in summary and summary.count("| 100.0% |") == 5
+    assert summary.count("| 100.0% |") == 5
+    verdict = summary.splitlines()[2]  # one timed pass each (the CPU default): no winner beyond the noise
+    assert verdict.startswith("No winner named: one timed pass each gives no spread") or (
+        verdict.startswith("Winner: **") and "not ranked" in verdict  # the one strategy left once others are set aside
+    ), verdict
     assert pd.read_csv(out["report"]["csv"])["strategy"].nunique() == 5
     report = sweeps.cluster(config, "report", str(run), "--json")
     assert report.returncode == 0 and len(json.loads(report.stdout)["strategies"]) == 5
@@ -209,7 +214,8 @@ def test_performance_model_against_the_sweep(tmp_path: Path, tiny_model_dir: Pat
         assert "-bound" in sentence
         assert ("which the model leaves out" in sentence) == row.oversubscribed
     what_if = pd.read_csv(out["report"]["what_if"]).set_index("strategy")
-    assert what_if.notna().all().all() and len(what_if) == len(table)
+    predicted = what_if.drop(columns=WITHOUT_STRAGGLER, errors="ignore")  # measured, where a rank straggles
+    assert predicted.notna().all().all() and len(what_if) == len(table)
     tp_nodes = table.loc[table["kind"] == "tp_nodes", "strategy"].iloc[0]
     # TP across nodes all-reduces over the wire: a slower link can only make it slower
     assert what_if.loc[tp_nodes, "1 GbE x2"] < what_if.loc[tp_nodes, "USB4 (40 Gb/s) x2"]
