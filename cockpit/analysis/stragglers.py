@@ -10,7 +10,6 @@ the median of its peers) the strategy would take its wall time less the straggle
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +62,7 @@ def straggler(row: Mapping[str, Any]) -> Straggler | None:
         return None
     rank, ratio = found
     others = [r for r in known if stages[r] == stages[rank] and r != rank]
-    excess_s = (step_ms[rank] - statistics.median(step_ms[r] for r in others)) / 1e3 * steps[rank]
+    excess_s = step_ms[rank] * (1 - 1 / ratio) / 1e3 * steps[rank]  # beyond its peers' median, step_ms / ratio
     wall, tokens = row.get("wall_time_s"), row.get("tokens_generated")
     tps = tokens / wall if wall and tokens else None
     without = tokens / (wall - excess_s) if tps and wall > excess_s else None

@@ -12,6 +12,7 @@ cost, written as CSV and Markdown, plus two text plots (plotext) that need no te
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -317,9 +318,10 @@ class RunSummary:
             }
         )
 
+    @functools.cached_property
     def spreads(self) -> dict[str, dict[str, Spread]]:
-        """strategy -> {tokens_per_s, ttft_p50_ms, itl_ms: the spread over its timed passes}; {} for a strategy
-        whose metrics have no pass figures (collected before the runtime repeated)."""
+        """strategy -> {each figure of PASS_COLUMNS: its spread over the strategy's timed passes}; {} for a
+        strategy whose metrics have no pass figures (collected before the runtime repeated). Taken once."""
         out: dict[str, dict[str, Spread]] = {}
         for row in self.metrics.drop_duplicates("strategy").to_dict(orient="records"):
             passes = {name: json_list(row.get(column)) for name, column in PASS_COLUMNS.items()}
@@ -330,7 +332,7 @@ class RunSummary:
         """Per strategy: its passes, warm-up, and the median over passes of tokens/s, TTFT and ITL with each one's
         95% interval (`<figure>_low`, `_high`) and tokens/s's range; NaN where not measured."""
         rows = []
-        for strategy, spreads in self.spreads().items():
+        for strategy, spreads in self.spreads.items():
             row: dict[str, object] = {"strategy": strategy}
             for name, figure in spreads.items():
                 row |= {name: figure.median, f"{name}_low": figure.low, f"{name}_high": figure.high}
@@ -445,7 +447,7 @@ class RunSummary:
         if len(contenders) < 2:
             return "alone", ""
         best, second = contenders.iloc[0], contenders.iloc[1]
-        spreads = self.spreads()
+        spreads = self.spreads
         a, b = (spreads.get(str(row["strategy"]), {}).get(figure) for row in (best, second))
         if a is None or b is None or not a.measured or not b.measured:
             return (
@@ -553,7 +555,8 @@ class RunSummary:
         if self.reference is not None:
             lines += [self.reference.sentence, ""]
             lines += [*(f"- {line}" for line in self.divergences), ""] if self.divergences else []
-        lines += [*(f"- {lead}" for lead in self.phase_leads(table)), ""] if self.phase_leads(table) else []
+        if leads := self.phase_leads(table):
+            lines += [*(f"- {lead}" for lead in leads), ""]
         lines += pipe_table(header, rows, numeric)
         lines += ["", f"{NAN}: not measured or not applicable. [a–b]: the 95% bootstrap interval of the median over"]
         lines[-1] += " the timed passes; passes: how many (warm-up excluded)."

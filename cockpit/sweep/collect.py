@@ -208,8 +208,8 @@ def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobReco
     ]
     ranks, rank_hosts = [m for m in by_rank if m], [m.get("hostname") for m in by_rank]
     passes = _passes(ranks)
-    walls = sorted(p.wall_s for p in passes)
-    wall = walls[(len(walls) - 1) // 2] if walls else max((m["wall_time_s"] for m in ranks), default=None)
+    walls = [p.wall_s for p in passes]  # the median pass's (the lower middle: a pass that happened)
+    wall = statistics.median_low(walls) if walls else max((m["wall_time_s"] for m in ranks), default=None)
     tokens = int(rows["tokens_generated"].sum()) if len(rows) else 0
     splits = [m.get("time_split") for m in ranks]
     hosts = Counter(m["hostname"] for m in ranks if m.get("hostname"))
