@@ -1,5 +1,5 @@
-"""`cluster compute up|down|restart|status|configure`: wake, stop, check (ssh, and Slurm's node state) and
-configure the compute nodes.
+"""`cluster compute up|down|restart|status|configure|discover`: wake, stop, check (ssh, and Slurm's node state)
+and configure the compute nodes, and find the ones not yet known (DHCP leases) and record their MACs.
 
 Success is one short line; a failure prints everything needed to debug it (node, command, exit status or
 error, stderr). Exit codes: 0 every node did it, 1 some did not (each named), 2 bad input, 130 Ctrl-C.
@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from cockpit.cli.common import NODES_HELP, follow_playbook, report_results, selected_nodes, ssh_flags, with_pool
 from cockpit.config import Settings
 from cockpit.delivery.verify import config_flag
-from cockpit.errors import EXIT_FAILED
+from cockpit.errors import EXIT_FAILED, EXIT_OK, BadInput
 from cockpit.nodes import power
+from cockpit.nodes.inventory import CONTROL_GROUP, Inventory
+from cockpit.nodes.leases import UNKNOWN, Lease, lease_file, read_leases, record_mac, wanted_macs
 from cockpit.nodes.nodeset import fold
 from cockpit.nodes.slurmd_log import slurmd_complaints
 from cockpit.nodes.ssh import CommandResult, SshPool
@@ -126,6 +134,53 @@ def cmd_configure(args: argparse.Namespace, settings: Settings) -> int:
     return follow_playbook(args, compute_run(settings, nodes, args.playbook), nodes, "configure")
 
 
+def cmd_discover(args: argparse.Namespace, settings: Settings) -> int:
+    """The control node's DHCP leases, each with the inventory node its MAC is; with --write, MACs recorded for the
+    nodes named (checked first: each node known, each MAC well formed and no other node's)."""
+    inventory = Inventory.load(settings.inventory)
+    path = lease_file(inventory)
+    if path is None:
+        raise BadInput(f"{inventory.where}: no control node (group {CONTROL_GROUP}), whose DHCP leases discovery reads")
+    wanted = wanted_macs(inventory, args.write or [])
+    leases = read_leases(path, inventory)
+    held = {lease.mac for lease in leases}
+    warnings = [f"{mac} ({name}) holds no lease in {path}: check it, and that {name} is on the compute network"
+                for name, mac in wanted.items() if mac not in held]  # fmt: skip
+    for warning in warnings:
+        print(f"discover: warning: {warning}", file=sys.stderr)
+    written = [(name, mac, record_mac(inventory, name, mac)) for name, mac in wanted.items()]
+    owner = {mac: name for name, mac in wanted.items()}
+    leases = [replace(x, node=owner.get(x.mac, None if x.node in wanted else x.node)) for x in leases]
+    if args.json:
+        recorded = [{"node": name, "mac": mac, "file": str(file)} for name, mac, file in written]
+        data = {"lease_file": str(path), "leases": [x.to_json() for x in leases], "written": recorded}
+        print(json.dumps({**data, "warnings": warnings}, indent=2))
+        return EXIT_OK
+    _print_leases(path, leases)
+    for name, mac, file in written:
+        print(f"recorded {name}'s MAC {mac} in {file}")
+    if written:
+        names = fold(name for name, _, _ in written)
+        print(f"next: cluster control configure, so dnsmasq gives {names} the inventory's address(es) from now on")
+    elif any(x.node is None for x in leases):
+        print("record which node an unknown host is: cluster compute discover --write NODE=MAC")
+    return EXIT_OK
+
+
+def _print_leases(path: Path, leases: list[Lease]) -> None:
+    if not leases:
+        print(f"no DHCP leases in {path}: nothing on the compute network has asked for an address")
+        return
+    table = Table(title=f"DHCP leases in {path}", title_justify="left")
+    for column in ("mac", "address", "dhcp name", "expires", "node"):
+        table.add_column(column)
+    for x in leases:
+        expires = "never" if x.expires is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(x.expires))
+        node = Text(UNKNOWN, style="yellow") if x.node is None else x.node
+        table.add_row(x.mac, x.address, x.hostname or "-", expires, node)
+    Console(width=max(120, Console().width)).print(table)  # a MAC cut short is no use
+
+
 def register(name: str, parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     """`compute ACTION [NODES]`."""
     ssh = ssh_flags()
@@ -144,3 +199,6 @@ def register(name: str, parser: argparse.ArgumentParser, common: argparse.Argume
             p.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds (exit 1)")
         if action == "configure":
             p.add_argument("--playbook", type=Path, help="run this playbook instead of ansible/compute.yml")
+    p = actions.add_parser("discover", parents=[common], help="what is on compute_interface now (DHCP leases)")
+    p.add_argument("--write", nargs="+", metavar="NODE=MAC", help="record these nodes' MACs where the wol role does")
+    p.set_defaults(handler=cmd_discover)

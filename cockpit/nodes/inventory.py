@@ -54,12 +54,16 @@ class Node:
 LOCALHOST = Node("localhost", "127.0.0.1", groups=(COMPUTE_GROUP,), local=True)
 
 
-def _mac(value: object, host: str, source: str) -> str | None:
-    if value in (None, ""):
-        return None
+def normal_mac(value: object, where: str) -> str:
+    """A MAC written like 02:77:00:00:00:0a (or with dashes), in that form and lower case; BadInput after `where`
+    for anything else."""
     if not isinstance(value, str) or not _MAC.match(value):
-        raise BadInput(f"{source}: host {host}: mac_address {value!r} is not a MAC like 02:77:00:00:00:0a")
+        raise BadInput(f"{where} {value!r} is not a MAC like 02:77:00:00:00:0a")
     return value.lower().replace("-", ":")
+
+
+def _mac(value: object, host: str, source: str) -> str | None:
+    return None if value in (None, "") else normal_mac(value, f"{source}: host {host}: mac_address")
 
 
 def _gbps(value: object, host: str, source: str) -> float | None:
@@ -123,6 +127,7 @@ class Inventory:
     nodes: tuple[Node, ...]
     source: Path | None = None  # None: the embedded default (this machine)
     manager: Any = field(default=None, compare=False, repr=False)  # ansible's, for host patterns
+    variables: Any = field(default=None, compare=False, repr=False)  # ansible's, for `variable`
 
     @classmethod
     def load(cls, path: Path | None) -> Inventory:
@@ -146,13 +151,20 @@ class Inventory:
         for host in manager.get_hosts("all"):
             hostvars = variables.get_vars(host=host, include_hostvars=False)
             nodes.append(node_from_vars(host.name, hostvars, (g.name for g in host.get_groups()), str(path)))
-        return cls(tuple(nodes), path, manager)
+        return cls(tuple(nodes), path, manager, variables)
 
     def __getitem__(self, name: str) -> Node:
         for node in self.nodes:
             if node.name == name:
                 return node
         raise BadInput(f"{self.where}: no node named {name!r} (known: {', '.join(self.names)})")
+
+    def variable(self, name: str, key: str) -> Any:
+        """Host `name`'s variable `key` as the inventory sets it (host_vars, group_vars, Ansible's own such as
+        inventory_dir), not templated; None where it is unset, and for the embedded default."""
+        if self.variables is None:
+            return None
+        return self.variables.get_vars(host=self.manager.get_host(name), include_hostvars=False).get(key)
 
     def memory_bandwidths(self) -> dict[str, float]:
         """Node name -> peak memory bandwidth (bytes/s), where the inventory sets `memory_bandwidth_gbps`."""
