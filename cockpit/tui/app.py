@@ -32,6 +32,7 @@ PANEL_OF_FEED: dict[str, Panel] = {
     "nodes": "nodes",
     "runtime": "nodes",
     "model": "nodes",
+    "leases": "nodes",
     "queue": "queue",
     "sweep": "sweep",
 }
@@ -84,6 +85,7 @@ class CockpitApp(App[None]):
         self.feeds: dict[str, Feed[Any]] = {
             "nodes": Feed("nodes", source.nodes, refresh.nodes_s, ssh.connect_timeout_s + ssh.command_timeout_s, clock),
             "model": Feed("model", source.model_gaps, refresh.nodes_s, 10.0, clock),  # a file read here, no ssh
+            "leases": Feed("leases", source.unknown_hosts, refresh.nodes_s, 10.0, clock),  # dnsmasq's, read here
             "queue": Feed("queue", source.queue, refresh.squeue_s, 10.0, clock),
             "sweep": Feed("sweep", source.sweep, refresh.shards_s, 10.0, clock),
         }
@@ -118,6 +120,8 @@ class CockpitApp(App[None]):
                 self.board.set_control_build(feed.value)
             elif feed.name == "model" and feed.error is None:
                 self.board.set_model_gaps(feed.value or {})
+            elif feed.name == "leases":  # a lease file that cannot be read is a problem the nodes panel names
+                self.board.set_unknown_hosts(feed.value or [], feed.error)
             self.dashboard.post_message(DashboardScreen.PanelChanged(PANEL_OF_FEED[feed.name]))
             if not self._frozen and all(f.polls and not f.in_flight for f in self.feeds.values()):
                 # what the first full paint built lives as long as the app: keep it out of the collector's full

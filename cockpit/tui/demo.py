@@ -27,6 +27,7 @@ from cockpit.analysis import performance_model as pm
 from cockpit.config import ClusterSection, CockpitFile, ModelSection, PathsSection, Settings, WakeOnLanSection
 from cockpit.errors import BadInput
 from cockpit.jobs.queue import QueueRow
+from cockpit.nodes.leases import Lease
 from cockpit.nodes.power import PowerAction
 from cockpit.nodes.probe_script import NO_BUILD
 from cockpit.nodes.telemetry import GpuTelemetry, NodeSample, NodeTelemetry, RuntimeBuild
@@ -190,7 +191,8 @@ class DemoSource:
     """`nodes` x `gpus` simulated nodes, `jobs` queued jobs and the sweep; each poll of a panel is its next tick.
     Nodes in `unreachable` do not answer, those in `failing` answer garbage. With `installed` (node name to build
     id; a node left out has none) the nodes report their runtime builds, and `built` is the build made here. The
-    nodes in `lacking_model` lack the model, each with the nodes table's words why."""
+    nodes in `lacking_model` lack the model, each with the nodes table's words why; `unknown_hosts` are DHCP leases
+    on the compute network that no node's MAC matches."""
 
     def __init__(
         self,
@@ -202,6 +204,7 @@ class DemoSource:
         installed: Mapping[str, str] | None = None,
         built: str | None = None,
         lacking_model: Mapping[str, str] | None = None,
+        unknown_hosts: Sequence[Lease] = (),
     ) -> None:
         self.node_names = [f"node{i}" for i in range(nodes)]
         self.gpus = gpus
@@ -211,6 +214,7 @@ class DemoSource:
         self.installed = installed
         self.built = built
         self.lacking_model = lacking_model or {}
+        self.leases = list(unknown_hosts)
         self.ticks: Counter[str] = Counter()  # polls so far, by panel
         self.actions: list[tuple[str, ...]] = []  # what the app asked for, in order
 
@@ -240,6 +244,9 @@ class DemoSource:
 
     async def model_gaps(self) -> dict[str, str]:
         return dict(self.lacking_model)
+
+    async def unknown_hosts(self) -> list[Lease]:
+        return list(self.leases)
 
     async def queue(self) -> list[QueueRow]:
         return demo_jobs(self.job_count, self._tick("queue"))

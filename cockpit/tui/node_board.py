@@ -1,7 +1,8 @@
 """The nodes table's model: per node the last good telemetry, when it last answered, each GPU's recent
 utilisation for a sparkline, the state the user's own actions imply (waking after a wake, off after a
-shutdown), where a runtime delivery is configured the build each node runs against the one built here, and a mark
-where a node lacks the model a sweep needs there (as the model's push record says: cockpit.delivery.model).
+shutdown), where a runtime delivery is configured the build each node runs against the one built here, a mark
+where a node lacks the model a sweep needs there (as the model's push record says: cockpit.delivery.model), and
+after the nodes a row for each DHCP lease whose MAC is no node's (cockpit.nodes.leases).
 Headless (rich only), so it is tested without a screen and fed fake samples by the benchmarks."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Literal
 
 from rich.text import Text
 
+from cockpit.nodes.leases import UNKNOWN, Lease
 from cockpit.nodes.telemetry import GpuTelemetry, NodeSample, NodeTelemetry, fixed, gib_pair, gpu_label
 
 # failing: it answers ssh, but its probe fails or says something that is not telemetry
@@ -60,6 +62,8 @@ class NodeBoard:
         self.control_build: str | None = None  # the build built here, that the nodes should run
         self.control_build_read = False  # whether control_build is known yet (None is an answer: nothing built)
         self.model_gaps: dict[str, str] = {}  # node -> why it lacks the model ("model differs"); none: it has it
+        self.unknown_hosts: list[Lease] = []  # leases on the compute network whose MAC is no inventory node's
+        self.lease_error: str | None = None  # why the lease file could not be read
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -92,6 +96,10 @@ class NodeBoard:
         """The nodes that lack the model a sweep needs on them, each with a few words why."""
         self.model_gaps = dict(gaps)
 
+    def set_unknown_hosts(self, leases: Sequence[Lease], error: str | None = None) -> None:
+        """The leases whose MAC is no node's, and why the latest read of the lease file failed (None: it did not)."""
+        self.unknown_hosts, self.lease_error = list(leases), error
+
     def expect(self, names: Sequence[str], state: Expectation) -> None:
         """After a wake or a shutdown: the node is waking (or off) rather than unreachable, until it answers."""
         self.expected.update((name, state) for name in names)
@@ -120,7 +128,7 @@ class NodeBoard:
                 out.append((name, f"Slurm: {sample.slurm_problem}"))
             if name in self.model_gaps:
                 out.append((name, self.model_gaps[name]))
-        return out
+        return out + ([("leases", self.lease_error.removeprefix("leases: "))] if self.lease_error else [])
 
     def _state_cell(self, name: str) -> Text:
         state = self.state(name)
@@ -166,7 +174,14 @@ class NodeBoard:
                 lead = node_cells if i == 0 else ("",) * len(node_cells)
                 key = f"{name}/{'-' if gpu is None else gpu.index}"
                 out.append((key, (*lead, *self._gpu_cells(name, gpu, style))))
-        return out
+        return out + [(f"lease {lease.mac}", self._unknown_host_cells(lease)) for lease in self.unknown_hosts]
+
+    def _unknown_host_cells(self, lease: Lease) -> tuple[Text, ...]:
+        """MAC, the words, and address and DHCP name in the wide gpu column; "-" elsewhere."""
+        cells = [Text(lease.mac, style="bold"), Text(UNKNOWN, style="yellow")]
+        cells += [Text("-", style="dim") for _ in self.columns[2:]]
+        cells[self.columns.index("gpu")] = Text(f"{lease.address} · DHCP name {lease.hostname or '-'}")
+        return tuple(cells)
 
     def _runtime_cell(self, telemetry: NodeTelemetry | None, style: str) -> Text:
         """The node's build id ("missing" or "unreadable" without one), with ≠ where it is not the build made

@@ -22,6 +22,7 @@ from cockpit.jobs.backend import choose_backend
 from cockpit.jobs.queue import QueueRow
 from cockpit.nodes import power
 from cockpit.nodes.inventory import Inventory, Node
+from cockpit.nodes.leases import Lease, lease_file, unknown_hosts
 from cockpit.nodes.nodeset import fold
 from cockpit.nodes.ssh import CommandResult, pool_for
 from cockpit.nodes.telemetry import NodeSample, probe_nodes
@@ -99,6 +100,10 @@ class ClusterSource(Protocol):
         when every node has it or no sweep checks it (cockpit.delivery.model)."""
         ...
 
+    async def unknown_hosts(self) -> list[Lease]:
+        """The DHCP leases on the compute network whose MAC is no inventory node's (cockpit.nodes.leases)."""
+        ...
+
     async def queue(self) -> list[QueueRow]: ...
 
     async def finished(self) -> list[QueueRow]: ...
@@ -133,6 +138,7 @@ class LiveSource:
         self.jobs = choose_backend(settings.cluster.scheduler, settings.runs_dir).queue()
         self.runs_dir = settings.runs_dir
         self.manifest = current_manifest_path(settings.runtime)
+        self.lease_file = lease_file(self.inventory)  # None without a control node: nothing to read
         self._tracker: ProgressTracker | None = None
 
     def _nodes(self, names: Sequence[str]) -> list[Node]:
@@ -172,6 +178,9 @@ class LiveSource:
 
     async def model_gaps(self) -> dict[str, str]:
         return await asyncio.to_thread(model.gaps, self.settings, self.node_names)
+
+    async def unknown_hosts(self) -> list[Lease]:
+        return await asyncio.to_thread(unknown_hosts, self.lease_file, self.inventory)
 
     async def queue(self) -> list[QueueRow]:
         return await asyncio.to_thread(self.jobs.active)

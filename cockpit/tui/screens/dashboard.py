@@ -315,7 +315,8 @@ class DashboardScreen(Screen[None]):
         if not table.row_count:
             return []
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value or ""
-        return [key.rsplit("/", 1)[0]]
+        name = key.rsplit("/", 1)[0]
+        return [name] if name in self.board.names else []  # an unknown host's row is no node to act on
 
     def jobs_shown(self) -> list[QueueRow]:
         """The queue's latest rows, or the finished jobs while those are shown."""
