@@ -10,6 +10,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
 from cockpit.config import CockpitFile, ModelSection, PathsSection, RuntimeSection, Settings, WakeOnLanSection
+from cockpit.nodes.leases import Lease
 from cockpit.tui.app import CockpitApp
 from cockpit.tui.demo import DemoSource
 from cockpit.tui.screens.dashboard import DashboardScreen
@@ -51,6 +52,12 @@ async def settle(pilot: Pilot) -> None:
 
 def test_dashboard_snapshot(snap_compare) -> None:
     assert snap_compare(fake_app(), terminal_size=SIZE, run_before=settle)
+
+
+def test_dashboard_unknown_host_snapshot(snap_compare) -> None:
+    """A DHCP lease whose MAC is no node's: a row after the nodes, its address and DHCP name in the gpu column."""
+    leases = (Lease("e2:b9:1a:61:30:9f", "192.168.1.146", "ubuntu", 1796353264),)
+    assert snap_compare(fake_app(unknown_hosts=leases), terminal_size=SIZE, run_before=settle)
 
 
 def test_dashboard_runtime_snapshot(snap_compare) -> None:
