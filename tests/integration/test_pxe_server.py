@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cockpit.nodes.inventory import Inventory
 from cockpit.provision.events import HostResult, ProvisionEvent, Recap
 from cockpit.provision.runner import PlaybookRun
 from tests.infra.services import infra_unavailable, pid_alive, require_root
@@ -129,6 +130,7 @@ class Lan:
             "compute_admin_ssh_key_dir": str(self.key_dir),
             "pxe_server_tftp_root": str(self.folder / "tftp"),
             "pxe_server_http_root": str(self.folder / "http"),
+            "pxe_server_dhcp_lease_file": str(self.folder / "dnsmasq.leases"),  # not this machine's
             **changes,
         }
 
@@ -237,6 +239,38 @@ def test_dhcp_gives_a_lease_and_the_boot_file(applied: Applied, lan: Lan, client
     assert address and 100 <= int(address.group(1)) <= 200, lease
     assert f'filename "{boot_file}";' in lease
     assert f"option routers {SERVER};" in lease
+
+
+def test_discover_lists_a_dhcp_client_as_unknown_and_records_its_mac(applied: Applied, lan: Lan) -> None:
+    """`cluster compute discover` reads the leases of the dnsmasq the role configured: the client namespace shows
+    as an unknown host with its DHCP name; --write records its MAC for node0 where the inventory reads it."""
+    lease = dhcp_lease(lan, "discover", 'send host-name "ckpxe-client";\n')
+    address = re.search(r"fixed-address (\S+);", lease)
+    mac = json.loads(sh("ip", "-n", CLI, "-j", "link", "show", "br0"))[0]["address"]
+    folder = lan.folder / "discover"
+    folder.mkdir()
+    inventory = write_inventory(folder, CTL, lan.variables())
+    with inventory.open("a") as hosts:
+        hosts.write("[compute]\nnode0 ansible_host=192.168.1.10\n")
+    config = folder / "cockpit.toml"
+    config.write_text(f'[cluster]\ninventory = "{inventory}"\n')
+
+    def discover(*words: str) -> dict:
+        command = [sys.executable, str(REPO / "cluster.py"), "--config", str(config), "compute", "discover", "--json"]
+        done = subprocess.run([*command, *words], capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return json.loads(done.stdout)
+
+    found = discover()
+    assert found["lease_file"] == str(lan.folder / "dnsmasq.leases")
+    ours = [x for x in found["leases"] if x["mac"] == mac]
+    assert address and len(ours) == 1, found
+    assert (ours[0]["address"], ours[0]["hostname"], ours[0]["node"]) == (address.group(1), "ckpxe-client", None)
+    written = discover("--write", f"node0={mac}")
+    record = folder / "host_vars" / "node0" / "wol.yml"
+    assert written["written"] == [{"node": "node0", "mac": mac, "file": str(record)}] and written["warnings"] == []
+    assert yaml.safe_load(record.read_text()) == {"mac_address": mac}
+    assert Inventory.load(inventory)["node0"].mac == mac
 
 
 def tftp(path: str) -> bytes:
