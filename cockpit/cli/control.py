@@ -1,22 +1,50 @@
-"""`cluster control configure|golden-image`: the control node's playbooks (PXE boot server, golden image)."""
+"""`cluster control configure|golden-image`: the control node's playbooks (PXE boot server, golden image).
+
+After `configure`, the host keys the PXE server issues to the compute nodes go into the cockpit's known_hosts
+(cockpit.nodes.host_keys)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cockpit.cli.common import follow_playbook
 from cockpit.config import Settings
+from cockpit.errors import EXIT_OK
+from cockpit.nodes.host_keys import host_key_dir, pin_issued_keys
 from cockpit.nodes.inventory import CONTROL_GROUP, Inventory
+from cockpit.nodes.nodeset import fold
+from cockpit.nodes.ssh import KnownHosts
 from cockpit.provision.compute import PROJECT_ROOT, compute_run
 
 
-def _control_playbook(playbook: str, verb: str, also: Sequence[str]) -> Callable[[argparse.Namespace, Settings], int]:
+def _pin_host_keys(args: argparse.Namespace, settings: Settings, inventory: Inventory) -> None:
+    recorded, warnings = asyncio.run(
+        pin_issued_keys(KnownHosts(settings.known_hosts), host_key_dir(settings), inventory.compute)
+    )
+    if recorded:
+        print(
+            f"host keys issued to {fold(recorded)} recorded in {settings.known_hosts}",
+            file=sys.stderr if args.json else sys.stdout,
+        )
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def _control_playbook(
+    playbook: str, verb: str, also: Sequence[str], pins_host_keys: bool
+) -> Callable[[argparse.Namespace, Settings], int]:
     def command(args: argparse.Namespace, settings: Settings) -> int:
-        nodes = Inventory.load(settings.inventory).select([CONTROL_GROUP])
+        inventory = Inventory.load(settings.inventory)
+        nodes = inventory.select([CONTROL_GROUP])
         run = compute_run(settings, nodes, args.playbook or PROJECT_ROOT / "ansible" / playbook, also)
-        return follow_playbook(args, run, nodes, verb)
+        code = follow_playbook(args, run, nodes, verb)
+        if code == EXIT_OK and pins_host_keys:
+            _pin_host_keys(args, settings, inventory)
+        return code
 
     command.__doc__ = f"Run ansible/{playbook} on the inventory's control node."
     return command
@@ -32,4 +60,4 @@ def register(name: str, parser: argparse.ArgumentParser, common: argparse.Argume
     ):
         p = actions.add_parser(action, parents=[common], help=text)
         p.add_argument("--playbook", type=Path, help=f"run this playbook instead of ansible/{playbook}")
-        p.set_defaults(handler=_control_playbook(playbook, f"control {action}", also))
+        p.set_defaults(handler=_control_playbook(playbook, f"control {action}", also, action == "configure"))

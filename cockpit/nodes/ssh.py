@@ -81,14 +81,17 @@ class KnownHosts:
 
     async def record(self, node: Node, key: asyncssh.SSHKey) -> None:
         """Append the node's key under its name and address (atomically: a reader never sees half a file)."""
-        hosts = ",".join(dict.fromkeys([node.name, node.address]))
-        if node.port != 22:
-            hosts = ",".join(f"[{host}]:{node.port}" for host in dict.fromkeys([node.name, node.address]))
-        line = f"{hosts} {key.export_public_key().decode().strip()}\n"
+        line = f"{','.join(host_patterns(node))} {key.export_public_key().decode().strip()}\n"
         async with self._lock:
             old = self.path.read_text() if self.path.exists() else ""
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.path, old + ("" if not old or old.endswith("\n") else "\n") + line, perms=0o600)
+
+
+def host_patterns(node: Node) -> list[str]:
+    """How known_hosts names the node: its name and its address, as `[host]:port` when the port is not 22."""
+    hosts = list(dict.fromkeys([node.name, node.address]))
+    return hosts if node.port == 22 else [f"[{host}]:{node.port}" for host in hosts]
 
 
 class _Client(asyncssh.SSHClient):

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cockpit.config import Settings
+from cockpit.nodes.host_keys import host_key_dir
 from cockpit.nodes.inventory import CONTROL_GROUP, Node
 from cockpit.provision.runner import PlaybookRun, compute_playbook
 from runtime.atomic import atomic_write_text
@@ -38,7 +39,7 @@ def compute_run(
     Facts are cached in the data folder, so that a run on some nodes still knows the others (slurm.conf lists
     them all); the playbooks learn the cockpit's scheduler as `cockpit_scheduler`, and how the nodes see run
     folders as `cockpit_run_storage` and `cockpit_runs_dir` (the nfs role shares them), the model as
-    `cockpit_model_path`."""
+    `cockpit_model_path`, and where the nodes' issued ssh host keys are kept as `cockpit_host_key_dir`."""
     ssh_args = [
         "-o", "ControlMaster=auto", "-o", "ControlPersist=60s",
         "-o", f"UserKnownHostsFile={settings.known_hosts}", "-o", "StrictHostKeyChecking=yes",
@@ -60,6 +61,7 @@ def compute_run(
             "cockpit_run_storage": settings.file.paths.run_storage,
             "cockpit_runs_dir": str(settings.runs_dir),
             "cockpit_model_path": str(settings.model_path),
+            "cockpit_host_key_dir": str(host_key_dir(settings)),
             **(extravars or {}),
         },
     )

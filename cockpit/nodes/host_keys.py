@@ -1,0 +1,59 @@
+"""The ssh host keys the control node issues to the compute nodes' live boots, pinned in the cockpit's known_hosts.
+
+The pxe_server role (`cluster control configure`) makes one ed25519 key per compute node, once, in
+`<data_dir>/host_keys/<node>/`, and serves it in the live seed of each node whose MAC is known, so such a node
+presents the same key at every boot. After the role, each of those nodes' issued public key goes into known_hosts
+under the node's name and address, so the first connection needs no `--accept-new`. The issued key is trusted only
+for a node known_hosts has no key for yet: a different recorded key (from a boot before the node's MAC was known,
+say) stays as it is and is named, never silently replaced, as ssh refuses a changed key.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable
+from pathlib import Path
+
+import asyncssh
+
+from cockpit.config import Settings
+from cockpit.errors import BadInput
+from cockpit.nodes.inventory import Node
+from cockpit.nodes.ssh import KnownHosts, host_patterns
+
+ISSUED_PUBLIC_KEY = "ssh_host_ed25519_key.pub"
+
+
+def host_key_dir(settings: Settings) -> Path:
+    """Where the pxe_server role keeps each compute node's host keys, a folder per node."""
+    return settings.data_dir / "host_keys"
+
+
+async def pin_issued_keys(known_hosts: KnownHosts, key_dir: Path, nodes: Iterable[Node]) -> tuple[list[str], list[str]]:
+    """Record in known_hosts the issued key of each node that boots with it (its MAC known, its key made) and has
+    no recorded key yet. Returns the nodes recorded now, and a warning for each node whose recorded key differs."""
+    recorded: list[str] = []
+    warnings: list[str] = []
+    for node in nodes:
+        path = key_dir / node.name / ISSUED_PUBLIC_KEY
+        if node.mac is None or not path.exists():
+            continue
+        try:
+            issued = asyncssh.read_public_key(path)
+        except (asyncssh.KeyImportError, ValueError) as err:
+            raise BadInput(f"{path}: not an ssh public key ({err}): delete {path.parent} and run again") from None
+        trusted = known_hosts.trusted(node)
+        if not trusted:
+            await known_hosts.record(node, issued)
+            recorded.append(node.name)
+        elif issued not in trusted:
+            removals = "; ".join(
+                shlex.join(["ssh-keygen", "-R", host, "-f", str(known_hosts.path)]) for host in host_patterns(node)
+            )
+            warnings.append(
+                f"{node.target}: {known_hosts.path} holds another host key for it than the one issued in {path}, "
+                f"and keeps it: once the node boots with its issued key, it is refused. If the recorded key is "
+                f"stale (the node booted before its MAC was known), remove it ({removals}) and run "
+                "`cluster control configure` again"
+            )
+    return recorded, warnings
