@@ -4,13 +4,17 @@ Two network namespaces stand in for the compute network:
 - ckpxe-ctl, "the control node": the veth ckpxe0 (compute_interface, 192.168.1.1/24). The play's modules run
   in it through a python3 wrapper that enters the namespace, so the dnsmasq and nginx it starts live there.
 - ckpxe-cli, "a compute node": the veth's peer on a bridge, where dhclient, curl's TFTP and HTTP clients and
-  QEMU's network card (a tap on the same bridge) ask the server.
+  QEMU's network card (a tap on the same bridge) ask the server. It also holds node0's pinned address, where node0's
+  live sshd runs with the host key its own seed gives it.
+The inventory's compute nodes have MACs, so the role issues them host keys and seeds of their own: node0's MAC is
+no machine's (its seed is fetched with curl), node1's is QEMU's (the firmware boots its own menu).
 The role also writes dnsmasq's and nginx's configuration in /etc, as it would on a control node: the test
 removes those files and stops both daemons (by pidfile) at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,10 +27,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncssh
 import pytest
 import yaml
 
-from cockpit.nodes.inventory import Inventory
+from cockpit.nodes.inventory import Inventory, Node
+from cockpit.nodes.ssh import KnownHosts
 from cockpit.provision.events import HostResult, ProvisionEvent, Recap
 from cockpit.provision.runner import PlaybookRun
 from tests.infra.services import infra_unavailable, pid_alive, require_root
@@ -45,6 +51,10 @@ SYSTEM_FILES = (
     Path("/etc/nginx/sites-enabled/cockpit-pxe.conf"),
     Path("/etc/nginx/sites-available/cockpit-pxe.conf"),
 )
+# node0: fetched with curl from its own address; node1: QEMU's network card
+NODES = {"node0": ("192.168.1.10", "02:00:00:00:00:10"), "node1": ("192.168.1.11", "52:54:00:7c:00:01")}
+NODE0, (NODE0_ADDRESS, NODE0_MAC) = "node0", NODES["node0"]
+NODE0_SEED = "live/" + NODE0_MAC.replace(":", "-")
 KERNEL, INITRD = b"test kernel from the test ISO\n", b"test initrd from the test ISO\n"
 TOOLS = ("dnsmasq", "nginx", "xorriso", "dhclient", "curl", "qemu-system-x86_64", "ssh-keygen")
 
@@ -79,11 +89,19 @@ def python_in(namespace: str, folder: Path) -> Path:
 
 
 def write_inventory(folder: Path, namespace: str, variables: dict[str, str | None]) -> Path:
-    """The control host (this machine, inside `namespace`) with the role's variables; None leaves one out."""
+    """The control host (this machine, inside `namespace`) with the role's variables (None leaves one out), and
+    the compute nodes, reached as root with the test's key."""
     lines = [
         "[control]",
         f"pxe-control ansible_connection=local ansible_python_interpreter={python_in(namespace, folder)}"
         " ansible_become=false",  # the test runs as root, where sudo may not exist
+        "",
+        "[compute]",
+        *(
+            f"{name} ansible_host={address} mac_address={mac} ansible_user=root"
+            f" ansible_ssh_private_key_file={WORK / 'keys' / 'id_ed25519'}"
+            for name, (address, mac) in NODES.items()
+        ),
         "",
         "[all:vars]",
     ]
@@ -94,7 +112,9 @@ def write_inventory(folder: Path, namespace: str, variables: dict[str, str | Non
 
 
 def play(inventory: Path) -> tuple[PlaybookRun, list[ProvisionEvent]]:
-    run = PlaybookRun(PLAYBOOK, inventory, artifacts_root=inventory.parent / "runs")
+    """The playbook with what `cluster control configure` would pass of a data folder beside the inventory."""
+    extravars = {"cockpit_scheduler": "local", "cockpit_host_key_dir": str(inventory.parent / "data" / "host_keys")}
+    run = PlaybookRun(PLAYBOOK, inventory, artifacts_root=inventory.parent / "runs", extravars=extravars)
     return run, list(run.start().events())
 
 
@@ -163,6 +183,7 @@ def lan() -> Iterator[Lan]:
     sh("ip", "-n", CLI, "link", "add", "br0", "type", "bridge")
     sh("ip", "-n", CLI, "link", "set", "eth0", "master", "br0", "up")
     sh("ip", "-n", CLI, "addr", "add", f"{CLIENT}/24", "dev", "br0")
+    sh("ip", "-n", CLI, "addr", "add", f"{NODE0_ADDRESS}/24", "dev", "br0")
     sh("ip", "-n", CLI, "link", "set", "br0", "up")
     try:
         yield Lan(WORK, iso, checksum, key_dir)
@@ -279,10 +300,18 @@ def tftp(path: str) -> bytes:
     return done.stdout
 
 
-def http(path: str) -> bytes:
-    done = in_ns(CLI, "curl", "-sS", "--fail", f"http://{SERVER}/{path}")
+def http(path: str, source: str = CLIENT) -> bytes:
+    """A GET from the client namespace, from `source`, one of its addresses."""
+    done = in_ns(CLI, "curl", "-sS", "--fail", "--interface", source, f"http://{SERVER}/{path}")
     assert done.returncode == 0, done.stderr.decode()
     return done.stdout
+
+
+def http_status(path: str, source: str) -> int:
+    done = in_ns(CLI, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--interface", source,
+                 f"http://{SERVER}/{path}")  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    return int(done.stdout)
 
 
 def menu_entries(menu: str) -> dict[str, dict[str, str]]:
@@ -327,6 +356,104 @@ def test_http_serves_the_iso_the_seeds_and_the_uefi_menu(applied: Applied, lan: 
     assert http("boot/ubuntu/vmlinuz") == KERNEL
 
 
+def test_a_known_node_gets_its_own_seed_with_the_host_key_known_hosts_pins(applied: Applied, lan: Lan) -> None:
+    """node0's seed, fetched from node0's address: the generic live seed plus the host key issued to node0 (kept
+    0600 in the cockpit's data folder), which is the key `control configure` wrote in the cockpit's known_hosts,
+    and its name. From another address the seed is refused."""
+    keys = lan.folder / "data" / "host_keys" / NODE0
+    assert [(keys / name).stat().st_mode & 0o777 for name in ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub")] \
+        == [0o600, 0o644]  # fmt: skip
+    seed = yaml.safe_load(http(f"{NODE0_SEED}/user-data", source=NODE0_ADDRESS))
+    generic = yaml.safe_load(http("live/user-data"))
+    assert seed.pop("ssh_deletekeys") is True  # the image's keys go first: the node offers the issued one only
+    host_keys = seed.pop("ssh_keys")
+    assert seed == generic
+    issued = asyncssh.import_public_key(host_keys["ed25519_public"])
+    assert asyncssh.import_private_key(host_keys["ed25519_private"]).convert_to_public() == issued
+    assert issued == asyncssh.read_public_key(keys / "ssh_host_ed25519_key.pub")
+    assert KnownHosts(lan.folder / "data" / "known_hosts").trusted(Node(NODE0, NODE0_ADDRESS)) == [issued]
+    meta = yaml.safe_load(http(f"{NODE0_SEED}/meta-data", source=NODE0_ADDRESS))
+    assert meta == {"instance-id": f"cockpit-live-{NODE0}", "local-hostname": NODE0}
+    assert http_status(f"{NODE0_SEED}/user-data", source=CLIENT) == 403
+
+
+def test_each_known_machine_boots_a_menu_pointing_at_its_own_seed(applied: Applied) -> None:
+    """pxelinux reads pxelinux.cfg/01-<mac> before the default; iPXE sets the seed from its own MAC. A machine
+    the inventory does not know keeps the generic seed (the QEMU tests boot node1's MAC through both)."""
+    mac = NODE0_MAC.replace(":", "-")
+    menu = tftp(f"pxelinux.cfg/01-{mac}").decode()
+    assert re.search(rf"^MENU TITLE cockpit PXE boot: 192\.168\.1\.0/24 {NODE0}$", menu, re.MULTILINE)
+    entries, default = menu_entries(menu), menu_entries(tftp("pxelinux.cfg/default").decode())
+    assert f"ds=nocloud-net;s=http://{SERVER}/{NODE0_SEED}/" in entries["live"]["APPEND"].split()
+    assert entries["install"] == default["install"]
+    ipxe = http("boot.ipxe").decode().splitlines()
+    assert f"set seed http://{SERVER}/live/" in ipxe
+    assert f"iseq ${{netX/mac:hexhyp}} {mac} && set seed http://{SERVER}/{NODE0_SEED}/ && set node {NODE0} ||" in ipxe
+    assert any(line.startswith("kernel ") and " ds=nocloud-net;s=${seed} " in line for line in ipxe)
+
+
+@contextlib.contextmanager
+def live_sshd(folder: Path, host_key: Path, authorized_keys: Path) -> Iterator[None]:
+    """node0's sshd as its live system runs it, on node0's address: in debug mode (-d) it serves one connection
+    and says on stderr when it listens."""
+    config = folder / "sshd_config"
+    config.write_text(
+        f"ListenAddress {NODE0_ADDRESS}\nHostKey {host_key}\nAuthorizedKeysFile {authorized_keys}\nPidFile none\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "UsePAM no\nStrictModes no\n"
+    )
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # its privilege separation folder
+    sshd = subprocess.Popen(
+        ["ip", "netns", "exec", CLI, "/usr/sbin/sshd", "-d", "-f", str(config)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        said = []
+        for line in sshd.stderr:  # until it listens, or exits saying why
+            said.append(line)
+            if "Server listening on" in line:
+                break
+        else:
+            pytest.fail(f"sshd did not start: {''.join(said[-10:])}")
+        yield
+    finally:
+        sshd.kill()
+        sshd.wait()
+
+
+def run_on_node0(lan: Lan) -> dict:
+    """`cluster nodes run` from the control node's namespace, checking host keys strictly (no --accept-new)
+    against the known_hosts `control configure` wrote."""
+    done = subprocess.run(
+        ["ip", "netns", "exec", CTL, sys.executable, str(REPO / "cluster.py"),
+         "--config", str(lan.folder / "cockpit.toml"), "nodes", "run", "-w", NODE0, "--json", "--", "true"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return json.loads(done.stdout)["nodes"][0]
+
+
+def test_a_live_node_with_its_issued_key_is_accepted_and_one_with_a_new_key_refused(applied: Applied, lan: Lan):
+    """node0 as its own seed makes it (the host key and the admin's authorized keys, written as cloud-init
+    writes them) is accepted with strict checking; node0 with a fresh random key, as the generic seed would make,
+    is refused."""
+    seed = yaml.safe_load(http(f"{NODE0_SEED}/user-data", source=NODE0_ADDRESS))
+    folder = lan.folder / "node0-live"
+    folder.mkdir()
+    authorized_keys = folder / "authorized_keys"
+    authorized_keys.write_text("\n".join(seed["users"][0]["ssh_authorized_keys"]) + "\n")
+    issued = folder / "ssh_host_ed25519_key"
+    issued.write_text(seed["ssh_keys"]["ed25519_private"])
+    issued.chmod(0o600)
+    with live_sshd(folder, issued, authorized_keys):
+        accepted = run_on_node0(lan)
+    assert accepted["ok"], accepted
+    fresh = folder / "fresh_key"
+    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(fresh))
+    with live_sshd(folder, fresh, authorized_keys):
+        refused = run_on_node0(lan)
+    assert not refused["ok"] and "host key CHANGED" in refused["error"], refused
+
+
 def qemu_boot(firmware: list[str], until: bytes, timeout_s: float = 240) -> str:
     """Boot a QEMU machine (software emulation, e1000 with QEMU's iPXE ROM) on the client bridge; its serial
     console, ANSI codes removed, up to `until` or the timeout."""
@@ -361,7 +488,7 @@ def test_qemu_bios_pxe_boots_through_dnsmasq_to_the_menu(applied: Applied) -> No
     entry's kernel (the test ISO's, which cannot boot)."""
     text = qemu_boot(["-boot", "n"], until=b"Loading ubuntu/initrd")
     assert "Filename: pxelinux.0" in text and f"Next server: {SERVER}" in text, text[-3000:]
-    assert "cockpit PXE boot: 192.168.1.0/24" in text, text[-3000:]
+    assert shows(text, "cockpit PXE boot: 192.168.1.0/24 node1"), text[-3000:]  # its own menu: its MAC is node1's
     assert shows(text, "Ubuntu 22.04 live in RAM") and shows(text, "Install Ubuntu 22.04"), text[-3000:]
     assert "Loading ubuntu/vmlinuz" in text, text[-3000:]
 
@@ -374,7 +501,7 @@ def test_qemu_uefi_pxe_boots_through_ipxe_to_the_menu(applied: Applied) -> None:
         infra_unavailable("no UEFI firmware for QEMU (/usr/share/ovmf/OVMF.fd): run scripts/setup test")
     text = qemu_boot(["-bios", str(firmware), "-boot", "n"], until=f"http://{SERVER}/boot/ubuntu/vmlinuz".encode())
     assert f"http://{SERVER}/boot.ipxe" in text, text[-3000:]
-    assert "cockpit PXE boot: 192.168.1.0/24" in text, text[-3000:]
+    assert shows(text, "cockpit PXE boot: 192.168.1.0/24 node1"), text[-3000:]  # iPXE matched its MAC
     assert shows(text, "Ubuntu 22.04 live in RAM") and shows(text, "Install Ubuntu 22.04"), text[-3000:]
     assert f"http://{SERVER}/boot/ubuntu/vmlinuz" in text, text[-3000:]
 
