@@ -54,7 +54,7 @@ def register(name: str, parser: argparse.ArgumentParser, common: argparse.Argume
     """`control configure`, `control golden-image`."""
     actions = parser.add_subparsers(dest="control_command", required=True, metavar="ACTION")
     for action, playbook, also, text in (
-        ("configure", "control.yml", (), "the PXE boot server the compute nodes boot from (ansible/control.yml)"),
+        ("configure", "control.yml", (), "the PXE boot server and gateway of the compute nodes (ansible/control.yml)"),
         # the image is a host the playbook adds (chroot connection): the limit must let it in
         ("golden-image", "golden_image.yml", ("golden_image",), "build, configure and export the golden image"),
     ):
