@@ -1,15 +1,18 @@
 """The pxe_server role applied for real on this machine, through cockpit's ansible-runner bridge.
 
-Two network namespaces stand in for the compute network:
-- ckpxe-ctl, "the control node": the veth ckpxe0 (compute_interface, 192.168.1.1/24). The play's modules run
-  in it through a python3 wrapper that enters the namespace, so the dnsmasq and nginx it starts live there.
+Three network namespaces stand in for the compute network and the home network:
+- ckpxe-ctl, "the control node": the veth ckpxe0 (compute_interface, 192.168.1.1/24) and the uplink ckup0
+  (203.0.113.1/24, documentation addresses). The play's modules run in it through a python3 wrapper that enters
+  the namespace, so the dnsmasq and nginx it starts live there, and the gateway's forwarding and nftables table.
 - ckpxe-cli, "a compute node": the veth's peer on a bridge, where dhclient, curl's TFTP and HTTP clients and
-  QEMU's network card (a tap on the same bridge) ask the server. It also holds node0's pinned address, where node0's
-  live sshd runs with the host key its own seed gives it.
+  QEMU's network card (a tap on the same bridge) ask the server; its default route is the control node. It also
+  holds node0's pinned address, where node0's live sshd runs with the host key its own seed gives it.
+- ckpxe-up, "the home network": the uplink's peer (203.0.113.2), where the gateway's traffic comes out.
 The inventory's compute nodes have MACs, so the role issues them host keys and seeds of their own: node0's MAC is
 no machine's (its seed is fetched with curl), node1's is QEMU's (the firmware boots its own menu).
-The role also writes dnsmasq's and nginx's configuration in /etc, as it would on a control node: the test
-removes those files and stops both daemons (by pidfile) at the end.
+The roles also write dnsmasq's, nginx's and the gateway's configuration in /etc, as on a control node (and enable
+nftables.service): the test removes those files, puts nftables.conf and the service back and stops both daemons
+(by pidfile) at the end.
 """
 
 from __future__ import annotations
@@ -36,13 +39,15 @@ from cockpit.nodes.ssh import KnownHosts
 from cockpit.provision.events import HostResult, ProvisionEvent, Recap
 from cockpit.provision.runner import PlaybookRun
 from tests.infra.services import infra_unavailable, pid_alive, require_root
+from tests.integration.sweeps import wait_for
 
 pytestmark = [pytest.mark.infra, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-PLAYBOOK = REPO / "ansible" / "control.yml"
-CTL, CLI, BAD = "ckpxe-ctl", "ckpxe-cli", "ckpxe-bad"
+PLAYBOOK, GATEWAY = REPO / "ansible" / "control.yml", REPO / "ansible" / "playbooks" / "gateway.yml"
+CTL, CLI, BAD, UP = "ckpxe-ctl", "ckpxe-cli", "ckpxe-bad", "ckpxe-up"
 INTERFACE, SERVER, CLIENT = "ckpxe0", "192.168.1.1", "192.168.1.50"
+UPLINK, UPLINK_ADDRESS, FAR = "ckup0", "203.0.113.1", "203.0.113.2"
 # dnsmasq and nginx serve these files as their own users: pytest's tmp dirs (0700) would hide them
 WORK = Path("/tmp/cockpit-pxe-test")
 PIDFILES = (Path("/run/dnsmasq/dnsmasq.pid"), Path("/run/nginx.pid"))
@@ -55,8 +60,10 @@ SYSTEM_FILES = (
 NODES = {"node0": ("192.168.1.10", "02:00:00:00:00:10"), "node1": ("192.168.1.11", "52:54:00:7c:00:01")}
 NODE0, (NODE0_ADDRESS, NODE0_MAC) = "node0", NODES["node0"]
 NODE0_SEED = "live/" + NODE0_MAC.replace(":", "-")
+GATEWAY_FILES = (Path("/etc/nftables.d/cockpit-gateway.nft"), Path("/etc/sysctl.d/90-cockpit-gateway.conf"))
+NFTABLES_CONF = Path("/etc/nftables.conf")
 KERNEL, INITRD = b"test kernel from the test ISO\n", b"test initrd from the test ISO\n"
-TOOLS = ("dnsmasq", "nginx", "xorriso", "dhclient", "curl", "qemu-system-x86_64", "ssh-keygen")
+TOOLS = ("dnsmasq", "nginx", "xorriso", "dhclient", "curl", "qemu-system-x86_64", "ssh-keygen", "nft", "systemctl")
 
 
 def sh(*command: str, timeout: float = 30) -> str:
@@ -111,10 +118,13 @@ def write_inventory(folder: Path, namespace: str, variables: dict[str, str | Non
     return inventory
 
 
-def play(inventory: Path) -> tuple[PlaybookRun, list[ProvisionEvent]]:
+def play(inventory: Path, playbook: Path = PLAYBOOK) -> tuple[PlaybookRun, list[ProvisionEvent]]:
     """The playbook with what `cluster control configure` would pass of a data folder beside the inventory."""
     extravars = {"cockpit_scheduler": "local", "cockpit_host_key_dir": str(inventory.parent / "data" / "host_keys")}
-    run = PlaybookRun(PLAYBOOK, inventory, artifacts_root=inventory.parent / "runs", extravars=extravars)
+    config = {"ANSIBLE_CONFIG": str(REPO / "ansible" / "ansible.cfg")}  # control.yml's, beside it: the roles' path
+    run = PlaybookRun(
+        playbook, inventory, artifacts_root=inventory.parent / "runs", envvars=config, extravars=extravars
+    )
     return run, list(run.start().events())
 
 
@@ -140,6 +150,10 @@ class Lan:
     iso: Path
     checksum: str
     key_dir: Path
+    # this machine's own: they stay as they were (forwarding) or are put back at the end
+    forwarding: str
+    nftables_conf: bytes
+    nftables_enabled: bool
 
     def variables(self, **changes: str | None) -> dict[str, str | None]:
         return {
@@ -151,6 +165,7 @@ class Lan:
             "pxe_server_tftp_root": str(self.folder / "tftp"),
             "pxe_server_http_root": str(self.folder / "http"),
             "pxe_server_dhcp_lease_file": str(self.folder / "dnsmasq.leases"),  # not this machine's
+            "uplink_interface": UPLINK,
             **changes,
         }
 
@@ -161,8 +176,23 @@ def check_machine() -> None:
     if missing:
         infra_unavailable(f"missing {', '.join(missing)}: run scripts/setup test")
     running = [str(path) for path in PIDFILES if pid_alive(path)]
-    if running or any(path.exists() for path in SYSTEM_FILES):
-        infra_unavailable(f"this machine already runs dnsmasq/nginx or has a cockpit-pxe config ({running})")
+    if running or any(path.exists() for path in SYSTEM_FILES + GATEWAY_FILES):
+        infra_unavailable(f"this machine already runs dnsmasq/nginx or has a cockpit config ({running})")
+
+
+def forwarding(namespace: str | None = None) -> str:
+    """net.ipv4.ip_forward in `namespace`, or in this machine's own."""
+    command = ("sysctl", "-n", "net.ipv4.ip_forward")
+    return sh(*(("ip", "netns", "exec", namespace) if namespace else ()), *command).strip()
+
+
+def tables(namespace: str | None = None) -> list[str]:
+    """The nftables tables in `namespace`, or in this machine's own."""
+    return sh(*(("ip", "netns", "exec", namespace) if namespace else ()), "nft", "list", "tables").splitlines()
+
+
+def nftables_enabled() -> bool:
+    return subprocess.run(["systemctl", "is-enabled", "-q", "nftables"], check=False).returncode == 0
 
 
 @pytest.fixture(scope="module")
@@ -174,9 +204,13 @@ def lan() -> Iterator[Lan]:
     key_dir = WORK / "keys"
     key_dir.mkdir()
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cockpit-pxe-test", "-f", str(key_dir / "id_ed25519"))
-    for name in (CTL, CLI):
+    for name in (CTL, CLI, UP):
         make_namespace(name)
     sh("ip", "link", "add", INTERFACE, "netns", CTL, "type", "veth", "peer", "name", "eth0", "netns", CLI)
+    sh("ip", "link", "add", UPLINK, "netns", CTL, "type", "veth", "peer", "name", "eth0", "netns", UP)
+    for namespace, link, address in ((CTL, UPLINK, UPLINK_ADDRESS), (UP, "eth0", FAR)):
+        sh("ip", "-n", namespace, "addr", "add", f"{address}/24", "dev", link)
+        sh("ip", "-n", namespace, "link", "set", link, "up")
     sh("ip", "-n", CTL, "addr", "add", f"{SERVER}/24", "dev", INTERFACE)
     sh("ip", "-n", CTL, "link", "set", INTERFACE, "up")
     # the client side is a bridge, so QEMU's tap can join the same segment
@@ -185,15 +219,23 @@ def lan() -> Iterator[Lan]:
     sh("ip", "-n", CLI, "addr", "add", f"{CLIENT}/24", "dev", "br0")
     sh("ip", "-n", CLI, "addr", "add", f"{NODE0_ADDRESS}/24", "dev", "br0")
     sh("ip", "-n", CLI, "link", "set", "br0", "up")
+    sh("ip", "-n", CLI, "route", "add", "default", "via", SERVER)
+    had_nftables_d = GATEWAY_FILES[0].parent.exists()
+    lan = Lan(WORK, iso, checksum, key_dir, forwarding(), NFTABLES_CONF.read_bytes(), nftables_enabled())
     try:
-        yield Lan(WORK, iso, checksum, key_dir)
+        yield lan
     finally:
         for pidfile in PIDFILES:  # the daemons the role started (the fixture refused to run beside others)
             if pid_alive(pidfile):
                 os.kill(int(pidfile.read_text().split()[0]), 15)
-        for path in SYSTEM_FILES:
+        for path in SYSTEM_FILES + GATEWAY_FILES:
             path.unlink(missing_ok=True)
-        for name in (CTL, CLI):
+        NFTABLES_CONF.write_bytes(lan.nftables_conf)
+        if not lan.nftables_enabled:
+            subprocess.run(["systemctl", "disable", "-q", "nftables"], check=False)
+        if not had_nftables_d:
+            shutil.rmtree(GATEWAY_FILES[0].parent, ignore_errors=True)
+        for name in (CTL, CLI, UP):
             subprocess.run(["ip", "netns", "del", name], check=False)
         shutil.rmtree(WORK, ignore_errors=True)
 
@@ -525,13 +567,13 @@ def bare(lan: Lan) -> Iterator[Path]:
         subprocess.run(["ip", "netns", "del", BAD], check=False)
 
 
-def fails_with(lan: Lan, folder: Path, message: str, **changes: str | None) -> str:
+def fails_with(lan: Lan, folder: Path, message: str, playbook: Path = PLAYBOOK, **changes: str | None) -> str:
     """Run the role with bad input: it stops with one message containing `message`, having written nothing."""
     variables = lan.variables(**changes) | {
         "pxe_server_tftp_root": str(folder / "tftp"),
         "pxe_server_http_root": str(folder / "http"),
     }
-    run, events = play(write_inventory(folder, BAD, variables))
+    run, events = play(write_inventory(folder, BAD, variables), playbook)
     failed = failures(events)
     assert run.rc != 0 and len(failed) == 1, run.output_tail(30)
     assert message in " ".join(failed[0].message.split()), failed[0].message
@@ -589,7 +631,8 @@ def test_the_golden_image_entry_appears_once_its_kernel_is_in_place(applied: App
     golden.mkdir()
     (golden / "vmlinuz").write_bytes(KERNEL)
     (golden / "initrd.img").write_bytes(INITRD)
-    run, events = play(write_inventory(lan.folder, CTL, lan.variables()))
+    # the gateway is left as it is: not this test's business, and a run less
+    run, events = play(write_inventory(lan.folder, CTL, lan.variables(gateway_wanted="false")))
     assert run.rc == 0 and not failures(events), run.output_tail(30)
     menu = tftp("pxelinux.cfg/default").decode()
     entries = menu_entries(menu)
@@ -599,3 +642,92 @@ def test_the_golden_image_entry_appears_once_its_kernel_is_in_place(applied: App
     assert nfs_root <= set(entries["golden"]["APPEND"].split())
     assert tftp(entries["golden"]["KERNEL"]) == KERNEL
     assert "item golden " in http("boot.ipxe").decode()
+
+
+def gateway_fails_with(lan: Lan, folder: Path, message: str, **changes: str | None) -> str:
+    """The gateway's playbook alone with bad input: one message, and neither forwarding nor rules in the namespace."""
+    text = fails_with(lan, folder, message, GATEWAY, **changes)
+    assert forwarding(BAD) == "0" and tables(BAD) == []
+    return text
+
+
+def test_an_uplink_that_does_not_exist(lan: Lan, bare: Path) -> None:
+    message = gateway_fails_with(lan, bare, "uplink_interface nosuch1 does not exist", uplink_interface="nosuch1")
+    assert INTERFACE in message  # it lists the interfaces there are
+
+
+def test_an_uplink_that_is_the_compute_interface(lan: Lan, bare: Path) -> None:
+    sh("ip", "-n", BAD, "route", "add", "default", "via", "192.168.1.2", "dev", INTERFACE)
+    gateway_fails_with(lan, bare, f"The uplink {INTERFACE} (the default route's interface: uplink_interface is not set)"
+                       " is compute_interface too: the gateway would route the compute network onto itself",
+                       uplink_interface=None)  # fmt: skip
+
+
+def test_no_uplink_and_no_default_route(lan: Lan, bare: Path) -> None:
+    gateway_fails_with(lan, bare, "has no default route and uplink_interface is not set", uplink_interface=None)
+
+
+LISTEN = "import socket, sys; s = socket.create_server((sys.argv[1], 0)); print(s.getsockname()[1], flush=True); " \
+         "print(s.accept()[1][0], flush=True)"  # fmt: skip
+CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)"
+
+
+def source_seen_beyond_the_uplink() -> str | None:
+    """Connect from the compute node to a listener on the uplink's far side: the source address the listener saw,
+    or None when the connection failed."""
+    listener = subprocess.Popen(["ip", "netns", "exec", UP, "python3", "-c", LISTEN, FAR],
+                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        port = listener.stdout.readline().strip()
+        if in_ns(CLI, "python3", "-c", CONNECT, FAR, port).returncode != 0:
+            return None
+        return listener.stdout.readline().strip()
+    finally:
+        listener.kill()
+        listener.wait()
+
+
+def datagram(namespace: str, address: str) -> None:
+    """One UDP datagram from `namespace` to `address` (the discard port)."""
+    send = f"import socket; socket.socket(type=socket.SOCK_DGRAM).sendto(b'x', ('{address}', 9))"
+    assert in_ns(namespace, "python3", "-c", send).returncode == 0
+
+
+def dropped_from_the_uplink() -> int:
+    """Packets the gateway dropped coming in from the uplink's side toward the compute network."""
+    chain = sh("ip", "netns", "exec", CTL, "nft", "list", "chain", "inet", "cockpit_gateway", "forward")
+    return int(re.search(r"counter packets (\d+) ", chain).group(1))
+
+
+def not_forwarded() -> int:
+    """IP InAddrErrors of the control node: what it received for another address and, not routing, dropped."""
+    snmp = sh("ip", "netns", "exec", CTL, "cat", "/proc/net/snmp").splitlines()
+    names, values = (line.split() for line in snmp if line.startswith("Ip:"))
+    return int(values[names.index("InAddrErrors")])
+
+
+def test_the_gateway_forwards_the_compute_network_masqueraded(applied: Applied, lan: Lan) -> None:
+    assert source_seen_beyond_the_uplink() == UPLINK_ADDRESS
+    assert "Before the gateway: net.ipv4.ip_forward = 0" in GATEWAY_FILES[0].read_text()
+    assert f'include "{GATEWAY_FILES[0]}"' in NFTABLES_CONF.read_text() and nftables_enabled()
+    # a new connection from the uplink's side is dropped: only replies come back in
+    sh("ip", "-n", UP, "route", "add", "192.168.1.0/24", "via", UPLINK_ADDRESS)
+    datagram(UP, CLIENT)
+    wait_for(lambda: dropped_from_the_uplink() == 1, 10, "the gateway dropping a datagram from the uplink's side")
+    # the namespace routes, this machine does not
+    assert forwarding(CTL) == "1" and forwarding() == lan.forwarding
+    assert "table inet cockpit_gateway" in tables(CTL) and "table inet cockpit_gateway" not in tables()
+
+
+def test_the_reverted_gateway_forwards_nothing_and_leaves_nothing(applied: Applied, lan: Lan) -> None:
+    """Last in the module: the tests before it see the gateway."""
+    folder = lan.folder / "revert"
+    folder.mkdir()
+    run, events = play(write_inventory(folder, CTL, lan.variables(gateway_state="absent")), GATEWAY)
+    assert run.rc == 0 and not failures(events), run.output_tail(30)
+    dropped = not_forwarded()
+    datagram(CLI, FAR)
+    wait_for(lambda: not_forwarded() > dropped, 10, "the control node dropping a datagram for the uplink's side")
+    assert forwarding(CTL) == "0" and tables(CTL) == []
+    assert not any(path.exists() for path in GATEWAY_FILES)
+    assert NFTABLES_CONF.read_bytes() == lan.nftables_conf and nftables_enabled() == lan.nftables_enabled
