@@ -39,7 +39,8 @@ def compute_run(
     Facts are cached in the data folder, so that a run on some nodes still knows the others (slurm.conf lists
     them all); the playbooks learn the cockpit's scheduler as `cockpit_scheduler`, and how the nodes see run
     folders as `cockpit_run_storage` and `cockpit_runs_dir` (the nfs role shares them), the model as
-    `cockpit_model_path`, and where the nodes' issued ssh host keys are kept as `cockpit_host_key_dir`."""
+    `cockpit_model_path`, the runtime's install root as `cockpit_runtime_install_root` (the golden image keeps it
+    on the node's own disk), and where the nodes' issued ssh host keys are kept as `cockpit_host_key_dir`."""
     ssh_args = [
         "-o", "ControlMaster=auto", "-o", "ControlPersist=60s",
         "-o", f"UserKnownHostsFile={settings.known_hosts}", "-o", "StrictHostKeyChecking=yes",
@@ -62,6 +63,7 @@ def compute_run(
             "cockpit_runs_dir": str(settings.runs_dir),
             "cockpit_model_path": str(settings.model_path),
             "cockpit_host_key_dir": str(host_key_dir(settings)),
+            "cockpit_runtime_install_root": settings.runtime.install_root,
             **(extravars or {}),
         },
     )

@@ -10,8 +10,10 @@ in the clone's .cache/debootstrap, so a second session downloads nothing.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -214,6 +216,9 @@ def test_the_image_is_set_up_for_a_diskless_node(built: Built, work: Work) -> No
     assert ["/dev/nfs", "/", "nfs", "ro,nolock", "0", "0"] in fstab
     assert ["LABEL=models", "/models", "ext4", "defaults,nofail,x-systemd.device-timeout=10s", "0", "2"] in fstab
     assert (root / "models").is_dir()
+    unit = Path("/etc/systemd/system/cockpit-node-local.service")  # the node-local state's, enabled
+    assert (root / "etc/systemd/system/multi-user.target.wants" / unit.name).readlink() == unit
+    assert (root / "usr/local/sbin/cockpit-node-local").stat().st_mode & 0o111
     assert (root / "etc/hostname").read_text() == ""  # the name comes from DHCP
     assert (root / "etc/machine-id").read_text() == ""  # each node makes its own at boot
     netplan = yaml.safe_load((root / "etc/netplan/01-cockpit-wired.yaml").read_text())["network"]["ethernets"]
@@ -338,3 +343,53 @@ def test_a_partial_root_is_rebuilt_and_a_missing_kernel_is_named(work: Work) -> 
     assert not root.with_name("partial.partial").exists() and not root.with_name("partial.old").exists()
     assert mounts_under(root) == []
     assert not Path(str(variables["golden_image_tftp_dir"])).exists()
+
+
+def test_the_node_local_state_is_bound_from_a_fake_disk(tmp_path: Path) -> None:
+    """The image's fstab, unit and script as the role renders them (no image built); the script then runs twice in
+    a mount namespace of its own, a tmpfs standing in for the node's disk: each folder is bound from the disk once,
+    and what is written there lands on the disk."""
+    require_root()
+    disk, state = tmp_path / "models", tmp_path / "opt"
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "name": "Render the golden image's node-local files",
+        "hosts": "localhost",
+        "gather_facts": False,
+        "vars_files": [str(ROLES / "golden_image/defaults/main.yml")],
+        "tasks": [
+            {"name": "As the image has them", "loop": ["fstab", "node-local.sh", "node-local.service"],
+             "ansible.builtin.template": {"src": f"{ROLES}/golden_image/templates/{{{{ item }}}}.j2",
+                                          "dest": f"{tmp_path}/{{{{ item }}}}", "mode": "0644"}},
+            {"name": "With the test's folders", "vars": {"golden_image_models_dir": str(disk),
+             "golden_image_node_local_dirs": {"runtime": f"{state}/cockpit/runtime", "vllm": f"{state}/vllm"}},
+             "ansible.builtin.template": {"src": f"{ROLES}/golden_image/templates/node-local.sh.j2",
+                                          "dest": f"{tmp_path}/bind", "mode": "0755"}},
+        ],
+    }]))  # fmt: skip
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(playbook)],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "ANSIBLE_PYTHON_INTERPRETER": sys.executable},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    fstab = [line.split() for line in (tmp_path / "fstab").read_text().splitlines() if not line.startswith("#")]
+    assert ["LABEL=models", "/models", "ext4", "defaults,nofail,x-systemd.device-timeout=10s", "0", "2"] in fstab
+    unit = (tmp_path / "node-local.service").read_text().splitlines()
+    assert {"After=models.mount", "ConditionPathIsMountPoint=/models", "Before=slurmd.service"} <= set(unit)
+    script = (tmp_path / "node-local.sh").read_text()
+    assert "bind /models/node-local/runtime /opt/cockpit/runtime\nbind /models/node-local/vllm /opt/vllm\n" in script
+    boot = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-euc",
+         'mkdir "$1"; mount -t tmpfs fake-disk "$1"; "$3"; "$3"; echo kept > "$2/vllm/kept";'
+         ' cat "$1/node-local/vllm/kept"; findmnt -rno TARGET', "-", str(disk), str(state), str(tmp_path / "bind")],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert boot.returncode == 0, boot.stderr
+    kept, *targets = boot.stdout.splitlines()
+    assert kept == "kept"
+    assert [t for t in targets if t.startswith(str(tmp_path))] == [
+        str(disk),
+        f"{state}/cockpit/runtime",
+        f"{state}/vllm",
+    ]
