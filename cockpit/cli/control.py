@@ -1,4 +1,6 @@
-"""`cluster control configure|golden-image`: the control node's playbooks (PXE boot server, golden image).
+"""`cluster control configure|golden-image`: the control node's playbooks (PXE boot server, golden image);
+`configure --boot golden|live` makes the golden image (or the live one) the PXE menu's default, which the
+pxe_server role records so later runs keep it.
 
 After `configure`, the host keys the PXE server issues to the compute nodes go into the cockpit's known_hosts
 (cockpit.nodes.host_keys)."""
@@ -40,7 +42,9 @@ def _control_playbook(
     def command(args: argparse.Namespace, settings: Settings) -> int:
         inventory = Inventory.load(settings.inventory)
         nodes = inventory.select([CONTROL_GROUP])
-        run = compute_run(settings, nodes, args.playbook or PROJECT_ROOT / "ansible" / playbook, also)
+        boot = getattr(args, "boot", None)
+        extravars = {"pxe_server_default_boot": boot} if boot else None
+        run = compute_run(settings, nodes, args.playbook or PROJECT_ROOT / "ansible" / playbook, also, extravars)
         code = follow_playbook(args, run, nodes, verb)
         if code == EXIT_OK and pins_host_keys:
             _pin_host_keys(args, settings, inventory)
@@ -60,4 +64,10 @@ def register(name: str, parser: argparse.ArgumentParser, common: argparse.Argume
     ):
         p = actions.add_parser(action, parents=[common], help=text)
         p.add_argument("--playbook", type=Path, help=f"run this playbook instead of ansible/{playbook}")
+        if action == "configure":
+            p.add_argument(
+                "--boot",
+                choices=("golden", "live"),
+                help="what the PXE menu boots by default from now on (golden: once `control golden-image` built it)",
+            )
         p.set_defaults(handler=_control_playbook(playbook, f"control {action}", also, action == "configure"))

@@ -166,6 +166,7 @@ class Lan:
             "pxe_server_http_root": str(self.folder / "http"),
             "pxe_server_dhcp_lease_file": str(self.folder / "dnsmasq.leases"),  # not this machine's
             "uplink_interface": UPLINK,
+            "pxe_server_default_boot_file": str(self.folder / "default-boot"),
             **changes,
         }
 
@@ -255,11 +256,16 @@ def applied(lan: Lan) -> Applied:
     assert first_run.rc == 0 and not failures(first), first_run.output_tail(40)
     config = lan.folder / "cockpit.toml"
     config.write_text(f'[cluster]\ninventory = "{inventory}"\n[paths]\ndata_dir = "{lan.folder / "data"}"\n')
-    second = subprocess.run(
-        [sys.executable, str(REPO / "cluster.py"), "--config", str(config), "control", "configure", "--json"],
+    return Applied(first, configure(lan))
+
+
+def configure(lan: Lan, *flags: str) -> subprocess.CompletedProcess[str]:
+    """`cluster control configure` with `flags`, on the inventory and cockpit.toml `applied` wrote."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "cluster.py"), "--config", str(lan.folder / "cockpit.toml"), "control",
+         "configure", "--json", *flags],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
-    return Applied(first, second)
 
 
 def test_first_run_configures_and_a_second_changes_nothing(applied: Applied) -> None:
@@ -624,24 +630,42 @@ def test_a_port_held_by_another_service(lan: Lan, bare: Path) -> None:
         squatter.wait()
 
 
-def test_the_golden_image_entry_appears_once_its_kernel_is_in_place(applied: Applied, lan: Lan) -> None:
+def test_the_golden_image_entry_appears_once_its_kernel_is_in_place_and_is_the_default_when_asked(
+    applied: Applied, lan: Lan
+) -> None:
     """The golden_image role leaves the image's kernel and initrd in <tftp>/golden: the next run of the role adds
-    the NFS-root entry, after the live boot, which stays the default."""
+    the NFS-root entry, and `cluster control configure --boot golden` makes it the default of both menus (the live
+    boot stays one) and records the choice, which later runs keep."""
     golden = lan.folder / "tftp" / "golden"
     golden.mkdir()
     (golden / "vmlinuz").write_bytes(KERNEL)
     (golden / "initrd.img").write_bytes(INITRD)
-    # the gateway is left as it is: not this test's business, and a run less
-    run, events = play(write_inventory(lan.folder, CTL, lan.variables(gateway_wanted="false")))
-    assert run.rc == 0 and not failures(events), run.output_tail(30)
+    done = configure(lan, "--boot", "golden")
+    assert done.returncode == 0, done.stdout + done.stderr
     menu = tftp("pxelinux.cfg/default").decode()
     entries = menu_entries(menu)
-    assert list(entries) == ["live", "install", "golden"]
-    assert re.search(r"^DEFAULT live$", menu, re.MULTILINE)
+    assert list(entries) == ["golden", "live", "install"]
+    assert re.search(r"^DEFAULT golden$", menu, re.MULTILINE)
     nfs_root = {"root=/dev/nfs", f"nfsroot={SERVER}:/srv/golden/ubuntu-22.04,ro", "ip=dhcp", "overlayroot=tmpfs"}
     assert nfs_root <= set(entries["golden"]["APPEND"].split())
     assert tftp(entries["golden"]["KERNEL"]) == KERNEL
-    assert "item golden " in http("boot.ipxe").decode()
+    ipxe = http("boot.ipxe").decode()
+    assert "item golden " in ipxe and "choose --default golden " in ipxe and "|| goto golden\n" in ipxe
+    assert (lan.folder / "default-boot").read_text() == "golden\n"
+
+
+@pytest.mark.parametrize("asked", ["--boot golden", "recorded"])
+def test_golden_as_the_default_before_the_image_is_built(lan: Lan, bare: Path, asked: str) -> None:
+    """Asked for now, or recorded by an earlier run (which a plain run keeps): no image, so it stops, naming where
+    the choice came from and what to do."""
+    record = bare / "default-boot"
+    if asked == "recorded":
+        record.write_text("golden\n")
+    source = record if asked == "recorded" else "pxe_server_default_boot"
+    fails_with(lan, bare, f"The default boot is golden (from {source}), but the golden image is not built: "
+               f"{bare}/tftp/golden/vmlinuz and {bare}/tftp/golden/initrd.img missing. Build it with `cluster "
+               "control golden-image` first", pxe_server_default_boot_file=str(record),
+               pxe_server_default_boot="golden" if asked != "recorded" else None)  # fmt: skip
 
 
 def gateway_fails_with(lan: Lan, folder: Path, message: str, **changes: str | None) -> str:
