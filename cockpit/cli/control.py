@@ -2,8 +2,8 @@
 `configure --boot golden|live` makes the golden image (or the live one) the PXE menu's default, which the
 pxe_server role records so later runs keep it.
 
-After `configure`, the host keys the PXE server issues to the compute nodes go into the cockpit's known_hosts
-(cockpit.nodes.host_keys)."""
+After either, the host keys the PXE server issues to the compute nodes, and the golden image's own once it is
+built, go into the cockpit's known_hosts (cockpit.nodes.host_keys)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from cockpit.cli.common import follow_playbook
 from cockpit.config import Settings
 from cockpit.errors import EXIT_OK
-from cockpit.nodes.host_keys import host_key_dir, pin_issued_keys
+from cockpit.nodes.host_keys import golden_image_key, host_key_dir, pin_issued_keys
 from cockpit.nodes.inventory import CONTROL_GROUP, Inventory
 from cockpit.nodes.nodeset import fold
 from cockpit.nodes.ssh import KnownHosts
@@ -24,21 +24,18 @@ from cockpit.provision.compute import PROJECT_ROOT, compute_run
 
 
 def _pin_host_keys(args: argparse.Namespace, settings: Settings, inventory: Inventory) -> None:
-    recorded, warnings = asyncio.run(
-        pin_issued_keys(KnownHosts(settings.known_hosts), host_key_dir(settings), inventory.compute)
-    )
+    known_hosts, image_key = KnownHosts(settings.known_hosts), golden_image_key(inventory)
+    recorded, warnings = asyncio.run(pin_issued_keys(known_hosts, host_key_dir(settings), inventory.compute, image_key))
     if recorded:
         print(
-            f"host keys issued to {fold(recorded)} recorded in {settings.known_hosts}",
+            f"host keys of {fold(recorded)} (issued, or the golden image's) recorded in {settings.known_hosts}",
             file=sys.stderr if args.json else sys.stdout,
         )
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
 
 
-def _control_playbook(
-    playbook: str, verb: str, also: Sequence[str], pins_host_keys: bool
-) -> Callable[[argparse.Namespace, Settings], int]:
+def _control_playbook(playbook: str, verb: str, also: Sequence[str]) -> Callable[[argparse.Namespace, Settings], int]:
     def command(args: argparse.Namespace, settings: Settings) -> int:
         inventory = Inventory.load(settings.inventory)
         nodes = inventory.select([CONTROL_GROUP])
@@ -46,7 +43,7 @@ def _control_playbook(
         extravars = {"pxe_server_default_boot": boot} if boot else None
         run = compute_run(settings, nodes, args.playbook or PROJECT_ROOT / "ansible" / playbook, also, extravars)
         code = follow_playbook(args, run, nodes, verb)
-        if code == EXIT_OK and pins_host_keys:
+        if code == EXIT_OK:
             _pin_host_keys(args, settings, inventory)
         return code
 
@@ -70,4 +67,4 @@ def register(name: str, parser: argparse.ArgumentParser, common: argparse.Argume
                 choices=("golden", "live"),
                 help="what the PXE menu boots by default from now on (golden: once `control golden-image` built it)",
             )
-        p.set_defaults(handler=_control_playbook(playbook, f"control {action}", also, action == "configure"))
+        p.set_defaults(handler=_control_playbook(playbook, f"control {action}", also))

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from cockpit.errors import BadInput
 from cockpit.nodes.nodeset import expand
 
@@ -165,6 +167,18 @@ class Inventory:
         if self.variables is None:
             return None
         return self.variables.get_vars(host=self.manager.get_host(name), include_hostvars=False).get(key)
+
+    def control_setting(self, key: str, role: str) -> Any:
+        """The control node's variable `key` as the inventory sets it, else the default in `role`'s
+        defaults/main.yml, read from the role itself so the two cannot drift apart; None without a control node."""
+        control = next((node for node in self.nodes if CONTROL_GROUP in node.groups), None)
+        if control is None:
+            return None
+        configured = self.variable(control.name, key)
+        if configured:
+            return configured
+        defaults = Path(__file__).resolve().parents[2] / "ansible" / "roles" / role / "defaults" / "main.yml"
+        return yaml.safe_load(defaults.read_text(encoding="utf-8"))[key]
 
     def memory_bandwidths(self) -> dict[str, float]:
         """Node name -> peak memory bandwidth (bytes/s), where the inventory sets `memory_bandwidth_gbps`."""

@@ -18,11 +18,10 @@ from pathlib import Path
 import yaml
 
 from cockpit.errors import BadInput
-from cockpit.nodes.inventory import CONTROL_GROUP, Inventory, normal_mac
+from cockpit.nodes.inventory import Inventory, normal_mac
 from runtime.atomic import atomic_write_text
 from runtime.contract import read_text
 
-ROLE_DEFAULTS = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "pxe_server" / "defaults" / "main.yml"
 LEASE_FILE_VARIABLE = "pxe_server_dhcp_lease_file"
 UNKNOWN = "unknown host on the compute network"
 LEASE_FORMAT = "<expiry> <MAC> <address> <hostname or *> <client-id or *>"
@@ -64,11 +63,8 @@ def parse_leases(text: str, source: str) -> list[Lease]:
 
 def lease_file(inventory: Inventory) -> Path | None:
     """Where the control node's dnsmasq keeps its leases; None when the inventory has no control node."""
-    control = next((node for node in inventory.nodes if CONTROL_GROUP in node.groups), None)
-    if control is None:
-        return None
-    configured = inventory.variable(control.name, LEASE_FILE_VARIABLE)
-    return Path(configured or yaml.safe_load(read_text(ROLE_DEFAULTS))[LEASE_FILE_VARIABLE])
+    configured = inventory.control_setting(LEASE_FILE_VARIABLE, "pxe_server")
+    return None if configured is None else Path(configured)
 
 
 def read_leases(path: Path, inventory: Inventory) -> list[Lease]:

@@ -221,6 +221,7 @@ def test_the_image_is_set_up_for_a_diskless_node(built: Built, work: Work) -> No
     assert (root / "usr/local/sbin/cockpit-node-local").stat().st_mode & 0o111
     assert (root / "etc/hostname").read_text() == ""  # the name comes from DHCP
     assert (root / "etc/machine-id").read_text() == ""  # each node makes its own at boot
+    assert (root / "etc/ssh/ssh_host_ed25519_key.pub").is_file()  # one for every node: the cockpit pins it
     netplan = yaml.safe_load((root / "etc/netplan/01-cockpit-wired.yaml").read_text())["network"]["ethernets"]
     assert netplan["wired"] == {"match": {"name": "en*"}, "dhcp4": True, "dhcp-identifier": "mac", "critical": True}
     passwd = {line.split(":")[0]: line.split(":") for line in (root / "etc/passwd").read_text().splitlines()}

@@ -10,8 +10,8 @@ import asyncssh
 import pytest
 
 from cockpit.errors import BadInput
-from cockpit.nodes.host_keys import ISSUED_PUBLIC_KEY, pin_issued_keys
-from cockpit.nodes.inventory import Node
+from cockpit.nodes.host_keys import ISSUED_PUBLIC_KEY, golden_image_key, pin_issued_keys
+from cockpit.nodes.inventory import Inventory, Node
 from cockpit.nodes.ssh import KnownHosts
 
 NODE0 = Node("node0", "192.168.1.10", mac="02:00:00:00:00:10")
@@ -63,3 +63,37 @@ async def test_a_damaged_issued_key_is_bad_input_naming_the_file(tmp_path: Path)
     (tmp_path / "keys" / "node0" / ISSUED_PUBLIC_KEY).write_text("not a key\n")
     with pytest.raises(BadInput, match=f"{tmp_path}/keys/node0/{ISSUED_PUBLIC_KEY}: not an ssh public key"):
         await pin_issued_keys(KnownHosts(tmp_path / "known_hosts"), tmp_path / "keys", [NODE0])
+
+
+async def test_the_golden_image_key_is_trusted_for_every_node_beside_its_issued_one(tmp_path: Path) -> None:
+    """The image on the control node holds one key every netbooting node shows: trusted for each compute node,
+    without turning the issued key into 'another recorded key', and recorded once."""
+    known_hosts = KnownHosts(tmp_path / "known_hosts")
+    issued = issue(tmp_path / "keys", "node0")
+    image = issue(tmp_path / "image" / "etc", "ssh")
+    image_key = tmp_path / "image" / "etc" / "ssh" / ISSUED_PUBLIC_KEY
+    node1 = Node("node1", "192.168.1.11")  # no MAC: no issued key, but it can netboot the image
+    assert await pin_issued_keys(known_hosts, tmp_path / "keys", [NODE0, node1], image_key) == (["node0", "node1"], [])
+    assert known_hosts.trusted(NODE0) == [issued, image] and known_hosts.trusted(node1) == [image]
+    before = known_hosts.path.read_text()
+    assert await pin_issued_keys(known_hosts, tmp_path / "keys", [NODE0, node1], image_key) == ([], [])
+    assert known_hosts.path.read_text() == before
+
+
+async def test_an_image_key_first_does_not_block_the_issued_one(tmp_path: Path) -> None:
+    known_hosts = KnownHosts(tmp_path / "known_hosts")
+    image = issue(tmp_path / "image" / "etc", "ssh")
+    image_key = tmp_path / "image" / "etc" / "ssh" / ISSUED_PUBLIC_KEY
+    await known_hosts.record(NODE0, image)  # recorded by a `control golden-image` before any live seed was issued
+    issued = issue(tmp_path / "keys", "node0")
+    assert await pin_issued_keys(known_hosts, tmp_path / "keys", [NODE0], image_key) == (["node0"], [])
+    assert known_hosts.trusted(NODE0) == [image, issued]
+
+
+def test_the_image_key_is_read_where_the_golden_image_role_builds_the_root(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts.ini"
+    hosts.write_text("[control]\nnuc ansible_connection=local\n[compute]\nnode0\n")
+    assert golden_image_key(Inventory.load(hosts)) == Path("/srv/golden/ubuntu-22.04/etc/ssh") / ISSUED_PUBLIC_KEY
+    hosts.write_text(f"[control]\nnuc ansible_connection=local golden_image_root={tmp_path}/root\n[compute]\nnode0\n")
+    assert golden_image_key(Inventory.load(hosts)) == tmp_path / "root" / "etc" / "ssh" / ISSUED_PUBLIC_KEY
+    assert golden_image_key(Inventory.load(None)) is None

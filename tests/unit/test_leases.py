@@ -14,10 +14,11 @@ import yaml
 from cockpit.cli import main
 from cockpit.errors import EXIT_BAD_INPUT, EXIT_OK, BadInput
 from cockpit.nodes.inventory import Inventory
-from cockpit.nodes.leases import ROLE_DEFAULTS, Lease, lease_file, parse_leases, unknown_hosts
+from cockpit.nodes.leases import Lease, lease_file, parse_leases, unknown_hosts
 from cockpit.tui.node_board import NodeBoard
 
 REPO = Path(__file__).resolve().parents[2]
+ROLE_DEFAULTS = REPO / "ansible" / "roles" / "pxe_server" / "defaults" / "main.yml"
 # dnsmasq 2.90's file after two dhclient requests: one sent a host name, one a client id; the third line, node1's
 # own, is a static lease (expiry 0: never), as dnsmasq writes for an infinite lease time
 LEASES = (
