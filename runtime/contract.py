@@ -316,6 +316,7 @@ class LinkFit:
     intra_node: bool  # every rank of it on one host
     alpha_s: float
     beta_Bps: float
+    interface: str | None = None  # across hosts: the network interface it crossed (the ranks' comm_interface)
 
 
 @dataclass(frozen=True)
@@ -379,6 +380,10 @@ class RankMetrics:
     warmup_s: float | None = None  # the untimed warm-up's wall time: first-use costs, visible rather than hidden
     repeats: tuple[RepeatFigures, ...] = ()
     repeat_mismatch: str | None = None  # a later pass's tokens that differ from the first's: a correctness failure
+    # the network interface its collectives' sockets used (between hosts: the link they crossed) and its address
+    # there; null for a rank alone
+    comm_interface: str | None = None
+    comm_address: str | None = None
 
 
 @dataclass(frozen=True)

@@ -167,29 +167,46 @@ def detect_launch(env: Mapping[str, str] | None = None) -> LaunchInfo:
     return LaunchInfo("single", 0, 0, 1, 1, "127.0.0.1", 0, host)
 
 
+# Per backend, the variables naming the interface its sockets use: oneCCL's (xccl) key-value store and its
+# libfabric TCP transport each read their own. The job script exports them all for the cluster's ranks interface.
+INTERFACE_VARS = {
+    "gloo": ("GLOO_SOCKET_IFNAME",),
+    "nccl": ("NCCL_SOCKET_IFNAME",),
+    "xccl": ("CCL_KVS_IFACE", "FI_TCP_IFACE"),
+}
+
+
+def _ipv4_of(probe: socket.socket, name: str) -> str | None:
+    """The IPv4 address of interface `name` (None: it has none), asked through any socket."""
+    import fcntl
+    import struct
+
+    try:
+        packed = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))  # SIOCGIFADDR
+    except OSError:
+        return None
+    return socket.inet_ntoa(packed[20:24])
+
+
+def interface_address(name: str) -> str | None:
+    """The IPv4 address of the local interface `name` (None when it has none or does not exist)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        return _ipv4_of(probe, name)
+
+
 def interface_towards(address: str) -> str | None:
     """The local network interface whose address this host uses to reach `address` (None if unknown).
 
     The collectives must use the link the rendezvous is on: on a cluster with USB4 and Ethernet that choice is
     the experiment, and without DNS for node names gloo would otherwise advertise the loopback address.
     """
-    import fcntl
-    import struct
-
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.connect((socket.gethostbyname(address), 9))  # UDP connect sends nothing; it picks the route
             local = probe.getsockname()[0]
-            for _, name in socket.if_nameindex():
-                try:
-                    packed = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))  # SIOCGIFADDR
-                except OSError:
-                    continue  # no IPv4 address on this interface
-                if socket.inet_ntoa(packed[20:24]) == local:
-                    return name
+            return next((name for _, name in socket.if_nameindex() if _ipv4_of(probe, name) == local), None)
     except OSError:
         return None
-    return None
 
 
 def device_backend(device_type: str) -> str:
@@ -338,6 +355,8 @@ class World:
     backend: str
     store: dist.Store
     watch: PeerWatch
+    interface: str | None = None  # what the backend's sockets were told to use (INTERFACE_VARS), and its address
+    address: str | None = None
 
     def finish(self) -> None:
         """Clean end: say so, wait for everyone, then leave (so no peer mistakes our exit for a crash)."""
@@ -356,14 +375,16 @@ def join_world(
     comm_timeout_s: float,
     on_peer_failure: Callable[[str], None],
 ) -> World:
-    """Connect to the rendezvous, agree on a backend, create the default process group, start the watch."""
+    """Connect to the rendezvous, agree on a backend, create the default process group, start the watch. The
+    backends' sockets use the interface the job script named (INTERFACE_VARS), else the one towards the master;
+    the World keeps which, and its address."""
     import torch.distributed as dist
 
-    interface = interface_towards(info.master_addr)
-    if interface:
-        for var in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
-            if os.environ.setdefault(var, interface) == interface:
-                log.info("%s=%s (the interface towards %s)", var, interface, info.master_addr)
+    towards = interface_towards(info.master_addr)
+    if towards:
+        for var in (var for names in INTERFACE_VARS.values() for var in names):
+            if os.environ.setdefault(var, towards) == towards:
+                log.info("%s=%s (the interface towards %s)", var, towards, info.master_addr)
     store = connect_store(info, rendezvous_timeout_s)
     backend = agree_backend(store, info, device_backend(device_type))
     dist.init_process_group(
@@ -373,4 +394,7 @@ def join_world(
         world_size=info.world_size,
         timeout=timedelta(seconds=comm_timeout_s),
     )
-    return World(info, backend, store, PeerWatch(store, info, on_peer_failure).start())
+    named = os.environ.get(INTERFACE_VARS.get(backend, INTERFACE_VARS["gloo"])[0], "")
+    interface = named.split(",")[0].lstrip("=") or None  # a list names the first one it uses; NCCL's "=" exact
+    watch = PeerWatch(store, info, on_peer_failure).start()
+    return World(info, backend, store, watch, interface, interface_address(interface) if interface else None)

@@ -19,7 +19,7 @@ import statistics
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -268,7 +268,9 @@ class Rank:
 
         if self.world is None or self.args.skip_calibration:
             return []
-        return calibrate_links(self.topo, self.info.hostname, self.device, self.tp_all_reduce, self.backend)
+        fits = calibrate_links(self.topo, self.info.hostname, self.device, self.tp_all_reduce, self.backend)
+        across = self.world.interface
+        return [fit if fit.intra_node else replace(fit, interface=across) for fit in fits]
 
     def make_generator(self) -> Generator:
         """The generator over this rank's stage, its timers, and the step profiler when the run is profiled."""
@@ -494,6 +496,8 @@ class Rank:
             warmup_s=warmup_s,
             repeats=tuple(decoded.repeats),
             repeat_mismatch=decoded.mismatch,
+            comm_interface=self.world.interface if self.world else None,
+            comm_address=self.world.address if self.world else None,
         )
 
     def finish(self) -> None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from runtime.contract import (
     ExperimentConfig,
+    LinkFit,
     Percentiles,
     ProgressLine,
     RankMetrics,
@@ -230,3 +231,9 @@ def test_progress_and_metrics_round_trip() -> None:
     again = loads(RankMetrics, json.dumps(json.loads(dumps_line(metrics)), indent=2), "m")
     assert again == metrics
     assert again.energy_j is None and again.ttft_ms is None  # absent counters stay null, never invented
+    # metrics from before the ranks recorded their interface still load; with it, it round-trips
+    older = {k: v for k, v in json.loads(dumps_line(metrics)).items() if k not in ("comm_interface", "comm_address")}
+    assert loads(RankMetrics, json.dumps(older), "m") == metrics and metrics.comm_interface is None
+    fit = LinkFit("all_reduce", "gloo_all_reduce", 2, False, 1e-4, 1e8, interface="thunderbolt0")
+    linked = dataclasses.replace(metrics, comm_interface="thunderbolt0", comm_address="10.99.0.10", links=(fit,))
+    assert loads(RankMetrics, dumps_line(linked), "m") == linked
