@@ -8,6 +8,8 @@ where the #SBATCH lines are comments but for the time limit). Ranks start one pe
 deepspeed launcher with a hostfile generated from the allocation, or, for the local backend, through the
 deepspeed launcher's local mode; inside an Apptainer image when one is set. A run profiled with nsys or perf
 starts each rank through `profile_rank.sh`, which picks, on the rank's own node, the first of them that works.
+A job across nodes of an inventory that names the ranks' interface (`ranks_interface`, e.g. the USB4 cluster
+link's) tells every backend to use it and, where the nodes' addresses on it are known, puts the rendezvous there.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Literal
 from cockpit.errors import BadInput
 from runtime.atomic import atomic_write_text
 from runtime.contract import EXP_CONFIG_NAME, RUNTIME_BUILD_VAR, ExperimentConfig
+from runtime.launch import INTERFACE_VARS
 
 PROJECT = Path(__file__).resolve().parents[2]
 Launcher = Literal["srun", "deepspeed", "local"]
@@ -44,6 +47,34 @@ RANK_PROFILERS = {
 
 
 @dataclass(frozen=True)
+class RanksLink:
+    """The interface the ranks' traffic between nodes goes over, and each node's address on it (node name ->
+    address; empty where the inventory gives none: the rendezvous then stays where the launcher puts it)."""
+
+    interface: str
+    addresses: Mapping[str, str] = field(default_factory=dict)
+
+    def exports(self) -> list[str]:
+        """The job script's lines: every backend's interface variable, then the rendezvous on the batch host's
+        address on the link (the batch host is the allocation's first node, where rank 0 runs)."""
+        names = sorted({var for names in INTERFACE_VARS.values() for var in names})
+        lines = [f"export {var}={shlex.quote(self.interface)}" for var in names]
+        if not self.addresses:
+            return lines
+        said = f"has no address on {self.interface} in the inventory (cluster_link_address)"
+        cases = [
+            f"  {shlex.quote(node)}) export MASTER_ADDR={shlex.quote(ip)} ;;" for node, ip in self.addresses.items()
+        ]
+        return [
+            *lines,
+            'case "${SLURMD_NODENAME:-$(hostname)}" in',
+            *cases,
+            f'  *) echo "job.slurm: ${{SLURMD_NODENAME:-$(hostname)}} {said}" >&2; exit 2 ;;',
+            "esac",
+        ]
+
+
+@dataclass(frozen=True)
 class RuntimeEnvironment:
     """How the nodes run the runtime: which Python, where its source is, which variables, which launcher.
 
@@ -57,6 +88,7 @@ class RuntimeEnvironment:
     image: str | None = None  # apptainer exec'd with the device's GPU flags; python and source_dir are inside it
     build_id: str | None = None  # the verified build (the runtime records it in its metrics)
     extensions_dir: str | None = None  # DeepSpeed's compiled ops; default: the tree's .cache, or the run's for images
+    link: RanksLink | None = None  # the interface the ranks of a job across nodes talk over
 
     def torch_extensions(self, run_dir: Path) -> str:
         """Where DeepSpeed compiles its ops: writable, and kept between jobs."""
@@ -135,10 +167,15 @@ class SlurmJobFactory:
             *header,
             "set -euo pipefail",
             *(f"export {name}={shlex.quote(value)}" for name, value in exports.items()),
+            *(self.runtime.link.exports() if self._over_link(config) else []),
             f"cd {shlex.quote(str(config.output_root))}",
             *self._launch(config, files),
         ]
         return "\n".join(lines) + "\n"
+
+    def _over_link(self, config: ExperimentConfig) -> bool:
+        """Whether the job's ranks talk over the ranks' link: they span nodes, started by srun or the launcher."""
+        return self.runtime.link is not None and config.num_nodes > 1 and self.runtime.launcher != "local"
 
     def _launch(self, config: ExperimentConfig, files: JobFiles) -> list[str]:
         container = []
@@ -175,9 +212,11 @@ class SlurmJobFactory:
         launcher = [*python, "-m", "deepspeed.launcher.runner", f"--hostfile={hostfile}", *deepspeed_args(config)]
         user = [*launched, entry]
         slots = f"sed 's/$/ slots={config.gpus_per_node}/'"
+        # the launcher's own rendezvous goes where the script put it: otherwise the first node's first address
+        master = ' --master_addr="$MASTER_ADDR"' if self._over_link(config) and self.runtime.link.addresses else ""
         return [
             f'scontrol show hostnames "$SLURM_JOB_NODELIST" | {slots} > {shlex.quote(str(hostfile))}',
-            shlex.join([*launcher, *user, "--config", str(files.config)]),
+            shlex.join(launcher) + master + " " + shlex.join([*user, "--config", str(files.config)]),
         ]
 
 

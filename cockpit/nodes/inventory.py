@@ -41,6 +41,8 @@ class Node:
     local: bool = False
     power_off_command: str = "shutdown -h now"
     reboot_command: str = "shutdown -r now"
+    ranks_interface: str | None = None  # the interface the ranks' traffic between nodes goes over
+    ranks_address: str | None = None  # the node's address on it, where it is the cluster link's (cluster_link_*)
 
     @property
     def endpoint(self) -> str:
@@ -80,6 +82,13 @@ def _gbps(value: object, host: str, source: str) -> float | None:
     return gbps * 1e9
 
 
+def _ranks_address(hostvars: Mapping[str, Any], interface: str | None) -> str | None:
+    """The node's cluster_link_address without its prefix, where the ranks' interface is the cluster link's."""
+    address = str(hostvars.get("cluster_link_address") or "")
+    link = hostvars.get("cluster_link_interface")
+    return address.split("/")[0] if interface and address and link == interface else None
+
+
 def node_from_vars(name: str, hostvars: Mapping[str, Any], groups: Iterable[str], source: str) -> Node:
     """A Node from one host's Ansible variables (ansible_host, ansible_port, ansible_user, ...)."""
     local = hostvars.get("ansible_connection") == "local"
@@ -88,6 +97,7 @@ def node_from_vars(name: str, hostvars: Mapping[str, Any], groups: Iterable[str]
     except (TypeError, ValueError):
         raise BadInput(f"{source}: host {name}: ansible_port {hostvars['ansible_port']!r} is not a port") from None
     key = hostvars.get("ansible_ssh_private_key_file")
+    ranks_interface = str(hostvars.get("ranks_interface") or "") or None
     defaults = Node(name, name)
     return Node(
         name=name,
@@ -102,6 +112,8 @@ def node_from_vars(name: str, hostvars: Mapping[str, Any], groups: Iterable[str]
         local=local,
         power_off_command=str(hostvars.get("power_off_command") or defaults.power_off_command),
         reboot_command=str(hostvars.get("reboot_command") or defaults.reboot_command),
+        ranks_interface=ranks_interface,
+        ranks_address=_ranks_address(hostvars, ranks_interface),
     )
 
 

@@ -1,13 +1,14 @@
-"""Drive a planned sweep: check the nodes can take its jobs and run its runtime, choose how they see the run
-folder, run (or resume) every strategy not done through the pipeline, fill in the baseline, and cancel or
-inspect a run from another process."""
+"""Drive a planned sweep: check the nodes can take its jobs and run its runtime, name the interface its ranks talk
+over between nodes (the inventory's ranks_interface), choose how they see the run folder, run (or resume) every
+strategy not done through the pipeline, fill in the baseline, and cancel or inspect a run from another process."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ import pandas as pd
 
 from cockpit.config import Settings
 from cockpit.errors import BadInput
-from cockpit.jobs.factory import RuntimeEnvironment
+from cockpit.jobs.factory import RanksLink, RuntimeEnvironment
 from cockpit.sweep.collect import ResultCollector
 from cockpit.sweep.manifest import Manifest
 from cockpit.sweep.pipeline import DistributedExperimentPipeline, SweepEvent
@@ -28,6 +29,7 @@ from runtime.outputs import last_progress
 
 if TYPE_CHECKING:
     from cockpit.delivery.model import ModelRecord
+    from cockpit.nodes.inventory import Node
 
 NOTHING_SUBMITTED = "\nno job was submitted"
 
@@ -63,6 +65,37 @@ def verified_runtime(sweep: Sweep, settings: Settings, on_event: Callable[[Sweep
         build_id=build.build_id,
         extensions_dir=f"{where.path}/.cache/torch_extensions",
     )
+
+
+def ranks_link(nodes: Sequence[Node], where: str) -> RanksLink | None:
+    """The compute nodes' ranks interface (`ranks_interface`), None where none names one; a BadInput naming the
+    inventory when they name different ones (one job's ranks all use one)."""
+    named = {node.name: node.ranks_interface for node in nodes}
+    interfaces = set(named.values())
+    if interfaces == {None}:
+        return None
+    if len(interfaces) > 1:
+        said = ", ".join(f"{name}: {interface or 'none'}" for name, interface in named.items())
+        raise BadInput(f"{where}: the compute nodes name different ranks_interface values ({said}): give them one")
+    return RanksLink(str(interfaces.pop()), {node.name: node.ranks_address for node in nodes if node.ranks_address})
+
+
+def over_ranks_link(
+    runtime: RuntimeEnvironment, sweep: Sweep, settings: Settings, on_event: Callable[[SweepEvent], None]
+) -> RuntimeEnvironment:
+    """The runtime with the interface the inventory says the ranks talk over between nodes, said in an event."""
+    from cockpit.nodes.inventory import Inventory
+
+    if sweep.manifest.backend == "local" or settings.inventory is None:
+        return runtime
+    link = ranks_link(Inventory.load(settings.inventory).compute, str(settings.inventory))
+    if link is None:
+        return runtime
+    where = ", ".join(f"{node} {address}" for node, address in link.addresses.items())
+    on_event(
+        SweepEvent("verified", "link", f"ranks across nodes talk over {link.interface}" + (f" ({where})" * bool(where)))
+    )
+    return dataclasses.replace(runtime, link=link)
 
 
 async def _verify_nodes(
@@ -182,7 +215,7 @@ def execute(sweep: Sweep, settings: Settings, on_event: Callable[[SweepEvent], N
     if sweep.manifest.pipeline_alive():
         raise BadInput(f"{sweep.run_dir}: a sweep process (pid {sweep.manifest.pipeline_pid}) is running it")
     usable = require_slurm_nodes(sweep, settings, on_event) if sweep.manifest.backend == "slurm" else []
-    runtime = verified_runtime(sweep, settings, on_event)
+    runtime = over_ranks_link(verified_runtime(sweep, settings, on_event), sweep, settings, on_event)
     storage = run_storage(sweep, settings, usable)
     if sweep.manifest.baseline != "reference":
         run_endpoint_baseline(sweep, settings, on_event)

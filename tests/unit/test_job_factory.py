@@ -1,7 +1,9 @@
-"""Job assets rendered for a strategy: the config the runtime reads and a script bash accepts."""
+"""Job assets rendered for a strategy: the config the runtime reads and a script bash accepts, which exports the
+interface the ranks talk over between nodes as the inventory names it."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,7 +12,9 @@ import pytest
 
 from cockpit.delivery.build import IMAGE_PYTHON, IMAGE_SOURCE
 from cockpit.errors import BadInput
-from cockpit.jobs.factory import PROFILE_WRAPPER, RuntimeEnvironment, SlurmJobFactory
+from cockpit.jobs.factory import PROFILE_WRAPPER, RanksLink, RuntimeEnvironment, SlurmJobFactory
+from cockpit.nodes.inventory import Inventory
+from cockpit.sweep.execute import ranks_link
 from cockpit.sweep.strategies import STRATEGIES, ParallelismStrategy, SweepSettings
 from runtime.contract import ExperimentConfig
 
@@ -167,3 +171,66 @@ def test_perf_records_the_rank_where_it_works(tmp_path: Path) -> None:
         assert (profiling / "rank_1" / "perf.data").stat().st_size > 0
     else:
         assert "cannot run here" in done.stderr
+
+
+USB4 = RanksLink("thunderbolt0", {"node0": "10.99.0.10", "node1": "10.99.0.11"})
+LINK_VARS = ("CCL_KVS_IFACE", "FI_TCP_IFACE", "GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
+
+
+def environment(script: str, node: str) -> subprocess.CompletedProcess[str]:
+    """What the script's lines before its `cd` leave in the environment on `node`, as Slurm names the batch host."""
+    head = script.split("\ncd ", 1)[0].replace("set -euo pipefail\n", "")
+    shown = " ".join(f"{var}=${var}" for var in (*LINK_VARS, "MASTER_ADDR"))
+    return subprocess.run(
+        ["bash", "-c", f'{head}\necho "{shown}"'],
+        env={"PATH": "/usr/bin:/bin", "SLURMD_NODENAME": node},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_a_job_across_nodes_talks_over_the_ranks_link_with_the_rendezvous_on_it(tmp_path: Path) -> None:
+    hybrid = strategy(tmp_path)
+    script = SlurmJobFactory(RuntimeEnvironment(link=USB4)).render(hybrid.job_spec()).script.read_text()
+    for node, address in USB4.addresses.items():
+        done = environment(script, node)
+        assert done.stdout.split() == [*(f"{var}=thunderbolt0" for var in LINK_VARS), f"MASTER_ADDR={address}"]
+    stranger = environment(script, "node7")
+    assert stranger.returncode == 2
+    assert stranger.stderr.strip() == (
+        "job.slurm: node7 has no address on thunderbolt0 in the inventory (cluster_link_address)"
+    )
+    launched = SlurmJobFactory(RuntimeEnvironment(launcher="deepspeed", link=USB4)).render(hybrid.job_spec())
+    assert ' --master_addr="$MASTER_ADDR" ' in launched.script.read_text()  # the launcher's own rendezvous too
+
+
+def test_the_link_leaves_jobs_on_one_node_and_local_jobs_alone(tmp_path: Path) -> None:
+    one_node = strategy(tmp_path, "tp_node")
+    for runtime, spec in (
+        (RuntimeEnvironment(link=USB4), one_node.job_spec()),
+        (RuntimeEnvironment(launcher="local", link=USB4), strategy(tmp_path).job_spec()),
+        (RuntimeEnvironment(launcher="deepspeed"), strategy(tmp_path).job_spec()),
+    ):
+        script = SlurmJobFactory(runtime).render(spec).script.read_text()
+        assert "SOCKET_IFNAME" not in script and "MASTER_ADDR" not in script
+    unaddressed = SlurmJobFactory(RuntimeEnvironment(link=RanksLink("eth1"))).render(strategy(tmp_path).job_spec())
+    assert environment(unaddressed.script.read_text(), "node0").stdout.split()[-1] == "MASTER_ADDR="
+
+
+def link_inventory(tmp_path: Path, node1: dict[str, str]) -> Path:
+    path = tmp_path / "hosts.yml"
+    node0 = {"cluster_link_address": "10.99.0.10/24"}
+    hosts = {"node0": node0, "node1": node1}
+    link = {"cluster_link_interface": "thunderbolt0", "ranks_interface": "thunderbolt0"}
+    path.write_text(json.dumps({"all": {"children": {"compute": {"hosts": hosts, "vars": link}}}}))
+    return path
+
+
+def test_the_sweep_takes_the_ranks_link_from_the_inventory(tmp_path: Path) -> None:
+    inventory = link_inventory(tmp_path, {"cluster_link_address": "10.99.0.11/24"})
+    assert ranks_link(Inventory.load(inventory).compute, str(inventory)) == USB4
+    other = link_inventory(tmp_path, {"ranks_interface": "eth0"})
+    with pytest.raises(BadInput, match=r"hosts.yml: the compute nodes name different ranks_interface values "):
+        ranks_link(Inventory.load(other).compute, str(other))
+    assert ranks_link(Inventory.load(None).compute, "embedded default") is None
