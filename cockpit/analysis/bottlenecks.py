@@ -106,8 +106,12 @@ def measured_links(metrics_row: pd.Series) -> dict[str, dict]:
     return {fit["op"]: fit for fit in json.loads(metrics_row.get("links") or "[]")}
 
 
-def _link(fit: dict | None) -> pm.Link | None:
-    return pm.Link(fit["impl"], fit["alpha_s"], fit["beta_Bps"]) if fit else None
+def timed_link(fit: dict | None) -> pm.Link | None:
+    """A timed link for the model, named by what carried it and, across hosts, the interface it crossed."""
+    if not fit:
+        return None
+    over = f" over {pm.link_label(fit['interface'])}" if fit.get("interface") else ""
+    return pm.Link(fit["impl"] + over, fit["alpha_s"], fit["beta_Bps"])
 
 
 @dataclass(frozen=True)
@@ -261,7 +265,7 @@ def _sentence(
         detail = " and ".join(per_token)
     elif part == pm.BANDWIDTH:
         links = [link for link in (where.tp_link, where.pp_link) if link]
-        detail = "activations over " + ", ".join(f"{link.name} at {link.beta_Bps / 1e9:.2f} GB/s" for link in links)
+        detail = "activations by " + ", ".join(f"{link.name} at {link.beta_Bps / 1e9:.2f} GB/s" for link in links)
     elif part == pm.COMPUTE:
         detail = f"prefill matrix work at {hw.prefill.per_s / 1e9:,.1f} GFLOP/s per device"
     elif part == pm.MEMORY:
@@ -343,8 +347,8 @@ def _strategy_performance(
         pp=shape.pp,
         micro_batches=int(row.get("micro_batches") or 1),
         ranks_per_host=int(row.get("ranks_per_host") or 1),
-        tp_link=_link(links.get("all_reduce")),
-        pp_link=_link(links.get("send_recv")),
+        tp_link=timed_link(links.get("all_reduce")),
+        pp_link=timed_link(links.get("send_recv")),
     )
     runs = batches(rows_of, where.micro_batches)
     times = _predict(model, hw, where, runs)
@@ -392,7 +396,7 @@ def _what_if(
     """Predicted tokens/s with every node a separate host like the reference's, nodes joined by each nominal
     link, at the sweep's node count and at twice as many; traffic inside a node keeps the measured figures."""
     tokens = sum(len(b.prompt_lengths) * b.new_tokens for b in runs)
-    in_node = {op: _link(links.get(op) or intra.get(op)) for op in ("all_reduce", "send_recv")}
+    in_node = {op: timed_link(links.get(op) or intra.get(op)) for op in ("all_reduce", "send_recv")}
     out = {}
     for nodes in (settings.nodes, 2 * settings.nodes):
         shape = STRATEGIES[kind](dataclasses.replace(settings, nodes=nodes)).shape()

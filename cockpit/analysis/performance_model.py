@@ -15,7 +15,8 @@ A prefill of `mb` micro-batches through p stages takes p + mb - 1 slots (the pip
 
 Ranks on one CPU host share its cores and memory: each gets 1/k of the host's rate when k of them are busy at once
 (more ranks than cores also stretch the overhead). An accelerator belongs to its rank alone. The rates and
-overheads are fitted from the single-device reference; alpha and beta come from the strategy's own link timings.
+overheads are fitted from the single-device reference; alpha and beta come from the strategy's own link timings,
+each named by the interface it crossed between hosts (two strategies over different links each get their own).
 """
 
 from __future__ import annotations
@@ -96,6 +97,16 @@ class Link:
         if ranks <= 1:
             return NO_COMM
         return Comm(2 * (ranks - 1) * self.alpha_s, 2 * (ranks - 1) / ranks * message_bytes / self.beta_Bps)
+
+
+# Interface name prefixes -> the kind of link the report names: thunderbolt_net's interfaces are thunderbolt<N>.
+LINK_KINDS = {"thunderbolt": "usb4"}
+
+
+def link_label(interface: str) -> str:
+    """How the report names a network interface: `usb4 (thunderbolt0)`, or the interface alone (`eth0`)."""
+    kind = next((kind for prefix, kind in LINK_KINDS.items() if interface.startswith(prefix)), None)
+    return f"{kind} ({interface})" if kind else interface
 
 
 # For what-ifs only: nominal line rates and typical small-message latencies through a kernel TCP stack; a sweep's

@@ -4,7 +4,9 @@ cost, written as CSV and Markdown, plus two text plots (plotext) that need no te
     summary_run_<stamp>.csv / .md                      the table; the Markdown names the winner and why, the
                                                        reference correctness was judged against and who differs
                                                        from it, what the energy figures rest on (or why there
-                                                       are none), and where the time goes (performance.py)
+                                                       are none), where each rank ran and which parallelism
+                                                       crossed nodes over which link, and where the time goes
+                                                       (performance.py)
     performance_run_<stamp>.csv, what_if_run_<stamp>.csv predicted against measured, and on other links
     plots/latency_vs_correctness_run_<stamp>.txt       latency p50 against exact-match rate, one point a strategy
     plots/throughput_vs_length_run_<stamp>.txt         tokens/s against prompt length, one line a strategy
@@ -25,6 +27,7 @@ import plotext as plt
 from cockpit.analysis import stragglers
 from cockpit.analysis.bottlenecks import WITHOUT_STRAGGLER, Performance, StrategyPerformance
 from cockpit.analysis.correctness import Reference, require_columns
+from cockpit.analysis.performance_model import link_label
 from cockpit.analysis.spread import Spread, json_list, spread
 from cockpit.sweep import peers
 from runtime.atomic import atomic_write_text
@@ -567,7 +570,7 @@ class RunSummary:
         placement = self.placement()
         if placement:
             lines += ["", "## Where each rank ran", ""]
-            lines += pipe_table(["strategy", "ranks by node"], placement, [False, False])
+            lines += pipe_table(["strategy", "ranks by node", "between nodes"], placement, [False] * 3)
         if self.performance is not None:
             lines += ["", performance_markdown(self.performance)]
         return "\n".join(lines).rstrip("\n") + "\n"
@@ -600,18 +603,21 @@ class RunSummary:
                 lines.append(f"{strategy}: measured by {source}")
         return lines
 
-    def placement(self) -> list[tuple[str, str]]:
-        """(strategy, `node0: 0, 1; node1: 2, 3`) in table order, from the hosts the ranks' metrics name."""
+    def placement(self) -> list[tuple[str, str, str]]:
+        """(strategy, `node0: 0, 1; node1: 2, 3`, what crosses nodes over which link) in table order, from the
+        hosts and interfaces the ranks' metrics name."""
         if "rank_hosts" not in self.metrics:
             return []
-        hosts = dict(zip(self.metrics["strategy"], self.metrics["rank_hosts"], strict=True))
+        by_strategy = self.metrics.drop_duplicates("strategy", keep="last").set_index("strategy")
         rows = []
         for strategy in self.table()["strategy"]:
             by_host: dict[str, list[str]] = {}
-            for rank, host in enumerate(json_list(hosts.get(strategy))):
+            row = by_strategy.loc[strategy] if strategy in by_strategy.index else pd.Series()
+            for rank, host in enumerate(json_list(row.get("rank_hosts"))):
                 by_host.setdefault(host or "unknown", []).append(str(rank))
             if by_host:
-                rows.append((strategy, "; ".join(f"{host}: {', '.join(ranks)}" for host, ranks in by_host.items())))
+                placed = "; ".join(f"{host}: {', '.join(ranks)}" for host, ranks in by_host.items())
+                rows.append((strategy, placed, between_nodes(row, len(by_host))))
         return rows
 
     def to_markdown(self, path: str | Path) -> Path:
@@ -701,3 +707,16 @@ class RunSummary:
         else:
             del paths["performance"], paths["what_if"]
         return paths
+
+
+def between_nodes(metrics_row: pd.Series, hosts: int) -> str:
+    """What of a strategy's traffic crosses nodes and over which link, from its metrics: `TP across nodes over
+    usb4 (thunderbolt0)`; empty on one host, or when only replicas span the nodes."""
+    if hosts <= 1:
+        return ""
+    tp, pp = int(metrics_row.get("tp_size") or 1), int(metrics_row.get("pp_size") or 1)
+    per_host = int(metrics_row.get("ranks_per_host") or 1)
+    crossing = [name for name, crosses in (("TP", tp > per_host), ("PP", pp > 1 and tp <= per_host)) if crosses]
+    interfaces = metrics_row.get("comm_interfaces")
+    over = f" over {', '.join(map(link_label, interfaces.split(',')))}" if isinstance(interfaces, str) else ""
+    return f"{' and '.join(crossing)} across nodes{over}" if crossing else ""

@@ -259,6 +259,8 @@ def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobReco
         "rank_step_ms": json.dumps([(m.get("time_split") or {}).get("step_ms") for m in by_rank]),
         "rank_steps": json.dumps([(m.get("time_split") or {}).get("steps") for m in by_rank]),
         "links": json.dumps(first("links") or []),  # the ranks' own link timings (runtime.contract.LinkFit)
+        # the network interface(s) the ranks' collectives used between hosts
+        "comm_interfaces": ",".join(sorted({m["comm_interface"] for m in ranks if m.get("comm_interface")})) or None,
         # the verified runtime build(s) the ranks ran from; more than one would mean nodes ran different code
         "runtime_build": ",".join(sorted({m["runtime_build"] for m in ranks if m.get("runtime_build")})) or None,
         # a rank's mean seconds in its own work, waiting on communication, and idle (pipeline bubble)

@@ -19,6 +19,7 @@ from cockpit.analysis.bottlenecks import (
     fit_hardware,
     for_run,
     measured_split,
+    timed_link,
 )
 from cockpit.analysis.summary import performance_markdown
 from cockpit.sweep.strategies import SweepSettings
@@ -185,3 +186,20 @@ def test_a_straggling_rank_adds_the_what_if_without_it(tmp_path: Path) -> None:
     assert what_if["tiny_pp1_tp2_n2"] == pytest.approx(tokens / (tp["wall_time_s"] - excess_s))
     assert math.isnan(what_if["tiny_pp1_tp1_n1"])  # one rank: nobody to straggle
     assert f"({WITHOUT_STRAGGLER}: measured, less the straggler's excess compute.)" in performance_markdown(perf)
+
+
+def test_strategies_over_different_links_each_get_their_own_named_figures(tmp_path: Path) -> None:
+    rows, metrics = _run()
+    usb4 = {**LINK, "beta_Bps": 5e9, "interface": "thunderbolt0"}  # as the ranks record a link across hosts
+    slow = {**LINK, "beta_Bps": 1e6, "interface": "eth0"}
+    assert timed_link(usb4) == pm.Link("nccl_all_reduce over usb4 (thunderbolt0)", 50e-6, 5e9)
+    assert timed_link({**LINK, "beta_Bps": 5e9}).name == "nccl_all_reduce"  # ranks from before the field
+    metrics["links"] = metrics["links"].where(metrics["strategy_kind"] != "tp_nodes", json.dumps([usb4]))
+    tp_rows = rows[rows["strategy_kind"] == "tp_nodes"].assign(strategy="tp_over_eth")
+    over_eth = pd.DataFrame([_metrics("tp_over_eth", "tp_nodes", 2, tp_rows, [slow])])
+    perf = analyse(pd.concat([rows, tp_rows]), pd.concat([metrics, over_eth]), _settings(tmp_path), MODEL)
+    assert not isinstance(perf, str)
+    by_name = {s.strategy: s.predicted.seconds[pm.BANDWIDTH] for s in perf.strategies}
+    assert by_name["tp_over_eth"] == pytest.approx(5e3 * by_name["tiny_pp1_tp2_n2"])
+    [sentence] = [s.sentence for s in perf.strategies if s.strategy == "tp_over_eth"]
+    assert "activations by nccl_all_reduce over eth0 at 0.00 GB/s" in sentence

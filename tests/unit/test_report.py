@@ -15,7 +15,7 @@ from cockpit.analysis import performance_model as pm
 from cockpit.analysis.bottlenecks import Performance, StrategyPerformance
 from cockpit.analysis.correctness import choose_reference, divergences, evaluate, summarize
 from cockpit.analysis.spread import spread
-from cockpit.analysis.summary import RunSummary, format_cell
+from cockpit.analysis.summary import RunSummary, between_nodes, format_cell
 
 RUN = "run_20261123T120000"
 REF, TP = "tiny_pp1_tp1_n1", "tiny_pp1_tp2_n2"
@@ -246,9 +246,26 @@ def test_markdown_says_where_each_rank_ran() -> None:
     hosts = {TP: ["node0", "node1"], REF: ["node0"]}  # by rank, from each rank's metrics
     metrics = metrics.assign(rank_hosts=[json.dumps(hosts[s]) for s in metrics["strategy"]])
     placed = RunSummary(results, metrics, summary, RUN)
-    assert placed.placement() == [(REF, "node0: 0"), (TP, "node0: 0; node1: 1")]
+    assert placed.placement() == [(REF, "node0: 0", ""), (TP, "node0: 0; node1: 1", "TP across nodes")]
     assert "## Where each rank ran" in placed.markdown() and f"| {TP} | node0: 0; node1: 1 |" in placed.markdown()
     assert "## Where each rank ran" not in RunSummary(*make_run([1, 1, 1]), RUN).markdown()  # older runs: none
+    # the interface the ranks' collectives used between the hosts, as the collector gathers it from their metrics
+    interfaces = metrics["strategy"].map({TP: "thunderbolt0", REF: "lo"})
+    over_usb4 = RunSummary(results, metrics.assign(comm_interfaces=interfaces), summary, RUN)
+    assert over_usb4.placement()[1] == (TP, "node0: 0; node1: 1", "TP across nodes over usb4 (thunderbolt0)")
+    assert f"| {TP} | node0: 0; node1: 1 | TP across nodes over usb4 (thunderbolt0) |" in over_usb4.markdown()
+
+
+def test_between_nodes_names_what_crosses_and_the_link() -> None:
+    def said(tp: int, pp: int, per_host: int, hosts: int = 2, interfaces: str | None = "eth0") -> str:
+        row = pd.Series({"tp_size": tp, "pp_size": pp, "ranks_per_host": per_host, "comm_interfaces": interfaces})
+        return between_nodes(row, hosts)
+
+    assert said(2, 1, 1) == "TP across nodes over eth0"
+    assert said(1, 2, 1, interfaces="thunderbolt0") == "PP across nodes over usb4 (thunderbolt0)"
+    assert said(2, 2, 2) == "PP across nodes over eth0"  # hybrid: TP inside each node
+    assert said(2, 1, 2, hosts=1) == "" and said(1, 1, 1) == ""  # one host; replicas only
+    assert said(2, 1, 1, interfaces=None) == "TP across nodes"  # ranks from before the field
 
 
 def timed(
