@@ -53,12 +53,14 @@ WOL_TASKS = [
 ]
 # skipped: the test hosts' host_vars name no node_disk_device
 NODE_DISK_TASKS = ["Check the inputs and what the disk holds", "Partition, format and mount the disk"]
+CLUSTER_LINK_TASKS = ["Bring up the cluster link"]  # skipped: the test hosts have no cluster_link_interface
 INTEL_GPU_TASKS = ["Set up the Intel GPU stack"]  # skipped: the test hosts have no gpu_kind
 # Slurm's and NFS's plays include the roles' parts; skipped: the inventory has no control node, so no Slurm is wanted
 PLAYS = {
     "Base configuration of the compute nodes": ("roles/node_base", BASE_TASKS),
     "The node's own disk on the compute nodes": ("roles/node_disk", NODE_DISK_TASKS),
     "Wake-on-LAN on the compute nodes": ("roles/wol", WOL_TASKS),
+    "Cluster link on the compute nodes": ("playbooks/cluster_link.yml", CLUSTER_LINK_TASKS),
     "Intel GPU drivers on the compute nodes": ("roles/intel_gpu", INTEL_GPU_TASKS),
     "Compute nodes as Slurm will see them": ("playbooks/slurm.yml", ["Gather the node's CPUs, memory and GPUs"]),
     "Slurm controller on the control node": ("playbooks/slurm.yml", []),  # no hosts: no [control] here
@@ -79,6 +81,7 @@ SKIPPED_ON_TEST_HOSTS = {
     "Turn Wake-on-LAN on now on eth0",
     "Reload systemd",
     *NODE_DISK_TASKS,
+    *CLUSTER_LINK_TASKS,
     "Set up the Intel GPU stack",
     "Gather the node's CPUs, memory and GPUs",
     "Set up slurmd",
