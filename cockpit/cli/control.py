@@ -16,7 +16,7 @@ from pathlib import Path
 from cockpit.cli.common import follow_playbook
 from cockpit.config import Settings
 from cockpit.errors import EXIT_OK
-from cockpit.nodes.host_keys import golden_image_key, host_key_dir, pin_issued_keys
+from cockpit.nodes.host_keys import golden_image_key, host_key_dir, pin_host_keys
 from cockpit.nodes.inventory import CONTROL_GROUP, Inventory
 from cockpit.nodes.nodeset import fold
 from cockpit.nodes.ssh import KnownHosts
@@ -25,7 +25,7 @@ from cockpit.provision.compute import PROJECT_ROOT, compute_run
 
 def _pin_host_keys(args: argparse.Namespace, settings: Settings, inventory: Inventory) -> None:
     known_hosts, image_key = KnownHosts(settings.known_hosts), golden_image_key(inventory)
-    recorded, warnings = asyncio.run(pin_issued_keys(known_hosts, host_key_dir(settings), inventory.compute, image_key))
+    recorded, warnings = asyncio.run(pin_host_keys(known_hosts, host_key_dir(settings), inventory.compute, image_key))
     if recorded:
         print(
             f"host keys of {fold(recorded)} (issued, or the golden image's) recorded in {settings.known_hosts}",

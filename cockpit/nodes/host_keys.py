@@ -25,7 +25,7 @@ from cockpit.errors import BadInput
 from cockpit.nodes.inventory import Inventory, Node
 from cockpit.nodes.ssh import KnownHosts, host_patterns
 
-ISSUED_PUBLIC_KEY = "ssh_host_ed25519_key.pub"
+HOST_PUBLIC_KEY = "ssh_host_ed25519_key.pub"  # as sshd, the pxe_server role and an image name it
 
 
 def host_key_dir(settings: Settings) -> Path:
@@ -37,7 +37,7 @@ def golden_image_key(inventory: Inventory) -> Path | None:
     """The golden image's own ed25519 host public key on the control node, which every node netbooting the image
     shows; None without a control node."""
     root = inventory.control_setting("golden_image_root", "golden_image")
-    return None if root is None else Path(root) / "etc" / "ssh" / ISSUED_PUBLIC_KEY
+    return None if root is None else Path(root) / "etc" / "ssh" / HOST_PUBLIC_KEY
 
 
 def _public_key(path: Path) -> asyncssh.SSHKey:
@@ -47,7 +47,7 @@ def _public_key(path: Path) -> asyncssh.SSHKey:
         raise BadInput(f"{path}: not an ssh public key ({err}): delete {path.parent} and run again") from None
 
 
-async def pin_issued_keys(
+async def pin_host_keys(
     known_hosts: KnownHosts, key_dir: Path, nodes: Iterable[Node], image_key: Path | None = None
 ) -> tuple[list[str], list[str]]:
     """Record in known_hosts the issued key of each node that boots with it (its MAC known, its key made) and has
@@ -57,7 +57,7 @@ async def pin_issued_keys(
     recorded: list[str] = []
     warnings: list[str] = []
     for node in nodes:
-        path = key_dir / node.name / ISSUED_PUBLIC_KEY
+        path = key_dir / node.name / HOST_PUBLIC_KEY
         trusted = known_hosts.trusted(node)
         own = [key for key in trusted if key != image]  # what the node's live boots showed before
         if node.mac is not None and path.exists():
