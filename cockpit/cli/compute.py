@@ -173,12 +173,14 @@ def _print_leases(path: Path, leases: list[Lease]) -> None:
         return
     table = Table(title=f"DHCP leases in {path}", title_justify="left")
     for column in ("mac", "address", "dhcp name", "expires", "node"):
-        table.add_column(column)
+        # whole MACs and addresses on any terminal; a long DHCP name or node folds rather than loses its end
+        table.add_column(column, no_wrap=column in ("mac", "address", "expires"), overflow="fold")
     for x in leases:
         expires = "never" if x.expires is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(x.expires))
         node = Text(UNKNOWN, style="yellow") if x.node is None else x.node
         table.add_row(x.mac, x.address, x.hostname or "-", expires, node)
-    Console(width=max(120, Console().width)).print(table)  # a MAC cut short is no use
+    console = Console()  # a terminal's own width, the table folding to it; a pipe or log gets one line a lease
+    (console if console.is_terminal else Console(width=max(120, console.width))).print(table)
 
 
 def register(name: str, parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
