@@ -3,7 +3,7 @@
 One ssh round trip per node: run `probe_command()` there with `probe_source()` on stdin; the probe prints one JSON
 object (uptime, load, memory, per GPU its readings, and when asked the runtime build installed there) that
 `parse_probe` turns into a `NodeTelemetry`. What a device does not expose stays None all the way to the table, where
-it shows as "-".
+it shows as "-"; a GPU's `unknown` says why, reading by reading.
 """
 
 from __future__ import annotations
@@ -55,6 +55,11 @@ class GpuTelemetry:
     temperature_c: float | None
     power_w: float | None
     energy_j: float | None  # a counter (since the driver loaded, or boot): differences give energy used
+    unknown: tuple[tuple[str, str], ...] = ()  # (reading, why it is None), e.g. ("util_pct", "the ... driver ...")
+
+    def why_unknown(self, field: str) -> str | None:
+        """Why `field` (one of GPU_FIELDS) has no reading; None when it has one or no reason was given."""
+        return dict(self.unknown).get(field)
 
 
 @dataclass(frozen=True)
@@ -148,8 +153,14 @@ def _reading(obj: dict[str, Any], key: str, where: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _is_reasons(value: object) -> bool:
+    return isinstance(value, dict) and all(key in GPU_FIELDS and _is_str(why) for key, why in value.items())
+
+
 def _gpu(obj: dict[str, Any], where: str) -> GpuTelemetry:
     readings = {key: _reading(obj, key, where) for key in GPU_FIELDS}
+    # Optional: reports recorded before the probe gave reasons have none.
+    unknown = _field(obj, "unknown", where, _is_reasons, "readings and reasons", null=True) if "unknown" in obj else {}
     return GpuTelemetry(
         index=_field(obj, "index", where, _is_int, "an integer", null=False),
         vendor=_field(obj, "vendor", where, _is_str, "a string", null=False),
@@ -157,6 +168,7 @@ def _gpu(obj: dict[str, Any], where: str) -> GpuTelemetry:
         source=_field(obj, "source", where, _is_str, "a string", null=False),
         pci_bus_id=_field(obj, "pci_bus_id", where, _is_str, "a string", null=True),
         **readings,
+        unknown=tuple((unknown or {}).items()),
     )
 
 
@@ -225,7 +237,7 @@ def telemetry_to_json(t: NodeTelemetry) -> dict[str, Any]:
     """The report as plain JSON data, in the probe's own format (parse_probe reads it back)."""
     plain = asdict(t)
     plain["load"] = None if t.load is None else list(t.load)
-    plain["gpus"] = [asdict(gpu) for gpu in t.gpus]
+    plain["gpus"] = [asdict(gpu) | {"unknown": dict(gpu.unknown)} for gpu in t.gpus]
     plain["errors"] = list(t.errors)
     return {"probe": PROBE_VERSION, **plain}
 

@@ -70,7 +70,7 @@ WARNING: AMD GPU device(s) is/are in a low-power state. Check power control/runt
 "VRAM Total Used Memory (B)": "N/A", "Card Series": "AMD Radeon 8060S Graphics", "Card Model": "0x1586", \
 "PCI Bus": "0000:C2:00.0"}, "system": {"Driver version": "6.10.5"}}
 """
-GPU_KEYS = {"index", "vendor", "name", "source", "pci_bus_id", *probe_script.GPU_FIELDS}
+GPU_KEYS = {"index", "vendor", "name", "source", "pci_bus_id", "unknown", *probe_script.GPU_FIELDS}
 REPORT_KEYS = {"probe", "hostname", "uptime_s", "load", "cpu_count", "memory_total_mib", "memory_available_mib"}
 REPORT_KEYS |= {"gpus", "runtime", "errors"}
 
@@ -304,6 +304,7 @@ def run_probe(
         **os.environ,
         "COCKPIT_PROBE_PATH": str(tmp_path / "bin"),
         "COCKPIT_PROBE_SYSFS": str(tmp_path / "sys"),
+        "COCKPIT_PROBE_PROC": str(tmp_path / "proc"),
         "COCKPIT_PROBE_TIMEOUT_S": str(timeout_s),
     }
     env.pop("COCKPIT_RUNTIME_MANIFEST", None)
@@ -355,7 +356,11 @@ def test_probe_reports_each_gpu_once_from_its_best_source(tmp_path: Path) -> Non
         ("sysfs", "0000:00:02.0"),
     ]
     assert report.gpus[2].util_pct == 37.52 and report.gpus[2].energy_j == 91234.56
-    assert report.gpus[5] == GpuTelemetry(3, "intel", "PCI 8086:56a0", "sysfs", "0000:00:02.0", *[None] * 6)
+    igpu = report.gpus[5]
+    assert igpu == GpuTelemetry(3, "intel", "PCI 8086:56a0", "sysfs", "0000:00:02.0", *[None] * 6, igpu.unknown)
+    assert igpu.why_unknown("util_pct") == "the test driver exposes no busy percentage in sysfs"
+    assert igpu.why_unknown("energy_j") == "the test driver registers no hwmon for the card"
+    assert report.gpus[3].why_unknown("energy_j") == "rocm-smi does not report it"
 
 
 def test_probe_asks_an_old_nvidia_driver_again_without_the_energy_field(tmp_path: Path) -> None:
