@@ -366,7 +366,7 @@ def drm_clients(proc: Path) -> tuple[dict[tuple[str, str], dict[str, str]], int]
     hidden = 0
     for fd_dir in proc.glob("[0-9]*/fd"):
         try:
-            fds = [fd.name for fd in os.scandir(fd_dir) if str(Path(fd.path).readlink()).startswith("/dev/dri/")]
+            fds = [fd.name for fd in os.scandir(fd_dir) if os.readlink(fd.path).startswith("/dev/dri/")]  # noqa: PTH115 (Path.readlink is 3.9+)
         except PermissionError:
             hidden += 1
             continue
@@ -440,7 +440,7 @@ def intel_usage(cards: list[tuple[dict[str, Any], Path]], proc: Path, interval: 
     after, hidden = drm_clients(proc)
     elapsed_ns = time.monotonic_ns() - start
     usage = drm_usage(before, after, elapsed_ns)
-    for (gpu, _), sensors, joules in zip(cards, counters, energy, strict=True):
+    for (gpu, _), sensors, joules in zip(cards, counters, energy):  # noqa: B905 (strict= is Python 3.10+)
         now = number(read(sensors / "energy1_input"), 1e-6) if sensors else None
         if gpu["power_w"] is None and joules is not None and now is not None and now >= joules:
             gpu["power_w"] = round((now - joules) / (elapsed_ns / 1e9), 3)
