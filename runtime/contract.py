@@ -210,6 +210,10 @@ class ExperimentConfig:
     def logs_path(self) -> Path:
         return self._under_root(self.logs_dir)
 
+    def rank_log_path(self, rank: int) -> Path:
+        """A rank's own log (its log lines, beside the job's combined output in the same folder)."""
+        return self.logs_path / f"rank_{rank}.log"
+
     @property
     def profiling_path(self) -> Path:
         return self._under_root(self.profiling_dir)

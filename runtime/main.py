@@ -2,7 +2,8 @@
 
 Launched by srun (one task per GPU), the deepspeed launcher, torchrun, or directly (one process). Every rank
 loads its stage (and TP slice) of the model, works through its replica's share of the prompt table, and writes
-progress lines as it goes; result-owning ranks write shard rows; every rank writes its metrics at the end.
+progress lines as it goes; result-owning ranks write shard rows; every rank writes its metrics at the end. Each rank's
+log lines go to stderr (the job's output) and to its own `logs/rank_<N>.log`.
 Exit codes: 0 done, 1 failed (a peer included), 2 bad input.
 
 This module: the arguments, the run's config read and checked, the dry run, and the exit codes; the run itself
@@ -15,7 +16,6 @@ import argparse
 import logging
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,6 +74,14 @@ def dry_run(info: LaunchInfo, cfg: ExperimentConfig, model: PretrainedConfig) ->
     return 0
 
 
+def own_log(path: Path, line_format: str) -> None:
+    """The rank's log lines also go to its own file (the job's output interleaves every rank of the node)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(line_format))
+    logging.getLogger().addHandler(handler)
+
+
 def load_run_config(args: argparse.Namespace) -> ExperimentConfig:
     if args.config is None:
         raise InputError("--config exp_config.json is required")
@@ -85,11 +93,12 @@ def load_run_config(args: argparse.Namespace) -> ExperimentConfig:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     info = detect_launch()
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format=f"%(asctime)s [rank {info.rank}] %(levelname)s %(message)s"
-    )
+    line_format = f"%(asctime)s [rank {info.rank}] %(levelname)s %(message)s"
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=line_format)
     try:
         cfg = load_run_config(args)
+        if not args.dry_run:
+            own_log(cfg.rank_log_path(info.rank), line_format)
         if cfg.world_size != info.world_size:
             raise LaunchError(
                 f"{args.config}: world_size {cfg.world_size} (tp*pp*dp) but {info.launcher} started "
@@ -110,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         if rank.world is not None and _looks_like_peer_loss(err):
             # a peer vanished under a collective: give the watch a moment to name it before we speak
             time.sleep(rank.world.watch.stale_s + 2 * rank.world.watch.interval_s)
-        traceback.print_exc()
+        log.exception("the rank failed")  # its traceback, in the job's output and the rank's own log
         return rank.fail(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", 1)
     finally:
         rank.outputs.close()

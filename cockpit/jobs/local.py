@@ -98,7 +98,12 @@ class LocalJobManager:
         )
         job_id = f"local-{child.pid}"
         self._children[job_id] = child
-        info = {"pid": child.pid, "start_ticks": _start_ticks(child.pid), "script": str(files.script)}
+        info = {
+            "pid": child.pid,
+            "start_ticks": _start_ticks(child.pid),
+            "script": str(files.script),
+            "log": str(files.log(job_id)),  # what the supervisor writes the job's output to
+        }
         atomic_write_text(self.paths(job_id)[0], json.dumps(info))
         return job_id
 

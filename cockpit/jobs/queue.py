@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from cockpit.errors import BadInput
 from cockpit.jobs.local import SWEEP_JOBS_DIR, LocalJobManager, script_time_limit
+from cockpit.jobs.output import JobLogs, job_logs, slurm_job_logs
 from cockpit.jobs.records import ACTIVE_STATES, JobError, JobRecord
 from cockpit.jobs.slurm import run_slurm, run_slurm_json, sacct_record, slurm_number, squeue_record
 
@@ -197,14 +198,18 @@ def local_queue(source: LocalJobManager | Path, since_s: float = 3600) -> list[Q
 
 
 class QueueSource(Protocol):
-    """Where the dashboard's job table comes from, and how a job in it is cancelled; any call may raise
-    `JobError`."""
+    """Where the dashboard's job table comes from, how a job in it is cancelled and where its logs are; any call
+    may raise `JobError`."""
 
     def active(self) -> list[QueueRow]: ...
 
     def finished(self) -> list[QueueRow]: ...
 
     def cancel(self, job_id: str) -> None: ...
+
+    def logs(self, job_id: str, on_nodes: bool = False) -> JobLogs:
+        """Where the job's output is (`on_nodes`: read on its nodes while it runs, for a staged run folder)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,10 @@ class SlurmQueue:
 
     def cancel(self, job_id: str) -> None:
         run_slurm(["scancel", job_id], f"job {job_id}", self.timeout_s)
+
+    def logs(self, job_id: str, on_nodes: bool = False) -> JobLogs:
+        data = run_slurm_json(["scontrol", "show", "job", "--json", job_id], f"job {job_id}", self.timeout_s)
+        return slurm_job_logs(data, job_id, on_nodes)
 
 
 @dataclass(frozen=True)
@@ -245,11 +254,25 @@ class LocalQueue:
         """Jobs that ended in the last `since_s` seconds, newest submitted first."""
         return [row for row in self._rows() if not row.active]
 
-    def cancel(self, job_id: str) -> None:
-        """Cancel a job of any run (its id names its supervisor, which the run's state folder records)."""
+    def _manager(self, job_id: str) -> LocalJobManager:
+        """The state folder of the run the job belongs to (its id names its supervisor, which the folder records)."""
         for jobs in self.runs_dir.glob(f"run_*/{SWEEP_JOBS_DIR}"):
             manager = LocalJobManager(jobs)
             if job_id in manager.job_ids():
-                manager.cancel(job_id)
-                return
+                return manager
         raise JobError(f"job {job_id}: no such local job under {self.runs_dir}")
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a job of any run."""
+        self._manager(job_id).cancel(job_id)
+
+    def logs(self, job_id: str, on_nodes: bool = False) -> JobLogs:
+        """The log its supervisor writes (every local job's files are on this machine)."""
+        manager = self._manager(job_id)
+        info_path = manager.paths(job_id)[0]
+        record = manager.status(job_id)
+        try:
+            log = Path(json.loads(info_path.read_text())["log"])
+        except (OSError, KeyError, json.JSONDecodeError):
+            raise JobError(f"job {job_id}: {info_path} names no log (submitted by an older cockpit?)") from None
+        return job_logs(job_id, record.name, record.state, [("output", log)], nodes=record.nodes)

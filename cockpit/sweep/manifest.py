@@ -20,7 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cockpit.config import RunStorageKind
+from cockpit.errors import BadInput
 from cockpit.jobs.factory import Launcher
+from cockpit.jobs.output import JobLogs, job_logs
 from cockpit.jobs.records import ACTIVE_STATES, JobRecord
 from runtime.atomic import atomic_write_text
 from runtime.contract import found_path, loads, read_text, stored_path
@@ -133,6 +135,23 @@ class Manifest:
     def running(self) -> list[StrategyEntry]:
         """Entries whose latest job has not ended."""
         return [e for e in self.strategies.values() if e.job_id and e.status in ACTIVE_STATES | {"SUBMITTED"}]
+
+    def logs(self, strategy_id: str) -> JobLogs:
+        """The logs of the strategy's latest job (on its nodes while it runs, for a staged run folder)."""
+        entry = self.strategies.get(strategy_id)
+        if entry is None:
+            raise BadInput(f"{self.path}: no strategy {strategy_id!r}")
+        attempt = entry.attempts[-1] if entry.attempts else None
+        if attempt is None or attempt.log_path is None:
+            return JobLogs(f"{strategy_id} · {entry.status}", (), f"{strategy_id}: no job submitted yet")
+        return job_logs(
+            attempt.job_id,
+            strategy_id,
+            entry.status,
+            [("output", Path(attempt.log_path))],
+            nodes=attempt.nodes,
+            on_nodes=self.run_storage == "staged",
+        )
 
     def pipeline_alive(self) -> bool:
         """Whether the sweep process that wrote this manifest is still running (pid and cmdline checked)."""

@@ -18,11 +18,13 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from cockpit.config import Settings
+from cockpit.jobs.output import JobLogs
 from cockpit.tui.feeds import Feed
 from cockpit.tui.node_board import NodeBoard
 from cockpit.tui.screens.dashboard import DashboardScreen, Panel
 from cockpit.tui.screens.help import HelpScreen
 from cockpit.tui.screens.info import InfoScreen
+from cockpit.tui.screens.log import LogScreen
 from cockpit.tui.screens.provision import ProvisionScreen
 from cockpit.tui.screens.sweep_form import SweepFormScreen
 from cockpit.tui.sources import ActionResult, ClusterSource, ProvisionRun
@@ -59,6 +61,7 @@ class CockpitApp(App[None]):
         ("Restart the selected nodes", "shutdown -r now over ssh", "screen.restart"),
         ("Shut down the selected nodes", "shutdown -h now over ssh", "screen.shutdown"),
         ("Cancel the job under the cursor", "scancel, or the local scheduler's cancel", "screen.cancel_job"),
+        ("Show the job's output", "Its log followed live (each rank's own for a sweep's job)", "screen.log"),
         ("Show finished jobs", "sacct: the jobs that ended in the last hour", "screen.finished"),
         ("Start a sweep", "The strategies of [sweep] on the configured scheduler", "sweep"),
         ("Open results", "Runs on disk: summary, plots, completion diffs", "results"),
@@ -223,6 +226,19 @@ class CockpitApp(App[None]):
             return outcome
 
         self.act(work(), "cancel")
+
+    @on(DashboardScreen.JobLogRequested)
+    def open_job_log(self, request: DashboardScreen.JobLogRequested) -> None:
+        job_id = request.job_id
+        self.push_screen(LogScreen(self.source, lambda: self.source.job_logs(job_id), f"job {job_id}"))
+
+    @on(DashboardScreen.StrategyLogRequested)
+    def open_strategy_log(self, request: DashboardScreen.StrategyLogRequested) -> None:
+        def locate() -> Awaitable[JobLogs]:
+            return self.source.strategy_logs(request.run_dir, request.strategy_id)
+
+        first = None if request.rank is None else f"rank {request.rank}"
+        self.push_screen(LogScreen(self.source, locate, request.strategy_id, first))
 
     @on(DashboardScreen.FinishedJobsRequested)
     def load_finished(self) -> None:

@@ -1,7 +1,8 @@
 """`cockpit --demo`: a simulated cluster in the shape `LiveSource` gives, for a person to try the app on and for the
 snapshot tests and benchmarks. Eight nodes with an Arc A770 each, a Slurm queue, a sweep under way, four runs for
-the results screen and a playbook run for configure. Every poll moves its panel's simulation on by one tick,
-deterministically: the same ticks give the same data, so the dashboard is live and a test's frame is fixed.
+the results screen, a playbook run for configure, and job logs that grow by a line each read. Every poll moves its
+panel's simulation on by one tick, deterministically: the same ticks give the same data, so the dashboard is live
+and a test's frame is fixed.
 
 Actions are only recorded (`DemoSource.actions`) and answered as a demo. Nothing here touches the machine or the
 network: no ssh, no scheduler, no process, no file. The results are fixed tables of three strategies (the
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 from cockpit.analysis import performance_model as pm
 from cockpit.config import ClusterSection, CockpitFile, ModelSection, PathsSection, Settings, WakeOnLanSection
 from cockpit.errors import BadInput
+from cockpit.jobs.output import JobLog, JobLogs, LogChunk
 from cockpit.jobs.queue import QueueRow
 from cockpit.nodes.leases import Lease
 from cockpit.nodes.power import PowerAction
@@ -187,6 +189,35 @@ def demo_sweep(tick: int) -> SweepProgress:
     return SweepProgress(RUNNING_RUN, RUNS_DIR / RUNNING_RUN, state, (reference, tp, pp), at)
 
 
+LOG_OPENS_WITH = 30  # lines a demo log shows when opened; each read after brings the next one
+
+
+def demo_log(label: str, start: int, count: int) -> str:
+    """Lines `start` to `start + count` of a simulated job log as the runtime writes it (ANSI colours as a rank's
+    terminal would show them): `rank N` that rank's own lines, any other label both ranks' interleaved."""
+    rank = int(label.removeprefix("rank ")) if label.startswith("rank ") else None
+    lines = []
+    for i in range(start, start + count):
+        who = rank if rank is not None else i % 2
+        batch = i if rank is not None else i // 2
+        stamp = f"2026-11-23 10:{15 + batch // 60:02d}:{batch % 60:02d},{(batch * 37 + who * 5) % 1000:03d}"
+        if batch % 9 == 4:
+            level, message = "\x1b[33mWARNING\x1b[0m", f"batch {batch}: all-reduce waited 41 ms for rank {1 - who}"
+        else:
+            level, message = "\x1b[32mINFO\x1b[0m", f"batch {batch}: 32 tokens in {52 + batch % 5} ms"
+        lines.append(f"{stamp} [rank {who}] {level} {message}\n")
+    return "".join(lines)
+
+
+def _demo_logs(job_id: str, name: str, state: str, nodes: str | None, reason: str | None = None) -> JobLogs:
+    """A demo job's output and its two ranks' logs, in its strategy's folder of the running run."""
+    folder = RUNS_DIR / RUNNING_RUN / name / "logs"
+    outputs = [JobLog("output", folder / f"slurm-{job_id}.out")]
+    ranks = [JobLog(f"rank {rank}", folder / f"rank_{rank}.log") for rank in range(2 if name.endswith("n2") else 1)]
+    pending = f"job {job_id} is pending ({reason}): its output starts when it runs" if state == "PENDING" else None
+    return JobLogs(f"job {job_id} {name} · {state}{f' on {nodes}' if nodes else ''}", (*outputs, *ranks), pending)
+
+
 class DemoSource:
     """`nodes` x `gpus` simulated nodes, `jobs` queued jobs and the sweep; each poll of a panel is its next tick.
     Nodes in `unreachable` do not answer, those in `failing` answer garbage. With `installed` (node name to build
@@ -217,6 +248,7 @@ class DemoSource:
         self.leases = list(unknown_hosts)
         self.ticks: Counter[str] = Counter()  # polls so far, by panel
         self.actions: list[tuple[str, ...]] = []  # what the app asked for, in order
+        self.unwritten: set[Path] = set()  # the logs of the pending jobs asked for
 
     def _tick(self, panel: str) -> int:
         self.ticks[panel] += 1
@@ -284,6 +316,31 @@ class DemoSource:
     async def cancel_job(self, job_id: str) -> ActionResult:
         self.actions.append(("cancel", job_id))
         return ActionResult("simulated cancel (demo: nothing sent) of job", (job_id,))
+
+    async def job_logs(self, job_id: str) -> JobLogs:
+        job = next((job for job in demo_jobs(self.job_count) if job.job_id == job_id), None)
+        if job is None:
+            raise BadInput(f"job {job_id}: not in the demo's queue")
+        return self._logs(_demo_logs(job_id, job.name, job.state, job.nodes, job.reason))
+
+    async def strategy_logs(self, run_dir: Path, strategy_id: str) -> JobLogs:
+        strategy = next(s for s in demo_sweep(max(1, self.ticks["sweep"])).strategies if s.strategy_id == strategy_id)
+        nodes = None if strategy.status == "PENDING" else "node[0-1]" if strategy_id.endswith("n2") else "node0"
+        return self._logs(_demo_logs(strategy.job_id or "-", strategy_id, strategy.status, nodes, "Resources"))
+
+    def _logs(self, logs: JobLogs) -> JobLogs:
+        if logs.pending:
+            self.unwritten.update(log.path for log in logs.logs)
+        return logs
+
+    async def read_log(self, log: JobLog, offset: int | None) -> LogChunk:
+        """A pending job's logs are not there; any other opens with LOG_OPENS_WITH lines and grows by one a read
+        (`offset` counts lines here)."""
+        if log.path in self.unwritten:
+            return LogChunk("", 0, missing=True)
+        if offset is None:
+            return LogChunk(demo_log(log.label, 0, LOG_OPENS_WITH), LOG_OPENS_WITH)
+        return LogChunk(demo_log(log.label, offset, 1), offset + 1)
 
     async def close(self) -> None:
         return None

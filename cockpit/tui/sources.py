@@ -19,6 +19,7 @@ from cockpit.delivery.build import built
 from cockpit.delivery.verify import current_manifest_path
 from cockpit.errors import BAD_INPUT, OperationFailed
 from cockpit.jobs.backend import choose_backend
+from cockpit.jobs.output import JobLog, JobLogs, LogChunk, parse_tail, read_log, tail_command
 from cockpit.jobs.queue import QueueRow
 from cockpit.nodes import power
 from cockpit.nodes.inventory import Inventory, Node
@@ -123,6 +124,18 @@ class ClusterSource(Protocol):
     async def start_sweep(self, overrides: dict[str, Any]) -> str: ...
 
     async def cancel_job(self, job_id: str) -> ActionResult: ...
+
+    async def job_logs(self, job_id: str) -> JobLogs:
+        """Where a queued job's output is (cockpit.jobs.output), each rank's own log too for a sweep's job."""
+        ...
+
+    async def strategy_logs(self, run_dir: Path, strategy_id: str) -> JobLogs:
+        """The logs of a sweep strategy's latest job."""
+        ...
+
+    async def read_log(self, log: JobLog, offset: int | None) -> LogChunk:
+        """Whole lines of `log` from `offset` (None: its end), here or on its node."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -257,6 +270,32 @@ class LiveSource:
         except Exception as err:
             return ActionResult("cancelled", (), ((f"job {job_id}", str(err)),))
         return ActionResult("cancel sent to job", (job_id,))
+
+    @property
+    def _staged(self) -> bool:
+        """Whether a running job's files are on its nodes alone (no storage shared with this machine)."""
+        return self.settings.cluster.scheduler == "slurm" and self.settings.file.paths.run_storage == "staged"
+
+    async def job_logs(self, job_id: str) -> JobLogs:
+        return await asyncio.to_thread(self.jobs.logs, job_id, self._staged)
+
+    async def strategy_logs(self, run_dir: Path, strategy_id: str) -> JobLogs:
+        from cockpit.sweep.manifest import Manifest
+
+        return await asyncio.to_thread(lambda: Manifest.load(run_dir).logs(strategy_id))
+
+    async def read_log(self, log: JobLog, offset: int | None) -> LogChunk:
+        if log.node is None:
+            return await asyncio.to_thread(read_log, log.path, offset)
+        node = self._nodes([log.node])[0]
+        command = tail_command(log.path, offset)
+        result = await self.pool.run(node, command, timeout_s=self.settings.ssh.command_timeout_s, binary=True)
+        if not result.ok:
+            raise OperationFailed(f"{log.node}: reading {log.path}: {result.error or f'exit {result.exit_status}'}")
+        try:
+            return parse_tail(result.data, offset)
+        except ValueError as err:
+            raise OperationFailed(f"{log.node}: reading {log.path}: {err}") from None
 
     async def close(self) -> None:
         await self.pool.close()

@@ -141,6 +141,7 @@ class DashboardScreen(Screen[None]):
         Binding("d", "shutdown", "Shut down"),
         Binding("x", "cancel_job", "Cancel job"),
         Binding("f", "finished", "Finished jobs"),
+        Binding("l", "log", "Job output"),  # of the queued job, or of the sweep strategy when its table has focus
         Binding("enter", "results", "Results"),
         Binding("slash", "filter", "Filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
@@ -177,6 +178,22 @@ class DashboardScreen(Screen[None]):
         def __init__(self, job_id: str) -> None:
             super().__init__()
             self.job_id = job_id
+
+    class JobLogRequested(Message):
+        """The output of the job `job_id`, followed live."""
+
+        def __init__(self, job_id: str) -> None:
+            super().__init__()
+            self.job_id = job_id
+
+    class StrategyLogRequested(Message):
+        """The output of a sweep strategy's latest job; `rank`: that rank's own log shown first."""
+
+        def __init__(self, run_dir: Path, strategy_id: str, rank: str | None) -> None:
+            super().__init__()
+            self.run_dir = run_dir
+            self.strategy_id = strategy_id
+            self.rank = rank
 
     class FinishedJobsRequested(Message):
         """The jobs that ended lately, to show in place of the queue (the app answers with FinishedJobsLoaded)."""
@@ -391,6 +408,22 @@ class DashboardScreen(Screen[None]):
             self.show_panels("queue")
         else:
             self.post_message(self.FinishedJobsRequested())
+
+    def action_log(self) -> None:
+        """The output of the strategy under the sweep table's cursor when that table has focus, else of the job
+        under the queue's."""
+        sweep = self.query_one("#sweep", DataTable)
+        progress: SweepProgress | None = self.feeds["sweep"].value
+        if self.focused is sweep and sweep.row_count and progress is not None:
+            key = sweep.coordinate_to_cell_key(sweep.cursor_coordinate).row_key.value or ""
+            strategy_id, _, rank = key.partition("/")
+            self.post_message(self.StrategyLogRequested(progress.run_dir, strategy_id, rank or None))
+            return
+        job = self.selected_job()
+        if job is None:
+            self.notify("no job under the cursor (tab to the sweep for a strategy's)", severity="warning")
+            return
+        self.post_message(self.JobLogRequested(job.job_id))
 
     def action_results(self) -> None:
         progress = self.feeds["sweep"].value

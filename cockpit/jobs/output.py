@@ -1,0 +1,194 @@
+"""A job's output as `l` on the dashboard shows it, read like `tail -f`: where its logs are, the end of one without
+reading the whole file, and what was added since.
+
+Where: Slurm's `StdOut`/`StdErr` (`scontrol show job --json`), the local scheduler's log (its job record), or a
+sweep strategy's latest attempt (the manifest); a sweep job's folder also holds each rank's own log
+(`logs/rank_<N>.log`, written by the runtime). While a job of a staged run folder (cockpit.sweep.staging) runs,
+its logs are on its nodes: the output on the batch host (the allocation's first node), a rank's log on the node
+that runs it; once it ends they are copied back and read here.
+
+How: `read_log` here, or `tail_command` run on the node over the ssh pool; both read at most `TAIL_BYTES` from
+the end (a log opens at its end; a follow that falls further behind skips ahead, saying how much) and hand out
+whole lines only, so that a follow read starts where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cockpit.errors import BadInput
+from cockpit.jobs.records import ACTIVE_STATES
+from cockpit.jobs.slurm import squeue_record
+from cockpit.nodes.nodeset import expand
+from runtime.contract import EXP_CONFIG_NAME, ExperimentConfig
+from runtime.schema import InputError
+
+TAIL_BYTES = 256 * 1024  # what a log opens with (a few thousand lines), and the most one read takes
+MISSING = b"-"  # what tail_command prints for a file that is not there
+
+
+@dataclass(frozen=True)
+class JobLog:
+    """One log of a job: `label` says which ("output", "rank 1"); `node` is where to read it over ssh, None here."""
+
+    label: str
+    path: Path
+    node: str | None = None
+
+
+@dataclass(frozen=True)
+class JobLogs:
+    """What `l` opens: a title naming the job, its logs (output first, then each rank's), and, while the job is
+    pending, why nothing is written yet."""
+
+    title: str
+    logs: tuple[JobLog, ...]
+    pending: str | None = None
+
+    def why_missing(self, log: JobLog) -> str:
+        """Why `log` is not there (yet)."""
+        if self.pending:
+            return self.pending
+        where = log.node or "this machine"
+        return f"{where} has not written {log.path} yet (the job or the rank has not started writing)"
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """Whole lines read from a log, `offset` where the next read starts; `skipped` bytes before them were not read
+    (the log opened at its end, or grew faster than it was followed); `missing` when there is no such file."""
+
+    text: str
+    offset: int
+    skipped: int = 0
+    missing: bool = False
+
+
+def _start(offset: int | None, size: int, max_bytes: int) -> int:
+    """Where to read from: `offset`, unless there is none (open), the file shrank (rewritten) or more than
+    `max_bytes` came since; then the last `max_bytes`. tail_command's shell says the same."""
+    if offset is None or offset > size or size - offset > max_bytes:
+        return max(0, size - max_bytes)
+    return offset
+
+
+def _chunk(data: bytes, start: int, offset: int | None, max_bytes: int) -> LogChunk:
+    """The whole lines of `data` (read at `start`): a line cut at the front by a jump is dropped; a line still
+    being written at the end is left for the next read, unless one line fills the whole read."""
+    begin = 0
+    if start > 0 and start != offset:
+        begin = data.find(b"\n") + 1 if b"\n" in data else len(data)
+    end = data.rfind(b"\n") + 1
+    if end <= begin:
+        end = len(data) if len(data) >= max_bytes else begin
+    text = data[begin:end].decode("utf-8", errors="replace")
+    return LogChunk(text, start + end, skipped=start + begin - (offset or 0))
+
+
+def read_log(path: Path, offset: int | None = None, max_bytes: int = TAIL_BYTES) -> LogChunk:
+    """Whole lines of the log at `path` from `offset` (None: its last `max_bytes`), read here."""
+    try:
+        with path.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            start = _start(offset, size, max_bytes)
+            data = os.pread(file.fileno(), max_bytes, start)
+    except FileNotFoundError:
+        return LogChunk("", offset or 0, missing=True)
+    return _chunk(data, start, offset, max_bytes)
+
+
+def tail_command(path: Path, offset: int | None = None, max_bytes: int = TAIL_BYTES) -> str:
+    """A shell command doing `read_log` on a node: one line `SIZE START` (or `-` for no file), then the bytes."""
+    at = -1 if offset is None else offset
+    return (
+        f'f={shlex.quote(str(path))}; s=$(stat -c %s -- "$f" 2>/dev/null) || {{ echo -; exit 0; }}; o={at}; '
+        f'if [ "$o" -lt 0 ] || [ "$o" -gt "$s" ] || [ $((s - o)) -gt {max_bytes} ]; then '
+        f"o=$((s > {max_bytes} ? s - {max_bytes} : 0)); fi; "
+        f'echo "$s $o"; tail -c +$((o + 1)) -- "$f" | head -c {max_bytes}'
+    )
+
+
+def parse_tail(output: bytes, offset: int | None = None, max_bytes: int = TAIL_BYTES) -> LogChunk:
+    """What `tail_command` printed, as `read_log` would have returned it; ValueError for anything else."""
+    head, _, data = output.partition(b"\n")
+    if head == MISSING:
+        return LogChunk("", offset or 0, missing=True)
+    fields = head.split()
+    if len(fields) != 2 or not all(field.isdigit() for field in fields):
+        raise ValueError(f"not the output of the log tail: {head[:80]!r}")
+    return _chunk(data, int(fields[1]), offset, max_bytes)
+
+
+def rank_logs(config_path: Path, nodes: Sequence[str] = ()) -> list[JobLog]:
+    """Each rank's own log when `config_path` (a sweep job's exp_config.json) is there; `nodes` (the job's, in
+    order) when they are to be read on the nodes: ranks fill them a node at a time, as srun places them."""
+    if not config_path.is_file():
+        return []
+    try:
+        config = ExperimentConfig.load(config_path)
+    except InputError:
+        return []  # a job that only looks like a sweep's: its output alone
+    per_node = config.gpus_per_node
+    return [
+        JobLog(f"rank {rank}", config.rank_log_path(rank), nodes[rank // per_node] if nodes else None)
+        for rank in range(config.world_size or 1)
+    ]
+
+
+def job_logs(
+    job_id: str,
+    name: str,
+    state: str,
+    outputs: Sequence[tuple[str, Path]],
+    *,
+    nodes: str | None = None,
+    reason: str | None = None,
+    on_nodes: bool = False,
+) -> JobLogs:
+    """The logs of one job: its `outputs` (label, path), then, for a sweep's job (its output in the strategy's
+    `logs/`), each rank's. With `on_nodes` (a staged run folder) an active job's logs are read on its nodes."""
+    names = expand(nodes) if on_nodes and nodes and state in ACTIVE_STATES else []
+    logs = [JobLog(label, path, names[0] if names else None) for label, path in outputs]
+    if outputs:
+        logs += rank_logs(outputs[0][1].parent.parent / EXP_CONFIG_NAME, names)
+    where = f" on {nodes}" if nodes else ""
+    pending = None
+    if state == "PENDING":
+        pending = f"job {job_id} is pending{f' ({reason})' if reason else ''}: its output starts when it runs"
+    return JobLogs(f"job {job_id} {name} · {state}{where}", tuple(logs), pending)
+
+
+def _filled(pattern: str, job: Mapping[str, Any]) -> Path:
+    """A Slurm output pattern filled in as slurmstepd does for the batch step (older Slurm hands it back raw)."""
+    values = {
+        "j": str(job.get("job_id")),
+        "A": str(job.get("job_id")),
+        "x": str(job.get("name", "")),
+        "u": str(job.get("user_name", "")),
+        "N": str(job.get("batch_host") or ""),
+        "%": "%",
+    }
+    return Path(re.sub(r"%([jAxuN%])", lambda match: values[match[1]], pattern))
+
+
+def slurm_job_logs(data: Mapping[str, Any], job_id: str, on_nodes: bool = False) -> JobLogs:
+    """The logs of `job_id` from `scontrol show job --json JOB` output; BadInput when it is not there."""
+    job = next((job for job in data.get("jobs", []) if str(job.get("job_id")) == job_id), None)
+    if job is None:
+        raise BadInput(f"job {job_id}: scontrol does not know it (ended longer ago than slurmctld keeps jobs?)")
+    stdout, stderr = job.get("standard_output") or "", job.get("standard_error") or ""
+    if not stdout:
+        raise BadInput(f"job {job_id}: Slurm names no output file for it (an interactive job?)")
+    outputs = [("output", _filled(stdout, job))]
+    if stderr and stderr != stdout:
+        outputs.append(("errors", _filled(stderr, job)))
+    record = squeue_record(job)  # scontrol's job is squeue's
+    return job_logs(
+        job_id, record.name, record.state, outputs, nodes=record.nodes, reason=record.reason, on_nodes=on_nodes
+    )
