@@ -3,9 +3,8 @@ reading the whole file, and what was added since.
 
 Where: Slurm's `StdOut`/`StdErr` (`scontrol show job --json`), the local scheduler's log (its job record), or a
 sweep strategy's latest attempt (the manifest); a sweep job's folder also holds each rank's own log
-(`logs/rank_<N>.log`, written by the runtime). While a job of a staged run folder (cockpit.sweep.staging) runs,
-its logs are on its nodes: the output on the batch host (the allocation's first node), a rank's log on the node
-that runs it; once it ends they are copied back and read here.
+(`logs/rank_<N>.log`, written by the runtime). While a job of a staged run folder runs, its logs are on its
+nodes (cockpit.sweep.staging.on_nodes says which); once it ends they are copied back and read here.
 
 How: `read_log` here, or `tail_command` run on the node over the ssh pool; both read at most `TAIL_BYTES` from
 the end (a log opens at its end; a follow that falls further behind skips ahead, saying how much) and hand out
@@ -25,7 +24,6 @@ from typing import Any
 from cockpit.errors import BadInput
 from cockpit.jobs.records import ACTIVE_STATES
 from cockpit.jobs.slurm import squeue_record
-from cockpit.nodes.nodeset import expand
 from runtime.contract import EXP_CONFIG_NAME, ExperimentConfig
 from runtime.schema import InputError
 
@@ -40,16 +38,20 @@ class JobLog:
     label: str
     path: Path
     node: str | None = None
+    rank: int | None = None  # a rank's own log: the rank
 
 
 @dataclass(frozen=True)
 class JobLogs:
-    """What `l` opens: a title naming the job, its logs (output first, then each rank's), and, while the job is
-    pending, why nothing is written yet."""
+    """What `l` opens: a title naming the job, its logs (output first, then each rank's), while the job is
+    pending why nothing is written yet, and while it is active its nodes (`running_on`, Slurm's node list) and how
+    many ranks each runs (for cockpit.sweep.staging.on_nodes, which reads a staged job's logs there)."""
 
     title: str
     logs: tuple[JobLog, ...]
     pending: str | None = None
+    running_on: str | None = None
+    ranks_per_node: int = 1
 
     def why_missing(self, log: JobLog) -> str:
         """Why `log` is not there (yet)."""
@@ -70,47 +72,50 @@ class LogChunk:
     missing: bool = False
 
 
-def _start(offset: int | None, size: int, max_bytes: int) -> int:
-    """Where to read from: `offset`, unless there is none (open), the file shrank (rewritten) or more than
-    `max_bytes` came since; then the last `max_bytes`. tail_command's shell says the same."""
-    if offset is None or offset > size or size - offset > max_bytes:
-        return max(0, size - max_bytes)
-    return offset
+def _start(offset: int | None, size: int, max_bytes: int) -> tuple[int, int]:
+    """Where the lines to read start, and where to read from: `offset`, unless there is none (open), the file
+    shrank (rewritten) or more than `max_bytes` came since; then the last `max_bytes`, read from one byte before
+    them to see whether they start a line. tail_command's shell says the same."""
+    if offset is not None and offset <= size and size - offset <= max_bytes:
+        return offset, offset
+    start = max(0, size - max_bytes)
+    return start, max(0, start - 1)
 
 
-def _chunk(data: bytes, start: int, offset: int | None, max_bytes: int) -> LogChunk:
-    """The whole lines of `data` (read at `start`): a line cut at the front by a jump is dropped; a line still
-    being written at the end is left for the next read, unless one line fills the whole read."""
+def _chunk(data: bytes, start: int, at: int, offset: int | None, max_bytes: int) -> LogChunk:
+    """The whole lines of `data` (read from `at`, lines wanted from `start`): a line cut at the front by a jump is
+    dropped; a line still being written at the end is left for the next read, unless one line fills a read."""
     begin = 0
-    if start > 0 and start != offset:
-        begin = data.find(b"\n") + 1 if b"\n" in data else len(data)
+    if at < start:  # `data` starts with the byte before `start`: a newline there, or the rest of a cut line
+        cut = data.find(b"\n")
+        begin = cut + 1 if cut >= 0 else len(data)
     end = data.rfind(b"\n") + 1
     if end <= begin:
-        end = len(data) if len(data) >= max_bytes else begin
+        end = len(data) if len(data) - begin >= max_bytes else begin
     text = data[begin:end].decode("utf-8", errors="replace")
-    return LogChunk(text, start + end, skipped=start + begin - (offset or 0))
+    return LogChunk(text, at + end, skipped=at + begin - (offset or 0))
 
 
 def read_log(path: Path, offset: int | None = None, max_bytes: int = TAIL_BYTES) -> LogChunk:
     """Whole lines of the log at `path` from `offset` (None: its last `max_bytes`), read here."""
     try:
         with path.open("rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            start = _start(offset, size, max_bytes)
-            data = os.pread(file.fileno(), max_bytes, start)
+            start, at = _start(offset, os.fstat(file.fileno()).st_size, max_bytes)
+            data = os.pread(file.fileno(), max_bytes + start - at, at)
     except FileNotFoundError:
         return LogChunk("", offset or 0, missing=True)
-    return _chunk(data, start, offset, max_bytes)
+    return _chunk(data, start, at, offset, max_bytes)
 
 
 def tail_command(path: Path, offset: int | None = None, max_bytes: int = TAIL_BYTES) -> str:
-    """A shell command doing `read_log` on a node: one line `SIZE START` (or `-` for no file), then the bytes."""
-    at = -1 if offset is None else offset
+    """A shell command doing `read_log` on a node: one line `SIZE START AT` (or `-` for no file), then the bytes."""
+    given = -1 if offset is None else offset
     return (
-        f'f={shlex.quote(str(path))}; s=$(stat -c %s -- "$f" 2>/dev/null) || {{ echo -; exit 0; }}; o={at}; '
+        f'f={shlex.quote(str(path))}; s=$(stat -c %s -- "$f" 2>/dev/null) || {{ echo -; exit 0; }}; '
+        f"o={given}; a=$o; "
         f'if [ "$o" -lt 0 ] || [ "$o" -gt "$s" ] || [ $((s - o)) -gt {max_bytes} ]; then '
-        f"o=$((s > {max_bytes} ? s - {max_bytes} : 0)); fi; "
-        f'echo "$s $o"; tail -c +$((o + 1)) -- "$f" | head -c {max_bytes}'
+        f"o=$((s > {max_bytes} ? s - {max_bytes} : 0)); a=$((o > 0 ? o - 1 : 0)); fi; "
+        f'echo "$s $o $a"; tail -c +$((a + 1)) -- "$f" | head -c $(({max_bytes} + o - a))'
     )
 
 
@@ -120,25 +125,9 @@ def parse_tail(output: bytes, offset: int | None = None, max_bytes: int = TAIL_B
     if head == MISSING:
         return LogChunk("", offset or 0, missing=True)
     fields = head.split()
-    if len(fields) != 2 or not all(field.isdigit() for field in fields):
+    if len(fields) != 3 or not all(field.isdigit() for field in fields):
         raise ValueError(f"not the output of the log tail: {head[:80]!r}")
-    return _chunk(data, int(fields[1]), offset, max_bytes)
-
-
-def rank_logs(config_path: Path, nodes: Sequence[str] = ()) -> list[JobLog]:
-    """Each rank's own log when `config_path` (a sweep job's exp_config.json) is there; `nodes` (the job's, in
-    order) when they are to be read on the nodes: ranks fill them a node at a time, as srun places them."""
-    if not config_path.is_file():
-        return []
-    try:
-        config = ExperimentConfig.load(config_path)
-    except InputError:
-        return []  # a job that only looks like a sweep's: its output alone
-    per_node = config.gpus_per_node
-    return [
-        JobLog(f"rank {rank}", config.rank_log_path(rank), nodes[rank // per_node] if nodes else None)
-        for rank in range(config.world_size or 1)
-    ]
+    return _chunk(data, int(fields[1]), int(fields[2]), offset, max_bytes)
 
 
 def job_logs(
@@ -149,19 +138,27 @@ def job_logs(
     *,
     nodes: str | None = None,
     reason: str | None = None,
-    on_nodes: bool = False,
 ) -> JobLogs:
     """The logs of one job: its `outputs` (label, path), then, for a sweep's job (its output in the strategy's
-    `logs/`), each rank's. With `on_nodes` (a staged run folder) an active job's logs are read on its nodes."""
-    names = expand(nodes) if on_nodes and nodes and state in ACTIVE_STATES else []
-    logs = [JobLog(label, path, names[0] if names else None) for label, path in outputs]
-    if outputs:
-        logs += rank_logs(outputs[0][1].parent.parent / EXP_CONFIG_NAME, names)
-    where = f" on {nodes}" if nodes else ""
+    `logs/`, beside its exp_config.json), each rank's own."""
+    logs = [JobLog(label, path) for label, path in outputs]
+    per_node = 1
+    config_path = outputs[0][1].parent.parent / EXP_CONFIG_NAME if outputs else None
+    if config_path is not None and config_path.is_file():
+        try:
+            config = ExperimentConfig.load(config_path)
+        except InputError:
+            pass  # a job that only looks like a sweep's: its output alone
+        else:
+            per_node = config.gpus_per_node
+            ranks = range(config.world_size or 1)
+            logs += [JobLog(f"rank {rank}", config.rank_log_path(rank), rank=rank) for rank in ranks]
     pending = None
     if state == "PENDING":
         pending = f"job {job_id} is pending{f' ({reason})' if reason else ''}: its output starts when it runs"
-    return JobLogs(f"job {job_id} {name} · {state}{where}", tuple(logs), pending)
+    where = f" on {nodes}" if nodes else ""
+    active = nodes if state in ACTIVE_STATES else None
+    return JobLogs(f"job {job_id} {name} · {state}{where}", tuple(logs), pending, active, per_node)
 
 
 def _filled(pattern: str, job: Mapping[str, Any]) -> Path:
@@ -177,7 +174,7 @@ def _filled(pattern: str, job: Mapping[str, Any]) -> Path:
     return Path(re.sub(r"%([jAxuN%])", lambda match: values[match[1]], pattern))
 
 
-def slurm_job_logs(data: Mapping[str, Any], job_id: str, on_nodes: bool = False) -> JobLogs:
+def slurm_job_logs(data: Mapping[str, Any], job_id: str) -> JobLogs:
     """The logs of `job_id` from `scontrol show job --json JOB` output; BadInput when it is not there."""
     job = next((job for job in data.get("jobs", []) if str(job.get("job_id")) == job_id), None)
     if job is None:
@@ -189,6 +186,4 @@ def slurm_job_logs(data: Mapping[str, Any], job_id: str, on_nodes: bool = False)
     if stderr and stderr != stdout:
         outputs.append(("errors", _filled(stderr, job)))
     record = squeue_record(job)  # scontrol's job is squeue's
-    return job_logs(
-        job_id, record.name, record.state, outputs, nodes=record.nodes, reason=record.reason, on_nodes=on_nodes
-    )
+    return job_logs(job_id, record.name, record.state, outputs, nodes=record.nodes, reason=record.reason)

@@ -207,8 +207,8 @@ class QueueSource(Protocol):
 
     def cancel(self, job_id: str) -> None: ...
 
-    def logs(self, job_id: str, on_nodes: bool = False) -> JobLogs:
-        """Where the job's output is (`on_nodes`: read on its nodes while it runs, for a staged run folder)."""
+    def logs(self, job_id: str) -> JobLogs:
+        """Where the job's output is (cockpit.jobs.output)."""
         ...
 
 
@@ -228,9 +228,9 @@ class SlurmQueue:
     def cancel(self, job_id: str) -> None:
         run_slurm(["scancel", job_id], f"job {job_id}", self.timeout_s)
 
-    def logs(self, job_id: str, on_nodes: bool = False) -> JobLogs:
+    def logs(self, job_id: str) -> JobLogs:
         data = run_slurm_json(["scontrol", "show", "job", "--json", job_id], f"job {job_id}", self.timeout_s)
-        return slurm_job_logs(data, job_id, on_nodes)
+        return slurm_job_logs(data, job_id)
 
 
 @dataclass(frozen=True)
@@ -266,7 +266,7 @@ class LocalQueue:
         """Cancel a job of any run."""
         self._manager(job_id).cancel(job_id)
 
-    def logs(self, job_id: str, on_nodes: bool = False) -> JobLogs:
+    def logs(self, job_id: str) -> JobLogs:
         """The log its supervisor writes (every local job's files are on this machine)."""
         manager = self._manager(job_id)
         info_path = manager.paths(job_id)[0]

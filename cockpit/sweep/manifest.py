@@ -137,7 +137,7 @@ class Manifest:
         return [e for e in self.strategies.values() if e.job_id and e.status in ACTIVE_STATES | {"SUBMITTED"}]
 
     def logs(self, strategy_id: str) -> JobLogs:
-        """The logs of the strategy's latest job (on its nodes while it runs, for a staged run folder)."""
+        """The logs of the strategy's latest job."""
         entry = self.strategies.get(strategy_id)
         if entry is None:
             raise BadInput(f"{self.path}: no strategy {strategy_id!r}")
@@ -150,7 +150,6 @@ class Manifest:
             entry.status,
             [("output", Path(attempt.log_path))],
             nodes=attempt.nodes,
-            on_nodes=self.run_storage == "staged",
         )
 
     def pipeline_alive(self) -> bool:

@@ -14,7 +14,8 @@ After the job, everything below the strategy's folder on each of its nodes (shar
 Slurm log, traces) comes back as one tar stream per node, is unpacked into a scratch folder, checked against
 the node's own listing (every file's size and line count) and only then moved into place. A node that does not
 answer, a copy that ends early and a file that differs from its listing are named, and that node's files stay
-out of the run folder, so nothing half-copied is ever collected; Ctrl-C removes the scratch folder.
+out of the run folder, so nothing half-copied is ever collected; Ctrl-C removes the scratch folder. Until
+then a running job's logs are read where they are written (`on_nodes`).
 
 Every copy runs on a pool of ssh connections (cockpit.nodes.ssh) kept open for the whole sweep, on an event
 loop of its own thread: the synchronous pipeline waits for the copies out and back, while a progress mirror
@@ -35,7 +36,7 @@ import threading
 import time
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -43,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from cockpit.config import RunStorageKind
 from cockpit.errors import BadInput, OperationFailed
 from cockpit.jobs.factory import PROFILE_WRAPPER, JobFiles
+from cockpit.jobs.output import JobLogs
 from cockpit.jobs.records import JobRecord
 from cockpit.nodes.inventory import Node
 from cockpit.nodes.nodeset import expand, fold
@@ -334,6 +336,18 @@ class StagedRunStorage:
             shutil.rmtree(scratch, ignore_errors=True)
         count = sum(len(files) for _, files in checked)
         return Fetched(count, total, time.monotonic() - started, tuple(problems))
+
+
+def on_nodes(logs: JobLogs) -> JobLogs:
+    """Where a staged job's logs are while it runs: its output on the batch host (the allocation's first node),
+    each rank's on the node that runs it (srun fills the nodes a rank per GPU, in order)."""
+    if not logs.running_on:
+        return logs
+    names = expand(logs.running_on)
+    placed = [
+        replace(log, node=names[min(len(names) - 1, (log.rank or 0) // logs.ranks_per_node)]) for log in logs.logs
+    ]
+    return replace(logs, logs=tuple(placed))
 
 
 def _folder(relative: str) -> tarfile.TarInfo:

@@ -271,18 +271,20 @@ class LiveSource:
             return ActionResult("cancelled", (), ((f"job {job_id}", str(err)),))
         return ActionResult("cancel sent to job", (job_id,))
 
-    @property
-    def _staged(self) -> bool:
-        """Whether a running job's files are on its nodes alone (no storage shared with this machine)."""
-        return self.settings.cluster.scheduler == "slurm" and self.settings.file.paths.run_storage == "staged"
+    def _placed(self, logs: JobLogs) -> JobLogs:
+        """With staged run folders (no storage shared with the nodes) a running job's logs are on its nodes."""
+        from cockpit.sweep.staging import on_nodes
+
+        staged = self.settings.cluster.scheduler == "slurm" and self.settings.file.paths.run_storage == "staged"
+        return on_nodes(logs) if staged else logs
 
     async def job_logs(self, job_id: str) -> JobLogs:
-        return await asyncio.to_thread(self.jobs.logs, job_id, self._staged)
+        return self._placed(await asyncio.to_thread(self.jobs.logs, job_id))
 
     async def strategy_logs(self, run_dir: Path, strategy_id: str) -> JobLogs:
         from cockpit.sweep.manifest import Manifest
 
-        return await asyncio.to_thread(lambda: Manifest.load(run_dir).logs(strategy_id))
+        return self._placed(await asyncio.to_thread(lambda: Manifest.load(run_dir).logs(strategy_id)))
 
     async def read_log(self, log: JobLog, offset: int | None) -> LogChunk:
         if log.node is None:
