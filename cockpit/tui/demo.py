@@ -213,7 +213,7 @@ def _demo_logs(job_id: str, name: str, state: str, nodes: str | None, reason: st
     """A demo job's output and its two ranks' logs, in its strategy's folder of the running run."""
     folder = RUNS_DIR / RUNNING_RUN / name / "logs"
     outputs = [JobLog("output", folder / f"slurm-{job_id}.out")]
-    ranks = [JobLog(f"rank {rank}", folder / f"rank_{rank}.log") for rank in range(2 if name.endswith("n2") else 1)]
+    ranks = [JobLog(f"rank {rank}", folder / f"rank_{rank}.log") for rank in range(2 if "_n2" in name else 1)]
     pending = f"job {job_id} is pending ({reason}): its output starts when it runs" if state == "PENDING" else None
     return JobLogs(f"job {job_id} {name} · {state}{f' on {nodes}' if nodes else ''}", (*outputs, *ranks), pending)
 
@@ -325,7 +325,7 @@ class DemoSource:
 
     async def strategy_logs(self, run_dir: Path, strategy_id: str) -> JobLogs:
         strategy = next(s for s in demo_sweep(max(1, self.ticks["sweep"])).strategies if s.strategy_id == strategy_id)
-        nodes = None if strategy.status == "PENDING" else "node[0-1]" if strategy_id.endswith("n2") else "node0"
+        nodes = None if strategy.status == "PENDING" else "node[0-1]" if "_n2" in strategy_id else "node0"
         return self._logs(_demo_logs(strategy.job_id or "-", strategy_id, strategy.status, nodes, "Resources"))
 
     def _logs(self, logs: JobLogs) -> JobLogs:
