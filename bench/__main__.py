@@ -9,7 +9,20 @@ import os
 import sys
 import time
 
-from bench import comm, decode, digest, fanout, model_check, pipeline, profiling, report, roofline, strategies, tui
+from bench import (
+    comm,
+    decode,
+    digest,
+    fanout,
+    logs,
+    model_check,
+    pipeline,
+    profiling,
+    report,
+    roofline,
+    strategies,
+    tui,
+)
 
 BENCHMARKS = {
     "decode": decode.run,  # our loop vs HF generate
@@ -23,6 +36,7 @@ BENCHMARKS = {
     "digest": digest.run,  # a runtime install's content digest vs sha256sum
     "model": model_check.run,  # the model check before a sweep: sizes and mtimes vs every file hashed
     "profiling": profiling.run,  # decoding profiled off / ranges only / recorded vs HF generate
+    "logs": logs.run,  # a 100 MB job log's first screen vs tail -n 1000
 }
 
 

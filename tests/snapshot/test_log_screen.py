@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import RichLog, Static, Tabs
+from textual.widgets import Static, Tabs
 
-from cockpit.tui.screens.log import LogScreen
+from cockpit.tui.screens.log import AnsiLog, LogScreen
 from tests.snapshot.test_app_shell import fake_app, settle
 
 SIZE = (80, 24)
@@ -37,8 +37,8 @@ async def test_ranks_pending_and_follow() -> None:
         assert isinstance(screen, LogScreen) and screen.query_one("#log-tabs", Tabs).active == "log-0"
         await pilot.press("right_square_bracket")
         await settle(pilot)
-        view = screen.query_one("#log", RichLog)
-        assert "[rank 0]" in view.lines[0].text and "[rank 1]" not in "".join(s.text for s in view.lines)
+        view = screen.query_one("#log", AnsiLog)
+        assert "[rank 0]" in view.lines[0] and "[rank 1]" not in "".join(view.lines)
         screen._follow()  # what the timer does: the next line comes
         await settle(pilot)
         assert len(view.lines) == 31

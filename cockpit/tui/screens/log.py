@@ -8,21 +8,70 @@ is not there yet says why: the job is pending, or the node (or this machine) has
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from functools import partial
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.cache import LRUCache
+from textual.geometry import Size
 from textual.screen import Screen
-from textual.widgets import Footer, Header, RichLog, Static, Tab, Tabs
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widgets import Footer, Header, Static, Tab, Tabs
 from textual.worker import Worker
 
 from cockpit.jobs.output import JobLogs, LogChunk
 from cockpit.tui.sources import ClusterSource
 
 MAX_LINES = 20_000  # lines kept on screen; older ones scroll away
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # an escape sequence: no width on screen
+
+
+class AnsiLog(ScrollView, can_focus=True):
+    """Log lines with their ANSI colours, each laid out only when it comes into view (a RichLog lays out every line
+    as it is written: seconds for the thousands a log opens with); the end kept in view while `follow`."""
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id=id)
+        self.lines: list[str] = []
+        self.follow = True
+        self._strips: LRUCache[int, Strip] = LRUCache(1024)  # by line index since the last clear
+        self._dropped = 0  # lines scrolled away since the last clear
+
+    def clear(self) -> None:
+        self.lines, self._dropped = [], 0
+        self._strips.clear()
+        self.virtual_size = Size(0, 0)
+        self.scroll_to(0, 0, animate=False)
+
+    def write(self, text: str) -> None:
+        new = text.expandtabs().splitlines()
+        self.lines += new
+        if len(self.lines) > MAX_LINES:
+            self._dropped += len(self.lines) - MAX_LINES
+            del self.lines[: len(self.lines) - MAX_LINES]
+        width = max((cell_len(ANSI.sub("", line)) for line in new), default=0)
+        self.virtual_size = Size(max(self.virtual_size.width, width), len(self.lines))
+        if self.follow:
+            self.call_after_refresh(self.scroll_end, animate=False)
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        index, width = scroll_y + y, self.scrollable_content_region.width
+        if index >= len(self.lines):
+            return Strip.blank(width, self.rich_style)
+        key = index + self._dropped
+        strip = self._strips.get(key)
+        if strip is None:
+            text = Text.from_ansi(self.lines[index], style=self.rich_style, no_wrap=True, end="")
+            strip = self._strips[key] = Strip(text.render(self.app.console))
+        return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
 
 
 def _size(count: int) -> str:
@@ -61,7 +110,7 @@ class LogScreen(Screen[None]):
         yield Static(self.what, id="log-title", classes="panel-title")
         yield Tabs(id="log-tabs")
         yield Static("", id="log-status")
-        yield RichLog(id="log", max_lines=MAX_LINES, wrap=False, auto_scroll=True)
+        yield AnsiLog(id="log")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -98,7 +147,7 @@ class LogScreen(Screen[None]):
     def _open(self, index: int) -> None:
         """Show log `index` from its end."""
         self.shown, self.read_at, self.skipped, self.problem = index, None, 0, None
-        self.query_one("#log", RichLog).clear()
+        self.query_one("#log", AnsiLog).clear()
         self._read()
 
     def _follow(self) -> None:
@@ -132,12 +181,12 @@ class LogScreen(Screen[None]):
         self.read_at = chunk.offset
         self.skipped += chunk.skipped
         if chunk.text:
-            self.query_one("#log", RichLog).write(Text.from_ansi(chunk.text.removesuffix("\n")))
+            self.query_one("#log", AnsiLog).write(chunk.text)
 
     def _show_status(self) -> None:
         assert self.logs is not None
         log = self.logs.logs[self.shown]
-        parts = ["following" if self.query_one("#log", RichLog).auto_scroll else "not following (f)"]
+        parts = ["following" if self.query_one("#log", AnsiLog).follow else "not following (f)"]
         if self.problem:
             parts.append(f"⚠ {self.problem}")
         if self.skipped:
@@ -154,9 +203,9 @@ class LogScreen(Screen[None]):
 
     def action_follow(self) -> None:
         """Keep the end in view as lines come, or leave the view where it is (reading goes on)."""
-        view = self.query_one("#log", RichLog)
-        view.auto_scroll = not view.auto_scroll
-        if view.auto_scroll:
+        view = self.query_one("#log", AnsiLog)
+        view.follow = not view.follow
+        if view.follow:
             view.scroll_end(animate=False)
         if self.logs and self.logs.logs:
             self._show_status()
