@@ -18,6 +18,7 @@ from cockpit.tui.screens.help import HelpScreen
 from cockpit.tui.screens.info import InfoScreen
 
 SIZE = (120, 36)
+COMMON = (80, 24)  # the most common terminal size: every screen has a snapshot at it
 
 
 class FakeClock:

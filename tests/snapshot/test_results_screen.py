@@ -1,16 +1,18 @@
-"""The results screen on the demo's runs: each tab, the completion diff and a rank's profile as snapshots,
-and under a Pilot the diff and the profile opened and closed, a run with nothing collected, the run chosen up
-front, the cache, the performance tab's rows with and without an analysis, and a run whose reference failed."""
+"""The results screen on the demo's runs: each tab, the completion diff and a rank's profile as snapshots (the
+summary on narrow terminals, the run list hidden), and under a Pilot the diff and the profile opened and closed,
+a run with nothing collected, the run chosen up front, the cache, the run list hiding when narrow or alone, the
+performance tab's rows with and without an analysis, and a run whose reference failed."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Static, TabbedContent
+from textual.widgets import DataTable, Static, TabbedContent, Tabs
 
 from cockpit.analysis.correctness import choose_reference
 from cockpit.analysis.report import score_rows
@@ -18,7 +20,7 @@ from cockpit.analysis.results import CompletionPair, RunResults, run_results
 from cockpit.tui.demo import DemoSource, demo_performance, demo_runs
 from cockpit.tui.results_cells import WARNING, bottleneck_lines, divergence_line, marked, performance_cells
 from cockpit.tui.screens.results import NO_PERFORMANCE, CompletionDiffScreen, ProfileScreen, ResultsScreen
-from tests.snapshot.test_app_shell import SIZE, fake_app, settle
+from tests.snapshot.test_app_shell import COMMON, SIZE, fake_app, settle
 from tests.unit.test_report import PP, fake_out_of_memory_run
 
 DIVERGING_ROW = 3  # tiny_pp1_tp2_n2 on the 4k prompt 1, the one completion that parts from the reference
@@ -65,8 +67,10 @@ async def open_diff(pilot: Pilot) -> None:
     await enter_on_row(pilot, "completions-tab", "#completions", DIVERGING_ROW)
 
 
-def test_summary_snapshot(snap_compare) -> None:
-    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=open_results)
+@pytest.mark.parametrize("size", [COMMON, (60, 20)], ids=["80x24", "60x20"])
+def test_summary_snapshot(snap_compare, size: tuple[int, int]) -> None:
+    """Narrow: no run list, the results the whole width, [ and ] in the footer."""
+    assert snap_compare(fake_app(), terminal_size=size, run_before=open_results)
 
 
 @pytest.mark.parametrize("tab", ["plots-tab", "completions-tab", "performance-tab", "profiles-tab"])
@@ -112,7 +116,7 @@ def test_profile_snapshot(snap_compare) -> None:
         await open_results(pilot)
         await open_profile(pilot)
 
-    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=profile)
+    assert snap_compare(fake_app(), terminal_size=COMMON, run_before=profile)
 
 
 def test_diff_snapshot(snap_compare) -> None:
@@ -120,7 +124,7 @@ def test_diff_snapshot(snap_compare) -> None:
         await open_results(pilot)
         await open_diff(pilot)
 
-    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=diff)
+    assert snap_compare(fake_app(), terminal_size=COMMON, run_before=diff)
 
 
 async def test_enter_opens_the_diff_and_escape_returns() -> None:
@@ -216,6 +220,28 @@ async def test_the_run_asked_for_is_shown_and_results_are_cached() -> None:
         await pilot.press("r")
         await loaded(pilot)
         assert runs.cursor_row == 1 and asked[-1] == running.run_id and len(asked) == 3
+
+
+async def test_the_run_list_hides_when_narrow_or_alone_and_brackets_step_through_runs() -> None:
+    app = fake_app()
+    source: DemoSource = app.source  # type: ignore[assignment]
+    async with app.run_test(size=COMMON) as pilot:
+        screen = await open_results(pilot)
+        runs_pane, title = screen.query_one("#runs-pane"), screen.query_one("#results-title", Static)
+        assert not runs_pane.display and isinstance(app.focused, Tabs)  # the hidden list gave its focus away
+        await pilot.press("right_square_bracket")
+        await loaded(pilot)
+        assert str(title.render()) == "run_20261123-101500 · running · 1/3 collected"
+        await pilot.press("left_square_bracket", "left_square_bracket")  # the first run stays the first
+        await loaded(pilot)
+        assert str(title.render()).startswith("run_20261124-093000 · completed")
+        await pilot.resize_terminal(*SIZE)
+        await settle(pilot)
+        assert runs_pane.display and "right_square_bracket" not in screen.active_bindings
+        source.runs = lambda: asyncio.sleep(0, demo_runs()[:1])  # type: ignore[method-assign]
+        await pilot.press("r")
+        await loaded(pilot)
+        assert not runs_pane.display and "right_square_bracket" not in screen.active_bindings
 
 
 async def test_performance_tab_marks_the_strategy_the_model_misses() -> None:

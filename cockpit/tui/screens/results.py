@@ -54,6 +54,7 @@ from cockpit.tui.results_cells import (
 if TYPE_CHECKING:
     from cockpit.tui.sources import ClusterSource
 
+NARROW = 100  # columns: below this the run list (46 of them) hides, leaving the whole width to the results
 NO_PERFORMANCE = "no performance analysis for this run"
 WHAT_IF_TITLE = "What if · predicted tok/s on other links and twice the nodes"
 NO_PROFILES = (
@@ -135,13 +136,18 @@ class ProfileScreen(Screen[None]):
 
 class ResultsScreen(Screen[None]):
     """Runs on the left; the highlighted run's summary, plots, completions, performance and profiles on the right.
-    Data comes from `source` in workers, one run's results at a time, cached until its manifest changes."""
+    Narrower than NARROW columns, or with a single run, the run list hides (the results title names the run) and
+    [ and ] step through the runs. Data comes from `source` in workers, one run's results at a time, cached until
+    its manifest changes."""
 
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("r", "reload", "Reload"),
+        Binding("left_square_bracket", "step_run(-1)", "Prev run"),  # while the run list is hidden
+        Binding("right_square_bracket", "step_run(1)", "Next run"),
         Binding("c", "copy_path", "Copy path"),  # on the profiles tab
     ]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW, "-wide")]
 
     def __init__(self, source: ClusterSource, run_dir: Path | None = None) -> None:
         super().__init__()
@@ -162,7 +168,7 @@ class ResultsScreen(Screen[None]):
                 yield Static("Results", id="results-title", classes="panel-title")
                 yield Static(id="results-error")
                 with TabbedContent(id="results-tabs"):
-                    with TabPane("Summary", id="summary-tab"):
+                    with TabPane("Summary", id="summary-tab"), VerticalScroll(id="summary-body"):  # scrolls when short
                         yield Static(id="winner")
                         yield _table("summary", tuple(SUMMARY_COLUMNS.values()), fixed_columns=1)  # strategy in view
                         yield Static(id="energy-notes")
@@ -207,6 +213,8 @@ class ResultsScreen(Screen[None]):
         for key, run in self.runs.items():
             table.add_row(*run_cells(run), key=key)
         self.query_one("#runs-title", Static).update(f"Runs · {len(runs)}")
+        self.set_class(len(runs) < 2, "-one-run")
+        self.call_after_refresh(self._run_list_shown)
         if not runs:
             self._show_error("no sweep runs yet (start one: cluster sweep run)")
             return
@@ -320,7 +328,24 @@ class ResultsScreen(Screen[None]):
         return self.traces[str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)]
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "step_run":
+            return self.has_class("-narrow") and len(self.runs) > 1
         return action != "copy_path" or (self.is_mounted and self.highlighted_trace() is not None)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._run_list_shown)  # once the breakpoint class has changed
+
+    def _run_list_shown(self) -> None:
+        """The run list shown or hidden: [ and ] come and go in the footer, and a hidden list gives its focus to
+        the results' tabs."""
+        self.refresh_bindings()
+        if not self.query_one("#runs-pane").display and self.focused in (None, self.query_one("#runs")):
+            self.query_one("#results-tabs Tabs").focus()
+
+    def action_step_run(self, step: int) -> None:
+        """The previous or next run, by the hidden run list's cursor (its highlight loads the run)."""
+        table = self.query_one("#runs", DataTable)
+        table.move_cursor(row=table.cursor_row + step)
 
     @on(TabbedContent.TabActivated, "#results-tabs")
     def _tab_activated(self) -> None:
