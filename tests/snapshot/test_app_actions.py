@@ -16,7 +16,7 @@ from cockpit.tui.screens.dashboard import DashboardScreen
 from cockpit.tui.screens.provision import ProvisionScreen
 from cockpit.tui.screens.results import ResultsScreen
 from cockpit.tui.screens.sweep_form import SweepFormScreen, parse_overrides
-from tests.snapshot.test_app_shell import SIZE, FakeClock, fake_app, fixed_settings, settle
+from tests.snapshot.test_app_shell import COMMON, SIZE, FakeClock, fake_app, fixed_settings, settle
 
 
 def recorded(app: CockpitApp) -> list[tuple[str, ...]]:
@@ -198,15 +198,17 @@ def test_confirm_snapshot(snap_compare) -> None:
         await settle(pilot)
         await press_and_settle(pilot, "space", "down", "down", "space", "d")
 
-    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=ask)
+    assert snap_compare(fake_app(), terminal_size=COMMON, run_before=ask)
 
 
 def test_sweep_form_snapshot(snap_compare) -> None:
+    """24 lines: each field, the box and the buttons take one, so Start stays in view."""
+
     async def open_form(pilot: Pilot) -> None:
         await settle(pilot)
         await press_and_settle(pilot, "s")
 
-    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=open_form)
+    assert snap_compare(fake_app(), terminal_size=COMMON, run_before=open_form)
 
 
 def test_filtered_finished_snapshot(snap_compare) -> None:
@@ -214,7 +216,7 @@ def test_filtered_finished_snapshot(snap_compare) -> None:
         await settle(pilot)
         await press_and_settle(pilot, "f", "slash", *"100")
 
-    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=narrow)
+    assert snap_compare(fake_app(), terminal_size=COMMON, run_before=narrow)
 
 
 def test_small_terminal_snapshot(snap_compare) -> None:

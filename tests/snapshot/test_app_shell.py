@@ -1,5 +1,5 @@
-"""The app at a fixed size on fixed data: the dashboard, the info screen and help as snapshots, on the demo's
-simulated cluster and a fake clock, and the key bindings under a Pilot."""
+"""The app at a fixed size on fixed data: the dashboard, the info screen and help as snapshots (some at the most
+common terminal size), on the demo's simulated cluster and a fake clock, and the key bindings under a Pilot."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_info_snapshot(snap_compare) -> None:
         await pilot.press("i")
         await settle(pilot)
 
-    assert snap_compare(fake_app(read_only=True), terminal_size=SIZE, run_before=open_info)
+    assert snap_compare(fake_app(read_only=True), terminal_size=COMMON, run_before=open_info)
 
 
 def test_help_snapshot(snap_compare) -> None:
@@ -86,7 +86,7 @@ def test_help_snapshot(snap_compare) -> None:
         await pilot.press("question_mark")
         await pilot.pause()
 
-    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=open_help)
+    assert snap_compare(fake_app(), terminal_size=COMMON, run_before=open_help)  # the keys scroll in the box
 
 
 async def test_model_status_comes_from_disk(tiny_model_dir: Path) -> None:

@@ -14,7 +14,7 @@ from cockpit.tui.demo import DemoProvisionRun
 from cockpit.tui.screens.confirm import ConfirmScreen
 from cockpit.tui.screens.dashboard import DashboardScreen
 from cockpit.tui.screens.provision import FailureScreen, ProvisionScreen
-from tests.snapshot.test_app_shell import SIZE, fake_app, settle
+from tests.snapshot.test_app_shell import COMMON, SIZE, fake_app, settle
 
 NAMES = ["node0", "node1"]
 
@@ -55,7 +55,7 @@ def test_failed_snapshot(snap_compare) -> None:
     async def run_before(pilot: Pilot) -> None:
         await show(pilot, DemoProvisionRun())
 
-    assert snap_compare(fake_app(), terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(fake_app(), terminal_size=COMMON, run_before=run_before)
 
 
 def test_failure_modal_snapshot(snap_compare) -> None:

@@ -19,6 +19,7 @@ FIELDS = ("nodes", "gpus_per_node", "prompt_limit", "batch_size", "max_new_token
 TYPES = {f.name: f.type for f in fields(SweepSection)}
 MINIMUM = {"prompt_limit": 0}  # 0: every prompt; the other numbers start at 1
 LABELS = {"prompt_limit": "prompts (0: all)"}
+SHORT = 32  # lines: the form with its three-line fields and buttons takes 29
 
 
 def parse_overrides(values: dict[str, str], defaults: SweepSection) -> dict[str, Any]:
@@ -44,6 +45,7 @@ class SweepFormScreen(ModalScreen[dict[str, Any] | None]):
     """Returns the overrides to start a sweep with, or None when dismissed."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (SHORT, "-tall")]  # under SHORT lines, every field takes one
 
     def __init__(self, defaults: SweepSection, backend: str) -> None:
         super().__init__()
