@@ -296,6 +296,25 @@ class Settings:
         return None if self.cluster.inventory is None else self._path(self.cluster.inventory)
 
     @property
+    def nodes_from_slurm(self) -> bool:
+        """Slurm with no inventory: the nodes are those sinfo lists, shown without ssh (nothing says how to reach
+        them), so the actions that need ssh are refused (`needs_ssh`)."""
+        return self.cluster.scheduler == "slurm" and self.inventory is None
+
+    @property
+    def _no_inventory(self) -> str:
+        return (
+            "none: the nodes Slurm lists (sinfo), without ssh" if self.nodes_from_slurm else "this machine (localhost)"
+        )
+
+    def needs_ssh(self, action: str) -> str:
+        """Why `action` cannot run when the nodes come from Slurm, in one line."""
+        return (
+            f"{action} needs ssh to the nodes, and {self.source}: [cluster] names no inventory (the nodes are "
+            "Slurm's, seen through sinfo): set [cluster] inventory to an Ansible inventory of them"
+        )
+
+    @property
     def data_dir(self) -> Path:
         value = self.file.paths.data_dir
         return self._path(value) if value else _xdg("XDG_DATA_HOME", ".local/share") / "cockpit"
@@ -337,7 +356,7 @@ class Settings:
         return {
             "source": str(self.source) if self.source else "embedded default (no cockpit.toml found)",
             "cluster": self.cluster.name,
-            "inventory": str(self.inventory) if self.inventory else "this machine (localhost)",
+            "inventory": str(self.inventory) if self.inventory else self._no_inventory,
             "scheduler": self.cluster.scheduler,
             "partition": self.cluster.partition,
             "account": self.cluster.account,

@@ -1,5 +1,6 @@
-"""What the `cluster` commands share: --json or plain output, the ssh flags, node selection, the ssh pool, a
-fan-out's results reported, and a playbook run followed to its end."""
+"""What the `cluster` commands share: --json or plain output, the ssh flags, node selection (from the inventory, or
+from Slurm where there is none), the ssh pool, a fan-out's results reported, and a playbook run followed to its
+end."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ import argparse
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from cockpit.config import Settings
-from cockpit.errors import EXIT_FAILED, EXIT_OK
+from cockpit.errors import EXIT_FAILED, EXIT_OK, BadInput
 from cockpit.nodes.inventory import Inventory, Node
-from cockpit.nodes.nodeset import fold
+from cockpit.nodes.nodeset import expand, fold
 from cockpit.nodes.ssh import CommandResult, SshPool, pool_for
 from cockpit.provision.events import HostResult, Recap, describe, failure_details
 from cockpit.provision.runner import PlaybookRun
+
+if TYPE_CHECKING:
+    from cockpit.jobs.slurm_nodes import SlurmNode
 
 T = TypeVar("T")
 NODES_HELP = "nodes or groups: node0, node[0-3], compute, 'compute:!node1' (default: the compute group)"
@@ -60,7 +64,22 @@ def ssh_flags() -> argparse.ArgumentParser:
 
 
 def selected_nodes(args: argparse.Namespace, settings: Settings) -> list[Node]:
+    """The inventory's nodes `args.nodes` names, to reach over ssh; refused in one line where the nodes come from
+    Slurm (no inventory says how to reach them)."""
+    if settings.nodes_from_slurm:
+        raise BadInput(settings.needs_ssh("this command"))
     return Inventory.load(settings.inventory).select(args.nodes)
+
+
+def slurm_selected(args: argparse.Namespace, settings: Settings) -> dict[str, SlurmNode]:
+    """Where the nodes come from Slurm: those `args.nodes` names (`node[0-3]` expanded; one sinfo does not list
+    is said so), else every node of the configured partition. A JobError naming sinfo when it fails."""
+    from cockpit.jobs.slurm_nodes import nodes_named, partition_nodes, slurm_nodes
+
+    known = slurm_nodes()
+    if args.nodes:
+        return nodes_named(known, [name for item in args.nodes for part in item.split(",") for name in expand(part)])
+    return {node.name: node for node in partition_nodes(known, settings.cluster.partition)}
 
 
 def ssh_pool(args: argparse.Namespace, settings: Settings) -> SshPool:

@@ -21,7 +21,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cockpit.cli.common import NODES_HELP, follow_playbook, report_results, selected_nodes, ssh_flags, with_pool
+from cockpit.cli.common import (
+    NODES_HELP,
+    follow_playbook,
+    report_results,
+    selected_nodes,
+    slurm_selected,
+    ssh_flags,
+    with_pool,
+)
 from cockpit.config import Settings
 from cockpit.delivery.verify import config_flag
 from cockpit.errors import EXIT_FAILED, EXIT_OK, BadInput
@@ -39,7 +47,16 @@ if TYPE_CHECKING:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    """Exit 0 iff every selected node answers over ssh and, with Slurm, can take jobs."""
+    """Exit 0 iff every selected node answers over ssh and, with Slurm, can take jobs (where the nodes come from
+    Slurm, that alone: there is no ssh to check)."""
+    if settings.nodes_from_slurm:
+        states = slurm_selected(args, settings)
+        if args.json:
+            shown = {n.name: {"state": n.label, "reason": n.reason, "usable": n.usable} for n in states.values()}
+            print(json.dumps({"ok": all(n.usable for n in states.values()), "slurm": shown}, indent=2))
+        else:
+            _print_slurm_states(states, None, {})
+        return EXIT_OK if all(node.usable for node in states.values()) else EXIT_FAILED
     nodes = selected_nodes(args, settings)
     results = asyncio.run(with_pool(args, settings, lambda pool: power.status(pool, nodes)))
     if settings.cluster.scheduler != "slurm":

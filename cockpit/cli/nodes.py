@@ -1,4 +1,5 @@
-"""`cluster nodes list|probe|run`: the inventory's nodes, their health, and a command on many of them."""
+"""`cluster nodes list|probe|run`: the inventory's nodes (Slurm's where there is no inventory), their health, and a
+command on many of them."""
 
 from __future__ import annotations
 
@@ -11,17 +12,19 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from cockpit.cli.common import NODES_HELP, result_json, selected_nodes, ssh_flags, with_pool
+from cockpit.cli.common import NODES_HELP, result_json, selected_nodes, slurm_selected, ssh_flags, with_pool
 from cockpit.config import Settings
 from cockpit.delivery.verify import current_manifest_path
 from cockpit.errors import EXIT_FAILED, EXIT_OK, BadInput
 from cockpit.nodes.inventory import Inventory
 from cockpit.nodes.ssh import group_identical
-from cockpit.nodes.telemetry import probe_nodes, telemetry_table, telemetry_to_json
+from cockpit.nodes.telemetry import fixed, gib_pair, probe_nodes, telemetry_table, telemetry_to_json
 
 
 def cmd_nodes_list(args: argparse.Namespace, settings: Settings) -> int:
-    """The inventory's nodes as the cockpit reaches them."""
+    """The inventory's nodes as the cockpit reaches them; with none, Slurm's as sinfo lists them."""
+    if settings.nodes_from_slurm:
+        return _slurm_list(args, settings)
     inventory = Inventory.load(settings.inventory)
     nodes = inventory.select(args.nodes) if args.nodes else list(inventory.nodes)
     if args.json:
@@ -38,6 +41,29 @@ def cmd_nodes_list(args: argparse.Namespace, settings: Settings) -> int:
     for n in nodes:
         address = "this machine" if n.local else n.endpoint
         table.add_row(n.name, address, n.user or "-", n.mac or "-", n.gpu_kind or "-", ",".join(n.groups))
+    Console().print(table)
+    return EXIT_OK
+
+
+def _slurm_list(args: argparse.Namespace, settings: Settings) -> int:
+    """The nodes sinfo lists: state, CPUs in use, memory, GRES, partitions."""
+    nodes = slurm_selected(args, settings).values()
+    if args.json:
+        rows = [
+            {"name": n.name, "state": n.describe(), "usable": n.usable, "cpus": n.cpus, "alloc_cpus": n.alloc_cpus,
+             "memory_mib": n.memory_mib, "free_memory_mib": n.free_memory_mib, "cpu_load": n.cpu_load,
+             "gres": n.gres, "partitions": list(n.partitions)}
+            for n in nodes
+        ]  # fmt: skip
+        print(json.dumps({"inventory": None, "source": "sinfo", "nodes": rows}, indent=2))
+        return EXIT_OK
+    table = Table(title="nodes Slurm lists (no inventory: sinfo, no ssh)", title_justify="left")
+    for column in ("node", "state", "cpus", "mem GiB", "gres", "partitions"):
+        table.add_column(column)
+    for n in nodes:
+        cpus = f"{fixed(n.alloc_cpus)}/{fixed(n.cpus)}"
+        memory = gib_pair(n.memory_used_mib, n.memory_mib)
+        table.add_row(n.name, n.describe(), cpus, memory, n.gres or "-", ",".join(n.partitions))
     Console().print(table)
     return EXIT_OK
 
@@ -67,7 +93,7 @@ def cmd_nodes_run(args: argparse.Namespace, settings: Settings) -> int:
     if not command:
         raise BadInput("nodes run: no command given (cluster nodes run -w NODES -- COMMAND)")
     line = command[0] if len(command) == 1 else shlex.join(command)  # like remote.py: words quoted one by one
-    nodes = Inventory.load(settings.inventory).select(args.nodes)
+    nodes = selected_nodes(args, settings)
     results = asyncio.run(with_pool(args, settings, lambda pool: pool.run_all(nodes, line)))
     if args.json:
         print(json.dumps({"ok": all(r.ok for r in results), "nodes": [result_json(r) for r in results]}, indent=2))

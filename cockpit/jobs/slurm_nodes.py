@@ -1,5 +1,6 @@
-"""What Slurm says of each node (`sinfo --json`): its state as `sinfo -o %T` words it, and why it is down or
-drained, for `cluster compute status` and the sweep's check before it submits."""
+"""What Slurm says of each node (`sinfo --json`): its state as `sinfo -o %T` words it, why it is down or drained,
+and its CPUs, memory, load and GRES, for `cluster compute status`, the sweep's check before it submits, and the
+node list of a cluster with no inventory (`Settings.nodes_from_slurm`), shown without ssh."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cockpit.jobs.slurm import run_slurm_json
+from cockpit.jobs.slurm import run_slurm_json, slurm_number
 
 USABLE_STATES = frozenset({"idle", "mixed", "allocated", "completing"})
 BASE_STATES = frozenset({"IDLE", "MIXED", "ALLOCATED", "DOWN", "ERROR", "FUTURE", "UNKNOWN"})  # 23.02+'s list
@@ -22,6 +23,18 @@ class SlurmNode:
     flags: tuple[str, ...] = ()  # DRAIN, NOT_RESPONDING, COMPLETING, ... (22.05's state_flags)
     reason: str = ""  # why it is down or drained, as whoever set it wrote it
     partitions: tuple[str, ...] = ()
+    cpus: int | None = None
+    alloc_cpus: int | None = None
+    memory_mib: int | None = None  # RealMemory
+    free_memory_mib: int | None = None  # what slurmd last read of the node's free memory
+    cpu_load: float | None = None  # the node's load average, as slurmd last read it
+    gres: str = ""  # "gpu:2", as slurm.conf configures it
+
+    @property
+    def memory_used_mib(self) -> int | None:
+        if self.memory_mib is None or self.free_memory_mib is None:
+            return None
+        return self.memory_mib - self.free_memory_mib
 
     @property
     def label(self) -> str:
@@ -54,13 +67,32 @@ def _state(node: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
     return str(state or "unknown").lower(), tuple(node.get("state_flags") or ())
 
 
+def _known(value: Any) -> int | None:
+    """A node figure; None where Slurm has none (22.05 writes NO_VAL, 0xfffffffe, for a node it cannot hear)."""
+    number = slurm_number(value)
+    return None if number is None or number < 0 or number >= 0xFFFFFFFE else number
+
+
 def nodes_from_sinfo(data: Mapping[str, Any]) -> dict[str, SlurmNode]:
     """Each node of `sinfo --json` once (it lists a node per partition)."""
     nodes: dict[str, SlurmNode] = {}
     for node in data.get("nodes") or ():
         state, flags = _state(node)
         reason, partitions = (node.get("reason") or "").strip(), tuple(node.get("partitions") or ())
-        nodes[node["name"]] = SlurmNode(node["name"], state, flags, reason, partitions)
+        load = _known(node.get("cpu_load"))  # in hundredths
+        nodes[node["name"]] = SlurmNode(
+            node["name"],
+            state,
+            flags,
+            reason,
+            partitions,
+            cpus=_known(node.get("cpus")),
+            alloc_cpus=_known(node.get("alloc_cpus")),
+            memory_mib=_known(node.get("real_memory")),
+            free_memory_mib=_known(node.get("free_mem", node.get("free_memory"))),  # 23.02+ renamed it
+            cpu_load=None if load is None else load / 100,
+            gres="" if node.get("gres") in (None, "(null)") else str(node["gres"]),
+        )
     return nodes
 
 

@@ -16,7 +16,7 @@ import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from rich.text import Text
@@ -24,6 +24,9 @@ from rich.text import Text
 from cockpit.nodes.inventory import Node
 from cockpit.nodes.probe_script import GPU_FIELDS, NO_BUILD, PROBE_VERSION
 from cockpit.nodes.ssh import SshPool
+
+if TYPE_CHECKING:
+    from cockpit.jobs.slurm_nodes import SlurmNode
 
 PROBE_COMMAND = "python3 -"  # the probe's source goes on stdin: nothing is copied to or left on the node
 EXCERPT_CHARS = 200
@@ -107,6 +110,7 @@ class NodeSample:
     error: str | None
     rtt_ms: float | None
     slurm_problem: str | None = None  # why Slurm runs no job on it ("drained (fan failed)"); None: it does, or no Slurm
+    slurm: SlurmNode | None = None  # what slurmctld says of it, where Slurm is the only source (no inventory, no ssh)
 
 
 @functools.cache

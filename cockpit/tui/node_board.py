@@ -2,7 +2,9 @@
 utilisation for a sparkline, the state the user's own actions imply (waking after a wake, off after a
 shutdown), where a runtime delivery is configured the build each node runs against the one built here, a mark
 where a node lacks the model a sweep needs there (as the model's push record says: cockpit.delivery.model), and
-after the nodes a row for each DHCP lease whose MAC is no node's (cockpit.nodes.leases).
+after the nodes a row for each DHCP lease whose MAC is no node's (cockpit.nodes.leases). Where the nodes come
+from Slurm alone (no inventory, no probe), a node is up while its slurmd answers, and its row shows what sinfo says:
+load, memory, CPUs in use and GRES.
 Headless (rich only), so it is tested without a screen and fed fake samples by the benchmarks."""
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from rich.text import Text
 
 from cockpit.nodes.leases import UNKNOWN, Lease
 from cockpit.nodes.telemetry import GpuTelemetry, NodeSample, NodeTelemetry, fixed, gib_pair, gpu_label
+
+if TYPE_CHECKING:
+    from cockpit.jobs.slurm_nodes import SlurmNode
 
 # failing: it answers ssh, but its probe fails or says something that is not telemetry
 NodeState = Literal["unknown", "up", "failing", "unreachable", "waking", "off"]
@@ -112,7 +117,7 @@ class NodeBoard:
         sample = self.last.get(name)
         if sample is None:
             return self.expected.get(name, "unknown")
-        if sample.telemetry is not None:
+        if sample.telemetry is not None or (sample.slurm is not None and not sample.slurm.silent):
             return "up"
         return self.expected.get(name, "unreachable" if sample.rtt_ms is None else "failing")
 
@@ -122,7 +127,7 @@ class NodeBoard:
         out = []
         for name in self.names:
             sample = self.last.get(name)
-            if sample is not None and sample.telemetry is None:
+            if sample is not None and sample.telemetry is None and sample.slurm is None:
                 out.append((name, (sample.error or "no telemetry").removeprefix(f"{name}: ")))
             elif sample is not None and sample.slurm_problem:
                 out.append((name, f"Slurm: {sample.slurm_problem}"))
@@ -156,6 +161,9 @@ class NodeBoard:
         for name in self.names:
             telemetry = self.good.get(name)
             sample = self.last.get(name)
+            if sample is not None and sample.slurm is not None:
+                out.append((f"{name}/-", self._slurm_cells(name, sample.slurm)))
+                continue
             fresh = sample is not None and sample.telemetry is not None
             style = "" if fresh else "dim"
             node_cells: tuple[str | Text, ...] = (
@@ -175,6 +183,21 @@ class NodeBoard:
                 key = f"{name}/{'-' if gpu is None else gpu.index}"
                 out.append((key, (*lead, *self._gpu_cells(name, gpu, style))))
         return out + [(f"lease {lease.mac}", self._unknown_host_cells(lease)) for lease in self.unknown_hosts]
+
+    def _slurm_cells(self, name: str, node: SlurmNode) -> tuple[str | Text, ...]:
+        """A node sinfo lists: its load and memory as slurmd reads them, and in the gpu column its CPUs in use and
+        its GRES; no rtt, runtime or GPU readings (those come from a probe over ssh)."""
+        dim = Text("-", style="dim")
+        cells: list[str | Text] = [
+            Text(name, style="bold reverse yellow" if name in self.marked else "bold"),
+            self._state_cell(name),
+            dim,
+            Text(fixed(node.cpu_load, 2)),
+            Text(gib_pair(node.memory_used_mib, node.memory_mib)),
+        ]
+        cpus = f"{fixed(node.alloc_cpus)}/{fixed(node.cpus)} CPUs"
+        cells += [dim] * self.runtime + [Text(f"{cpus} · {node.gres or 'no GRES'}")] + [dim] * 4
+        return tuple(cells)
 
     def _unknown_host_cells(self, lease: Lease) -> tuple[Text, ...]:
         """MAC, the words, and address and DHCP name in the wide gpu column; "-" elsewhere."""

@@ -1,7 +1,8 @@
 """The seam between the app and the world: what the app polls and what its actions do. `LiveSource` asks the
-nodes (one probe per node over the ssh pool), the scheduler (squeue/sacct or the local job records), the model's
-push record and the run folders, and acts through the same layers as the `cluster` CLI. `cockpit --demo`, the tests
-and the benchmarks hand the app a simulated cluster instead (`cockpit.tui.demo`)."""
+nodes (one probe per node over the ssh pool; with Slurm and no inventory, sinfo alone, and the actions that need
+ssh refused), the scheduler (squeue/sacct or the local job records), the model's push record and the run folders,
+and acts through the same layers as the `cluster` CLI. `cockpit --demo`, the tests and the benchmarks hand the app
+a simulated cluster instead (`cockpit.tui.demo`)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from runtime.local_launch import local_env
 
 if TYPE_CHECKING:
     from cockpit.analysis.results import RunInfo, RunResults
+    from cockpit.jobs.slurm_nodes import SlurmNode
 
 # pandas (results, sweeps) and ansible-runner (configure) load on first use: the dashboard's first paint needs neither
 
@@ -66,6 +68,11 @@ def command_outcome(action: str, results: Sequence[CommandResult]) -> ActionResu
     return ActionResult(action, done, tuple((r.node, reason(r)) for r in results if not r.ok))
 
 
+def slurm_sample(node: SlurmNode) -> NodeSample:
+    """A node as the dashboard shows it where Slurm is the only source: what sinfo says, no probe (no ssh)."""
+    return NodeSample(node.name, None, None, None, slurm_problem=None if node.usable else node.describe(), slurm=node)
+
+
 class ProvisionRun(Protocol):
     """A running playbook, as the provisioning screen follows it (`cockpit.provision.runner.PlaybookRun`)."""
 
@@ -90,6 +97,18 @@ class ClusterSource(Protocol):
     node_names: list[str]
 
     async def nodes(self) -> list[NodeSample]: ...
+
+    def _slurm_samples(self) -> list[NodeSample]:
+        """Each node as sinfo shows it (no probe: nothing to reach it with); every one unknown, with the reason,
+        when sinfo fails."""
+        from cockpit.jobs.records import JobError
+        from cockpit.jobs.slurm_nodes import nodes_named, slurm_nodes
+
+        try:
+            known = slurm_nodes()
+        except JobError as err:
+            return [NodeSample(name, None, f"Slurm state unknown ({err})", None) for name in self.node_names]
+        return [slurm_sample(node) for node in nodes_named(known, self.node_names).values()]
 
     async def runtime_build(self) -> str | None:
         """The build id the nodes should run: the one built here for the configured delivery and the sweep's
@@ -145,8 +164,8 @@ class LiveSource:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.inventory = Inventory.load(settings.inventory)
-        self.node_names = [node.name for node in self.inventory.compute]
+        self.inventory = Inventory(()) if settings.nodes_from_slurm else Inventory.load(settings.inventory)
+        self.node_names = [node.name for node in self.inventory.compute] or self._slurm_names()
         self.pool = pool_for(settings)
         self.jobs = choose_backend(settings.cluster.scheduler, settings.runs_dir).queue()
         self.runs_dir = settings.runs_dir
@@ -154,11 +173,25 @@ class LiveSource:
         self.lease_file = lease_file(self.inventory)  # None without a control node: nothing to read
         self._tracker: ProgressTracker | None = None
 
-    def _nodes(self, names: Sequence[str]) -> list[Node]:
+    def _slurm_names(self) -> list[str]:
+        """The nodes of the configured partition (all of them without one) that sinfo lists; none without Slurm."""
+        from cockpit.jobs.slurm_nodes import partition_nodes, slurm_nodes
+
+        if not self.settings.nodes_from_slurm:
+            return []
+        return [node.name for node in partition_nodes(slurm_nodes(), self.settings.cluster.partition)]
+
+    def _nodes(self, names: Sequence[str], action: str) -> list[Node]:
+        """The inventory's nodes for an action over ssh; refused in one line where the nodes come from Slurm."""
+        if self.settings.nodes_from_slurm:
+            raise OperationFailed(self.settings.needs_ssh(action))
         return self.inventory.select(list(names))
 
     async def nodes(self) -> list[NodeSample]:
-        """Each node's probe; with Slurm, also what slurmctld says of it, asked at the same time."""
+        """Each node's probe; with Slurm, also what slurmctld says of it, asked at the same time (and that alone
+        where the nodes come from Slurm)."""
+        if self.settings.nodes_from_slurm:
+            return await asyncio.to_thread(self._slurm_samples)
         probing = probe_nodes(self.pool, self.inventory.compute, self.manifest)
         if self.settings.cluster.scheduler != "slurm":
             return await probing
@@ -176,6 +209,18 @@ class LiveSource:
         except JobError as err:
             return dict.fromkeys(names, f"Slurm state unknown ({err})")
         return {name: node.describe() for name, node in nodes_named(known, names).items() if not node.usable}
+
+    def _slurm_samples(self) -> list[NodeSample]:
+        """Each node as sinfo shows it (no probe: nothing to reach it with); every one unknown, with the reason,
+        when sinfo fails."""
+        from cockpit.jobs.records import JobError
+        from cockpit.jobs.slurm_nodes import nodes_named, slurm_nodes
+
+        try:
+            known = slurm_nodes()
+        except JobError as err:
+            return [NodeSample(name, None, f"Slurm state unknown ({err})", None) for name in self.node_names]
+        return [slurm_sample(node) for node in nodes_named(known, self.node_names).values()]
 
     async def runtime_build(self) -> str | None:
         return await asyncio.to_thread(self._runtime_build)
@@ -223,19 +268,20 @@ class LiveSource:
         return await asyncio.to_thread(load_results, run_dir, self.inventory.memory_bandwidths())
 
     async def wake(self, names: Sequence[str]) -> ActionResult:
-        results = wake(self._nodes(names), self.settings.wake_on_lan)
+        results = wake(self._nodes(names, "wake"), self.settings.wake_on_lan)
         done = tuple(r.node for r in results if r.ok)
         return ActionResult("magic packets sent", done, tuple((r.node, str(r.error)) for r in results if not r.ok))
 
     async def power(self, names: Sequence[str], action: power.PowerAction) -> ActionResult:
-        results = await power.power(self.pool, self._nodes(names), action)
+        nodes = self._nodes(names, "shut down" if action == "off" else "restart")
+        results = await power.power(self.pool, nodes, action)
         return command_outcome("shutting down" if action == "off" else "restarting", results)
 
     async def configure(self, names: Sequence[str]) -> ProvisionRun:
         """The compute playbooks on `names`, started once every one of them answers."""
         from cockpit.provision.compute import compute_run
 
-        nodes = self._nodes(names)
+        nodes = self._nodes(names, "configure")
         silent = [r for r in await power.status(self.pool, nodes) if not r.ok]
         if silent:
             reasons = "; ".join(f"{r.node}: {r.error or f'exit {r.exit_status}'}" for r in silent)
