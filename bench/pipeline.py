@@ -29,6 +29,7 @@ from bench.report import RESULTS_DIR, ratio_line, table
 from cockpit.jobs.factory import JobFiles, RuntimeEnvironment, SlurmJobFactory
 from cockpit.jobs.records import JobRecord
 from cockpit.jobs.slurm import SlurmJobManager
+from cockpit.jobs.watch import SqueueWatch
 from cockpit.nodes.inventory import Inventory, Node
 from cockpit.nodes.ssh import SshPool
 from cockpit.sweep.collect import ResultCollector, read_shard
@@ -266,7 +267,7 @@ def _orchestration(quick: bool, model: Path, run_dir: Path, storage: RunStorage)
     DistributedExperimentPipeline(
         strategies,
         SlurmJobFactory(RuntimeEnvironment()),
-        SlurmJobManager(),
+        SlurmJobManager(SqueueWatch(run_dir.parent)),
         ResultCollector(prompts, run_dir / "results", "bench", "run_bench"),
         manifest,
         on_event=seen,

@@ -13,6 +13,7 @@ from cockpit.jobs.local import SWEEP_JOBS_DIR, LocalJobManager
 from cockpit.jobs.queue import LocalQueue, QueueSource, SlurmQueue
 from cockpit.jobs.records import JobManager
 from cockpit.jobs.slurm import SlurmJobManager
+from cockpit.jobs.watch import SqueueWatch
 
 Scheduler = Literal["local", "slurm"]
 
@@ -27,23 +28,25 @@ class Backend(Protocol):
         """The job manager for one run folder's jobs."""
         ...
 
-    def queue(self) -> QueueSource:
-        """Every job the dashboard lists, and how one is cancelled."""
+    def queue(self, max_age_s: float | None = None) -> QueueSource:
+        """Every job the dashboard lists (a shared listing at most `max_age_s` old), and how one is cancelled."""
         ...
 
 
 @dataclass(frozen=True)
 class SlurmBackend:
-    """A real Slurm: sbatch/squeue/sacct/scancel; ranks started by srun or by the deepspeed launcher."""
+    """A real Slurm: sbatch/squeue/sacct/scancel; ranks started by srun or by the deepspeed launcher. Every job
+    manager and queue of one runs folder reads the same squeue snapshot (cockpit.jobs.watch)."""
 
+    runs_dir: Path
     launcher: Launcher = "srun"
     name: ClassVar[Scheduler] = "slurm"
 
     def job_manager(self, run_dir: Path) -> JobManager:
-        return SlurmJobManager()
+        return SlurmJobManager(SqueueWatch(self.runs_dir))
 
-    def queue(self) -> QueueSource:
-        return SlurmQueue()
+    def queue(self, max_age_s: float | None = None) -> QueueSource:
+        return SlurmQueue(SqueueWatch(self.runs_dir), max_age_s)
 
 
 @dataclass(frozen=True)
@@ -58,12 +61,12 @@ class LocalBackend:
     def job_manager(self, run_dir: Path) -> JobManager:
         return LocalJobManager(run_dir / SWEEP_JOBS_DIR)
 
-    def queue(self) -> QueueSource:
-        return LocalQueue(self.runs_dir)
+    def queue(self, max_age_s: float | None = None) -> QueueSource:
+        return LocalQueue(self.runs_dir)  # read from the run folders at every poll: no scheduler to spare
 
 
 def choose_backend(scheduler: Scheduler, runs_dir: Path, launcher: Launcher = "srun") -> Backend:
     """The backend for `scheduler`; `runs_dir` holds the run folders, `launcher` is how Slurm jobs start ranks."""
     if scheduler == "slurm":
-        return SlurmBackend(launcher)
+        return SlurmBackend(runs_dir, launcher)
     return LocalBackend(runs_dir)

@@ -1,7 +1,8 @@
 """The job queue the dashboard shows: Slurm's (squeue, and sacct for finished jobs) or the local scheduler's.
 
-Every listing is bounded to `MAX_ROWS` rows, the newest kept, so one refresh costs one scheduler call (or one
-pass over the local state folders) and a table of at most that many lines.
+Every listing is bounded to `MAX_ROWS` rows, the newest kept, so one refresh costs at most one scheduler call (or
+one pass over the local state folders) and a table of at most that many lines; Slurm's queue is read from the
+snapshot every watcher shares (cockpit.jobs.watch).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from cockpit.jobs.local import SWEEP_JOBS_DIR, LocalJobManager, script_time_limi
 from cockpit.jobs.output import JobLogs, job_logs, slurm_job_logs
 from cockpit.jobs.records import ACTIVE_STATES, JobError, JobRecord
 from cockpit.jobs.slurm import run_slurm, run_slurm_json, sacct_record, slurm_number, squeue_record
+from cockpit.jobs.watch import SqueueWatch
 
 MAX_ROWS = 2000
 
@@ -102,13 +104,17 @@ def _queue_order(row: QueueRow) -> tuple[int, int]:
 
 
 def slurm_queue(timeout_s: float = 10) -> list[QueueRow]:
-    """Every user's active jobs from one `squeue --json` call: running first, then pending, each by job id.
+    """Every user's active jobs from one `squeue --json` call (`queue_rows`). A failed call raises `JobError`
+    naming the command and its stderr."""
+    return queue_rows(run_slurm_json(["squeue", "--json"], "job queue", timeout_s))
+
+
+def queue_rows(data: Mapping[str, Any]) -> list[QueueRow]:
+    """Every user's active jobs in `squeue --json` output: running first, then pending, each by job id.
 
     squeue also lists jobs that ended within slurmctld's MinJobAge; those are `slurm_finished`'s. At most
-    `MAX_ROWS` rows: of a longer queue, the newest jobs (highest ids) are kept. A failed call raises `JobError`
-    naming the command and its stderr.
+    `MAX_ROWS` rows: of a longer queue, the newest jobs (highest ids) are kept.
     """
-    data = run_slurm_json(["squeue", "--json"], "job queue", timeout_s)
     now = time.time()
     active = [row for row in (_squeue_row(job, now) for job in data.get("jobs", [])) if row.active]
     newest = sorted(active, key=lambda row: int(row.job_id))[-MAX_ROWS:]
@@ -214,19 +220,23 @@ class QueueSource(Protocol):
 
 @dataclass(frozen=True)
 class SlurmQueue:
-    """Slurm's queue (squeue) and its recently finished jobs (sacct)."""
+    """Slurm's queue (the shared squeue snapshot, at most `max_age_s` old: by default the watch's backed-off
+    interval) and its recently finished jobs (sacct)."""
 
+    watch: SqueueWatch
+    max_age_s: float | None = None
     since_s: float = 3600
     timeout_s: float = 10
 
     def active(self) -> list[QueueRow]:
-        return slurm_queue(self.timeout_s)
+        return queue_rows(self.watch.snapshot(self.max_age_s))
 
     def finished(self) -> list[QueueRow]:
         return slurm_finished(self.since_s, self.timeout_s)
 
     def cancel(self, job_id: str) -> None:
         run_slurm(["scancel", job_id], f"job {job_id}", self.timeout_s)
+        self.watch.reset()
 
     def logs(self, job_id: str) -> JobLogs:
         data = run_slurm_json(["scontrol", "show", "job", "--json", job_id], f"job {job_id}", self.timeout_s)

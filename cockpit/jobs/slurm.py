@@ -1,9 +1,9 @@
 """`SlurmJobManager`: sbatch, squeue/sacct with `--json`, scancel.
 
-A job's state comes from squeue while slurmctld remembers it (MinJobAge), and its accounting from sacct. For a
-second or two after a job ends, slurmdbd can hold a placeholder record with no working directory: squeue's final
-state is then returned at once, marked not settled, and the settled sacct record (exit code, elapsed, MaxRSS)
-follows on a later call.
+A job's state comes from squeue (the snapshot every watcher shares: cockpit.jobs.watch) while slurmctld remembers
+it (MinJobAge), and its accounting from sacct. For a second or two after a job ends, slurmdbd can hold a placeholder
+record with no working directory: squeue's final state is then returned at once, marked not settled, and the
+settled sacct record (exit code, elapsed, MaxRSS) follows on a later call.
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ import shlex
 import subprocess
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cockpit.jobs.factory import JobFiles
 from cockpit.jobs.records import JobError, JobRecord
+
+if TYPE_CHECKING:
+    from cockpit.jobs.watch import SqueueWatch
 
 UNKNOWN_GRACE_S = 30.0  # how long a submitted job may be missing from both squeue and sacct
 
@@ -128,10 +131,12 @@ class SlurmJobManager:
 
     def __init__(
         self,
+        watch: SqueueWatch,
         env: Mapping[str, str] | None = None,
         command_timeout_s: float = 30.0,
         unknown_grace_s: float = UNKNOWN_GRACE_S,
     ) -> None:
+        self.watch = watch
         self.env = dict(env) if env is not None else None  # what sbatch passes on to the job
         self.command_timeout_s, self.unknown_grace_s = command_timeout_s, unknown_grace_s
         self._unknown_since: dict[str, float] = {}
@@ -143,12 +148,12 @@ class SlurmJobManager:
         job_id = out.strip().split(";")[0]
         if not job_id.isdigit():
             raise JobError(f"{files.script}: sbatch gave no job id (output {out.strip()[:200]!r})")
+        self.watch.reset()
         return job_id
 
     def status(self, job_id: str) -> JobRecord:
         """squeue's record while slurmctld remembers the job (final ones unsettled); sacct's once it forgot."""
-        data = run_slurm_json(["squeue", "--json"], f"job {job_id}", self.command_timeout_s)
-        queued = record_from_squeue(data, job_id)
+        queued = record_from_squeue(self.watch.snapshot(), job_id)
         if queued is not None:
             self._unknown_since.pop(job_id, None)
             return queued
@@ -168,3 +173,4 @@ class SlurmJobManager:
 
     def cancel(self, job_id: str) -> None:
         run_slurm(["scancel", job_id], f"job {job_id}", self.command_timeout_s)
+        self.watch.reset()

@@ -280,9 +280,29 @@ def cancel(sweep: Sweep) -> list[str]:
     return done
 
 
+def live_states(sweep: Sweep) -> dict[str, str]:
+    """Each running strategy's job state as squeue says it now, by job id, read from the snapshot the sweep's own
+    job watch and the dashboard share (cockpit.jobs.watch): a status asks squeue no more often than they do. {} on
+    the local scheduler, or when squeue fails (the manifest's states stand)."""
+    from cockpit.jobs.records import JobError
+    from cockpit.jobs.slurm import record_from_squeue
+    from cockpit.jobs.watch import SqueueWatch
+
+    running = [entry.job_id for entry in sweep.manifest.running() if entry.job_id]
+    if sweep.manifest.backend != "slurm" or not running:
+        return {}
+    try:
+        data = SqueueWatch(sweep.run_dir.parent).snapshot()
+    except JobError:
+        return {}
+    records = {job_id: record_from_squeue(data, job_id) for job_id in running}
+    return {job_id: record.state for job_id, record in records.items() if record is not None}
+
+
 def status(sweep: Sweep) -> dict[str, Any]:
-    """The manifest's view, with live progress (rows written by the result ranks) for running strategies."""
-    rows = []
+    """The manifest's view, with live progress (rows written by the result ranks) and, on Slurm, the queue's
+    state of each running strategy's job."""
+    live, rows = live_states(sweep), []
     for strategy in sweep.strategies():
         entry = sweep.manifest.strategies.get(strategy.strategy_id)
         if entry is None:
@@ -294,7 +314,7 @@ def status(sweep: Sweep) -> dict[str, Any]:
             {
                 "strategy": entry.strategy_id,
                 "kind": entry.kind,
-                "status": entry.status,
+                "status": live.get(entry.job_id or "", entry.status),
                 "job_id": entry.job_id,
                 "attempts": len(entry.attempts),
                 "collected": entry.collected,

@@ -167,7 +167,8 @@ class LiveSource:
         self.inventory = Inventory(()) if settings.nodes_from_slurm else Inventory.load(settings.inventory)
         self.node_names = [node.name for node in self.inventory.compute] or self._slurm_names()
         self.pool = pool_for(settings)
-        self.jobs = choose_backend(settings.cluster.scheduler, settings.runs_dir).queue()
+        # the queue at the dashboard's own rate, from the squeue snapshot a sweep's job watch shares
+        self.jobs = choose_backend(settings.cluster.scheduler, settings.runs_dir).queue(settings.refresh.squeue_s)
         self.runs_dir = settings.runs_dir
         self.manifest = current_manifest_path(settings.runtime)
         self.lease_file = lease_file(self.inventory)  # None without a control node: nothing to read

@@ -25,6 +25,7 @@ import pytest
 from cockpit.config import load_settings
 from cockpit.jobs.records import JobError
 from cockpit.jobs.slurm import SlurmJobManager
+from cockpit.jobs.watch import SqueueWatch
 from cockpit.sweep.manifest import Manifest
 from cockpit.sweep.progress import StrategyProgress
 from cockpit.tui.app import CockpitApp
@@ -170,8 +171,8 @@ def test_from_bare_hosts_to_a_staged_sweep_killed_and_resumed(
 
 
 @pytest.mark.usefixtures("slurm_cluster")
-def test_job_unknown_to_slurm_is_named() -> None:
-    manager = SlurmJobManager(unknown_grace_s=0)
+def test_job_unknown_to_slurm_is_named(tmp_path: Path) -> None:
+    manager = SlurmJobManager(SqueueWatch(tmp_path), unknown_grace_s=0)
     with pytest.raises(JobError, match="job 987654: neither squeue nor sacct knows it"):
         manager.status("987654")
 

@@ -24,6 +24,7 @@ from cockpit.jobs.queue import (
     slurm_queue,
 )
 from cockpit.jobs.records import JobError, wait_final
+from cockpit.jobs.watch import SqueueWatch
 
 FakeCommand = Callable[..., Path]
 
@@ -238,17 +239,17 @@ def test_finished_keeps_the_latest_2000(fake_command: FakeCommand) -> None:
     assert (rows[0].job_id, rows[-1].job_id) == ("2099", "100")
 
 
-def test_failures_name_the_command_and_its_stderr(fake_command: FakeCommand) -> None:
+def test_failures_name_the_command_and_its_stderr(fake_command: FakeCommand, tmp_path: Path) -> None:
     error = "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
     fake_command("squeue", stderr=error, code=1)
     with pytest.raises(JobError, match=r"job queue: squeue --json exited 1: slurm_load_jobs error: Unable to contact"):
         slurm_queue()
     fake_command("sacct", stderr="sacct: error: Problem talking to the database: Connection refused", code=1)
     with pytest.raises(JobError, match=r"finished jobs: sacct --json --allusers .* exited 1: .*Connection refused"):
-        SlurmQueue().finished()
+        SlurmQueue(SqueueWatch(tmp_path)).finished()
     fake_command("squeue", stdout="squeue: error: Invalid user\n")
     with pytest.raises(JobError, match="job queue: squeue --json gave no JSON"):
-        SlurmQueue().active()
+        SlurmQueue(SqueueWatch(tmp_path)).active()
 
 
 def test_missing_slurm_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -342,4 +343,6 @@ def test_local_source_reads_every_runs_state_folder(tmp_path: Path) -> None:
 
 def test_slurm_source_when_configured() -> None:
     settings = Settings(CockpitFile(cluster=ClusterSection(name="lab", scheduler="slurm")), Path("/etc/cockpit.toml"))
-    assert choose_backend(settings.cluster.scheduler, settings.runs_dir).queue() == SlurmQueue()
+    assert choose_backend(settings.cluster.scheduler, settings.runs_dir).queue(3.0) == SlurmQueue(
+        SqueueWatch(settings.runs_dir), 3.0
+    )
