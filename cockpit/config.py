@@ -54,10 +54,11 @@ class ModelSection:
 class RefreshSection:
     nodes_s: float = 2.0
     squeue_s: float = 3.0
+    squeue_max_s: float = 8.0  # the longest a sweep's job watch goes without squeue while the queue does not change
     shards_s: float = 2.0
 
     def check(self, source: str, prefix: str = "") -> None:
-        for key in ("nodes_s", "squeue_s", "shards_s"):
+        for key in ("nodes_s", "squeue_s", "squeue_max_s", "shards_s"):
             if getattr(self, key) < 0.1:
                 raise SchemaError(source, prefix + key, f"expected at least 0.1 seconds, got {getattr(self, key)}")
 

@@ -13,7 +13,7 @@ from cockpit.jobs.local import SWEEP_JOBS_DIR, LocalJobManager
 from cockpit.jobs.queue import LocalQueue, QueueSource, SlurmQueue
 from cockpit.jobs.records import JobManager
 from cockpit.jobs.slurm import SlurmJobManager
-from cockpit.jobs.watch import SqueueWatch
+from cockpit.jobs.watch import CAP_S, SqueueWatch
 
 Scheduler = Literal["local", "slurm"]
 
@@ -40,13 +40,14 @@ class SlurmBackend:
 
     runs_dir: Path
     launcher: Launcher = "srun"
+    watch_cap_s: float = CAP_S  # how far a quiet queue's watch backs off
     name: ClassVar[Scheduler] = "slurm"
 
     def job_manager(self, run_dir: Path) -> JobManager:
-        return SlurmJobManager(SqueueWatch(self.runs_dir))
+        return SlurmJobManager(SqueueWatch(self.runs_dir, cap_s=self.watch_cap_s))
 
     def queue(self, max_age_s: float | None = None) -> QueueSource:
-        return SlurmQueue(SqueueWatch(self.runs_dir), max_age_s)
+        return SlurmQueue(SqueueWatch(self.runs_dir, cap_s=self.watch_cap_s), max_age_s)
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,11 @@ class LocalBackend:
         return LocalQueue(self.runs_dir)  # read from the run folders at every poll: no scheduler to spare
 
 
-def choose_backend(scheduler: Scheduler, runs_dir: Path, launcher: Launcher = "srun") -> Backend:
-    """The backend for `scheduler`; `runs_dir` holds the run folders, `launcher` is how Slurm jobs start ranks."""
+def choose_backend(
+    scheduler: Scheduler, runs_dir: Path, launcher: Launcher = "srun", watch_cap_s: float = CAP_S
+) -> Backend:
+    """The backend for `scheduler`; `runs_dir` holds the run folders, `launcher` is how Slurm jobs start ranks,
+    `watch_cap_s` how far the watch of Slurm's queue backs off while it does not change."""
     if scheduler == "slurm":
-        return SlurmBackend(runs_dir, launcher)
+        return SlurmBackend(runs_dir, launcher, watch_cap_s)
     return LocalBackend(runs_dir)

@@ -25,7 +25,8 @@ from cockpit.jobs.slurm import run_slurm_json
 from runtime.atomic import atomic_write_text
 
 BASE_S = 0.5  # how often a sweep looked at its job before there was a shared watch
-CAP_S = 8.0  # how stale an unchanging queue may get for a sweep's watch (the dashboard asks at its own rate)
+CAP_S = 8.0  # how stale an unchanging queue may get for a sweep's watch ([refresh] squeue_max_s; the dashboard
+# asks at its own rate, squeue_s)
 SNAPSHOT_NAME = ".squeue.json"
 
 
@@ -72,13 +73,13 @@ class SqueueWatch:
     def interval(self) -> float:
         """How old a snapshot may be before the next read asks squeue again (the backed-off interval)."""
         with self._locked() as state:
-            return float(state.get("interval", self.base_s))
+            return min(float(state.get("interval", self.base_s)), self.cap_s)
 
     def snapshot(self, max_age_s: float | None = None) -> Mapping[str, Any]:
         """squeue's answer, at most `max_age_s` old (default: the backed-off interval); a JobError naming squeue
         when it has to ask and squeue fails."""
         with self._locked() as state:
-            interval = float(state.get("interval", self.base_s))
+            interval = min(float(state.get("interval", self.base_s)), self.cap_s)  # another reader's cap may be higher
             age = self.clock() - float(state.get("at", 0.0))
             if state.get("data") is not None and 0 <= age < (interval if max_age_s is None else max_age_s):
                 return state["data"]

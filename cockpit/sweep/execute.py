@@ -18,6 +18,7 @@ import pandas as pd
 from cockpit.config import Settings
 from cockpit.errors import BadInput
 from cockpit.jobs.factory import RanksLink, RuntimeEnvironment
+from cockpit.jobs.watch import CAP_S
 from cockpit.sweep.collect import ResultCollector
 from cockpit.sweep.manifest import Manifest
 from cockpit.sweep.pipeline import DistributedExperimentPipeline, SweepEvent
@@ -181,13 +182,14 @@ def _pipeline(
     on_event: Callable[[SweepEvent], None],
     runtime: RuntimeEnvironment | None = None,
     storage: RunStorage | None = None,
+    watch_cap_s: float = CAP_S,
 ) -> DistributedExperimentPipeline:
     prompts = load_prompt_table(sweep.settings.prompt_df_path)
     collector = ResultCollector(prompts, sweep.results_dir, sweep.stamp, sweep.settings.run_id)
     return DistributedExperimentPipeline(
         sweep.strategies(),
         sweep.factory(runtime),
-        sweep.backend().job_manager(sweep.run_dir),
+        sweep.backend(watch_cap_s).job_manager(sweep.run_dir),
         collector,
         sweep.manifest,
         max_attempts=sweep.manifest.max_attempts,
@@ -219,7 +221,7 @@ def execute(sweep: Sweep, settings: Settings, on_event: Callable[[SweepEvent], N
     storage = run_storage(sweep, settings, usable)
     if sweep.manifest.baseline != "reference":
         run_endpoint_baseline(sweep, settings, on_event)
-    pipeline = _pipeline(sweep, on_event, runtime, storage)
+    pipeline = _pipeline(sweep, on_event, runtime, storage, settings.refresh.squeue_max_s)
     try:
         with sigterm_as_interrupt():
             manifest = pipeline.run()

@@ -24,6 +24,7 @@ from cockpit.config import EMBEDDED_MODEL, Settings, SweepSection
 from cockpit.errors import BadInput
 from cockpit.jobs.backend import Backend, choose_backend
 from cockpit.jobs.factory import RuntimeEnvironment, SlurmJobFactory
+from cockpit.jobs.watch import CAP_S
 from cockpit.sweep.manifest import MANIFEST_NAME, Manifest, now_iso
 from cockpit.sweep.pipeline import register
 from cockpit.sweep.prompt_table import build_prompt_table, save_prompt_table
@@ -68,9 +69,10 @@ class Sweep:
     def strategies(self) -> list[ParallelismStrategy]:
         return sweep_strategies(self.settings)
 
-    def backend(self) -> Backend:
-        """The scheduler the run was planned for (the run folders live in the run's parent folder)."""
-        return choose_backend(self.manifest.backend, self.run_dir.parent, self.manifest.launcher)
+    def backend(self, watch_cap_s: float = CAP_S) -> Backend:
+        """The scheduler the run was planned for (the run folders live in the run's parent folder); `watch_cap_s`
+        is how far its job watch backs off on Slurm (`[refresh] squeue_max_s`)."""
+        return choose_backend(self.manifest.backend, self.run_dir.parent, self.manifest.launcher, watch_cap_s)
 
     def factory(self, runtime: RuntimeEnvironment | None = None) -> SlurmJobFactory:
         """The job factory for this run's jobs: this tree's runtime unless a verified build is given."""

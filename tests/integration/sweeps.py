@@ -62,6 +62,8 @@ max_new_tokens = {max_new_tokens}
 precision = "fp32"
 device = "cpu"
 time_limit = "00:05:00"
+[refresh]
+squeue_max_s = 1.0  # a job's end seen within a second, as the sweeps here are short
 """
     )
     return config

@@ -1,7 +1,7 @@
 """A Slurm cluster with no inventory, on the real test cluster: its nodes come from sinfo (the dashboard's and the
-CLI's), what needs ssh is refused in one line, and the dashboard's queue and a sweep's job watch share one squeue
-call per poll, backing off while nothing changes (counted by a PATH shim that logs each call, then runs the real
-squeue)."""
+CLI's), what needs ssh is refused in one line, the dashboard's queue and a sweep's job watch share one squeue call
+per poll, backing off while nothing changes, and a sweep's watch follows its job with fewer squeue calls than polls
+(counted by a PATH shim that logs each call, then runs the real squeue)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from cockpit.cli import main
 from cockpit.config import load_settings
 from cockpit.errors import EXIT_OK, OperationFailed
 from cockpit.jobs.backend import choose_backend
+from cockpit.jobs.factory import JobFiles
+from cockpit.jobs.records import wait_final
 from cockpit.jobs.watch import SqueueWatch
 from cockpit.tui.sources import LiveSource
 from tests.infra.services import SlurmCluster
@@ -80,3 +82,11 @@ async def test_nodes_from_sinfo_and_one_squeue_per_poll(
     assert done.ok and watch.interval() == 0.5
     assert manager.status(job_id).state != "PENDING"
     assert len(calls.read_text().splitlines()) == asked + 2
+
+    # a sweep's watch follows a job from its submit to its end with fewer squeue calls than its polls every 0.5 s
+    script.write_text(f"#!/bin/bash\n#SBATCH --output={tmp_path}/slurm-%j.out\nsleep 3\n")
+    before, polls = len(calls.read_text().splitlines()), []
+    short = manager.submit(JobFiles(script, script, str(tmp_path / "slurm-%j.out")))
+    assert wait_final(manager, short, poll_s=0.5, timeout_s=60, on_poll=polls.append).state == "COMPLETED"
+    asked = len(calls.read_text().splitlines()) - before
+    assert 2 <= asked < len(polls), f"{asked} squeue calls for {len(polls)} polls"
