@@ -4,6 +4,7 @@ half made. And a planned run as `sweep status` shows it."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,26 @@ def test_prompt_limit_runs_the_first_prompts_of_each_file(sweep_home: Path) -> N
     (sweep_home / "cockpit.toml").write_text((sweep_home / "cockpit.toml").read_text() + "prompt_limit = -1\n")
     done = run("sweep", "run", cwd=sweep_home)
     assert done.returncode == 2 and "prompt_limit: expected 0 (all) or more, got -1" in done.stderr
+
+
+def test_status_reads_running_jobs_from_the_shared_squeue_snapshot(
+    sweep_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Slurm, a running strategy's state is the queue's, read from the snapshot the sweep's own watch keeps
+    (squeue output captured from the test cluster); with no squeue on PATH, nothing else could have said it."""
+    from cockpit.config import load_settings
+    from cockpit.jobs.watch import SNAPSHOT_NAME
+    from cockpit.sweep import execute
+    from cockpit.sweep.plan import plan
+
+    config = sweep_home / "cockpit.toml"
+    config.write_text('[cluster]\nscheduler = "slurm"\n' + config.read_text())
+    planned = plan(load_settings(config), nodes=2, gpus_per_node=1)
+    entry = next(iter(planned.manifest.strategies.values()))
+    entry.job_id, entry.status = "201", "RUNNING"
+    squeue = (Path(__file__).parent / "fixtures" / "slurm" / "squeue-22.05.json").read_text()
+    snapshot = {"at": time.time(), "interval": 8.0, "digest": "", "data": json.loads(squeue)}
+    (planned.run_dir.parent / SNAPSHOT_NAME).write_text(json.dumps(snapshot))
+    monkeypatch.setenv("PATH", str(sweep_home))
+    rows = execute.status(planned)["strategies"]
+    assert [(row["job_id"], row["status"]) for row in rows][:2] == [("201", "COMPLETED"), (None, "NOT_STARTED")]
