@@ -98,18 +98,6 @@ class ClusterSource(Protocol):
 
     async def nodes(self) -> list[NodeSample]: ...
 
-    def _slurm_samples(self) -> list[NodeSample]:
-        """Each node as sinfo shows it (no probe: nothing to reach it with); every one unknown, with the reason,
-        when sinfo fails."""
-        from cockpit.jobs.records import JobError
-        from cockpit.jobs.slurm_nodes import nodes_named, slurm_nodes
-
-        try:
-            known = slurm_nodes()
-        except JobError as err:
-            return [NodeSample(name, None, f"Slurm state unknown ({err})", None) for name in self.node_names]
-        return [slurm_sample(node) for node in nodes_named(known, self.node_names).values()]
-
     async def runtime_build(self) -> str | None:
         """The build id the nodes should run: the one built here for the configured delivery and the sweep's
         device; None when there is none. Asked only when a delivery other than "shared" is configured."""
