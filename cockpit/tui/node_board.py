@@ -1,10 +1,10 @@
-"""The nodes table's model: per node the last good telemetry, when it last answered, each GPU's recent
-utilisation for a sparkline, the state the user's own actions imply (waking after a wake, off after a
-shutdown), where a runtime delivery is configured the build each node runs against the one built here, a mark
-where a node lacks the model a sweep needs there (as the model's push record says: cockpit.delivery.model), and
-after the nodes a row for each DHCP lease whose MAC is no node's (cockpit.nodes.leases). Where the nodes come
-from Slurm alone (no inventory, no probe), a node is up while its slurmd answers, and its row shows what sinfo says:
-load, memory, CPUs in use and GRES.
+"""The nodes table's model: per node the last good telemetry, when it last answered, each GPU's readings of the
+last minutes (the table's utilisation sparkline, the node view's plots), its recent probe failures, the state the
+user's own actions imply (waking after a wake, off after a shutdown), where a runtime delivery is configured the
+build each node runs against the one built here, a mark where a node lacks the model a sweep needs there (as the
+model's push record says: cockpit.delivery.model), and after the nodes a row for each DHCP lease whose MAC is no
+node's (cockpit.nodes.leases). Where the nodes come from Slurm alone (no inventory, no probe), a node is up while
+its slurmd answers, and its row shows what sinfo says: load, memory, CPUs in use and GRES.
 Headless (rich only), so it is tested without a screen and fed fake samples by the benchmarks."""
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import islice
 from typing import TYPE_CHECKING, Literal
 
 from rich.text import Text
@@ -36,6 +38,8 @@ STATE_STYLE = {
     "unknown": "dim",
 }
 SPARK = "▁▂▃▄▅▆▇█"
+HISTORY = 180  # polls kept per GPU: six minutes at the default 2 s
+FAILURES = 5  # probe failures kept per node (a repeat of the latest one counts there)
 
 
 def sparkline(values: Sequence[float], width: int = 12) -> str:
@@ -44,13 +48,23 @@ def sparkline(values: Sequence[float], width: int = 12) -> str:
     return "".join(SPARK[min(len(SPARK) - 1, int(max(0.0, v) / 100 * len(SPARK)))] for v in recent)
 
 
+@dataclass
+class Failure:
+    """A node's probe failure (no answer, or no telemetry in it), and how often it came again in a row since."""
+
+    error: str
+    first_at: float
+    last_at: float
+    times: int = 1
+
+
 class NodeBoard:
     """What the nodes table shows, built from samples as they come."""
 
     def __init__(
         self,
         names: Sequence[str],
-        history: int = 60,
+        history: int = HISTORY,
         clock: Callable[[], float] = time.monotonic,
         runtime: bool = False,
     ) -> None:
@@ -60,7 +74,8 @@ class NodeBoard:
         self.last: dict[str, NodeSample] = {}
         self.good: dict[str, NodeTelemetry] = {}
         self.seen_at: dict[str, float] = {}
-        self.util: dict[tuple[str, int], deque[float]] = {}
+        self.trace: dict[tuple[str, int], deque[tuple[float, GpuTelemetry]]] = {}  # (node, GPU) -> (when, readings)
+        self.failures: dict[str, deque[Failure]] = {}  # the latest last
         self.expected: dict[str, Expectation] = {}
         self.marked: set[str] = set()  # nodes the user picked for the next action
         self.runtime = runtime  # a runtime column: each node's build, marked where it is not the one built here
@@ -83,15 +98,26 @@ class NodeBoard:
         for sample in samples:
             self.last[sample.name] = sample
             if sample.telemetry is None:
+                self._failed(sample.name, sample.error or "no telemetry", now)
                 continue
             self.good[sample.name] = sample.telemetry
             self.seen_at[sample.name] = now
             if self.expected.get(sample.name) == "waking":
                 del self.expected[sample.name]
             for gpu in sample.telemetry.gpus:
-                series = self.util.setdefault((sample.name, gpu.index), deque(maxlen=self.history))
-                if gpu.util_pct is not None:
-                    series.append(gpu.util_pct)
+                self.trace.setdefault((sample.name, gpu.index), deque(maxlen=self.history)).append((now, gpu))
+
+    def _failed(self, name: str, error: str, now: float) -> None:
+        failures = self.failures.setdefault(name, deque(maxlen=FAILURES))
+        if failures and failures[-1].error == error:
+            failures[-1].last_at, failures[-1].times = now, failures[-1].times + 1
+        else:
+            failures.append(Failure(error, now, now))
+
+    def recent_util(self, node: str, index: int, polls: int = 12) -> list[float]:
+        """The GPU's utilisation in the last `polls` polls, oldest first (polls that had none left out)."""
+        recent = islice(reversed(self.trace.get((node, index), ())), polls)
+        return [gpu.util_pct for _, gpu in recent if gpu.util_pct is not None][::-1]
 
     def set_control_build(self, build_id: str | None) -> None:
         """The build the nodes should run (the one built here); None when nothing is built here."""
@@ -135,7 +161,9 @@ class NodeBoard:
                 out.append((name, self.model_gaps[name]))
         return out + ([("leases", self.lease_error.removeprefix("leases: "))] if self.lease_error else [])
 
-    def _state_cell(self, name: str) -> Text:
+    def state_cell(self, name: str) -> Text:
+        """The node's state, how long since it last answered where it does not now, and Slurm's and the model's
+        marks."""
         state = self.state(name)
         text = Text(state, style=STATE_STYLE[state])
         if state != "up" and name in self.seen_at:
@@ -168,7 +196,7 @@ class NodeBoard:
             style = "" if fresh else "dim"
             node_cells: tuple[str | Text, ...] = (
                 Text(name, style="bold reverse yellow" if name in self.marked else "bold"),
-                self._state_cell(name),
+                self.state_cell(name),
                 Text(fixed(sample.rtt_ms if fresh and sample else None), style=style),
                 Text(fixed(telemetry.load[0], 2) if telemetry and telemetry.load else "-", style=style),
                 Text(
@@ -226,7 +254,7 @@ class NodeBoard:
         if gpu is None:
             return tuple(Text("-", style="dim") for _ in range(5))
         util = fixed(gpu.util_pct)
-        spark = sparkline(self.util.get((node, gpu.index), ()))
+        spark = sparkline(self.recent_util(node, gpu.index))
         return (
             Text(gpu_label(gpu), style=style),
             Text(f"{util:>3} {spark}", style=style),

@@ -106,6 +106,23 @@ def test_node_board_states_staleness_and_sparklines() -> None:
     assert board.counts() == {"unreachable": 1, "up": 1}
 
 
+def test_node_board_keeps_bounded_readings_and_repeated_failures_once() -> None:
+    clock = FakeClock()
+    board = NodeBoard(["node0"], history=3, clock=clock)
+    for util in (10.0, None, 30.0, 40.0):
+        board.ingest([NodeSample("node0", telemetry(util), None, 3.0)])
+        clock.now += 2
+    assert [(t, gpu.util_pct) for t, gpu in board.trace["node0", 0]] == [(1002.0, None), (1004.0, 30.0), (1006.0, 40.0)]
+    assert board.recent_util("node0", 0) == [30.0, 40.0] and board.recent_util("node9", 0) == []
+    for error in ("no answer within 5 s (connect timeout)",) * 3 + ("connection refused on port 22",):
+        board.ingest([NodeSample("node0", None, error, None)])
+        clock.now += 2
+    first, latest = board.failures["node0"]
+    assert (first.error, first.first_at, first.last_at, first.times) == ("no answer within 5 s (connect timeout)",
+                                                                          1008.0, 1012.0, 3)  # fmt: skip
+    assert (latest.error, latest.times) == ("connection refused on port 22", 1)
+
+
 def test_a_node_answering_garbage_is_failing_with_its_reason_and_marks_toggle() -> None:
     board = NodeBoard(["node0", "node1", "node2"], clock=FakeClock())
     board.ingest([
