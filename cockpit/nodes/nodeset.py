@@ -10,6 +10,7 @@ from cockpit.errors import BadInput
 
 _RANGE = re.compile(r"^(?P<head>[^\[\]]*)\[(?P<body>[^\[\]]+)\](?P<tail>.*)$")
 _NUMBERED = re.compile(r"^(?P<head>.*?)(?P<number>\d+)(?P<tail>\D*)$")
+_OUTSIDE_BRACKETS = re.compile(r",(?![^\[]*\])")  # a comma that parts patterns, not numbers in a bracket
 
 
 def _numbers(body: str, pattern: str) -> list[str]:
@@ -37,6 +38,11 @@ def expand(pattern: str) -> list[str]:
         return [pattern]
     head, tail = match["head"], match["tail"]
     return [name for n in _numbers(match["body"], pattern) for name in expand(f"{head}{n}{tail}")]
+
+
+def expand_list(text: str) -> list[str]:
+    """A node list as Slurm writes one, `node[0-1,4],gpu3`: each of its comma-parted patterns expanded."""
+    return [name for part in _OUTSIDE_BRACKETS.split(text) if part for name in expand(part)]
 
 
 def _spans(numbers: list[str]) -> str:

@@ -3,7 +3,8 @@
 Host keys are checked against a known_hosts file the cockpit manages. A node not in it is refused unless the
 caller accepts new keys (then its key is recorded, like OpenSSH's `accept-new`); a key that differs from the
 recorded one is always refused. Every failure comes back as a `CommandResult` naming the node, never raised,
-so one bad node never hides the others.
+so one bad node never hides the others. `shell_argv` is OpenSSH's command line for a person's shell on a node,
+checked against the same known_hosts just as strictly.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import math
 import os
 import signal
 import socket
@@ -291,6 +293,22 @@ def pool_for(
         command_timeout_s=command_timeout_s or ssh.command_timeout_s,
         concurrency=ssh.concurrency,
     )
+
+
+def shell_argv(
+    node: Node, known_hosts: Path, connect_timeout_s: float, command: str | None = None, local_shell: str = "/bin/sh"
+) -> list[str]:
+    """The command line of a shell on `node` (or of `command` run there) for a person at this terminal: OpenSSH
+    with the cockpit's known_hosts only and strict host keys (an unknown or changed key is refused, as the pool
+    refuses it), the inventory's user, port and key. A local node gets `local_shell` here, without ssh."""
+    if node.local:
+        return [local_shell] if command is None else ["/bin/sh", "-c", command]
+    argv = ["ssh", "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}"]
+    argv += ["-o", "GlobalKnownHostsFile=/dev/null", "-o", f"ConnectTimeout={math.ceil(connect_timeout_s)}"]
+    argv += ["-p", str(node.port)] + (["-l", node.user] if node.user else [])
+    if node.key_file is not None:
+        argv += ["-i", str(node.key_file), "-o", "IdentitiesOnly=yes"]
+    return [*argv, "--", node.address, *([command] if command is not None else [])]
 
 
 def _is_ip(text: str) -> bool:

@@ -13,8 +13,8 @@ from cockpit.config import WakeOnLanSection
 from cockpit.errors import BadInput
 from cockpit.nodes import power
 from cockpit.nodes.inventory import LOCALHOST, Inventory, Node
-from cockpit.nodes.nodeset import expand, fold
-from cockpit.nodes.ssh import CommandResult, SshPool, group_identical
+from cockpit.nodes.nodeset import expand, expand_list, fold
+from cockpit.nodes.ssh import CommandResult, SshPool, group_identical, shell_argv
 from cockpit.nodes.wol import magic_packet, wake
 
 
@@ -36,6 +36,11 @@ def test_expand_ranges(pattern: str, names: list[str]) -> None:
 def test_expand_rejects_bad_ranges(bad: str) -> None:
     with pytest.raises(BadInput, match="node"):
         expand(bad)
+
+
+def test_slurm_node_lists_expand_pattern_by_pattern() -> None:
+    assert expand_list("node[0-1,4],gpu3") == ["node0", "node1", "node4", "gpu3"]
+    assert expand_list("node7") == ["node7"] and expand_list("") == []
 
 
 def test_fold_is_the_inverse_of_expand() -> None:
@@ -199,3 +204,17 @@ def test_identical_outputs_fold_like_dshbak() -> None:
         ("node2", "BSD\n", 0),
         ("node3", "Linux\n", 1),
     ]
+
+
+def test_shell_argv_checks_host_keys_strictly_against_the_cockpits_known_hosts() -> None:
+    node = Node("node0", "10.77.0.10", 2222, "admin", Path("/keys/id_ed25519"))
+    known = Path("/srv/cockpit/known_hosts")
+    assert shell_argv(node, known, 4.5) == [
+        "ssh", "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=/srv/cockpit/known_hosts",
+        "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-p", "2222", "-l", "admin",
+        "-i", "/keys/id_ed25519", "-o", "IdentitiesOnly=yes", "--", "10.77.0.10",
+    ]  # fmt: skip
+    plain = shell_argv(Node("node1", "node1"), known, 5, command="hostname")
+    assert plain[-5:] == ["-p", "22", "--", "node1", "hostname"] and "-l" not in plain and "-i" not in plain
+    assert shell_argv(LOCALHOST, known, 5, local_shell="/bin/zsh") == ["/bin/zsh"]  # here: no ssh
+    assert shell_argv(LOCALHOST, known, 5, command="uptime") == ["/bin/sh", "-c", "uptime"]
