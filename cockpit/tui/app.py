@@ -1,11 +1,14 @@
-"""The cockpit application: polls its sources in workers and tells the dashboard which panel has new data, and
-runs the actions (each in a worker of its own, its outcome a notification) that the dashboard asks for with its
-messages and the command palette with its commands."""
+"""The cockpit application: polls its sources in workers and tells the dashboard (and a node view, while one is
+shown) which panel has new data, and runs the actions (each in a worker of its own, its outcome a notification)
+that the dashboard asks for with its messages and the command palette with its commands; a shell on a node it runs
+in its own terminal, suspended meanwhile."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import shlex
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
@@ -13,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from textual import on
-from textual.app import App, SystemCommand
+from textual.app import App, SuspendNotSupported, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
@@ -60,6 +63,8 @@ class CockpitApp(App[None]):
         ("Configure the selected nodes", "Run the compute playbooks (ansible-runner)", "screen.configure"),
         ("Restart the selected nodes", "shutdown -r now over ssh", "screen.restart"),
         ("Shut down the selected nodes", "shutdown -h now over ssh", "screen.shutdown"),
+        ("Shell on the node under the cursor", "ssh there with the cockpit's known_hosts, strict host keys",
+         "screen.shell"),
         ("Cancel the job under the cursor", "scancel, or the local scheduler's cancel", "screen.cancel_job"),
         ("Show the job's output", "Its log followed live (each rank's own for a sweep's job)", "screen.log"),
         ("Show finished jobs", "sacct: the jobs that ended in the last hour", "screen.finished"),
@@ -126,6 +131,8 @@ class CockpitApp(App[None]):
             elif feed.name == "leases":  # a lease file that cannot be read is a problem the nodes panel names
                 self.board.set_unknown_hosts(feed.value or [], feed.error)
             self.dashboard.post_message(DashboardScreen.PanelChanged(PANEL_OF_FEED[feed.name]))
+            if self.screen is not self.dashboard:  # a node view follows its node (other screens ignore this)
+                self.screen.post_message(DashboardScreen.PanelChanged(PANEL_OF_FEED[feed.name]))
             if not self._frozen and all(f.polls and not f.in_flight for f in self.feeds.values()):
                 # what the first full paint built lives as long as the app: keep it out of the collector's full
                 # passes, which otherwise cost a 64-node dashboard 100-300 ms spikes every few refreshes. Frozen
@@ -169,6 +176,30 @@ class CockpitApp(App[None]):
         from cockpit.tui.screens.results import ResultsScreen  # it brings pandas: not needed for the first paint
 
         self.push_screen(ResultsScreen(self.source, run_dir))
+
+    @on(DashboardScreen.NodeViewRequested)
+    def open_node(self, request: DashboardScreen.NodeViewRequested) -> None:
+        from cockpit.tui.screens.node import NodeScreen  # it brings plotext: not needed for the first paint
+
+        scheduler = self.settings.cluster.scheduler
+        self.push_screen(NodeScreen(request.name, self.board, self.feeds, scheduler, self.read_only))
+
+    @on(DashboardScreen.ShellRequested)
+    def shell(self, request: DashboardScreen.ShellRequested) -> None:
+        """A shell on the node in this terminal, the app suspended until it ends (as k9s does). The event loop
+        waits for it on purpose: nothing is drawn meanwhile, and the polls go on once the app is back."""
+        try:
+            argv = self.source.shell_argv(request.name)
+            with self.suspend():
+                done = subprocess.run(argv, check=False)
+        except SuspendNotSupported:
+            self.notify("a shell needs the cockpit in a terminal (not in a browser)", severity="warning")
+        except Exception as err:  # no inventory entry, no ssh client, a demo node: said, never raised
+            self.notify(str(err), title=f"shell on {request.name} failed", severity="error", timeout=12)
+        else:
+            if done.returncode:
+                said = f"{shlex.join(argv)} exited {done.returncode}"
+                self.notify(said, title=f"shell on {request.name}", severity="warning", timeout=12)
 
     # ---- actions: each in a worker, its outcome a notification
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from cockpit.analysis import performance_model as pm
 from cockpit.config import ClusterSection, CockpitFile, ModelSection, PathsSection, Settings, WakeOnLanSection
-from cockpit.errors import BadInput
+from cockpit.errors import BadInput, OperationFailed
 from cockpit.jobs.output import JobLog, JobLogs, LogChunk
 from cockpit.jobs.queue import QueueRow
 from cockpit.nodes.leases import Lease
@@ -341,6 +341,9 @@ class DemoSource:
         if offset is None:
             return LogChunk(demo_log(log.label, 0, LOG_OPENS_WITH), LOG_OPENS_WITH)
         return LogChunk(demo_log(log.label, offset, 1), offset + 1)
+
+    def shell_argv(self, name: str) -> list[str]:
+        raise OperationFailed(f"{name} is simulated (demo): there is no machine to open a shell on")
 
     async def close(self) -> None:
         return None

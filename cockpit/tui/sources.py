@@ -7,6 +7,7 @@ a simulated cluster instead (`cockpit.tui.demo`)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -26,7 +27,7 @@ from cockpit.nodes import power
 from cockpit.nodes.inventory import Inventory, Node
 from cockpit.nodes.leases import Lease, lease_file, unknown_hosts
 from cockpit.nodes.nodeset import fold
-from cockpit.nodes.ssh import CommandResult, pool_for
+from cockpit.nodes.ssh import CommandResult, pool_for, shell_argv
 from cockpit.nodes.telemetry import NodeSample, probe_nodes
 from cockpit.nodes.wol import wake
 from cockpit.provision.events import ProvisionEvent
@@ -142,6 +143,10 @@ class ClusterSource(Protocol):
 
     async def read_log(self, log: JobLog, offset: int | None) -> LogChunk:
         """Whole lines of `log` from `offset` (None: its end), here or on its node."""
+        ...
+
+    def shell_argv(self, name: str) -> list[str]:
+        """The command line of an interactive shell on the node `name`, for the app to run in its terminal."""
         ...
 
     async def close(self) -> None: ...
@@ -333,6 +338,14 @@ class LiveSource:
             return parse_tail(result.data, offset)
         except ValueError as err:
             raise OperationFailed(f"{log.node}: reading {log.path}: {err}") from None
+
+    def shell_argv(self, name: str, command: str | None = None) -> list[str]:
+        """ssh to the node as the pool reaches it (or `command` run there in place of a login shell)."""
+        (node,) = self._nodes([name])
+        ssh = self.settings.ssh
+        return shell_argv(
+            node, self.settings.known_hosts, ssh.connect_timeout_s, command, os.environ.get("SHELL", "/bin/sh")
+        )
 
     async def close(self) -> None:
         await self.pool.close()

@@ -9,11 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
+from textual.drivers.headless_driver import HeadlessDriver
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
 from cockpit.config import load_settings
 from cockpit.tui.app import CockpitApp
+from cockpit.tui.screens.node import NodeScreen
 from cockpit.tui.sources import LiveSource
 from tests.infra.services import SlurmCluster, TestHosts
 
@@ -29,7 +31,13 @@ async def wait_until(pilot: Pilot, check, timeout_s: float, what: str) -> None:
 
 
 def hosts_app(
-    test_hosts: TestHosts, tmp: Path, *, scheduler: str = "local", ssh: str = "", refresh: str = ""
+    test_hosts: TestHosts,
+    tmp: Path,
+    *,
+    scheduler: str = "local",
+    ssh: str = "",
+    refresh: str = "",
+    source: type[LiveSource] = LiveSource,
 ) -> CockpitApp:
     """The app on the two sshd test hosts (their host keys trusted), with extra [ssh] and [refresh] lines."""
     known = tmp / "known_hosts"
@@ -40,7 +48,7 @@ def hosts_app(
         f'[paths]\ndata_dir = "{tmp / "data"}"\n[ssh]\nknown_hosts = "{known}"\n{ssh}[refresh]\n{refresh}'
     )
     settings = load_settings(config)
-    return CockpitApp(settings, LiveSource(settings))
+    return CockpitApp(settings, source(settings))
 
 
 def job_script(tmp: Path, name: str, sleep_s: int) -> Path:
@@ -140,3 +148,35 @@ async def test_x_cancels_a_slurm_job(slurm_cluster: SlurmCluster, test_hosts: Te
         await pilot.press("f")
         await wait_until(pilot, lambda: job_id in [k.value for k in queue.rows], 20, f"job {job_id} among finished")
         assert str(queue.get_cell(job_id, "state")) == "CANCELLED"
+
+
+class HostnameShellSource(LiveSource):
+    """The live source whose node shell runs `hostname` there in place of an interactive login shell."""
+
+    def shell_argv(self, name: str, command: str | None = None) -> list[str]:
+        return super().shell_argv(name, "hostname")
+
+
+@pytest.mark.infra
+async def test_s_opens_a_shell_on_the_node_with_strict_host_keys(
+    test_hosts: TestHosts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`enter` on node0, then `S`: ssh runs on node0 (the command in place of a shell), the app suspended; with
+    node0's key gone from the cockpit's known_hosts, ssh refuses it and the app says how it ended."""
+    monkeypatch.setattr(HeadlessDriver, "can_suspend", property(lambda _: True))  # a Pilot has no terminal: fake it
+    app = hosts_app(test_hosts, tmp_path, source=HostnameShellSource)
+    async with app.run_test(size=SIZE) as pilot:
+        nodes = app.screen.query_one("#nodes", DataTable)
+        await wait_until(pilot, lambda: "node0/-" in [k.value for k in nodes.rows], 20, "node0's row")  # no probe
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, NodeScreen), 5, "node0's view")
+        capfd.readouterr()
+        await pilot.press("S")
+        await pilot.pause()
+        assert capfd.readouterr().out == "node0\n" and not app._notifications
+        (tmp_path / "known_hosts").write_text("")
+        await pilot.press("S")
+        await pilot.pause()
+        assert "Host key verification failed." in capfd.readouterr().err
+        (note,) = app._notifications
+        assert note.title == "shell on node0" and note.message.endswith(" -- 10.77.0.10 hostname exited 255")

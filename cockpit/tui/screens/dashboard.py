@@ -1,7 +1,8 @@
 """The dashboard: nodes and their GPUs, the job queue, and the active sweep rank by rank.
 
 It draws from what it is given (the node board and the feeds, which the app fills) and asks the app for every
-action with a message (`WakeRequested`, `PowerRequested`, ...). The app answers the same way: `PanelChanged` when a
+action with a message (`WakeRequested`, `PowerRequested`, ..., `NodeViewRequested` for `enter` on a node,
+`ShellRequested` for `S`). The app answers the same way: `PanelChanged` when a
 panel's data has changed, `FinishedJobsLoaded` with the finished jobs. It redraws only while it is the screen shown,
 and catches up when it is shown again."""
 
@@ -145,8 +146,9 @@ class DashboardScreen(Screen[None]):
         Binding("enter", "results", "Results"),
         Binding("slash", "filter", "Filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("S", "shell", "Shell on the node (ssh)", show=False),
     ]
-    ACTIONS = frozenset({"wake", "wake_all", "configure", "restart", "shutdown", "cancel_job"})
+    ACTIONS = frozenset({"wake", "wake_all", "configure", "restart", "shutdown", "cancel_job", "shell"})
 
     # ---- what it asks the app for (they bubble up to the app, which handles them)
 
@@ -204,6 +206,20 @@ class DashboardScreen(Screen[None]):
         def __init__(self, run_dir: Path | None) -> None:
             super().__init__()
             self.run_dir = run_dir
+
+    class NodeViewRequested(Message):
+        """The node view of `name` (`enter` on its row)."""
+
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+    class ShellRequested(Message):
+        """An ssh shell on the node `name`, in the terminal, the app suspended meanwhile (also from the node view)."""
+
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
 
     # ---- what the app tells it (posted to it, they go no further)
 
@@ -429,9 +445,20 @@ class DashboardScreen(Screen[None]):
         progress = self.feeds["sweep"].value
         self.post_message(self.ResultsRequested(None if progress is None else progress.run_dir))
 
+    def action_shell(self) -> None:
+        names = self._cursor_node()
+        if not names:
+            self.notify("no node under the cursor", severity="warning")
+            return
+        self.post_message(self.ShellRequested(names[0]))
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """`enter`: on a strategy, the results; on a node, its own view."""
         if event.data_table.id == "sweep":
             self.action_results()
+        elif event.data_table.id == "nodes":
+            for name in self._cursor_node():
+                self.post_message(self.NodeViewRequested(name))
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
