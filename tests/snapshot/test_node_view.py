@@ -15,7 +15,7 @@ from cockpit.nodes.telemetry import GpuTelemetry, NodeSample, NodeTelemetry
 from cockpit.tui.app import CockpitApp
 from cockpit.tui.demo import DemoSource
 from cockpit.tui.screens.dashboard import DashboardScreen
-from cockpit.tui.screens.node import NodeScreen, gpu_line, runs_on
+from cockpit.tui.screens.node import NodeScreen, gpu_line, runs_on, thinned
 from tests.snapshot.test_app_shell import fake_app, fixed_settings, settle
 
 SMALL = (80, 24)
@@ -143,3 +143,9 @@ def test_a_job_runs_on_the_nodes_its_list_names() -> None:
     assert [runs_on(row, name) for name in ("node0", "node4", "gpu3", "node2")] == [True, True, True, False]
     assert not runs_on(replace(row, nodes=None), "node0")
     assert runs_on(replace(row, nodes="odd[name,node0"), "node0")  # unreadable: the names between its commas
+
+
+def test_long_lines_are_thinned_to_runs_averaged_from_the_latest() -> None:
+    points = [(float(t), float(t % 2)) for t in range(7)]
+    assert thinned(points, most=7) == points
+    assert thinned(points, most=3) == [(0.0, 0.0), (2.0, 2 / 3), (5.0, 1 / 3)]

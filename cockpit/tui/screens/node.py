@@ -36,6 +36,8 @@ FIGURES = (
     ("power_w", "power W", 1.0, "power"),
 )
 JOBS_SHOWN = 3
+POINTS = 60  # at most this many points a line: plotext's cost grows with them, and a plot has few columns
+REPLOT_S = 6.0  # the plots' least interval (of the node's answers): four plotext figures cost ~50 ms to draw
 COLOURS = ("cyan", "magenta", "yellow", "green", "blue", "red")  # GPU i's line in the plots and its name above them
 
 
@@ -70,6 +72,16 @@ def gpu_line(gpu: GpuTelemetry) -> Text:
     return text
 
 
+def thinned(points: list[tuple[float, float]], most: int = POINTS) -> list[tuple[float, float]]:
+    """At most `most` points: runs of consecutive ones, counted back from the latest, each averaged into one (time
+    and value)."""
+    stride = math.ceil(len(points) / most)
+    if stride <= 1:
+        return points
+    runs = [points[max(0, end - stride) : end] for end in range(len(points), 0, -stride)][::-1]
+    return [(sum(t for t, _ in run) / len(run), sum(v for _, v in run) / len(run)) for run in runs]
+
+
 def runs_on(row: QueueRow, node: str) -> bool:
     """Whether the job's node list names `node`."""
     try:
@@ -95,7 +107,8 @@ class NodeScreen(Screen[None]):
         self.feeds = feeds
         self.scheduler = scheduler
         self.read_only = read_only
-        self._plotted: float | None = -math.inf  # when the readings in the plots came in (None: never; -inf: not drawn)
+        self._jobs: tuple[object, list[QueueRow]] = (None, [])  # the queue's rows, and those on the node
+        self._plotted: float | None = None  # when the plots' latest readings came in (-inf: none had; None: not drawn)
 
     def compose(self) -> ComposeResult:
         yield Header(icon="◆")
@@ -126,12 +139,13 @@ class NodeScreen(Screen[None]):
     # ---- rendering
 
     def show(self) -> None:
-        """Redraw the facts from the board and the queue feed, and the plots where the node has answered since
-        they were drawn (the other feeds that change the nodes panel, and the queue, leave them as they are)."""
+        """Redraw the facts from the board and the queue feed, and the plots once the node's answers since they
+        were drawn span REPLOT_S (the latest readings are in the facts at every poll; other feeds that change the
+        nodes panel, and the queue, leave the plots as they are)."""
         with self.app.batch_update():
             self.query_one("#node-facts", Static).update(self.facts())
-            answered = self.board.seen_at.get(self.node)
-            if answered != self._plotted:
+            answered = self.board.seen_at.get(self.node, -math.inf)
+            if self._plotted is None or answered - self._plotted >= REPLOT_S:
                 self._plotted = answered
                 self._plot()
 
@@ -164,7 +178,9 @@ class NodeScreen(Screen[None]):
         else:
             text = Text("Slurm: runs jobs" if sample is not None else "Slurm: not asked yet")
         queue = self.feeds["queue"]
-        jobs = [row for row in queue.value or [] if runs_on(row, self.node)]
+        if self._jobs[0] is not queue.value:  # a new poll's rows: which run on the node (thousands, on a big queue)
+            self._jobs = (queue.value, [row for row in queue.value or [] if runs_on(row, self.node)])
+        jobs = self._jobs[1]
         if queue.error:
             return text.append(f" · jobs unknown ({queue.error})", style="yellow")
         if not jobs:
@@ -210,25 +226,27 @@ class NodeScreen(Screen[None]):
 
     def _plot(self) -> None:
         """Each figure over the last minutes, a line per GPU in its colour (x: minutes before now); no frame, legend
-        or axis label, so that at 80x24 the lines keep most of the plot's rows."""
+        or axis label, so that at 80x24 the lines keep most of the plot's rows. A GPU without the figure has no
+        line (the lines above say why), a figure no GPU has says unknown."""
         board = self.board
         now = board.clock()
         traces = sorted((index, trace) for (node, index), trace in board.trace.items() if node == self.node)
-        for field, title, scale, words in FIGURES:
+        for field, title, scale, _ in FIGURES:
             widget = self.query_one(f"#plot-{field}", PlotextPlot)
             plt = widget.plt
             plt.clear_figure()
-            reasons = []
+            earliest, drawn = -1.0, False  # the x axis spans the last minute at least
             for index, trace in traces:
-                points = [(t, getattr(gpu, field)) for t, gpu in trace if getattr(gpu, field) is not None]
-                if not points:
-                    reasons.append(f"gpu {index} {unknown(trace[-1][1], field, words)}")
+                points = [(t, value) for t, gpu in trace if (value := getattr(gpu, field)) is not None]
+                if not points:  # the lines above say why
                     continue
-                xs = [(t - now) / 60 for t, _ in points]
-                plt.plot(xs, [value * scale for _, value in points], marker="braille", color=colour(index))
+                xs, ys = zip(*((round((t - now) / 60, 3), value * scale) for t, value in thinned(points)), strict=True)
+                plt.plot(xs, ys, marker="braille", color=colour(index))
+                earliest, drawn = min(earliest, xs[0]), True
             top = {"util_pct": 100.0, "memory_used_mib": self._memory_total_gib()}.get(field)
             if top:
                 plt.ylim(0, top)
-            plt.title(" · ".join([f"{title}, minutes ago", *reasons]) if traces else f"{title}: no readings yet")
+            plt.xlim(earliest, 0)
+            plt.title(f"{title}, minutes ago" if drawn else f"{title}: {'unknown' if traces else 'no readings yet'}")
             plt.frame(False)
             widget.refresh()
