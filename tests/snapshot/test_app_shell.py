@@ -9,7 +9,15 @@ from typing import Literal
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
-from cockpit.config import CockpitFile, ModelSection, PathsSection, RuntimeSection, Settings, WakeOnLanSection
+from cockpit.config import (
+    CockpitFile,
+    ModelSection,
+    PathsSection,
+    RefreshSection,
+    RuntimeSection,
+    Settings,
+    WakeOnLanSection,
+)
 from cockpit.nodes.leases import Lease
 from cockpit.tui.app import CockpitApp
 from cockpit.tui.demo import DemoSource
@@ -19,6 +27,9 @@ from cockpit.tui.screens.info import InfoScreen
 
 SIZE = (120, 36)
 COMMON = (80, 24)  # the most common terminal size: every screen has a snapshot at it
+
+
+STILL = RefreshSection(nodes_s=3600.0, squeue_s=3600.0, shards_s=3600.0)  # one poll each: a slow run sees no more
 
 
 class FakeClock:
@@ -37,6 +48,7 @@ def fixed_settings(
         model=ModelSection(path=model_path),
         wake_on_lan=WakeOnLanSection(broadcast="10.77.0.255"),
         runtime=RuntimeSection(delivery=delivery),
+        refresh=STILL,
     )
     return Settings(file, Path("/etc/cockpit/cockpit.toml"))
 
