@@ -23,6 +23,7 @@ from runtime.schema import SchemaError, parse, to_plain
 CONFIG_NAME = "cockpit.toml"
 PROJECT_DATA = Path(__file__).resolve().parents[1] / "data"
 EMBEDDED_MODEL = "tiny-llama"
+PROJECT_VARIANTS = ("2k", "4k")  # the prompt files in PROJECT_DATA, prompts_<variant>.txt
 RunStorageKind = Literal["shared", "staged"]
 
 
@@ -129,6 +130,7 @@ class SweepSection:
     (nodes in name only), so every strategy's code path runs on one box; with Slurm they are real."""
 
     prompt_files: dict[str, str] = field(default_factory=dict)  # variant -> file; default: the project's data/
+    token_budgets: dict[str, int] = field(default_factory=dict)  # variant -> tokens; default: from 'Nk' in the name
     prompts_per_file: int = 20
     prompt_limit: int = 0  # run only the first N prompts of each file (a quick look); 0: all of them
     nodes: int = 2
@@ -171,6 +173,13 @@ class SweepSection:
             )
         if self.prompt_limit < 0:
             raise SchemaError(source, prefix + "prompt_limit", f"expected 0 (all) or more, got {self.prompt_limit}")
+        variants = list(self.prompt_files) or list(PROJECT_VARIANTS)
+        for variant, budget in self.token_budgets.items():
+            key = f"{prefix}token_budgets.{variant}"
+            if variant not in variants:
+                raise SchemaError(source, key, f"not a variant of prompt_files ({', '.join(variants)})")
+            if budget < 1:
+                raise SchemaError(source, key, f"expected a number of tokens, at least 1, got {budget}")
 
 
 @dataclass(frozen=True)
@@ -273,7 +282,7 @@ class Settings:
         configured = self.sweep.prompt_files
         if configured:
             return {variant: self._path(path) for variant, path in configured.items()}
-        return {variant: PROJECT_DATA / f"prompts_{variant}.txt" for variant in ("2k", "4k")}
+        return {variant: PROJECT_DATA / f"prompts_{variant}.txt" for variant in PROJECT_VARIANTS}
 
     @property
     def runtime(self) -> RuntimeSection:

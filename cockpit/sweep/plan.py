@@ -105,7 +105,7 @@ def plan(settings: Settings, *, now: datetime | None = None, **overrides: Any) -
     run_id = f"run_{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}"
     if (settings.runs_dir / run_id).exists():
         raise BadInput(f"{settings.runs_dir / run_id}: a run with this timestamp exists already")
-    files = PromptFileSet(settings.prompt_files(), count=section.prompts_per_file)
+    files = PromptFileSet(settings.prompt_files(), count=section.prompts_per_file, token_budgets=section.token_budgets)
     records = PromptRepository(files).load_all()  # every file problem surfaces here, before any folder exists
     if section.prompt_limit:
         records = first_prompts(records, section.prompt_limit)

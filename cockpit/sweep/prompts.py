@@ -94,7 +94,10 @@ class PromptFileSet:
             return self.token_budgets[variant]
         match = re.fullmatch(r"(\d+)k", variant)
         if not match:
-            raise BadInput(f"prompt variant {variant!r}: give its token budget (no 'Nk' in the name)")
+            raise BadInput(
+                f"{self.files[variant]}: variant {variant!r} has no 'Nk' in its name: give its "
+                f'token budget in cockpit.toml ([sweep] token_budgets = {{ "{variant}" = 2048 }})'
+            )
         return int(match[1]) * 1024
 
     def iter_records(self) -> list[PromptRecord]:

@@ -87,6 +87,8 @@ def test_repeats_default_to_three_on_a_gpu_and_one_on_a_cpu(isolated_home: Path)
         ("[sweep]\nprofile_steps = 0\n", "sweep.profile_steps: expected at least 1, got 0"),
         ("[sweep]\nrepeats = 0\n", "sweep.repeats: expected at least 1, got 0"),
         ("[sweep]\nwarmup_batches = -1\n", "sweep.warmup_batches: expected 0 (none) or more, got -1"),
+        ('[sweep]\ntoken_budgets = { "8k" = 8192 }\n', "sweep.token_budgets.8k: not a variant of prompt_files"),
+        ('[sweep]\ntoken_budgets = { "2k" = 0 }\n', "sweep.token_budgets.2k: expected a number of tokens, at least 1"),
         ("[cluster\n", "not valid TOML: Expected ']' at the end of a table declaration (at line 1, column 9)"),
     ],
 )

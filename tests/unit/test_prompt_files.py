@@ -96,7 +96,7 @@ def test_malformed_files(tmp_path: Path, text: str, message: str) -> None:
 def test_missing_file_and_unknown_budget(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match=r"nope\.txt: prompt file not found"):
         PromptFileSet({"2k": tmp_path / "nope.txt"}, count=1).validate()
-    with pytest.raises(BadInput, match="variant 'long': give its token budget"):
+    with pytest.raises(BadInput, match=r"nope\.txt: variant 'long' has no 'Nk' in its name: give its token budget"):
         PromptFileSet({"long": tmp_path / "nope.txt"}, count=1).budget("long")
     assert PromptFileSet({}, token_budgets={"long": 8000}).budget("long") == 8000
 

@@ -162,3 +162,19 @@ def test_status_reads_running_jobs_from_the_shared_squeue_snapshot(
     monkeypatch.setenv("PATH", str(sweep_home))
     rows = execute.status(planned)["strategies"]
     assert [(row["job_id"], row["status"]) for row in rows][:2] == [("201", "COMPLETED"), (None, "NOT_STARTED")]
+
+
+def test_a_variant_without_nk_takes_its_budget_from_the_config(sweep_home: Path) -> None:
+    import pandas as pd
+
+    from cockpit.config import load_settings
+    from cockpit.sweep.plan import plan
+
+    config = sweep_home / "cockpit.toml"
+    config.write_text(config.read_text().replace('"4k" = "p4k.txt"', '"long" = "p4k.txt"'))
+    done = run("sweep", "run", cwd=sweep_home)
+    assert done.returncode == 2 and "p4k.txt: variant 'long' has no 'Nk' in its name" in done.stderr
+    assert '[sweep] token_budgets = { "long" = 2048 }' in done.stderr and not (sweep_home / "data" / "runs").exists()
+    config.write_text(config.read_text() + 'token_budgets = { "long" = 8000 }\n')
+    table = pd.read_parquet(plan(load_settings(config)).settings.prompt_df_path)
+    assert sorted(set(zip(table["variant"], table["token_budget"], strict=True))) == [("2k", 2048), ("long", 8000)]
