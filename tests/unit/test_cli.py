@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,25 @@ def test_build_tiny_refuses_to_overwrite(isolated_home: Path) -> None:
     assert done.returncode == 0
     assert "already built (use --force to rebuild)" in done.stdout
     assert list(existing.iterdir()) == []
+
+
+def test_cluster_py_on_a_python_without_the_packages(isolated_home: Path) -> None:
+    """`python3 -S` has no site-packages, as a bare system Python: with no `.venv` beside the script it says what to
+    run; with one, the script runs itself again there (the stand-in `.venv`'s Python records that it ran)."""
+    checkout = isolated_home / "checkout"
+    checkout.mkdir()
+    shutil.copy(REPO / "cluster.py", checkout)
+    for package in ("cockpit", "runtime"):
+        (checkout / package).symlink_to(REPO / package)
+    bare = [sys.executable, "-S", str(checkout / "cluster.py"), "config", "--json"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(bare, cwd=isolated_home, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+    assert f"which the cockpit needs: run {checkout}/scripts/setup demo" in done.stderr
+    python = checkout / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(f'#!/bin/sh\ntouch "{checkout}/used"\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    done = subprocess.run(bare, cwd=isolated_home, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["source"].startswith("embedded default") and (checkout / "used").exists()
