@@ -24,7 +24,7 @@ from cockpit.analysis.bottlenecks import (
 from cockpit.analysis.summary import performance_markdown
 from cockpit.sweep.strategies import SweepSettings
 
-MODEL = pm.ModelShape(4, 128, 352, 8, 4, 16, 487, bytes_per_element=4)
+MODEL = pm.ModelShape(4, 128, 352, 8, 4, 16, 8192, bytes_per_element=4)
 TRUE = pm.Hardware(decode=pm.Rate(1e-3, 5e9), prefill=pm.Rate(2e-3, 20e9), cpu_cores=None)
 LINK = {"op": "all_reduce", "impl": "nccl_all_reduce", "ranks": 2, "intra_node": False, "alpha_s": 50e-6}
 PROMPTS = {0: [300, 280, 260, 240], 1: [900, 880, 860, 840]}  # two batches of four, different widths
