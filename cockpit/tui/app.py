@@ -25,7 +25,7 @@ from cockpit.jobs.output import JobLogs
 from cockpit.tui.feeds import Feed
 from cockpit.tui.node_board import NodeBoard
 from cockpit.tui.screens.dashboard import DashboardScreen, Panel
-from cockpit.tui.screens.help import HelpScreen
+from cockpit.tui.screens.help import HelpScreen, key_groups
 from cockpit.tui.screens.info import InfoScreen
 from cockpit.tui.screens.log import LogScreen
 from cockpit.tui.screens.provision import ProvisionScreen
@@ -48,11 +48,11 @@ class CockpitApp(App[None]):
 
     CSS_PATH = "cockpit.tcss"
     TITLE = "cockpit"
-    BINDINGS = [
-        Binding("question_mark", "help", "Help"),
-        Binding("i", "info", "Cluster info"),
+    BINDINGS = [  # in the footer after the screen's own; with them 80 columns hold every key shown
         Binding("s", "sweep", "Sweep"),
-        Binding("o", "results", "Results", show=False),
+        Binding("o", "results", "Results"),
+        Binding("question_mark", "help", "Help"),
+        Binding("i", "info", "Cluster info", show=False),
         Binding("q", "quit", "Quit"),
     ]
     # what the command palette offers besides Textual's own: (title, help, action on the screen or the app)
@@ -151,9 +151,7 @@ class CockpitApp(App[None]):
                 yield SystemCommand(title, help_text, partial(self.run_action, action))
 
     def action_help(self) -> None:
-        active = self.screen.active_bindings.values()
-        keys = [(self.get_key_display(b.binding), b.binding.description) for b in active if b.enabled]
-        self.push_screen(HelpScreen([(key, text) for key, text in keys if text]))
+        self.push_screen(HelpScreen(key_groups(self.screen)))
 
     def action_info(self) -> None:
         self.push_screen(InfoScreen(self.settings, self.read_only))

@@ -191,6 +191,8 @@ async def test_help_lists_the_screens_keys() -> None:
         actions = [rows.get_row_at(i)[1] for i in range(rows.row_count)]
         for wanted in ("Wake", "Configure", "Shut down", "Cancel job", "Filter", "Sweep", "Results", "Quit"):
             assert wanted in actions
+        groups = [str(key) for key, action in (rows.get_row_at(i) for i in range(rows.row_count)) if not action]
+        assert groups == ["Dashboard", "Everywhere", "General", "Tables"]  # the cockpit's first, the cursor keys last
 
 
 def test_confirm_snapshot(snap_compare) -> None:

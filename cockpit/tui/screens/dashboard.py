@@ -133,17 +133,17 @@ class DashboardScreen(Screen[None]):
     """Nodes, queue and sweep, and the actions on them: `board` and `feeds` are what it shows, kept current by the
     app; with `read_only` every action that changes something is hidden."""
 
-    BINDINGS = [
+    BINDINGS = [  # the footer shows the main ones, the app's (s, o, ?, q) after them: 80 columns hold them all
         Binding("space", "mark", "Mark node", show=False),
         Binding("w", "wake", "Wake"),
         Binding("W", "wake_all", "Wake all", show=False),
         Binding("c", "configure", "Configure"),
-        Binding("r", "restart", "Restart"),
-        Binding("d", "shutdown", "Shut down"),
-        Binding("x", "cancel_job", "Cancel job"),
-        Binding("f", "finished", "Finished jobs"),
-        Binding("l", "log", "Job output"),  # of the queued job, or of the sweep strategy when its table has focus
-        Binding("enter", "results", "Results"),
+        Binding("r", "restart", "Restart", show=False),
+        Binding("d", "shutdown", "Shut down", show=False),
+        Binding("x", "cancel_job", "Cancel job", show=False),
+        Binding("f", "finished", "Finished jobs", show=False),
+        Binding("l", "log", "Logs"),  # the queued job's output, or the sweep strategy's when its table has focus
+        Binding("enter", "results", "Results", show=False),
         Binding("slash", "filter", "Filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("S", "shell", "Shell on the node (ssh)", show=False),
