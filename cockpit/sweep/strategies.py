@@ -262,14 +262,19 @@ STRATEGIES: dict[str, type[ParallelismStrategy]] = {
 }
 
 
-def sweep_strategies(settings: SweepSettings) -> list[ParallelismStrategy]:
+def strategy_kinds(nodes: int, gpus_per_node: int) -> list[str]:
     """The reference first (every other strategy is judged against it), then those the cluster's
     shape allows: across nodes with 2+ nodes, inside a node with 2+ GPUs per node."""
     wanted = ["reference"]
-    if settings.nodes >= 2:
+    if nodes >= 2:
         wanted += ["tp_nodes", "pp_nodes"]
-    if settings.gpus_per_node >= 2:
+    if gpus_per_node >= 2:
         wanted += ["tp_node"]
-    if settings.nodes >= 2 and settings.gpus_per_node >= 2:
+    if nodes >= 2 and gpus_per_node >= 2:
         wanted += ["hybrid"]
-    return [STRATEGIES[kind](settings) for kind in wanted]
+    return wanted
+
+
+def sweep_strategies(settings: SweepSettings) -> list[ParallelismStrategy]:
+    """The strategies of `strategy_kinds` for the sweep's shape."""
+    return [STRATEGIES[kind](settings) for kind in strategy_kinds(settings.nodes, settings.gpus_per_node)]
