@@ -1,7 +1,8 @@
 """The cockpit application: polls its sources in workers and tells the dashboard (and a node view, while one is
 shown) which panel has new data, and runs the actions (each in a worker of its own, its outcome a notification)
 that the dashboard asks for with its messages and the command palette with its commands; a shell on a node it runs
-in its own terminal, suspended meanwhile."""
+in its own terminal, suspended meanwhile. A sweep started from its form opens the results screen on its own once
+the sweep feed says it completed."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from cockpit.tui.screens.help import HelpScreen, key_groups
 from cockpit.tui.screens.info import InfoScreen
 from cockpit.tui.screens.log import LogScreen
 from cockpit.tui.screens.provision import ProvisionScreen
-from cockpit.tui.screens.sweep_form import SweepFormScreen
+from cockpit.tui.screens.sweep_form import SweepFormScreen, start_hint
 from cockpit.tui.sources import ActionResult, ClusterSource, ProvisionRun
 
 POWER_TITLES = {"off": "shut down", "reboot": "restart"}  # a power action's notification title
@@ -89,6 +90,7 @@ class CockpitApp(App[None]):
         refresh, ssh = settings.refresh, settings.ssh
         self.board = NodeBoard(source.node_names, clock=clock, runtime=settings.runtime.delivery != "shared")
         self.provisioning: list[ProvisionRun] = []  # the playbook runs this app started
+        self.awaited_run: str | None = None  # the sweep the form started, its results opened when it completes
         self._frozen = False
         self.feeds: dict[str, Feed[Any]] = {
             "nodes": Feed("nodes", source.nodes, refresh.nodes_s, ssh.connect_timeout_s + ssh.command_timeout_s, clock),
@@ -99,7 +101,7 @@ class CockpitApp(App[None]):
         }
         if self.board.runtime:  # the build the nodes should run, for the nodes table's runtime column
             self.feeds["runtime"] = Feed("runtime", source.runtime_build, refresh.nodes_s, 10.0, clock)
-        self.dashboard = DashboardScreen(self.board, self.feeds, read_only)
+        self.dashboard = DashboardScreen(self.board, self.feeds, read_only, start_hint(settings, read_only))
 
     def get_default_screen(self) -> Screen:
         return self.dashboard
@@ -130,6 +132,8 @@ class CockpitApp(App[None]):
                 self.board.set_model_gaps(feed.value or {})
             elif feed.name == "leases":  # a lease file that cannot be read is a problem the nodes panel names
                 self.board.set_unknown_hosts(feed.value or [], feed.error)
+            elif feed.name == "sweep" and feed.value is not None and feed.value.run_id == self.awaited_run:
+                self._sweep_ended(feed.value.state, feed.value.run_dir)
             self.dashboard.post_message(DashboardScreen.PanelChanged(PANEL_OF_FEED[feed.name]))
             if self.screen is not self.dashboard:  # a node view follows its node (other screens ignore this)
                 self.screen.post_message(DashboardScreen.PanelChanged(PANEL_OF_FEED[feed.name]))
@@ -157,11 +161,26 @@ class CockpitApp(App[None]):
         self.push_screen(InfoScreen(self.settings, self.read_only))
 
     def action_sweep(self) -> None:
+        async def work(overrides: dict[str, Any]) -> str:
+            started = await self.source.start_sweep(overrides)
+            self.awaited_run = started.run_id
+            return started.message
+
         def start(overrides: dict[str, Any] | None) -> None:
             if overrides is not None:
-                self.act(self.source.start_sweep(overrides), "sweep")
+                self.act(work(overrides), "sweep")
 
-        self.push_screen(SweepFormScreen(self.settings.sweep, self.settings.cluster.scheduler), start)
+        form = SweepFormScreen(self.settings.sweep, self.settings.cluster.scheduler, quick=self.settings.embedded)
+        self.push_screen(form, start)
+
+    def _sweep_ended(self, state: str, run_dir: Path) -> None:
+        """The awaited sweep's results once it completed; a word when it failed or was cancelled."""
+        if state == "completed":
+            self.awaited_run = None
+            self.open_results(run_dir)
+        elif state in ("failed", "cancelled"):
+            self.awaited_run = None
+            self.notify(f"{run_dir.name} {state}: o opens what it collected", title="sweep", severity="warning")
 
     def action_results(self) -> None:
         self.open_results(None)

@@ -44,7 +44,7 @@ from cockpit.provision.events import (
 )
 from cockpit.sweep import strategies as parallelism
 from cockpit.sweep.progress import RankProgress, StrategyProgress, SweepProgress
-from cockpit.tui.sources import ActionResult
+from cockpit.tui.sources import ActionResult, SweepStarted
 from runtime.contract import PROFILER_FILES, OpTime, Phase, Profiler, ProfileSummary
 
 if TYPE_CHECKING:
@@ -308,10 +308,12 @@ class DemoSource:
         self.actions.append(("configure", *names))
         return DemoProvisionRun(hosts=names, pace_s=PLAYBOOK_PACE_S)
 
-    async def start_sweep(self, overrides: dict[str, Any]) -> str:
+    async def start_sweep(self, overrides: dict[str, Any]) -> SweepStarted:
+        """Nothing starts: the simulated sweep under way stands for the one asked for."""
         settings = tuple(f"{k}={v}" for k, v in sorted(overrides.items()))
         self.actions.append(("sweep", *settings))
-        return f"simulated start (demo: nothing runs) with {', '.join(settings) or 'the [sweep] settings'}"
+        what = ", ".join(settings) or "the [sweep] settings"
+        return SweepStarted(RUNNING_RUN, f"simulated start (demo: nothing runs) with {what}")
 
     async def cancel_job(self, job_id: str) -> ActionResult:
         self.actions.append(("cancel", job_id))

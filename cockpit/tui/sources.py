@@ -58,6 +58,15 @@ class ActionResult:
         return "\n".join(lines + [f"{name}: {reason}" for name, reason in self.failed])
 
 
+@dataclass(frozen=True)
+class SweepStarted:
+    """A sweep an action started: its run id (the app opens its results when the sweep feed says it completed),
+    and what to tell the user."""
+
+    run_id: str
+    message: str
+
+
 def command_outcome(action: str, results: Sequence[CommandResult]) -> ActionResult:
     """An ActionResult from per-node command results (a failure's reason is its error or exit status)."""
 
@@ -129,7 +138,7 @@ class ClusterSource(Protocol):
 
     async def configure(self, names: Sequence[str]) -> ProvisionRun: ...
 
-    async def start_sweep(self, overrides: dict[str, Any]) -> str: ...
+    async def start_sweep(self, overrides: dict[str, Any]) -> SweepStarted: ...
 
     async def cancel_job(self, job_id: str) -> ActionResult: ...
 
@@ -282,7 +291,7 @@ class LiveSource:
             raise OperationFailed(f"configure: not every node answers ({reasons})")
         return compute_run(self.settings, nodes).start()
 
-    async def start_sweep(self, overrides: dict[str, Any]) -> str:
+    async def start_sweep(self, overrides: dict[str, Any]) -> SweepStarted:
         """Plan a run here (bad input shows at once), then run it in a process of its own that outlives the app,
         as `cluster sweep resume RUN_DIR` would; the dashboard follows it through its files."""
         from cockpit.sweep.plan import plan
@@ -302,7 +311,8 @@ class LiveSource:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # it runs on when the app quits, like a submitted job
             )
-        return f"{sweep.settings.run_id}: started ({', '.join(s.strategy_id for s in sweep.strategies())})"
+        run_id = sweep.settings.run_id
+        return SweepStarted(run_id, f"{run_id}: started ({', '.join(s.strategy_id for s in sweep.strategies())})")
 
     async def cancel_job(self, job_id: str) -> ActionResult:
         try:

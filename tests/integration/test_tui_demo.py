@@ -113,7 +113,7 @@ async def test_the_demo_records_its_actions_and_answers_them_as_a_demo(reached: 
         app.screen.query_one("#queue", DataTable).focus()
         await pilot.press("x", "y")  # job 1000, under the queue's cursor
         await settle(pilot)
-        await pilot.press("s", "enter")  # the form as it comes: the [sweep] settings
+        await pilot.press("s", "enter")  # the form as it comes: the quick look
         await settle(pilot)
         assert isinstance(app.screen, DashboardScreen)
         await pilot.press("c", "y")
@@ -128,14 +128,14 @@ async def test_the_demo_records_its_actions_and_answers_them_as_a_demo(reached: 
         ("wake", "node0"),
         ("off", "node0"),
         ("cancel", "1000"),
-        ("sweep",),
+        ("sweep", "max_new_tokens=8", "prompt_limit=1", "warmup_batches=0"),
         ("configure", "node0"),
     ]
     assert told == [
         "simulated wake (demo: no magic packet sent): node0",
         "simulated shutdown (demo: nothing sent): node0",
         "simulated cancel (demo: nothing sent) of job: 1000",
-        "simulated start (demo: nothing runs) with the [sweep] settings",
+        "simulated start (demo: nothing runs) with max_new_tokens=8, prompt_limit=1, warmup_batches=0",
     ]
     assert reached == []
 

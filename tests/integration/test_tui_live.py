@@ -76,6 +76,7 @@ async def test_embedded_default_shows_this_machine() -> None:
         await pilot.pause(0.2)
         assert str(app.screen.query_one("#queue-title", Static).render()) == "Queue · 0 job(s), 0 running"
         assert str(app.screen.query_one("#sweep-title", Static).render()) == "Sweep · none running"
+        assert app.screen.query_one("#sweep-hint", Static).display  # what s starts, in the sweep table's place
 
 
 @pytest.mark.infra

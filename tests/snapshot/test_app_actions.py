@@ -7,15 +7,16 @@ import asyncio
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Checkbox, DataTable, Input, Static
+from textual.widgets import Checkbox, DataTable, Input, Select, Static
 
+from cockpit.config import Settings
 from cockpit.tui.app import CockpitApp
-from cockpit.tui.demo import DemoSource
+from cockpit.tui.demo import PP_TICKS, RUNNING_RUN, RUNS_DIR, TP_TICKS, DemoSource
 from cockpit.tui.screens.confirm import ConfirmScreen
 from cockpit.tui.screens.dashboard import DashboardScreen
 from cockpit.tui.screens.provision import ProvisionScreen
 from cockpit.tui.screens.results import ResultsScreen
-from cockpit.tui.screens.sweep_form import SweepFormScreen, parse_overrides
+from cockpit.tui.screens.sweep_form import SweepFormScreen, parse_overrides, start_hint
 from tests.snapshot.test_app_shell import COMMON, SIZE, FakeClock, fake_app, fixed_settings, settle
 
 
@@ -129,6 +130,53 @@ async def test_sweep_form_starts_a_sweep_with_the_changed_fields() -> None:
         app.screen.query_one("#field-profile", Checkbox).value = True
         await press_and_settle(pilot, "enter")
         assert recorded(app)[-1] == ("sweep", "profile=True")
+
+
+async def test_the_built_in_models_form_opens_on_the_quick_look_and_full_is_one_field_away() -> None:
+    app = CockpitApp(Settings(fixed_settings().file), DemoSource(nodes=1), clock=FakeClock())  # the embedded default
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press_and_settle(pilot, "s", "enter")
+        assert recorded(app) == [("sweep", "max_new_tokens=8", "prompt_limit=1", "warmup_batches=0")]
+        await press_and_settle(pilot, "s")
+        app.screen.query_one("#field-size", Select).value = "full"
+        await settle(pilot)
+        assert app.screen.query_one("#field-prompt_limit", Input).value == "0"
+        await press_and_settle(pilot, "enter")
+        assert recorded(app)[-1] == ("sweep",)
+
+
+def test_start_hint_says_what_s_starts() -> None:
+    embedded, configured = Settings(fixed_settings().file), fixed_settings()
+    assert "the 4 parallelism strategies and the reference on the built-in model here" in start_hint(embedded, False)
+    assert "on tiny-llama (local scheduler)" in start_hint(configured, False)
+    assert "read-only: a sweep starts with `cluster sweep run`" in start_hint(configured, True)
+
+
+async def test_results_open_when_the_sweep_the_form_started_completes() -> None:
+    app = fake_app()
+    source = app.source
+    assert isinstance(source, DemoSource)
+
+    async def sweep_poll(tick: int) -> None:
+        source.ticks["sweep"] = tick - 1
+        app.poll(app.feeds["sweep"])
+        await settle(pilot)
+
+    completed = TP_TICKS + PP_TICKS + 1  # the demo's sweep is completed from this poll on
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await sweep_poll(completed)
+        assert isinstance(app.screen, DashboardScreen)  # a sweep this app did not start opens nothing
+        await press_and_settle(pilot, "s", "enter")
+        await sweep_poll(1)
+        assert isinstance(app.screen, DashboardScreen)  # still running
+        await sweep_poll(completed)
+        assert isinstance(app.screen, ResultsScreen)
+        assert app.screen.selected == RUNS_DIR / RUNNING_RUN
+        await press_and_settle(pilot, "escape")
+        await sweep_poll(completed)
+        assert isinstance(app.screen, DashboardScreen)  # once
 
 
 def test_parse_overrides_keeps_only_what_changed() -> None:

@@ -67,6 +67,21 @@ def test_dashboard_snapshot(snap_compare) -> None:
     assert snap_compare(fake_app(), terminal_size=SIZE, run_before=settle)
 
 
+class IdleDemoSource(DemoSource):
+    """The demo's cluster with no sweep ever run: what a fresh install shows."""
+
+    async def sweep(self) -> None:
+        return None
+
+
+def test_empty_dashboard_snapshot(snap_compare) -> None:
+    """A fresh install at 80x24 (the embedded default, nothing running or queued): the hint says what s starts and
+    how long it takes, and the footer holds every key it shows."""
+    embedded = Settings(fixed_settings().file)
+    app = CockpitApp(embedded, IdleDemoSource(nodes=1, jobs=0), clock=FakeClock())
+    assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
+
+
 def test_dashboard_unknown_host_snapshot(snap_compare) -> None:
     """A DHCP lease whose MAC is no node's: a row after the nodes, its address and DHCP name in the gpu column."""
     leases = (Lease("e2:b9:1a:61:30:9f", "192.168.1.146", "ubuntu", 1796353264),)

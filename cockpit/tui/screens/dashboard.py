@@ -131,7 +131,8 @@ def _table(table_id: str, columns: Sequence[str]) -> DataTable:
 
 class DashboardScreen(Screen[None]):
     """Nodes, queue and sweep, and the actions on them: `board` and `feeds` are what it shows, kept current by the
-    app; with `read_only` every action that changes something is hidden."""
+    app; with `read_only` every action that changes something is hidden. `start_hint` takes the sweep panel's place
+    while nothing runs and nothing is queued: what to do first."""
 
     BINDINGS = [  # the footer shows the main ones, the app's (s, o, ?, q) after them: 80 columns hold them all
         Binding("space", "mark", "Mark node", show=False),
@@ -237,11 +238,14 @@ class DashboardScreen(Screen[None]):
             super().__init__()
             self.rows = rows
 
-    def __init__(self, board: NodeBoard, feeds: Mapping[str, Feed[Any]], read_only: bool = False) -> None:
+    def __init__(
+        self, board: NodeBoard, feeds: Mapping[str, Feed[Any]], read_only: bool = False, start_hint: str = ""
+    ) -> None:
         super().__init__()
         self.board = board
         self.feeds = feeds
         self.read_only = read_only
+        self.start_hint = start_hint
         self.filter_text = ""
         self.finished: list[QueueRow] | None = None  # shown instead of the queue while not None
         self._queue_shown: tuple[object, ...] = ()
@@ -255,6 +259,7 @@ class DashboardScreen(Screen[None]):
         yield _table("queue", QUEUE_COLUMNS)
         yield Static("Sweep", id="sweep-title", classes="panel-title")
         yield _table("sweep", SWEEP_COLUMNS)
+        yield Static(self.start_hint, id="sweep-hint")
         yield Input(placeholder="filter nodes, jobs and strategies (enter keeps it, escape clears)", id="filter")
         yield Footer()
 
@@ -289,6 +294,8 @@ class DashboardScreen(Screen[None]):
                     self._show_queue()
                 else:
                     self._show_sweep()
+            if {"queue", "sweep"} & set(panels):
+                self._show_hint()
 
     def _filter_note(self) -> str:
         return f" · filter {self.filter_text!r}" if self.filter_text else ""
@@ -333,6 +340,14 @@ class DashboardScreen(Screen[None]):
         sync_rows(self.query_one("#sweep", DataTable), matching(sweep_rows(progress), self.filter_text))
         title = "Sweep · none running" if progress is None else f"Sweep · {progress.run_id} {progress.state}"
         self.query_one("#sweep-title", Static).update(f"{title}{feed.mark()}")
+
+    def _show_hint(self) -> None:
+        """The start hint in the sweep table's place while no sweep has been seen and the queue is known empty."""
+        queue = self.feeds["queue"]
+        idle = self.feeds["sweep"].value is None and queue.polls > 0 and not queue.value and queue.error is None
+        shown = idle and bool(self.start_hint)
+        self.query_one("#sweep-hint", Static).display = shown
+        self.query_one("#sweep", DataTable).display = not shown
 
     # ---- what an action applies to
 

@@ -1,18 +1,22 @@
 """The sweep form: the [sweep] settings a run may override, prefilled, checked before anything starts; a box
-turns profiling on (the [sweep] profilers, on every rank)."""
+turns profiling on (the [sweep] profilers, on every rank). A size select fills the fields with a quick look (a
+prompt a file, a few tokens, no warm-up: the default on the built-in model) or the [sweep] settings as configured.
+`start_hint` is what the dashboard says while nothing runs."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Checkbox, Input, Label, Static
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
-from cockpit.config import SweepSection
+from cockpit.config import Settings, SweepSection
+from cockpit.sweep.strategies import strategy_kinds
 
 # what the form offers, in order: the same keys `cluster sweep run` takes as options
 FIELDS = ("nodes", "gpus_per_node", "prompt_limit", "batch_size", "max_new_tokens", "time_limit")
@@ -20,6 +24,25 @@ TYPES = {f.name: f.type for f in fields(SweepSection)}
 MINIMUM = {"prompt_limit": 0}  # 0: every prompt; the other numbers start at 1
 LABELS = {"prompt_limit": "prompts (0: all)"}
 SHORT = 32  # lines: the form with its three-line fields and buttons takes 29
+QUICK: dict[str, Any] = {"prompt_limit": 1, "max_new_tokens": 8, "warmup_batches": 0}  # the quick look's settings
+SIZES = {"quick": "quick: 1 prompt a file, no warm-up", "full": "full: the [sweep] settings"}
+# the built-in model's quick look, `s` to the results screen: 12.7 min measured on a 2-core VM shared with other
+# work, the 4k prompt's ~10k-token prefill dominating every strategy; measure again when the tokenizer changes
+QUICK_TAKES = "about 13 min on 2 CPU cores"
+
+
+def start_hint(settings: Settings, read_only: bool) -> str:
+    """What to do on a cluster where nothing runs: `s` and what it starts (how long, on the built-in model)."""
+    shape = settings.sweep
+    kinds = len(strategy_kinds(shape.nodes, shape.gpus_per_node)) - 1
+    what = f"the {kinds} parallelism strategies and the reference" if kinds else "the reference"
+    if read_only:
+        start = "read-only: a sweep starts with `cluster sweep run`, or in a cockpit without --read-only"
+    elif settings.embedded:
+        start = f"press s to run {what} on the built-in model here: a quick look takes {QUICK_TAKES}"
+    else:
+        start = f"press s to run {what} on {settings.file.model.name} ({settings.cluster.scheduler} scheduler)"
+    return f"Nothing running or queued: {start}. o opens past results."
 
 
 def parse_overrides(values: dict[str, str], defaults: SweepSection) -> dict[str, Any]:
@@ -42,22 +65,32 @@ def parse_overrides(values: dict[str, str], defaults: SweepSection) -> dict[str,
 
 
 class SweepFormScreen(ModalScreen[dict[str, Any] | None]):
-    """Returns the overrides to start a sweep with, or None when dismissed."""
+    """Returns the overrides to start a sweep with, or None when dismissed; opens on the quick look when `quick`."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (SHORT, "-tall")]  # under SHORT lines, every field takes one
+    AUTO_FOCUS = "Input"  # enter starts the sweep as it comes: the size select above does not take it
 
-    def __init__(self, defaults: SweepSection, backend: str) -> None:
+    def __init__(self, defaults: SweepSection, backend: str, quick: bool = False) -> None:
         super().__init__()
         self.defaults, self.backend = defaults, backend
+        self.chosen = "quick" if quick else "full"
+
+    def sized(self) -> SweepSection:
+        """The settings the chosen size fills the fields with."""
+        return replace(self.defaults, **QUICK) if self.chosen == "quick" else self.defaults
 
     def compose(self) -> ComposeResult:
         with Vertical(id="sweep-form"):
             yield Static(f"Start a sweep ({self.backend} scheduler)", id="sweep-form-title")
+            with Horizontal(classes="form-row"):
+                yield Label("size", classes="form-label")
+                options = [(Text(label), size) for size, label in SIZES.items()]
+                yield Select(options, value=self.chosen, allow_blank=False, id="field-size", classes="form-input")
             for name in FIELDS:
                 with Horizontal(classes="form-row"):
                     yield Label(LABELS.get(name, name.replace("_", " ")), classes="form-label")
-                    yield Input(str(getattr(self.defaults, name)), id=f"field-{name}", classes="form-input")
+                    yield Input(str(getattr(self.sized(), name)), id=f"field-{name}", classes="form-input")
             profilers = ", ".join(self.defaults.profilers)
             yield Checkbox(f"profile every rank ({profilers})", self.defaults.profile, id="field-profile")
             yield Static("", id="sweep-form-error")
@@ -74,6 +107,11 @@ class SweepFormScreen(ModalScreen[dict[str, Any] | None]):
     def on_input_submitted(self) -> None:
         self.submit()
 
+    def on_select_changed(self, event: Select.Changed) -> None:
+        self.chosen = str(event.value)
+        for name in FIELDS:
+            self.query_one(f"#field-{name}", Input).value = str(getattr(self.sized(), name))
+
     def submit(self) -> None:
         values = {name: self.query_one(f"#field-{name}", Input).value for name in FIELDS}
         try:
@@ -81,5 +119,7 @@ class SweepFormScreen(ModalScreen[dict[str, Any] | None]):
         except ValueError as err:
             self.query_one("#sweep-form-error", Static).update(f"⚠ {err}")
             return
+        quick = self.chosen == "quick"  # it also sets what no field shows (the warm-up)
+        hidden = {k: v for k, v in QUICK.items() if quick and k not in FIELDS and v != getattr(self.defaults, k)}
         profile = self.query_one("#field-profile", Checkbox).value
-        self.dismiss({**overrides, **({"profile": profile} if profile != self.defaults.profile else {})})
+        self.dismiss({**hidden, **overrides, **({"profile": profile} if profile != self.defaults.profile else {})})
