@@ -1,10 +1,11 @@
 """A job's output as `l` on the dashboard shows it, read like `tail -f`: where its logs are, the end of one without
 reading the whole file, and what was added since.
 
-Where: Slurm's `StdOut`/`StdErr` (`scontrol show job --json`), the local scheduler's log (its job record), or a
-sweep strategy's latest attempt (the manifest); a sweep job's folder also holds each rank's own log
-(`logs/rank_<N>.log`, written by the runtime). While a job of a staged run folder runs, its logs are on its
-nodes (cockpit.sweep.staging.on_nodes says which); once it ends they are copied back and read here.
+Where: Slurm's `standard_output`/`standard_error` (from `squeue --json`: 22.05's scontrol has no `--json`), the
+local scheduler's log (its job record), or a sweep strategy's latest attempt (the manifest); a sweep job's folder
+also holds each rank's own log (`logs/rank_<N>.log`, written by the runtime). While a job of a staged run folder
+runs, its logs are on its nodes (cockpit.sweep.staging.on_nodes says which); once it ends they are copied back
+and read here.
 
 How: `read_log` here, or `tail_command` run on the node over the ssh pool; both read at most `TAIL_BYTES` from
 the end (a log opens at its end; a follow that falls further behind skips ahead, saying how much) and hand out
@@ -162,28 +163,35 @@ def job_logs(
 
 
 def _filled(pattern: str, job: Mapping[str, Any]) -> Path:
-    """A Slurm output pattern filled in as slurmstepd does for the batch step (older Slurm hands it back raw)."""
+    """A Slurm output pattern filled in as slurmstepd does for the batch step: squeue hands it back raw, and ""
+    for Slurm's default, `slurm-%j.out` (`slurm-%A_%a.out` for an array's task) in the job's working directory."""
+    array = job.get("array_task_id") is not None
+    pattern = pattern or ("slurm-%A_%a.out" if array else "slurm-%j.out")
     values = {
         "j": str(job.get("job_id")),
-        "A": str(job.get("job_id")),
+        "A": str(job.get("array_job_id") if array else job.get("job_id")),
+        "a": str(job.get("array_task_id")),
         "x": str(job.get("name", "")),
         "u": str(job.get("user_name", "")),
         "N": str(job.get("batch_host") or ""),
         "%": "%",
     }
-    return Path(re.sub(r"%([jAxuN%])", lambda match: values[match[1]], pattern))
+    return Path(job.get("current_working_directory") or "/") / re.sub(
+        r"%([jAaxuN%])", lambda match: values[match[1]], pattern
+    )
 
 
 def slurm_job_logs(data: Mapping[str, Any], job_id: str) -> JobLogs:
-    """The logs of `job_id` from `scontrol show job --json JOB` output; BadInput when it is not there."""
+    """The logs of `job_id` from `squeue --json` output (its error file too when apart); BadInput when the job is
+    not there."""
     job = next((job for job in data.get("jobs", []) if str(job.get("job_id")) == job_id), None)
     if job is None:
-        raise BadInput(f"job {job_id}: scontrol does not know it (ended longer ago than slurmctld keeps jobs?)")
-    stdout, stderr = job.get("standard_output") or "", job.get("standard_error") or ""
-    if not stdout:
-        raise BadInput(f"job {job_id}: Slurm names no output file for it (an interactive job?)")
-    outputs = [("output", _filled(stdout, job))]
-    if stderr and stderr != stdout:
-        outputs.append(("errors", _filled(stderr, job)))
-    record = squeue_record(job)  # scontrol's job is squeue's
+        raise BadInput(f"job {job_id}: squeue does not know it (ended longer ago than slurmctld keeps jobs?)")
+    if not job.get("batch_flag", True):
+        raise BadInput(f"job {job_id}: an interactive job (srun or salloc): its output goes to its terminal")
+    stdout = _filled(job.get("standard_output") or "", job)
+    outputs = [("output", stdout)]
+    if job.get("standard_error") and (stderr := _filled(job["standard_error"], job)) != stdout:
+        outputs.append(("errors", stderr))
+    record = squeue_record(job)
     return job_logs(job_id, record.name, record.state, outputs, nodes=record.nodes, reason=record.reason)

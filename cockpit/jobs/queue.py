@@ -239,7 +239,7 @@ class SlurmQueue:
         self.watch.reset()
 
     def logs(self, job_id: str) -> JobLogs:
-        data = run_slurm_json(["scontrol", "show", "job", "--json", job_id], f"job {job_id}", self.timeout_s)
+        data = run_slurm_json(["squeue", "--json"], f"job {job_id}", self.timeout_s)  # the queue: 22.05 ignores -j
         return slurm_job_logs(data, job_id)
 
 

@@ -1,13 +1,15 @@
 """A job's output: read from its end and followed from an offset, here and by the shell command a node runs (the
-same answers); where a job's logs are, from scontrol's JSON, the local job record and a sweep's manifest."""
+same answers); where a job's logs are, from squeue's JSON, the local job record and a sweep's manifest."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from cockpit.errors import BadInput
 from cockpit.jobs.output import LogChunk, job_logs, parse_tail, read_log, slurm_job_logs, tail_command
 from cockpit.sweep.staging import on_nodes
 from runtime.contract import ExperimentConfig
@@ -86,30 +88,24 @@ def test_a_sweep_job_has_each_rank_on_its_node_while_staged(tmp_path: Path) -> N
     assert "node1 has not written" in on_nodes(running).why_missing(on_nodes(running).logs[2])
 
 
-def scontrol_job(job_id: int, stdout: str, stderr: str) -> dict:
-    """The parts of a real 22.05 `scontrol show job --json` job record read here (captured from the test cluster)."""
-    return {
-        "job_id": job_id,
-        "name": "tiny_pp1_tp2_n2",
-        "user_name": "root",
-        "job_state": "RUNNING",
-        "state_reason": "None",
-        "nodes": "node[0-1]",
-        "batch_host": "node0",
-        "standard_output": stdout,
-        "standard_error": stderr,
-    }
+SQUEUE = Path(__file__).parent / "fixtures" / "slurm" / "squeue-22.05.8.json"
 
 
-def test_slurm_output_patterns_are_filled_and_errors_kept_apart(tmp_path: Path) -> None:
-    data = {"jobs": [scontrol_job(31, "/runs/%x/slurm-%j.out", "/runs/%u-%j.err")]}
-    logs = slurm_job_logs(data, "31")
+def test_slurm_output_patterns_filled_defaults_placed_and_errors_kept_apart() -> None:
+    """On `squeue --json` of the session's Slurm 22.05.8 (the test cluster: captured there, three of its jobs): 211
+    ran with `--output=%x/slurm-%j.out --error=%u-%j.err` on two nodes, 212 with Slurm's default output, 213 with
+    a relative `--output` (sbatch makes it absolute) pending behind them."""
+    data = json.loads(SQUEUE.read_text())
+    logs = slurm_job_logs(data, "211")
     assert [(log.label, str(log.path)) for log in logs.logs] == [
-        ("output", "/runs/tiny_pp1_tp2_n2/slurm-31.out"),
-        ("errors", "/runs/root-31.err"),
+        ("output", "/tmp/logs2/cap/tiny_pp1_tp2_n2/slurm-211.out"),
+        ("errors", "/tmp/logs2/cap/root-211.err"),
     ]
-    assert logs.title == "job 31 tiny_pp1_tp2_n2 · RUNNING on node[0-1]" and logs.pending is None
-    same = slurm_job_logs({"jobs": [scontrol_job(32, "/r/o-32.out", "/r/o-32.out")]}, "32")
-    assert [log.label for log in same.logs] == ["output"]
-    with pytest.raises(Exception, match="job 33: scontrol does not know it"):
-        slurm_job_logs(data, "33")
+    assert logs.title == "job 211 tiny_pp1_tp2_n2 · RUNNING on node[0-1]" and logs.pending is None
+    default = slurm_job_logs(data, "212")
+    assert [(log.label, str(log.path)) for log in default.logs] == [("output", "/tmp/logs2/cap/slurm-212.out")]
+    pending = slurm_job_logs(data, "213")
+    assert [str(log.path) for log in pending.logs] == ["/tmp/logs2/cap/rel-213.out"]
+    assert pending.pending == "job 213 is pending (Resources): its output starts when it runs"
+    with pytest.raises(BadInput, match="job 214: squeue does not know it"):
+        slurm_job_logs(data, "214")
