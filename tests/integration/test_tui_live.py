@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Static
 
 from cockpit.config import load_settings
 from cockpit.tui.app import CockpitApp
+from cockpit.tui.screens.log import AnsiLog, LogScreen
 from cockpit.tui.screens.node import NodeScreen
 from cockpit.tui.sources import LiveSource
 from tests.infra.services import SlurmCluster, TestHosts
@@ -181,3 +182,38 @@ async def test_s_opens_a_shell_on_the_node_with_strict_host_keys(
         assert "Host key verification failed." in capfd.readouterr().err
         (note,) = app._notifications
         assert note.title == "shell on node0" and note.message.endswith(" -- 10.77.0.10 hostname exited 255")
+
+
+@pytest.mark.infra
+async def test_l_follows_a_running_slurm_jobs_output(
+    slurm_cluster: SlurmCluster, test_hosts: TestHosts, tmp_path: Path
+) -> None:
+    """`l` on a running job opens its output where scontrol says it is, and a line the job writes while it is
+    shown appears (the job waits for a file the test makes once the first line shows)."""
+    app = hosts_app(test_hosts, tmp_path, scheduler="slurm", refresh="squeue_s = 0.5\n")
+    go = tmp_path / "go"
+    script = tmp_path / "talk.slurm"
+    script.write_text(
+        f"#!/bin/bash\n#SBATCH --job-name=cockpit-tui-talk\n#SBATCH --time=00:05:00\n"
+        f"#SBATCH --output={tmp_path}/slurm-%j.out\n"
+        f"echo first line\nuntil [ -e {go} ]; do sleep 0.1; done\necho second line\n"
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        queue = app.screen.query_one("#queue", DataTable)
+        job_id = slurm_cluster.submit(script)
+        try:
+            await wait_until(pilot, lambda: job_id in [k.value for k in queue.rows], 20, f"job {job_id} in the queue")
+            await wait_until(pilot, lambda: str(queue.get_cell(job_id, "state")) == "RUNNING", 20, "it running")
+            queue.focus()
+            queue.move_cursor(row=queue.get_row_index(job_id))
+            await pilot.press("l")
+            await wait_until(pilot, lambda: isinstance(app.screen, LogScreen), 5, "the log screen")
+            view = app.screen.query_one("#log", AnsiLog)
+            await wait_until(pilot, lambda: view.lines == ["first line"], 20, "the first line")
+            title = str(app.screen.query_one("#log-title", Static).render())
+            assert title.startswith(f"job {job_id} cockpit-tui-talk · RUNNING on node")
+            assert str(tmp_path / f"slurm-{job_id}.out") in str(app.screen.query_one("#log-status", Static).render())
+            go.touch()
+            await wait_until(pilot, lambda: view.lines == ["first line", "second line"], 20, "the second line")
+        finally:
+            subprocess.run(["scancel", job_id], check=False)
