@@ -95,6 +95,7 @@ def test_missing_checkpoint_folder(run_dir: Path) -> None:
     assert "Traceback" not in done.stderr
     (line,) = error_lines(done)
     assert f"{run_dir / 'no-such-model'}: no config.json" in line
+    assert (config.parent / "logs/rank_0.log").read_text().splitlines() == [line]  # the rank's own log: the same
 
 
 def test_missing_weights_file(run_dir: Path, tiny_model_dir: Path) -> None:
