@@ -108,13 +108,11 @@ class LogScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header(icon="◆")
         yield Static(self.what, id="log-title", classes="panel-title")
-        yield Tabs(id="log-tabs")
         yield Static("", id="log-status")
         yield AnsiLog(id="log")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#log-tabs", Tabs).display = False
         self.run_worker(self._locate(), group="log-locate", exit_on_error=False)
         self.set_interval(self.FOLLOW_S, self._follow)
 
@@ -130,19 +128,15 @@ class LogScreen(Screen[None]):
             self._say(logs.pending or "no log")
             return
         labels = [log.label for log in logs.logs]
-        self.shown = labels.index(self.first) if self.first in labels else 0
-        tabs = self.query_one("#log-tabs", Tabs)
-        tabs.display = len(labels) > 1
-        for index, label in enumerate(labels):
-            await tabs.add_tab(Tab(label, id=f"log-{index}"))
-        tabs.active = f"log-{self.shown}"  # its TabActivated opens the log
-        if len(labels) == 1:
-            self._open(0)
+        self._open(labels.index(self.first) if self.first in labels else 0)  # read while the tabs are mounted
+        if len(labels) > 1:  # a tab per log, only where there is a choice
+            tabs = [Tab(label, id=f"log-{index}") for index, label in enumerate(labels)]
+            await self.mount(Tabs(*tabs, active=f"log-{self.shown}", id="log-tabs"), after="#log-title")
 
     @on(Tabs.TabActivated, "#log-tabs")
     def _tab_activated(self, event: Tabs.TabActivated) -> None:
-        if event.tab is not None and event.tab.id:
-            self._open(int(event.tab.id.removeprefix("log-")))
+        if event.tab is not None and event.tab.id and (index := int(event.tab.id.removeprefix("log-"))) != self.shown:
+            self._open(index)
 
     def _open(self, index: int) -> None:
         """Show log `index` from its end."""
@@ -199,7 +193,9 @@ class LogScreen(Screen[None]):
 
     def action_next_log(self, step: int) -> None:
         if self.logs and len(self.logs.logs) > 1:
-            self.query_one("#log-tabs", Tabs).active = f"log-{(self.shown + step) % len(self.logs.logs)}"
+            self._open((self.shown + step) % len(self.logs.logs))
+            for tabs in self.query("#log-tabs").results(Tabs):  # none until mounted
+                tabs.active = f"log-{self.shown}"
 
     def action_follow(self) -> None:
         """Keep the end in view as lines come, or leave the view where it is (reading goes on)."""
