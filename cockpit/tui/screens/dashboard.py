@@ -145,9 +145,9 @@ class DashboardScreen(Screen[None]):
         Binding("f", "finished", "Finished jobs", show=False),
         Binding("l", "log", "Logs"),  # the queued job's output, or the sweep strategy's when its table has focus
         Binding("enter", "results", "Results", show=False),
-        Binding("slash", "filter", "Filter"),
+        Binding("slash", "filter", "Filter", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
-        Binding("S", "shell", "Shell on the node (ssh)", show=False),
+        Binding("S", "shell", "ssh shell", show=False),
     ]
     ACTIONS = frozenset({"wake", "wake_all", "configure", "restart", "shutdown", "cancel_job", "shell"})
 

@@ -95,7 +95,7 @@ class NodeScreen(Screen[None]):
 
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
-        Binding("S", "shell", "Shell on the node (ssh)"),
+        Binding("S", "shell", "ssh shell"),
     ]
 
     def __init__(

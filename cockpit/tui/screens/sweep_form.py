@@ -26,9 +26,10 @@ LABELS = {"prompt_limit": "prompts (0: all)"}
 SHORT = 32  # lines: the form with its three-line fields and buttons takes 29
 QUICK: dict[str, Any] = {"prompt_limit": 1, "max_new_tokens": 8, "warmup_batches": 0}  # the quick look's settings
 SIZES = {"quick": "quick: 1 prompt a file, no warm-up", "full": "full: the [sweep] settings"}
-# the built-in model's quick look, `s` to the results screen: 198 s measured on an idle 2-core VM (13 min while other
-# work shared it), the 4k prompt's ~10k-token prefill dominating every strategy; measure again when that changes
-QUICK_TAKES = "about 3 min on 2 CPU cores"
+# the built-in model's quick look, `s` to the results screen: `cluster sweep run` with QUICK took 79 s on an idle
+# 2-core VM with the 8,192-entry tokenizer (198 s with the old one, whose 4k prompt was ~10k tokens); the five
+# strategies' process starts and the 4k prompt's prefill dominate: measure again when either changes
+QUICK_TAKES = "about a minute and a half on 2 CPU cores"
 
 
 def start_hint(settings: Settings, read_only: bool) -> str:
