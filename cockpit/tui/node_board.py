@@ -218,7 +218,7 @@ class NodeBoard:
         dim = Text("-", style="dim")
         cells: list[str | Text] = [
             Text(name, style="bold reverse yellow" if name in self.marked else "bold"),
-            self._state_cell(name),
+            self.state_cell(name),
             dim,
             Text(fixed(node.cpu_load, 2)),
             Text(gib_pair(node.memory_used_mib, node.memory_mib)),
