@@ -339,7 +339,7 @@ class LiveSource:
     async def read_log(self, log: JobLog, offset: int | None) -> LogChunk:
         if log.node is None:
             return await asyncio.to_thread(read_log, log.path, offset)
-        node = self._nodes([log.node])[0]
+        node = self._nodes([log.node], "read a log on its node")[0]
         command = tail_command(log.path, offset)
         result = await self.pool.run(node, command, timeout_s=self.settings.ssh.command_timeout_s, binary=True)
         if not result.ok:
@@ -351,7 +351,7 @@ class LiveSource:
 
     def shell_argv(self, name: str, command: str | None = None) -> list[str]:
         """ssh to the node as the pool reaches it (or `command` run there in place of a login shell)."""
-        (node,) = self._nodes([name])
+        (node,) = self._nodes([name], "open a shell")
         ssh = self.settings.ssh
         return shell_argv(
             node, self.settings.known_hosts, ssh.connect_timeout_s, command, os.environ.get("SHELL", "/bin/sh")
