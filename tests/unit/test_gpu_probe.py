@@ -52,6 +52,53 @@ def test_amdgpu_top_output_without_devices_is_an_error() -> None:
         probe_script.parse_amdgpu_top('{"amdgpu_top_version": {"major": 0}}')
 
 
+def intel_cards(count: int) -> list[dict]:
+    return [probe_script.new_gpu(i, "intel", None, "xpu-smi", None) for i in range(count)]
+
+
+def test_xpu_smi_discovery_dumps_captured_upstream() -> None:
+    # github.com/henrygd/beszel pull 755 (comment of 2025-04-21): `xpu-smi discovery --dump 1,2,6,16` on an A310.
+    (a310,) = probe_script.parse_xpu_discovery((FIXTURES / "xpu_smi_discovery_a310.csv").read_text())
+    assert (a310["index"], a310["name"], a310["pci_bus_id"]) == (0, "Intel(R) Arc(TM) A310 LP Graphics", None)
+    assert a310["memory_total_mib"] is None  # "N/A": this card does not report its memory size
+    # github.com/intel/xpumanager doc/smi_user_guide.md at 980fe92: `xpu-smi discovery --dump 1,2,3,6`, two Flex.
+    flex = probe_script.parse_xpu_discovery((FIXTURES / "xpu_smi_discovery_flex.csv").read_text())
+    assert [(g["index"], g["name"], g["source"]) for g in flex] == [
+        (0, "Intel(R) Graphics [0x56c0]", "xpu-smi"),
+        (1, "Intel(R) Graphics [0x56c0]", "xpu-smi"),
+    ]
+
+
+def test_xpu_smi_dump_of_six_max_1550_with_utilization_na() -> None:
+    # github.com/intel/xpumanager issue 98: `xpu-smi dump -d 0,1,2,3,4,5 -m 0,1,2,3,4,5` on Aurora, xpu-smi 1.2.39.
+    gpus = intel_cards(6)
+    probe_script.apply_xpu_dump(gpus, (FIXTURES / "xpu_smi_dump_max1550.csv").read_text())
+    # Each card keeps its last row; "N/A" stays unknown, "Celsius Degree" is the unit this release writes.
+    assert [(g["util_pct"], g["power_w"], g["temperature_c"]) for g in gpus] == [
+        (None, 409.54, 40.5),
+        (None, 287.05, 38.5),
+        (None, 281.7, 37.0),
+        (None, 293.61, 38.0),
+        (None, 292.31, 42.5),
+        (None, 284.77, 41.0),
+    ]
+
+
+def test_xpu_smi_dumps_with_empty_cells_and_memory_used() -> None:
+    # github.com/intel/xpumanager issue 69: `xpu-smi dump -d 0 -m 0,1,2,3` on a Flex 170 leaves cells empty.
+    (flex,) = intel_cards(1)
+    probe_script.apply_xpu_dump([flex], (FIXTURES / "xpu_smi_dump_flex170.csv").read_text())
+    assert (flex["util_pct"], flex["power_w"], flex["temperature_c"]) == (None, 43.7, None)
+    # github.com/henrygd/beszel pull 755: `xpu-smi dump -d "-1" -m 1,2,5,18` on an A310.
+    (a310,) = intel_cards(1)
+    probe_script.apply_xpu_dump([a310], (FIXTURES / "xpu_smi_dump_a310.csv").read_text())
+    assert (a310["power_w"], a310["memory_used_mib"], a310["util_pct"]) == (15.36, 82.44, None)
+    # github.com/intel/xpumanager doc/smi_user_guide.md at 980fe92: `xpu-smi dump -d 0 -m 0,1,2 -i 1 -n 5`.
+    (idle,) = intel_cards(1)
+    probe_script.apply_xpu_dump([idle], (FIXTURES / "xpu_smi_dump_guide.csv").read_text())
+    assert (idle["util_pct"], idle["power_w"]) == (0.0, 14.61)
+
+
 def test_xe_fdinfo_from_the_kernel_source() -> None:
     # github.com/torvalds/linux drivers/gpu/drm/xe/xe_drm_client.c, the DOC example of an xe client's fdinfo.
     keys = probe_script.parse_fdinfo(XE_FDINFO)
