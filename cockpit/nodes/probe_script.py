@@ -57,7 +57,8 @@ NVIDIA_QUERY = (
 # `xpu-smi discovery --dump` property ids: 1 Device ID, 2 Device Name, 11 PCI BDF Address, 16 Memory Physical Size
 # (older releases number some properties differently, so columns are read by their header names).
 XPU_PROPERTIES = "1,2,11,16"
-# `xpu-smi dump -m` metric ids: utilization, power, core temperature, energy, memory used.
+# `xpu-smi dump --metrics` ids: utilization, power, core temperature, energy, memory used. Their columns are named
+# "GPU Utilization (%)"... by xpu-smi 1.x and by field, "utilization.gpu (%)"..., by 2.x; units vary by release.
 XPU_METRIC_IDS = "0,1,3,8,18"
 XPU_METRICS = {
     "GPU Utilization": "util_pct",
@@ -65,6 +66,11 @@ XPU_METRICS = {
     "GPU Core Temperature": "temperature_c",
     "GPU Energy Consumed": "energy_j",
     "GPU Memory Used": "memory_used_mib",
+    "utilization.gpu": "util_pct",
+    "power.draw": "power_w",
+    "temperature.gpu": "temperature_c",
+    "energy.consumed": "energy_j",
+    "memory.used": "memory_used_mib",
 }
 NO_BUILD = "no build installed"  # the runtime's error when its manifest is not there
 # `amdgpu_top` JSON mode: one sample (-n 1) over a short refresh period (-s, ms); its default period is a second.
@@ -221,7 +227,7 @@ def parse_xpu_discovery(text: str) -> list[dict[str, Any]]:
 
 
 def apply_xpu_dump(gpus: list[dict[str, Any]], text: str) -> None:
-    """Fill `gpus` from `xpu-smi dump -d <ids> -m 0,1,3,8,18 -n 1`; its headers carry units that vary by release."""
+    """Fill `gpus` from `xpu-smi dump -d <ids> --metrics 0,1,3,8,18` (one sample), 1.x's columns or 2.x's."""
     header, *rows = csv_from(text, "Timestamp")
     metrics = {cell: XPU_METRICS[cell.split(" (")[0]] for cell in header if cell.split(" (")[0] in XPU_METRICS}
     by_index = {gpu["index"]: gpu for gpu in gpus}
@@ -241,7 +247,14 @@ def intel_gpus(errors: list[str]) -> list[dict[str, Any]]:
     if gpus:
         ids = ",".join(str(gpu["index"]) for gpu in gpus)
         try:
-            stats = run_tool(["xpu-smi", "dump", "-d", ids, "-m", XPU_METRIC_IDS, "-n", "1"])
+            dump = ["xpu-smi", "dump", "-d", ids, "--metrics", XPU_METRIC_IDS]
+            try:
+                stats = run_tool([*dump, "-n", "1"])
+            except ToolError as err:
+                if "not expected" not in err.output:
+                    raise
+                # xpu-smi 2.x counts samples with --number and rejects 1.x's -n (CLI11: "... not expected: -n 1").
+                stats = run_tool([*dump, "--number", "1"])
             apply_xpu_dump(gpus, stats or "")
         except Exception as err:
             # The cards are known even when their statistics are not: report them with null readings.

@@ -130,10 +130,25 @@ def test_xpu_smi_fake_discovery_and_dump() -> None:
     }
 
 
-def test_xpu_smi_fake_dump_headers_from_another_release() -> None:
+# xpu-smi 2.x names dump columns by field, "<name> (<unit>)" joined by ", " (github.com/intel/xpumanager,
+# ial/cmn/cmd_dump.cpp and ial/cmn/metrics/*.cpp at tag v2.0.0); no captured 2.x output was found to quote.
+XPU2_DUMP = """\
+Timestamp, DeviceId, utilization.gpu (%), power.draw (W), temperature.gpu (C), energy.consumed (J), memory.used (MiB)
+08:39:21.000, 0, 37.52, 118.40, N/A, 91234.56, 6190.21
+"""
+
+
+def test_xpu_smi_fake_dump_with_2x_column_names() -> None:
     gpus = probe_script.parse_xpu_discovery(XPU_DISCOVERY)
-    probe_script.apply_xpu_dump(gpus, "Timestamp, DeviceId, GPU Core Temperature (°C)\n08:39:21.000,    0, 51.00\n")
-    assert gpus[0]["temperature_c"] == 51.0 and gpus[0]["util_pct"] is None
+    probe_script.apply_xpu_dump(gpus, XPU2_DUMP)
+    assert readings(gpus[0]) == {
+        "util_pct": 37.52,
+        "memory_used_mib": 6190.21,
+        "memory_total_mib": 16288.0,
+        "temperature_c": None,
+        "power_w": 118.4,
+        "energy_j": 91234.56,
+    }
 
 
 def test_xpu_smi_fake_error_instead_of_a_dump() -> None:
@@ -334,7 +349,7 @@ def all_fake_tools(bin_dir: Path) -> None:
     fake_tool(
         bin_dir,
         "xpu-smi",
-        {"discovery --dump 1,2,11,16": prints(XPU_DISCOVERY), "dump -d 0 -m 0,1,3,8,18 -n 1": prints(XPU_DUMP)},
+        {"discovery --dump 1,2,11,16": prints(XPU_DISCOVERY), "dump -d 0 --metrics 0,1,3,8,18 -n 1": prints(XPU_DUMP)},
     )
     fake_tool(bin_dir, "rocm-smi", {" ".join([*probe_script.ROCM_ARGS, "--json"]): prints(ROCM_JSON)})
 
@@ -414,6 +429,23 @@ def test_a_hanging_tool_times_out_into_an_error_and_its_children_die(tmp_path: P
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(pid), "the tool's child outlived the timeout"
+
+
+def test_probe_asks_a_fake_xpu_smi_2x_for_its_sample_with_number(tmp_path: Path) -> None:
+    # 2.x's CLI11 parser rejects 1.x's -n the way CLI11 words it (ExtrasError); it counts with --number.
+    fake_tool(
+        tmp_path / "bin",
+        "xpu-smi",
+        {
+            "discovery --dump 1,2,11,16": prints(XPU_DISCOVERY),
+            "dump -d 0 --metrics 0,1,3,8,18 --number 1": prints(XPU2_DUMP),
+        },
+        otherwise='echo "The following arguments were not expected: -n 1" >&2; exit 109',
+    )
+    raw, report = run_probe(tmp_path)
+    assert raw["errors"] == []
+    (gpu,) = report.gpus
+    assert (gpu.source, gpu.util_pct, gpu.energy_j, gpu.memory_used_mib) == ("xpu-smi", 37.52, 91234.56, 6190.21)
 
 
 def test_xpu_smi_statistics_failing_still_lists_the_card(tmp_path: Path) -> None:
