@@ -112,11 +112,11 @@ def entries(run: Path) -> list:
     return list(Manifest.load(run).strategies.values())
 
 
-def expected_tokens(model: Path) -> dict[tuple[str, int], list[int]]:
+def expected_tokens(model: Path, max_new_tokens: int = MAX_NEW_TOKENS) -> dict[tuple[str, int], list[int]]:
     """HF `generate` on the prompt table's rows, in the table's order and batches: every strategy's target."""
     keys = [(variant, pid) for variant, prompts in PROMPT_FILES.items() for pid, _ in prompts]
     texts = [text for prompts in PROMPT_FILES.values() for _, text in prompts]
-    tokens = runs.hf_reference(model, texts, max_new_tokens=MAX_NEW_TOKENS, batch_size=4)
+    tokens = runs.hf_reference(model, texts, max_new_tokens=max_new_tokens, batch_size=4)
     return {key: tokens[i] for i, key in enumerate(keys)}
 
 

@@ -33,12 +33,22 @@ def expected(tiny_model_dir: Path) -> dict[tuple[str, int], list[int]]:
     return sweeps.expected_tokens(tiny_model_dir)
 
 
-def test_full_sweep(tmp_path: Path, tiny_model_dir: Path, expected: dict) -> None:
-    """Reference + the four strategies, both variants: states, shards, merged table, parity, baseline, report."""
-    config = sweeps.write_config(tmp_path, tiny_model_dir)
+FULL_SWEEP_TOKENS = 32  # enough decode for the performance model to weigh: one sweep serves both tests below
+
+
+@pytest.fixture(scope="module")
+def full_sweep(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, dict]:
+    """Reference + the four strategies, both variants, run once: its config and `sweep run --json`'s output."""
+    config = sweeps.write_config(tmp_path_factory.mktemp("full"), tiny_model_dir, max_new_tokens=FULL_SWEEP_TOKENS)
     done = sweeps.cluster(config, "sweep", "run", "--json")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    out = json.loads(done.stdout)
+    return config, json.loads(done.stdout)
+
+
+def test_full_sweep(tmp_path: Path, tiny_model_dir: Path, full_sweep: tuple[Path, dict]) -> None:
+    """States, shards, merged table, parity, baseline, report; and the run folder read where it was moved to."""
+    config, out = full_sweep
+    expected = sweeps.expected_tokens(tiny_model_dir, FULL_SWEEP_TOKENS)
     run = Path(out["run_dir"])
     kinds = [row["kind"] for row in out["strategies"]]
     assert kinds == ["reference", "tp_nodes", "pp_nodes", "tp_node", "hybrid"]
@@ -77,15 +87,18 @@ def test_full_sweep(tmp_path: Path, tiny_model_dir: Path, expected: dict) -> Non
     traces = sweeps.cluster(config, "traces", str(run))  # not profiled: nothing to open, and the exit code says so
     assert traces.returncode == 1 and "no traces" in traces.stdout and not list(run.glob("*/profiling"))
     # the run folder moved elsewhere, its first place gone: status and the report read and write only the copy
-    moved = tmp_path / "moved" / run.name
+    moved, aside = tmp_path / "moved" / run.name, tmp_path / "aside"
     shutil.copytree(run, moved)
-    shutil.rmtree(run)
-    state = sweeps.status(config, moved)
-    assert state["run_dir"] == str(moved) and all(row["progress"] == "4/4" for row in state["strategies"])
-    report = sweeps.cluster(config, "report", str(moved), "--json")
-    assert report.returncode == 0 and len(json.loads(report.stdout)["strategies"]) == 5, report.stderr
-    assert all(Path(path).is_relative_to(moved) for path in json.loads(report.stdout)["files"].values())
-    assert not run.exists()
+    run.rename(aside)  # gone from where it ran while the moved copy is read; put back for the next test
+    try:
+        state = sweeps.status(config, moved)
+        assert state["run_dir"] == str(moved) and all(row["progress"] == "4/4" for row in state["strategies"])
+        report = sweeps.cluster(config, "report", str(moved), "--json")
+        assert report.returncode == 0 and len(json.loads(report.stdout)["strategies"]) == 5, report.stderr
+        assert all(Path(path).is_relative_to(moved) for path in json.loads(report.stdout)["files"].values())
+        assert not run.exists()
+    finally:
+        aside.rename(run)
 
 
 def test_sigterm_cancels_then_resume_finishes(tmp_path: Path, tiny_model_dir: Path, expected: dict) -> None:
@@ -192,13 +205,10 @@ def test_baseline_from_an_endpoint(tmp_path: Path, tiny_model_dir: Path) -> None
     assert "4 of 4 completions from" in done.stderr
 
 
-def test_performance_model_against_the_sweep(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_performance_model_against_the_sweep(full_sweep: tuple[Path, dict]) -> None:
     """The report carries a prediction and a measurement for every strategy, each within a factor of 2 unless
     the report itself says the placement is outside the model (its ranks wait for this host's CPUs)."""
-    config = sweeps.write_config(tmp_path, tiny_model_dir, max_new_tokens=32)
-    done = sweeps.cluster(config, "sweep", "run", "--json")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    out = json.loads(done.stdout)
+    _, out = full_sweep
     table = pd.read_csv(out["report"]["performance"])
     assert sorted(table["kind"]) == sorted(row["kind"] for row in out["strategies"])
     print("\nmeasured/predicted tokens/s:")
