@@ -77,7 +77,14 @@ class SqueueWatch:
 
     def snapshot(self, max_age_s: float | None = None) -> Mapping[str, Any]:
         """squeue's answer, at most `max_age_s` old (default: the backed-off interval); a JobError naming squeue
-        when it has to ask and squeue fails."""
+        when it has to ask and squeue fails. Where the runs folder cannot be written (a read-only cockpit on another
+        user's runs), each read asks squeue itself, as before there was a shared snapshot."""
+        try:
+            return self._shared_snapshot(max_age_s)
+        except OSError:
+            return run_slurm_json(["squeue", "--json"], "job queue", self.timeout_s)
+
+    def _shared_snapshot(self, max_age_s: float | None) -> Mapping[str, Any]:
         with self._locked() as state:
             interval = min(float(state.get("interval", self.base_s)), self.cap_s)  # another reader's cap may be higher
             age = self.clock() - float(state.get("at", 0.0))

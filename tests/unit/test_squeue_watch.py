@@ -7,6 +7,9 @@ import copy
 import json
 from pathlib import Path
 
+import pytest
+
+from cockpit.jobs import watch as watch_module
 from cockpit.jobs.watch import SqueueWatch, fingerprint, next_interval
 
 # `squeue --json` as the test cluster's Slurm 22.05.8 printed it, two jobs of the TUI tests within MinJobAge
@@ -40,3 +43,20 @@ def test_reset_brings_back_the_base_interval_and_asks_again(tmp_path: Path) -> N
     assert watch.interval() == 8.0 and watch.snapshot() == {}  # 5 s old: no squeue call
     watch.reset()
     assert watch.interval() == 0.25 and json.loads((tmp_path / ".squeue.json").read_text())["data"] is None
+
+
+def test_a_runs_folder_that_cannot_be_written_asks_squeue_each_time_fake_squeue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No shared snapshot where the runs folder cannot be made (here: under a file): the queue still reads, each
+    read its own squeue call (a stand-in returning the captured output counts them)."""
+    calls: list[list[str]] = []
+
+    def squeue(argv: list[str], what: str, timeout_s: float) -> dict:
+        calls.append(argv)
+        return json.loads(SQUEUE_22_05.read_text())
+
+    monkeypatch.setattr(watch_module, "run_slurm_json", squeue)
+    (tmp_path / "file").write_text("")
+    watch = SqueueWatch(tmp_path / "file" / "runs")
+    assert watch.snapshot()["jobs"] and watch.snapshot()["jobs"] and len(calls) == 2
