@@ -17,7 +17,7 @@ import pytest
 from cockpit.delivery.tree_digest import LISTING_NAME, digest_of, file_sha256, listing
 from cockpit.sweep.manifest import Manifest
 from runtime.contract import BuildManifest
-from tests.infra.services import TestHosts
+from tests.infra.services import SlurmCluster, TestHosts
 from tests.integration import sweeps
 from tests.integration.conftest import DeployedRuntime
 from tests.unit.test_delivery import BUILD
@@ -121,7 +121,11 @@ def assert_no_job(config: Path) -> None:
 
 
 def test_sweep_stops_before_any_job_when_a_node_differs(
-    deployed_runtime: DeployedRuntime, test_hosts: TestHosts, tmp_path: Path, tiny_model_dir: Path
+    deployed_runtime: DeployedRuntime,
+    slurm_cluster: SlurmCluster,  # the sweep checks its nodes against Slurm first: up, whatever ran before
+    test_hosts: TestHosts,
+    tmp_path: Path,
+    tiny_model_dir: Path,
 ) -> None:
     manifest = copy_on(test_hosts, "node1", deployed_runtime) / "build_manifest.json"
     original = manifest.read_text()
@@ -137,7 +141,11 @@ def test_sweep_stops_before_any_job_when_a_node_differs(
 
 
 def test_sweep_stops_when_a_node_does_not_answer(
-    deployed_runtime: DeployedRuntime, test_hosts: TestHosts, tmp_path: Path, tiny_model_dir: Path
+    deployed_runtime: DeployedRuntime,
+    slurm_cluster: SlurmCluster,
+    test_hosts: TestHosts,
+    tmp_path: Path,
+    tiny_model_dir: Path,
 ) -> None:
     inventory = tmp_path / "inventory.ini"  # node1 on a port where nothing listens
     inventory.write_text(
