@@ -239,8 +239,9 @@ class SlurmQueue:
         self.watch.reset()
 
     def logs(self, job_id: str) -> JobLogs:
-        data = run_slurm_json(["squeue", "--json"], f"job {job_id}", self.timeout_s)  # the queue: 22.05 ignores -j
-        return slurm_job_logs(data, job_id)
+        """From the same snapshot as the queue's rows (squeue --json names each job's output patterns): the job
+        the user picked in the table is in it, and no extra squeue call is made."""
+        return slurm_job_logs(self.watch.snapshot(self.max_age_s), job_id)
 
 
 @dataclass(frozen=True)
