@@ -1,0 +1,125 @@
+"""Weight-only quantization: int8 or int4 weights in groups along the input dimension, one scale per group.
+
+A weight row of `in_features` is cut into groups of `group_size` columns; each group keeps its own scale (and,
+for checkpoints quantized asymmetrically, its own zero point), and `w = (q - zero) * scale`. Groups never
+straddle a tensor-parallel slice boundary (the group size divides every rank's slice), so quantizing a rank's
+slice gives exactly the numbers quantizing the whole matrix would: a quantized TP run computes what the
+quantized single device computes, and greedy tokens match.
+
+Activations stay in the run's compute dtype; the layer dequantizes its weight for each call (one layer's dense
+weight alive at a time), so resident memory is the packed bytes plus the scales.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from runtime.schema import InputError
+
+Bits = Literal[4, 8]
+QUANTIZED_PRECISIONS: dict[str, Bits] = {"int8": 8, "int4": 4}
+GROUP_SIZES = (128, 64, 32, 16, 8)  # preferred first: the largest that fits every slice
+SYMMETRIC_ZERO: dict[int, int] = {8: 0, 4: 8}  # int8 stored signed; int4 stored as unsigned nibbles around 8
+
+
+def pack_int4(values: torch.Tensor) -> torch.Tensor:
+    """(out, in) integers in [0, 15] -> (out, in / 2) bytes, the even column in the low nibble."""
+    values = values.to(torch.uint8)
+    return values[:, 0::2] | (values[:, 1::2] << 4)
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """(out, in / 2) bytes -> (out, in) integers in [0, 15] (uint8)."""
+    return torch.stack((packed & 0x0F, packed >> 4), dim=-1).flatten(-2)
+
+
+class WeightOnlyLinear(nn.Module):
+    """A linear layer whose weight is held as int8 or packed int4 groups with per-group scales.
+
+    Buffers: `qweight` (int8 (out, in) for 8 bits; uint8 (out, in / 2) for 4 bits), `scale` (out, in / group),
+    `zero` (out, in / group) or None for symmetric weights (zero 0 for int8, 8 for int4).
+    """
+
+    def __init__(
+        self,
+        qweight: torch.Tensor,
+        scale: torch.Tensor,
+        zero: torch.Tensor | None,
+        bits: Bits,
+        group_size: int,
+        bias: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.bits, self.group_size = bits, group_size
+        self.out_features = qweight.shape[0]
+        self.in_features = qweight.shape[1] * (2 if bits == 4 else 1)
+        if self.in_features % group_size or scale.shape != (self.out_features, self.in_features // group_size):
+            raise ValueError(
+                f"scale {tuple(scale.shape)} does not fit a ({self.out_features}, {self.in_features}) weight "
+                f"in groups of {group_size}"
+            )
+        self.register_buffer("qweight", qweight)
+        self.register_buffer("scale", scale)
+        self.register_buffer("zero", zero)
+        self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
+
+    def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
+        """The dense (out, in) weight in `dtype`."""
+        q = unpack_int4(self.qweight) if self.bits == 4 else self.qweight
+        groups = q.view(self.out_features, -1, self.group_size).to(dtype)
+        zero = self.zero.to(dtype).unsqueeze(-1) if self.zero is not None else SYMMETRIC_ZERO[self.bits]
+        return ((groups - zero) * self.scale.to(dtype).unsqueeze(-1)).view(self.out_features, self.in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.dequantize(x.dtype), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, int{self.bits}, group={self.group_size}"
+
+
+def quantize_weight(
+    weight: torch.Tensor, bits: Bits, group_size: int, scale_dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric round-to-nearest of a (out, in) weight: (qweight as WeightOnlyLinear stores it, scale).
+
+    The scale is computed in float32 from each group alone, so equal groups give equal numbers wherever the
+    matrix was cut."""
+    out_features, in_features = weight.shape
+    if in_features % group_size:
+        raise ValueError(f"group size {group_size} does not divide the weight's {in_features} input features")
+    groups = weight.detach().float().view(out_features, -1, group_size)
+    qmax = 127 if bits == 8 else 7
+    scale = groups.abs().amax(dim=-1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / qmax
+    q = torch.round(groups / scale).clamp(-qmax - 1, qmax).view(out_features, in_features)
+    qweight = q.to(torch.int8) if bits == 8 else pack_int4((q + SYMMETRIC_ZERO[4]).to(torch.uint8))
+    return qweight, scale.squeeze(-1).to(scale_dtype)
+
+
+def quantize_linear(linear: nn.Linear, bits: Bits, group_size: int, scale_dtype: torch.dtype) -> WeightOnlyLinear:
+    qweight, scale = quantize_weight(linear.weight, bits, group_size, scale_dtype)
+    bias = linear.bias.detach() if linear.bias is not None else None
+    return WeightOnlyLinear(qweight, scale, None, bits, group_size, bias)
+
+
+def choose_group_size(in_features: Iterable[int], max_tp: int) -> int:
+    """The largest preferred group size that divides every layer's input slice at TP up to `max_tp` (each TP
+    size used must divide `max_tp`), so no group straddles a slice boundary; raises InputError when none does."""
+    widths = sorted(set(in_features))
+    for size in GROUP_SIZES:
+        if all(width % (size * max_tp) == 0 for width in widths):
+            return size
+    raise InputError(
+        f"no group size of {', '.join(map(str, GROUP_SIZES))} divides the layers' input widths "
+        f"({', '.join(map(str, widths))}) split {max_tp} ways: quantize with a smaller TP size"
+    )
+
+
+def tp_sizes_for_group(in_features: Iterable[int], group_size: int, limit: int = 64) -> list[int]:
+    """The TP sizes (up to `limit`) whose slices of every input width hold whole groups of `group_size`."""
+    widths = set(in_features)
+    return [tp for tp in range(1, limit + 1) if all(width % (tp * group_size) == 0 for width in widths)]
