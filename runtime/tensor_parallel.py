@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from runtime.checkpoint import Stage
 from runtime.generate import Timers
@@ -129,3 +130,32 @@ def timed_allreduce(timers: Timers) -> Iterator[None]:
         yield
     finally:
         deepspeed.comm.inference_all_reduce = inner
+
+
+def reduce_output(layer: nn.Module, group: dist.ProcessGroup) -> nn.Module:
+    """Make `layer` row-parallel: its output, a partial sum over this rank's input slice, is summed across the TP
+    group after the layer, and its bias (replicated) added once, after the sum. The all-reduce is looked up in
+    deepspeed.comm at each call, as AutoTP's own layers do, so `timed_allreduce` counts it."""
+    import deepspeed.comm
+
+    bias = getattr(layer, "bias", None)
+    if bias is not None:
+        layer.bias = None
+
+    def all_reduce(_layer: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
+        deepspeed.comm.inference_all_reduce(output, group=group)
+        return output if bias is None else output + bias
+
+    layer.register_forward_hook(all_reduce)
+    return layer
+
+
+def slice_input(layer: nn.Module, start: int, size: int) -> nn.Module:
+    """Feed `layer` only features [start, start + size) of its input: a row-parallel layer whose input is whole
+    (the LM head after the last norm)."""
+
+    def narrow(_layer: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return (inputs[0].narrow(-1, start, size), *inputs[1:])
+
+    layer.register_forward_pre_hook(narrow)
+    return layer
