@@ -44,8 +44,33 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"infrastructure test skipped in CI: {call.excinfo.value if call.excinfo else '?'}"
 
 
+_OP_BUILD: list[subprocess.Popen[bytes]] = []
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """DeepSpeed JIT-compiles its CPU shared-memory all-reduce the first time a TP rank starts (half a minute or
+    more on two cores). When the session will start ranks, compile it now in the background, at low priority,
+    while the tests before the first TP test run: that test then finds it built, or waits on torch's own build
+    lock for the rest, instead of paying for all of it."""
+    extensions = Path(os.environ["TORCH_EXTENSIONS_DIR"])
+    if (extensions / "deepspeed_shm_comm" / "deepspeed_shm_comm.so").is_file():
+        return
+    if not any("tests/integration/" in item.nodeid for item in session.items):
+        return
+    extensions.mkdir(parents=True, exist_ok=True)
+    build = "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; ShareMemCommBuilder().load()"
+    with (extensions / "background-build.log").open("wb") as log:
+        _OP_BUILD.append(subprocess.Popen(["nice", "-n", "10", sys.executable, "-c", build], stdout=log, stderr=log))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """A run in which no test passed is not a pass (all skipped, or everything deselected)."""
+    """A run in which no test passed is not a pass (all skipped, or everything deselected); the background op
+    build is waited for (it finishes long before a session that uses it does)."""
+    for build in _OP_BUILD:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            build.wait(timeout=300)
+        if build.poll() is None:
+            build.kill()  # ours, by its handle
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     passed = len(reporter.stats.get("passed", [])) if reporter else 0
     if exitstatus == 0 and passed == 0:
