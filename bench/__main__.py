@@ -14,6 +14,7 @@ from bench import (
     decode,
     digest,
     fanout,
+    load,
     logs,
     model_check,
     pipeline,
@@ -29,6 +30,7 @@ BENCHMARKS = {
     "strategies": strategies.run,  # TP / PP on this machine vs a single process
     "roofline": roofline.run,  # decode vs the memory-bandwidth bound
     "comm": comm.run,  # alpha/beta of all-reduce and send/recv
+    "load": load.run,  # one PP-2 stage's checkpoint load vs a whole-model from_pretrained
     "collect": pipeline.collect,  # shard rows into the results table vs pandas.read_json
     "orchestration": pipeline.orchestration,  # a Slurm job's end to its rows collected
     "fanout": fanout.run,  # uptime on 64 sshd endpoints vs clush

@@ -10,6 +10,7 @@ reads about its 1/(tp*pp) share of the checkpoint, never the whole model.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import mmap
 import re
@@ -39,7 +40,8 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 
 
 class _MappedFile:
-    """One .safetensors file: its header, and tensors as views onto a copy-on-write memory map."""
+    """One .safetensors file: its header, read at once, and tensors as views onto a copy-on-write memory map made
+    at the first view (a file's header is cheap to check; mapping waits until the stage needs the file)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -47,11 +49,15 @@ class _MappedFile:
             with path.open("rb") as handle:
                 (header_len,) = struct.unpack("<Q", handle.read(8))
                 self.header = json.loads(handle.read(header_len))
-                self.map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)  # writable for frombuffer
         except (OSError, struct.error, ValueError) as err:
             raise InputError(f"{path}: not a readable safetensors file ({err})") from None
         self.header.pop("__metadata__", None)
         self.data_start = 8 + header_len
+
+    @functools.cached_property
+    def map(self) -> mmap.mmap:
+        with self.path.open("rb") as handle:
+            return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)  # writable for frombuffer
 
     def view(self, name: str) -> torch.Tensor:
         meta = self.header[name]
@@ -69,32 +75,61 @@ class _MappedFile:
 
 
 class Checkpoint:
-    """A checkpoint folder's tensors by name, across one file or a sharded set with an index."""
+    """A checkpoint folder's tensors by name, across one file or a sharded set with an index.
+
+    Every file the index lists is checked when the checkpoint is opened, before any tensor is read: it exists and
+    its header holds the tensors the index says it does. A broken copy fails on every rank at once, naming the file
+    and a tensor, instead of on the one stage whose layers live in the missing shard, after the others loaded.
+    """
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         index = self.folder / "model.safetensors.index.json"
         single = self.folder / "model.safetensors"
         if index.is_file():
-            self.file_of = {k: self.folder / v for k, v in json.loads(index.read_text())["weight_map"].items()}
+            self.file_of = {name: self.folder / file for name, file in _weight_map(index).items()}
+            self._files = {path: _open_listed(path, index, self.file_of) for path in set(self.file_of.values())}
         elif single.is_file():
-            self.file_of = dict.fromkeys(_MappedFile(single).header, single)
+            self._files = {single: _MappedFile(single)}
+            self.file_of = dict.fromkeys(self._files[single].header, single)
         else:
             raise InputError(f"{self.folder}: no model.safetensors or model.safetensors.index.json")
-        self._files: dict[Path, _MappedFile] = {}
         self.read: list[str] = []  # names handed out, in order: what this rank actually loaded
 
     def __contains__(self, name: str) -> bool:
         return name in self.file_of
 
     def view(self, name: str) -> torch.Tensor:
-        path = self.file_of[name]
-        if path not in self._files:
-            if not path.is_file():
-                raise InputError(f"{path}: missing (listed in the checkpoint index for {name})")
-            self._files[path] = _MappedFile(path)
         self.read.append(name)
-        return self._files[path].view(name)
+        return self._files[self.file_of[name]].view(name)
+
+
+def _weight_map(index: Path) -> dict[str, str]:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{index}: not a checkpoint index with a weight_map ({type(err).__name__}: {err})") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+        raise InputError(f"{index}: weight_map must map tensor names to file names")
+    return weight_map
+
+
+def _open_listed(path: Path, index: Path, file_of: dict[str, Path]) -> _MappedFile:
+    """A shard the index lists, checked against the tensors the index puts in it."""
+    listed = [name for name, file in file_of.items() if file == path]
+    if not path.is_file():
+        raise InputError(
+            f"{path}: missing, though {index.name} lists it for {len(listed)} tensor(s) ({listed[0]}, ...): "
+            "copy the whole checkpoint folder again"
+        )
+    shard = _MappedFile(path)
+    absent = [name for name in listed if name not in shard.header]
+    if absent:
+        raise InputError(
+            f"{path}: holds no tensor {absent[0]} ({len(absent)} of the {len(listed)} {index.name} puts there "
+            "are absent): the index and the shards come from different checkpoints"
+        )
+    return shard
 
 
 def load_config(model_path: str | Path) -> PretrainedConfig:

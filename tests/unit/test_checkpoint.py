@@ -125,18 +125,63 @@ def test_truncated_tensor_data_is_named(tiny_model_dir: Path, tmp_path: Path) ->
         load_stage(model, load_config(model), range(LAYERS), True, True)
 
 
-def test_index_naming_a_missing_shard(tiny_model_dir: Path, tmp_path: Path) -> None:
-    model = copy_model(tiny_model_dir, tmp_path / "model")
-    (model / "model.safetensors").rename(model / "model-00001-of-00002.safetensors")
-    with safe_open(model / "model-00001-of-00002.safetensors", "pt") as weights:
-        weight_map = dict.fromkeys(weights.keys(), "model-00001-of-00002.safetensors")
-    weight_map["model.norm.weight"] = "model-00002-of-00002.safetensors"
-    (model / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    config = load_config(model)
-    load_stage(model, config, range(0, 2), first=True, last=False)  # this stage never needs the missing file
-    missing = model / "model-00002-of-00002.safetensors"
-    with pytest.raises(InputError, match=re.escape(f"{missing}: missing (listed in the checkpoint index for")):
-        load_stage(model, config, range(2, 4), first=False, last=True)
+def shard(tiny_model_dir: Path, to: Path) -> tuple[Path, Path]:
+    """The tiny model as two shards and an index, as save_pretrained writes a big one: the embedding and layers 0-1
+    in the first file, the rest in the second."""
+    from safetensors.torch import save_file
+
+    model = copy_model(tiny_model_dir, to)
+    (model / "model.safetensors").unlink()
+    files = model / "model-00001-of-00002.safetensors", model / "model-00002-of-00002.safetensors"
+    with safe_open(tiny_model_dir / "model.safetensors", "pt") as weights:
+        tensors = {name: weights.get_tensor(name) for name in weights.keys()}  # noqa: SIM118 (not a dict)
+    in_first = {n for n in tensors if n == "model.embed_tokens.weight" or layer_of(n) in (0, 1)}
+    weight_map = {n: (files[0] if n in in_first else files[1]).name for n in tensors}
+    for file in files:
+        save_file({n: t for n, t in tensors.items() if weight_map[n] == file.name}, file, metadata={"format": "pt"})
+    (model / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return files
+
+
+def test_a_sharded_checkpoint_loads_as_the_single_file(tiny_model_dir: Path, tmp_path: Path) -> None:
+    first, second = shard(tiny_model_dir, tmp_path / "model")
+    config = load_config(tiny_model_dir)
+    for layers, is_first, is_last in ((range(0, 2), True, False), (range(2, 4), False, True)):
+        sharded, read = load_stage(first.parent, config, layers, is_first, is_last)
+        single, _ = load_stage(tiny_model_dir, config, layers, is_first, is_last)
+        assert sharded.model.state_dict().keys() == single.model.state_dict().keys()
+        for name, tensor in single.model.state_dict().items():
+            torch.testing.assert_close(sharded.model.state_dict()[name], tensor, rtol=0, atol=0)
+        assert {read.file_of[n] for n in read.read} == {first if is_first else second}  # only its own shard
+
+
+def test_an_index_naming_a_missing_shard_fails_up_front(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Checked when the checkpoint is opened, so the stage whose layers are all in the first shard fails too."""
+    _, second = shard(tiny_model_dir, tmp_path / "model")
+    second.unlink()
+    config = load_config(second.parent)
+    message = f"{second}: missing, though model.safetensors.index.json lists it for 20 tensor(s) (lm_head.weight, ..."
+    with pytest.raises(InputError, match=re.escape(message)):
+        load_stage(second.parent, config, range(0, 2), first=True, last=False)
+
+
+def test_an_index_naming_a_tensor_its_shard_lacks(tiny_model_dir: Path, tmp_path: Path) -> None:
+    first, _ = shard(tiny_model_dir, tmp_path / "model")
+    index = first.parent / "model.safetensors.index.json"
+    layout = json.loads(index.read_text())
+    layout["weight_map"]["model.norm.weight"] = first.name  # it is in the second file
+    index.write_text(json.dumps(layout))
+    with pytest.raises(InputError, match=re.escape(f"{first}: holds no tensor model.norm.weight (1 of the 20 ")):
+        Checkpoint(first.parent)
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"metadata": {}}', '{"weight_map": {"lm_head.weight": 3}}'])
+def test_an_unreadable_index_is_named(tiny_model_dir: Path, tmp_path: Path, text: str) -> None:
+    first, _ = shard(tiny_model_dir, tmp_path / "model")
+    index = first.parent / "model.safetensors.index.json"
+    index.write_text(text)
+    with pytest.raises(InputError, match=re.escape(f"{index}: ")):
+        Checkpoint(first.parent)
 
 
 def test_a_config_that_does_not_match_the_weights(tiny_model_dir: Path) -> None:
