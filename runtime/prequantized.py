@@ -161,8 +161,8 @@ def packed_linear(
     group = scheme.group_size or width
     if in_features % (group * shard.parts if shard.dim == 1 else group) or width % per_word:
         raise InputError(
-            f"{name}: its {in_features} input columns split {shard.parts} ways do not hold whole groups of "
-            f"{group}; TP sizes that would work: {', '.join(map(str, tp_sizes_for_group([in_features], group)))}"
+            f"{name}: its {in_features} input columns split {shard.parts} ways do not hold whole groups of {group} "
+            f"({per_word} codes to a word)"
         )
     if shard.dim == 0 and not scheme.symmetric and (rows[1] - rows[0]) % per_word:
         raise InputError(
@@ -177,6 +177,24 @@ def packed_linear(
         words = view(f"{name}.weight_zero_point")[rows[0] // per_word : rows[1] // per_word, groups[0] : groups[1]]
         zero = _unpack_zero(words, scheme.bits)
     return WeightOnlyLinear(_words_as_codes(packed, scheme.bits), scale, zero, scheme.bits, group)
+
+
+def check_tp_groups(config: PretrainedConfig, schemes: list[PackedScheme], tp_size: int, source: str) -> None:
+    """Every row-parallel layer's input slice must hold whole groups; if not, name the layer, the group size and
+    the TP sizes that would work (their slices hold whole groups and they divide the head counts)."""
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    widths = {"self_attn.o_proj": heads * head_dim, "mlp.down_proj": config.intermediate_size}
+    for group in {scheme.group_size for scheme in schemes if scheme.group_size}:
+        for layer, width in widths.items():
+            if width % (group * tp_size):
+                fits = [t for t in tp_sizes_for_group(widths.values(), group) if heads % t == 0 and kv_heads % t == 0]
+                raise InputError(
+                    f"{source}: model.layers.0.{layer} has {width} input columns, {width // tp_size} a rank at "
+                    f"tp_size {tp_size}: not whole groups of {group}; TP sizes that would work: "
+                    f"{', '.join(map(str, fits))}"
+                )
 
 
 def linear_shard(name: str, tp: TensorParallel) -> Shard:
@@ -217,6 +235,7 @@ def load_prequantized_stage(
 
     source = f"{model_path}/config.json"
     schemes = read_schemes(config.quantization_config, source)
+    check_tp_groups(config, schemes, tp.size, source)
     checkpoint = Checkpoint(model_path)
     model = stage_skeleton(config, layers, first, last)
     for name, module in list(model.named_modules()):

@@ -141,7 +141,10 @@ def test_write_is_atomic_and_loadable(tmp_path: Path) -> None:
         ({"tp_size": True}, "run/exp_config.json: tp_size: expected integer, got True"),
         ({"model_path": ...}, "run/exp_config.json: model_path: missing (expected string)"),
         ({"model_path": "  "}, "run/exp_config.json: model_path: expected a non-empty string"),
-        ({"precision": "fp8"}, "run/exp_config.json: precision: expected one of 'fp32', 'bf16', 'fp16', 'int8', 'int4', got 'fp8'"),
+        (
+            {"precision": "fp8"},
+            "run/exp_config.json: precision: expected one of 'fp32', 'bf16', 'fp16', 'int8', 'int4', got 'fp8'",
+        ),
         ({"profilers": ["torch", "vtune"]}, "run/exp_config.json: profilers[1]: expected one of"),
         ({"strategy_id": "tp 2/x"}, "run/exp_config.json: strategy_id: expected letters, digits"),
         ({"gpus_per_node": 2}, "run/exp_config.json: gpus_per_node: expected num_nodes*gpus_per_node = world_size"),
