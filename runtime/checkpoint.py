@@ -184,7 +184,7 @@ def _trim(model: nn.Module, first: bool, last: bool) -> None:
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
 
 
-def _source_name(name: str, layers: range, config: PretrainedConfig) -> str:
+def source_name(name: str, layers: range, config: PretrainedConfig) -> str:
     """The checkpoint name of a stage parameter: stage layer i is model layer layers.start + i."""
     name = _LAYER.sub(lambda m: f"model.layers.{layers.start + int(m[1])}.", name)
     if name == "lm_head.weight" and getattr(config, "tie_word_embeddings", False):
@@ -192,35 +192,51 @@ def _source_name(name: str, layers: range, config: PretrainedConfig) -> str:
     return name
 
 
-def load_stage(
-    model_path: str | Path, config: PretrainedConfig, layers: range, first: bool, last: bool
-) -> tuple[Stage, Checkpoint]:
-    """The stage's module with weights viewing the checkpoint (in its stored dtype, on the CPU)."""
+def stage_skeleton(config: PretrainedConfig, layers: range, first: bool, last: bool) -> nn.Module:
+    """The stage's module on the meta device: the model's shape for `layers`, trimmed to the stage's role."""
     from transformers import AutoModelForCausalLM
 
-    checkpoint = Checkpoint(model_path)
-    cfg = stage_config(config, layers)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(cfg)
+        model = AutoModelForCausalLM.from_config(stage_config(config, layers))
     _trim(model, first, last)
+    return model
+
+
+def assign_from_checkpoint(
+    model: nn.Module, checkpoint: Checkpoint, config: PretrainedConfig, layers: range, first: bool, last: bool
+) -> Stage:
+    """Every tensor of `model` still on the meta device becomes a view of its checkpoint tensor (checked against
+    the shape the config implies); the rotary frequencies are computed. The stage, ready in the stored dtype."""
     weights = {}
     for name, param in model.state_dict(keep_vars=True).items():
-        source = _source_name(name, layers, config)
+        if not param.is_meta:
+            continue  # built already (a pre-quantized layer, a TP slice)
+        source = source_name(name, layers, config)
         if source not in checkpoint:
-            raise InputError(f"{model_path}: tensor {source} is missing from the checkpoint")
+            raise InputError(f"{checkpoint.folder}: tensor {source} is missing from the checkpoint")
         tensor = checkpoint.view(source)
         if tuple(tensor.shape) != tuple(param.shape):
             raise InputError(
-                f"{model_path}: tensor {source} has shape {tuple(tensor.shape)}, "
+                f"{checkpoint.folder}: tensor {source} has shape {tuple(tensor.shape)}, "
                 f"the config implies {tuple(param.shape)}"
             )
         weights[name] = tensor
-    model.load_state_dict(weights, strict=True, assign=True)
+    model.load_state_dict(weights, strict=False, assign=True)
+    cfg = stage_config(config, layers)
     # non-persistent buffers (rotary frequencies) are computed, not stored: build them for real
     with torch.device("cpu"):
         model.model.rotary_emb = type(model.model.rotary_emb)(config=cfg)
     _check_materialized(model)
-    return Stage(model.eval().requires_grad_(False), cfg, layers, first, last), checkpoint
+    return Stage(model.eval().requires_grad_(False), cfg, layers, first, last)
+
+
+def load_stage(
+    model_path: str | Path, config: PretrainedConfig, layers: range, first: bool, last: bool
+) -> tuple[Stage, Checkpoint]:
+    """The stage's module with weights viewing the checkpoint (in its stored dtype, on the CPU)."""
+    checkpoint = Checkpoint(model_path)
+    model = stage_skeleton(config, layers, first, last)
+    return assign_from_checkpoint(model, checkpoint, config, layers, first, last), checkpoint
 
 
 def random_stage(

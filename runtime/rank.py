@@ -42,6 +42,7 @@ from runtime.topology import Topology, stage_layers
 
 if TYPE_CHECKING:
     import torch
+    from torch.distributed import ProcessGroup
     from transformers import PretrainedConfig
 
     from runtime.checkpoint import Stage
@@ -157,6 +158,7 @@ class Rank:
         self.started: datetime
         self.device: torch.device
         self.stage: Stage | None = None
+        self.dtype: torch.dtype  # the activations'; the weights' too unless the checkpoint is pre-quantized
         self.work: Work
         self.load_s = 0.0
         self.timers: Timers
@@ -223,27 +225,36 @@ class Rank:
         return device
 
     def load_stage(self, device: torch.device) -> Stage:
-        """This rank's stage of the model, sliced for TP, in the run's precision, on its device."""
+        """This rank's stage of the model, sliced for TP, in the run's precision, on its device. A checkpoint
+        published quantized (config.json's quantization_config) keeps its weights as stored and is sliced here;
+        a dense one is sliced by AutoTP."""
         from runtime.checkpoint import PRECISIONS, load_stage, random_stage
+        from runtime.prequantized import TensorParallel, activation_dtype, is_prequantized, load_prequantized_stage
 
         cfg, topo, model_config = self.cfg, self.topo, self.model_config
-        dtype = PRECISIONS[cfg.precision]
         layers = stage_layers(model_config.num_hidden_layers, cfg.pp_size, topo.pp_rank)
         roles = (layers, topo.is_first_stage, topo.is_last_stage)
-        if self.args.init == "random":
-            # TP slices on the host; without TP the weights are made where they run
-            where = "cpu" if cfg.tp_size > 1 else str(device)
-            stage = random_stage(model_config, *roles, dtype=dtype, device=where, seed=cfg.seed)
+        if self.args.init != "random" and is_prequantized(model_config):
+            self.dtype = activation_dtype(cfg.precision, model_config, device.type, f"{cfg.model_path}/config.json")
+            group = self.join_tp_group(device) if cfg.tp_size > 1 else None
+            tp = TensorParallel(topo.tp_rank, cfg.tp_size, group)
+            stage, _ = load_prequantized_stage(cfg.model_path, model_config, *roles, tp)
         else:
-            stage, _ = load_stage(cfg.model_path, model_config, *roles)
-        if cfg.tp_size > 1:
-            stage = self.shard(stage, device, dtype)
-        stage.model = stage.model.to(device=device, dtype=dtype)
+            self.dtype = PRECISIONS[cfg.precision]
+            if self.args.init == "random":
+                # TP slices on the host; without TP the weights are made where they run
+                where = "cpu" if cfg.tp_size > 1 else str(device)
+                stage = random_stage(model_config, *roles, dtype=self.dtype, device=where, seed=cfg.seed)
+            else:
+                stage, _ = load_stage(cfg.model_path, model_config, *roles)
+            if cfg.tp_size > 1:
+                stage = self.shard(stage, device, self.dtype)
+        stage.model = stage.model.to(device=device, dtype=self.dtype)
         return stage
 
-    def shard(self, stage: Stage, device: torch.device, dtype: torch.dtype) -> Stage:
-        """The stage sliced across this rank's TP group by AutoTP, and the all-reduce its layers will use."""
-        from runtime.tensor_parallel import init_deepspeed_comm, shard_stage, tp_groups
+    def join_tp_group(self, device: torch.device) -> ProcessGroup:
+        """This rank's TP group, DeepSpeed's comm layer over it, and the all-reduce its layers will use, named."""
+        from runtime.tensor_parallel import init_deepspeed_comm, tp_groups
 
         self.tp_group = tp_groups(self.topo)
         shm = init_deepspeed_comm(self.topo, self.info, device.type)
@@ -253,7 +264,13 @@ class Rank:
 
         name = "shm_all_reduce" if shm else f"{dist.get_backend()}_all_reduce"
         self.tp_all_reduce = (name, functools.partial(deepspeed.comm.inference_all_reduce, group=self.tp_group))
-        return shard_stage(stage, self.tp_group, self.cfg.tp_size, dtype)
+        return self.tp_group
+
+    def shard(self, stage: Stage, device: torch.device, dtype: torch.dtype) -> Stage:
+        """The stage sliced across this rank's TP group by AutoTP."""
+        from runtime.tensor_parallel import shard_stage
+
+        return shard_stage(stage, self.join_tp_group(device), self.cfg.tp_size, dtype)
 
     def load_work(self) -> Work:
         """This replica's share of the prompt table, or synthetic prompts in benchmark mode."""
@@ -274,7 +291,6 @@ class Rank:
 
     def make_generator(self) -> Generator:
         """The generator over this rank's stage, its timers, and the step profiler when the run is profiled."""
-        from runtime.checkpoint import PRECISIONS
         from runtime.generate import DecodeSettings, Generator, Links, Timers
         from runtime.profiling import StepProfiler
 
@@ -285,7 +301,7 @@ class Rank:
         self.profiler = StepProfiler(cfg, info.rank, info.hostname, device, links.drain) if profiled else None
         settings = DecodeSettings(
             device=device,
-            dtype=PRECISIONS[cfg.precision],
+            dtype=self.dtype,
             eos_ids=self.work.eos_ids,
             pad_id=self.work.pad_id,
             max_new_tokens=cfg.max_new_tokens,
@@ -426,7 +442,8 @@ class Rank:
 
         assert self.stage is not None
         peak = peak_memory_bytes(self.device)
-        held = sum(p.numel() * p.element_size() for p in self.stage.model.parameters())
+        model = self.stage.model
+        held = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))  # packed: buffers
         bandwidth = None
         if self.info.world_size == 1 and not self.args.skip_calibration:
             from runtime.microbench import memory_bandwidth

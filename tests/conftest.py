@@ -104,6 +104,16 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def compressed_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in model published pre-quantized: int4, asymmetric, groups of 16 (whole groups in every TP-2
+    slice: 128 and 352 input columns), written by the real compressed-tensors library."""
+    from tests.compressed_checkpoints import write_compressed_tensors
+
+    out = tmp_path_factory.mktemp("models") / "tiny-llama-w4a16"
+    return write_compressed_tensors(tiny_model_dir, out, bits=4, group_size=16, symmetric=False)
+
+
 @pytest.fixture
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No cockpit.toml anywhere: a fresh HOME, XDG dirs and working directory (the embedded default)."""

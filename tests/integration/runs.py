@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runtime.local_launch import local_command, local_env
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 # Different lengths on purpose: left padding and its masks are part of what parity checks.
 PROMPTS = [
@@ -94,10 +98,20 @@ def shard_tokens(config: Path) -> dict[int, list[int]]:
 def hf_reference(model: Path, prompts: list[str], max_new_tokens: int, batch_size: int) -> dict[int, list[int]]:
     """Single-process Hugging Face `generate`, greedy, same batches; rows cut after their EOS."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(model)
     lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+    return greedy_tokens(lm, model, prompts, max_new_tokens, batch_size)
+
+
+def greedy_tokens(
+    lm: PreTrainedModel, tokenizer_dir: Path, prompts: list[str], max_new_tokens: int, batch_size: int
+) -> dict[int, list[int]]:
+    """What `lm.generate` decodes greedily from `prompts` in batches (tokenizer from `tokenizer_dir`), rows cut
+    after their EOS."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     out: dict[int, list[int]] = {}
     for first in range(0, len(prompts), batch_size):
         batch = tokenizer(prompts[first : first + batch_size], return_tensors="pt", padding=True)

@@ -1,0 +1,277 @@
+"""Checkpoints published already quantized: compressed-tensors' `pack-quantized` format, read without the library.
+
+llm-compressor writes its GPTQ and AWQ recipes in this format and vLLM serves it. config.json names it in
+`quantization_config` (`quant_method: compressed-tensors`, `format: pack-quantized`, `config_groups` whose `weights`
+say the bits, the strategy and the group size); each quantized linear layer `<name>` is stored as
+`<name>.weight_packed` (int32, (out, in * bits / 32): element i of a row at bits [i * bits, (i + 1) * bits) of the
+row's words, as `value + 2 ** (bits - 1)`), `<name>.weight_scale` ((out, in / group)), `<name>.weight_shape`, and,
+when asymmetric, `<name>.weight_zero_point` (packed the same way along the output dimension: (out * bits / 32,
+in / group)); `w = (q - zero) * scale` with q and zero signed (compressed_tensors/compressors/pack_quantized).
+
+On a little-endian machine an int32 row of 4-bit codes, seen as bytes, is WeightOnlyLinear's own layout (element
+2j in the low nibble of byte j, stored as q + 8, which is its symmetric zero), so the packed weight becomes a
+WeightOnlyLinear without a copy; 8-bit codes flip their top bit to become signed bytes.
+
+Each rank builds only its stage's layers and its tensor-parallel slice of them, as zero-copy views of the memory
+map: column-parallel layers (q, k, v, gate, up) keep their output rows, row-parallel ones (o, down, the LM head)
+their input columns, cut on group boundaries, and sum their outputs across the TP group (`reduce_output`).
+AutoTP is not used here: it cannot slice a WeightOnlyLinear. Attention reshapes with -1 heads, so a rank's slice
+of q, k and v runs its own heads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from transformers import PretrainedConfig
+
+from runtime.checkpoint import PRECISIONS, Checkpoint, Stage, assign_from_checkpoint, source_name, stage_skeleton
+from runtime.quantize import QUANTIZED_PRECISIONS, Bits, WeightOnlyLinear, tp_sizes_for_group, unpack_int4
+from runtime.schema import InputError
+
+SUPPORTED = "compressed-tensors pack-quantized, int4 or int8 weights only, group or channel strategy"
+COLUMN_PARALLEL = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")  # output rows split
+ROW_PARALLEL = ("o_proj", "down_proj", "lm_head")  # input columns split, outputs summed across the group
+
+
+@dataclass(frozen=True)
+class PackedScheme:
+    """One config group's weight quantization, as the runtime needs it."""
+
+    bits: Bits
+    group_size: int | None  # None: channel strategy, one scale per output row
+    symmetric: bool
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Which part of a (out, in) linear layer a rank holds: `part` of `parts` along `dim` (0: output rows, for a
+    column-parallel layer; 1: input columns, row-parallel), or the whole layer (dim None)."""
+
+    part: int = 0
+    parts: int = 1
+    dim: int | None = None
+
+    def bounds(self, size: int) -> tuple[int, int]:
+        step = size // self.parts
+        return self.part * step, (self.part + 1) * step
+
+
+@dataclass(frozen=True)
+class TensorParallel:
+    """A rank's place in its stage's TP group (group None without TP)."""
+
+    rank: int = 0
+    size: int = 1
+    group: dist.ProcessGroup | None = None
+
+
+def is_prequantized(config: PretrainedConfig) -> bool:
+    return bool(getattr(config, "quantization_config", None))
+
+
+def read_schemes(quantization_config: Mapping[str, Any], source: str) -> list[PackedScheme]:
+    """The config groups of a `quantization_config`, or an InputError naming what is not supported."""
+    method = quantization_config.get("quant_method")
+    if method != "compressed-tensors":
+        raise InputError(f"{source}: quantization {method!r} is not supported; the runtime loads {SUPPORTED}")
+    if quantization_config.get("kv_cache_scheme"):
+        raise InputError(f"{source}: a quantized KV cache is not supported; the runtime loads {SUPPORTED}")
+    schemes = []
+    for name, group in quantization_config.get("config_groups", {}).items():
+        fmt = group.get("format") or quantization_config.get("format")
+        weights = group.get("weights") or {}
+        scheme = (
+            f"{fmt}, {weights.get('type')}{weights.get('num_bits')} weights, strategy {weights.get('strategy')}"
+            f"{', activations quantized' if group.get('input_activations') else ''}"
+        )
+        if (
+            fmt != "pack-quantized"
+            or weights.get("type") != "int"
+            or weights.get("num_bits") not in (4, 8)
+            or weights.get("strategy") not in ("group", "channel")
+            or weights.get("dynamic")
+            or group.get("input_activations")
+            or group.get("output_activations")
+        ):
+            raise InputError(
+                f"{source}: config group {name} ({scheme}) is not supported; the runtime loads {SUPPORTED}"
+            )
+        if weights.get("actorder") == "group":
+            raise InputError(
+                f"{source}: config group {name} reorders groups by activation (actorder 'group', a g_idx per "
+                "layer): not supported; quantize with actorder 'weight' or none, which keeps groups contiguous"
+            )
+        group_size = weights.get("group_size") if weights["strategy"] == "group" else None
+        schemes.append(
+            PackedScheme(weights["num_bits"], group_size, bool(weights.get("symmetric", True)), tuple(group["targets"]))
+        )
+    if not schemes:
+        raise InputError(f"{source}: quantization_config has no config_groups")
+    return schemes
+
+
+def scheme_for(schemes: list[PackedScheme], name: str, source: str) -> PackedScheme:
+    """The scheme whose targets match linear layer `name` (a layer class, an exact name, or "re:" a regex)."""
+    for scheme in schemes:
+        for target in scheme.targets:
+            if target == "Linear" or target == name or (target.startswith("re:") and re.match(target[3:], name)):
+                return scheme
+    raise InputError(f"{source}: {name} is stored quantized but no config group targets it")
+
+
+def _words_as_codes(words: torch.Tensor, bits: Bits) -> torch.Tensor:
+    """Int32 words of packed unsigned codes, seen as WeightOnlyLinear stores codes: 4 bits stay packed two to a
+    byte (stored as q + 8: its symmetric layout); 8 bits become signed bytes (stored as q + 128)."""
+    as_bytes = words.contiguous().view(torch.uint8)
+    return as_bytes if bits == 4 else (as_bytes ^ 0x80).view(torch.int8)
+
+
+def _unpack_zero(words: torch.Tensor, bits: Bits) -> torch.Tensor:
+    """A (out * bits / 32, groups) zero point packed along the output dimension -> (out, groups) zero points on
+    WeightOnlyLinear's scale (4 bits: 0..15 around 8; 8 bits: signed)."""
+    codes = _words_as_codes(words.t(), bits)
+    return (unpack_int4(codes) if bits == 4 else codes).t().contiguous()
+
+
+def packed_linear(
+    view: Callable[[str], torch.Tensor], name: str, scheme: PackedScheme, shard: Shard, shape: tuple[int, int]
+) -> WeightOnlyLinear:
+    """This rank's part of the packed linear layer `name` (out, in) as a WeightOnlyLinear, from views of the
+    checkpoint's tensors (`view`: name -> tensor); only the part's rows and words are touched."""
+    out_features, in_features = shape
+    stored = tuple(view(f"{name}.weight_shape").tolist())
+    if stored != shape:
+        raise InputError(f"{name}.weight_shape is {stored}, the config implies {shape}")
+    per_word = 32 // scheme.bits
+    rows, cols = (0, out_features), (0, in_features)
+    if shard.dim == 0:
+        rows = shard.bounds(out_features)
+    elif shard.dim == 1:
+        cols = shard.bounds(in_features)
+    width = cols[1] - cols[0]
+    group = scheme.group_size or width
+    if in_features % (group * shard.parts if shard.dim == 1 else group) or width % per_word:
+        raise InputError(
+            f"{name}: its {in_features} input columns split {shard.parts} ways do not hold whole groups of {group} "
+            f"({per_word} codes to a word)"
+        )
+    if shard.dim == 0 and not scheme.symmetric and (rows[1] - rows[0]) % per_word:
+        raise InputError(
+            f"{name}: its zero points are packed {per_word} output rows to a word, and a TP slice of "
+            f"{rows[1] - rows[0]} rows cuts a word; use a TP size that divides {out_features // per_word}"
+        )
+    groups = (cols[0] // group, cols[1] // group) if scheme.group_size else (0, 1)
+    packed = view(f"{name}.weight_packed")[rows[0] : rows[1], cols[0] // per_word : cols[1] // per_word]
+    scale = view(f"{name}.weight_scale")[rows[0] : rows[1], groups[0] : groups[1]]
+    zero = None
+    if not scheme.symmetric:
+        words = view(f"{name}.weight_zero_point")[rows[0] // per_word : rows[1] // per_word, groups[0] : groups[1]]
+        zero = _unpack_zero(words, scheme.bits)
+    return WeightOnlyLinear(_words_as_codes(packed, scheme.bits), scale, zero, scheme.bits, group)
+
+
+def check_tp_groups(config: PretrainedConfig, schemes: list[PackedScheme], tp_size: int, source: str) -> None:
+    """Every row-parallel layer's input slice must hold whole groups; if not, name the layer, the group size and
+    the TP sizes that would work (their slices hold whole groups and they divide the head counts)."""
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    widths = {"self_attn.o_proj": heads * head_dim, "mlp.down_proj": config.intermediate_size}
+    for group in {scheme.group_size for scheme in schemes if scheme.group_size}:
+        for layer, width in widths.items():
+            if width % (group * tp_size):
+                fits = [t for t in tp_sizes_for_group(widths.values(), group) if heads % t == 0 and kv_heads % t == 0]
+                raise InputError(
+                    f"{source}: model.layers.0.{layer} has {width} input columns, {width // tp_size} a rank at "
+                    f"tp_size {tp_size}: not whole groups of {group}; TP sizes that would work: "
+                    f"{', '.join(map(str, fits))}"
+                )
+
+
+def linear_shard(name: str, tp: TensorParallel) -> Shard:
+    """How a linear layer is split across the TP group, by its name (as AutoTP decides)."""
+    if tp.size == 1:
+        return Shard()
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf in COLUMN_PARALLEL:
+        return Shard(tp.rank, tp.size, 0)
+    if leaf in ROW_PARALLEL:
+        return Shard(tp.rank, tp.size, 1)
+    raise InputError(f"{name}: the runtime does not know how to split this layer for tensor parallelism")
+
+
+def _bias(view: Callable[[str], torch.Tensor], name: str, shard: Shard) -> torch.Tensor:
+    bias = view(f"{name}.bias")
+    return bias[slice(*shard.bounds(bias.shape[0]))] if shard.dim == 0 else bias
+
+
+def _dense_slice(view: Callable[[str], torch.Tensor], name: str, shard: Shard, bias: bool) -> nn.Linear:
+    """A dense linear layer's part (the LM head, a layer the checkpoint left unquantized), as a view."""
+    weight = view(f"{name}.weight")
+    start, stop = shard.bounds(weight.shape[shard.dim])
+    weight = weight.narrow(shard.dim, start, stop - start)
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias, device="meta")
+    layer.weight = nn.Parameter(weight, requires_grad=False)
+    if bias:
+        layer.bias = nn.Parameter(_bias(view, name, shard), requires_grad=False)
+    return layer
+
+
+def load_prequantized_stage(
+    model_path: str | Path, config: PretrainedConfig, layers: range, first: bool, last: bool, tp: TensorParallel
+) -> tuple[Stage, Checkpoint]:
+    """The stage of a pre-quantized checkpoint, this rank's TP slice of it, with views of the memory map: packed
+    layers as WeightOnlyLinear, the rest (embedding, norms, LM head) as the checkpoint stores them."""
+    from runtime.tensor_parallel import reduce_output, slice_input
+
+    source = f"{model_path}/config.json"
+    schemes = read_schemes(config.quantization_config, source)
+    check_tp_groups(config, schemes, tp.size, source)
+    checkpoint = Checkpoint(model_path)
+    model = stage_skeleton(config, layers, first, last)
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, nn.Linear):
+            continue
+        stored = source_name(f"{name}.weight", layers, config)  # the embedding's, for a tied LM head
+        prefix, shard = stored.removesuffix(".weight"), linear_shard(name, tp)
+        if f"{prefix}.weight_packed" in checkpoint:
+            shape = (module.out_features, module.in_features)
+            layer: nn.Module = packed_linear(checkpoint.view, prefix, scheme_for(schemes, prefix, source), shard, shape)
+            if module.bias is not None:
+                layer.bias = nn.Parameter(_bias(checkpoint.view, prefix, shard), requires_grad=False)
+        elif shard.dim is not None:
+            layer = _dense_slice(checkpoint.view, prefix, shard, module.bias is not None)
+        else:
+            continue  # whole and dense: assigned with the other tensors below
+        if shard.dim == 1:
+            if name == "lm_head":  # its input, after the last norm, is whole
+                start, stop = shard.bounds(module.in_features)
+                slice_input(layer, start, stop - start)
+            reduce_output(layer, tp.group)
+        model.set_submodule(name, layer)
+    return assign_from_checkpoint(model, checkpoint, config, layers, first, last), checkpoint
+
+
+def activation_dtype(precision: str, config: PretrainedConfig, device_type: str, source: str) -> torch.dtype:
+    """What the activations of a pre-quantized checkpoint's run compute in. fp32/bf16/fp16 name it; int8/int4
+    name the checkpoint's own bits (the weights stay as stored: nothing is quantized again) and the activations
+    take the device's compute dtype (fp32 on a CPU, bf16 on an accelerator); other bits than stored are refused."""
+    if precision in PRECISIONS:
+        return PRECISIONS[precision]
+    stored = {scheme.bits for scheme in read_schemes(config.quantization_config, source)}
+    if stored != {QUANTIZED_PRECISIONS[precision]}:
+        bits = "/".join(f"int{b}" for b in sorted(stored))
+        raise InputError(
+            f"{source}: the checkpoint is already quantized to {bits}; precision {precision} would quantize it "
+            f"again: use precision {bits} (or fp32, bf16, fp16 to name the activations' dtype)"
+        )
+    return torch.float32 if device_type == "cpu" else torch.bfloat16
