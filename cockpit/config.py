@@ -34,6 +34,15 @@ class ClusterSection:
     scheduler: Literal["local", "slurm"] = "local"
     partition: str | None = None
     account: str | None = None
+    # each GPU's memory (on CPU nodes, each node's host memory), for the memory plan of a sweep; an inventory
+    # host's `device_memory_gib` wins; none: this machine's memory on the local scheduler with a CPU, else unchecked
+    device_memory_gib: float | None = None
+
+    def check(self, source: str, prefix: str = "") -> None:
+        if self.device_memory_gib is not None and not self.device_memory_gib > 0:
+            raise SchemaError(
+                source, prefix + "device_memory_gib", f"expected a positive number of GiB, got {self.device_memory_gib}"
+            )
 
 
 @dataclass(frozen=True)

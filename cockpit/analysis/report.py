@@ -7,7 +7,7 @@ reported: judged against the baseline endpoint when one is configured, else agai
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,14 +50,23 @@ def score_rows(
     run_id: str,
     performance: Performance | str | None = None,
     reference: Reference | None = None,
+    estimates: Mapping[str, Sequence[int]] | None = None,
 ) -> Scored:
     """Correctness per prompt and strategy, and the run summary, from the run's tables; reads and writes nothing.
-    `reference`: what to judge against (None: `choose_reference` with no endpoint)."""
+    `reference`: what to judge against (None: `choose_reference` with no endpoint); `estimates`: the memory plan's
+    bytes per rank, by strategy, put beside each rank's peak."""
     reference = reference or choose_reference(rows, baseline)
     scores = evaluate(rows, baseline, reference)
     notes = divergences(scores, reference)
     summary = RunSummary(
-        rows, metrics, summarize(scores), run_id, performance=performance, reference=reference, divergences=notes
+        rows,
+        metrics,
+        summarize(scores),
+        run_id,
+        performance=performance,
+        reference=reference,
+        divergences=notes,
+        estimates=estimates,
     )
     return Scored(rows, scores, reference, truth(rows, baseline, reference), summary)
 
@@ -67,6 +76,8 @@ def single_device_fate(manifest: Manifest) -> str:
     entry = next((e for e in manifest.strategies.values() if e.kind == REFERENCE_KIND), None)
     if entry is None:
         return "no single-device run"
+    if entry.skipped and entry.memory is not None:
+        return f"the single-device run was not submitted: {entry.memory.sentence}"
     error = entry.attempts[-1].error if entry.attempts else None
     if error or entry.status not in {*ACTIVE_STATES, "NOT_STARTED", "SUBMITTED", "COMPLETED"}:
         return f"the single-device run failed: {error or entry.status}"
@@ -86,7 +97,17 @@ def score(sweep: Sweep, peaks: Mapping[str, float] | None = None) -> Scored:
     performance = for_run(rows, metrics, sweep.settings, peaks)
     endpoint = sweep.manifest.baseline != "reference"  # an endpoint URL: its completions are a reference
     reference = choose_reference(rows, baseline, endpoint=endpoint, fate=single_device_fate(sweep.manifest))
-    return score_rows(rows, metrics, baseline, sweep.settings.run_id, performance, reference)
+    return score_rows(rows, metrics, baseline, sweep.settings.run_id, performance, reference, planned_peaks(sweep))
+
+
+def planned_peaks(sweep: Sweep) -> dict[str, list[int]]:
+    """The memory plan's estimate of each rank's peak, by strategy, from the manifest (none for a run planned
+    before there was a memory plan)."""
+    return {
+        strategy_id: [rank.comparable_to_peak for rank in entry.memory.ranks]
+        for strategy_id, entry in sweep.manifest.strategies.items()
+        if entry.memory is not None and entry.memory.ranks
+    }
 
 
 @dataclass

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import io
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -71,6 +71,13 @@ PLOT_NAMES = ("latency_vs_correctness", "throughput_vs_length")
 EXACT_MATCH_LIM = (-0.05, 1.05)  # the exact-match axis, with room for points at 0 and 1
 JOULES_PER_KWH = 3.6e6
 ENERGY_SECTION = "## Energy"
+MEMORY_SECTION = "## Memory: estimate vs peak"
+MEMORY_NUMERIC = [False, True, False, True, True, True]
+MEMORY_NOTE = (
+    "estimate: the memory plan's, made before the sweep submitted anything (cockpit.sweep.memory), as the rank's "
+    "peak should read it (a GPU's context left out); peak: what the rank measured (resident on a CPU, allocated on "
+    "a GPU)."
+)
 
 
 def _num(series: pd.Series) -> pd.Series:
@@ -251,6 +258,7 @@ class RunSummary:
         performance: Performance | str | None = None,
         reference: Reference | None = None,
         divergences: Sequence[str] = (),
+        estimates: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         require_columns(results, RESULT_COLUMNS, "results")
         require_columns(metrics, METRIC_COLUMNS, "metrics")
@@ -261,6 +269,7 @@ class RunSummary:
         self.run_id, self.reference_kind = run_id, reference_kind
         self.performance = performance  # the strategies against the performance model, or why there is none
         self.reference, self.divergences = reference, divergences  # what correctness was judged against; who differs
+        self.estimates = estimates or {}  # strategy -> the memory plan's bytes per rank, as its peak should read
 
     def _shapes(self) -> pd.DataFrame:
         shape = ["strategy", "strategy_kind", "tp_size", "pp_size", "num_nodes"]
@@ -567,6 +576,12 @@ class RunSummary:
             lines += ["", ENERGY_SECTION, "", *(f"- {line}" for line in energy)]
         if straggling := self.straggler_lines():
             lines += ["", "## Stragglers", "", *(f"- {line}" for line in straggling)]
+        if memory := self.memory_rows():
+            lines += ["", MEMORY_SECTION, ""]
+            lines += pipe_table(
+                ["strategy", "rank", "host", "estimate", "peak", "peak/estimate"], memory, MEMORY_NUMERIC
+            )
+            lines += ["", MEMORY_NOTE]
         placement = self.placement()
         if placement:
             lines += ["", "## Where each rank ran", ""]
@@ -602,6 +617,24 @@ class RunSummary:
             elif isinstance(source, str):
                 lines.append(f"{strategy}: measured by {source}")
         return lines
+
+    def memory_rows(self) -> list[tuple[str, str, str, str, str, str]]:
+        """(strategy, rank, host, estimate, peak, peak/estimate) per rank in table order: the memory plan's
+        estimate beside the peak the rank measured, for the strategies with either."""
+        by_strategy = self.metrics.drop_duplicates("strategy", keep="last").set_index("strategy")
+        rows = []
+        for strategy in self.table()["strategy"]:
+            row = by_strategy.loc[strategy] if strategy in by_strategy.index else pd.Series()
+            peaks, hosts = json_list(row.get("rank_peak_memory_bytes")), json_list(row.get("rank_hosts"))
+            estimates = list(self.estimates.get(strategy, ()))
+            for rank in range(max(len(peaks), len(estimates))):
+                peak = peaks[rank] if rank < len(peaks) else None
+                estimate = estimates[rank] if rank < len(estimates) else None
+                host = hosts[rank] if rank < len(hosts) else None
+                ratio = f"{peak / estimate:.2f}" if peak and estimate else NAN
+                cells = [human_bytes(v) if v else NAN for v in (estimate, peak)]
+                rows.append((strategy, str(rank), host or NAN, *cells, ratio))
+        return rows
 
     def placement(self) -> list[tuple[str, str, str]]:
         """(strategy, `node0: 0, 1; node1: 2, 3`, what crosses nodes over which link) in table order, from the

@@ -37,6 +37,7 @@ class Node:
     mac: str | None = None
     gpu_kind: str | None = None
     memory_bandwidth_Bps: float | None = None  # the GPU's peak, overriding the performance model's table
+    device_memory_gib: float | None = None  # each GPU's memory (a CPU node: its host memory), for the memory plan
     groups: tuple[str, ...] = ()
     local: bool = False
     power_off_command: str = "shutdown -h now"
@@ -70,16 +71,17 @@ def _mac(value: object, host: str, source: str) -> str | None:
     return None if value in (None, "") else normal_mac(value, f"{source}: host {host}: mac_address")
 
 
-def _gbps(value: object, host: str, source: str) -> float | None:
+def _positive(value: object, host: str, source: str, key: str, unit: str) -> float | None:
+    """A host variable that must be a positive number when set (None when it is not)."""
     if value in (None, ""):
         return None
     try:
-        gbps = float(value)  # type: ignore[arg-type]
+        number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        gbps = 0.0
-    if not gbps > 0:
-        raise BadInput(f"{source}: host {host}: memory_bandwidth_gbps {value!r} is not a positive number of GB/s")
-    return gbps * 1e9
+        number = 0.0
+    if not number > 0:
+        raise BadInput(f"{source}: host {host}: {key} {value!r} is not a positive number of {unit}")
+    return number
 
 
 def _ranks_address(hostvars: Mapping[str, Any], interface: str | None) -> str | None:
@@ -99,6 +101,7 @@ def node_from_vars(name: str, hostvars: Mapping[str, Any], groups: Iterable[str]
     key = hostvars.get("ansible_ssh_private_key_file")
     ranks_interface = str(hostvars.get("ranks_interface") or "") or None
     defaults = Node(name, name)
+    bandwidth = _positive(hostvars.get("memory_bandwidth_gbps"), name, source, "memory_bandwidth_gbps", "GB/s")
     return Node(
         name=name,
         address=str(hostvars.get("ansible_host") or ("127.0.0.1" if local else name)),
@@ -107,7 +110,8 @@ def node_from_vars(name: str, hostvars: Mapping[str, Any], groups: Iterable[str]
         key_file=Path(str(key)).expanduser() if key else None,
         mac=_mac(hostvars.get("mac_address"), name, source),
         gpu_kind=hostvars.get("gpu_kind"),
-        memory_bandwidth_Bps=_gbps(hostvars.get("memory_bandwidth_gbps"), name, source),
+        memory_bandwidth_Bps=None if bandwidth is None else bandwidth * 1e9,
+        device_memory_gib=_positive(hostvars.get("device_memory_gib"), name, source, "device_memory_gib", "GiB"),
         groups=tuple(sorted(g for g in groups if g != "all")),
         local=local,
         power_off_command=str(hostvars.get("power_off_command") or defaults.power_off_command),

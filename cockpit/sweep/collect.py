@@ -254,6 +254,10 @@ def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobReco
         "hostnames": json.dumps(sorted(hosts)),
         "ranks_per_host": max(hosts.values(), default=None),
         "rank_hosts": json.dumps(rank_hosts),  # by rank: the host it ran on (null: no metrics from it)
+        # by rank: the most memory it held, and its share of the weights (the memory plan's estimate is checked
+        # against the first)
+        "rank_peak_memory_bytes": json.dumps([m.get("peak_memory_bytes") for m in by_rank]),
+        "rank_weight_bytes": json.dumps([m.get("weight_bytes") for m in by_rank]),
         # by rank: its pipeline stage, its forward steps in a timed pass and the median one's compute
         "rank_stages": json.dumps([m.get("pp_rank") for m in by_rank]),
         "rank_step_ms": json.dumps([(m.get("time_split") or {}).get("step_ms") for m in by_rank]),

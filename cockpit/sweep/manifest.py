@@ -24,6 +24,7 @@ from cockpit.errors import BadInput
 from cockpit.jobs.factory import Launcher
 from cockpit.jobs.output import JobLogs, job_logs
 from cockpit.jobs.records import ACTIVE_STATES, JobRecord
+from cockpit.sweep.memory import MemoryPlan
 from runtime.atomic import atomic_write_text
 from runtime.contract import found_path, loads, read_text, stored_path
 from runtime.schema import to_plain
@@ -68,6 +69,12 @@ class StrategyEntry:
     rows: int = 0
     problems: list[str] = field(default_factory=list)  # missing shards, torn or bad lines: what collection found
     attempts: list[Attempt] = field(default_factory=list)
+    memory: MemoryPlan | None = None  # the memory plan made before anything was submitted (cockpit.sweep.memory)
+
+    @property
+    def skipped(self) -> bool:
+        """The memory plan found it cannot fit: it is never submitted."""
+        return self.memory is not None and self.memory.verdict == "skipped"
 
     @property
     def done(self) -> bool:
@@ -131,6 +138,10 @@ class Manifest:
             for attempt in entry.attempts:
                 attempt.log_path = attempt.log_path and change(attempt.log_path)
         return moved
+
+    def memory_lines(self) -> list[str]:
+        """A line per strategy the memory plan skipped or gave a smaller batch, in plan order."""
+        return [e.memory.sentence for e in self.strategies.values() if e.memory is not None and e.memory.sentence]
 
     def running(self) -> list[StrategyEntry]:
         """Entries whose latest job has not ended."""

@@ -166,6 +166,14 @@ class DistributedExperimentPipeline:
         if entry.done:
             self._tell("skipped", entry, "already completed and collected")
             return True
+        if entry.skipped:
+            assert entry.memory is not None
+            entry.status = "SKIPPED"
+            self.manifest.save()
+            self._tell("skipped", entry, entry.memory.sentence)
+            return False
+        if entry.memory and entry.memory.sentence and not entry.attempts:
+            self._tell("warning", entry, entry.memory.sentence)
         current: ParallelismStrategy | None = strategy
         if entry.job_id and (entry.status in ACTIVE_STATES or entry.status in ("SUBMITTED", "COMPLETED")):
             self._tell("state", entry, f"re-attaching to job {entry.job_id} ({entry.status})")

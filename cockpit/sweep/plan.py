@@ -26,6 +26,7 @@ from cockpit.jobs.backend import Backend, choose_backend
 from cockpit.jobs.factory import RuntimeEnvironment, SlurmJobFactory
 from cockpit.jobs.watch import CAP_S
 from cockpit.sweep.manifest import MANIFEST_NAME, Manifest, now_iso
+from cockpit.sweep.memory import node_memory, plan_memory
 from cockpit.sweep.pipeline import register
 from cockpit.sweep.prompt_table import build_prompt_table, save_prompt_table
 from cockpit.sweep.prompts import PromptFileSet, PromptRecord, PromptRepository
@@ -67,7 +68,15 @@ class Sweep:
         return self.settings.run_id.removeprefix("run_")
 
     def strategies(self) -> list[ParallelismStrategy]:
-        return sweep_strategies(self.settings)
+        """The sweep's strategies, each with the batch its memory plan gave it."""
+        return [self._planned(strategy) for strategy in sweep_strategies(self.settings)]
+
+    def _planned(self, strategy: ParallelismStrategy) -> ParallelismStrategy:
+        entry = self.manifest.strategies.get(strategy.strategy_id)
+        memory = entry.memory if entry else None
+        if memory is None or memory.batch_size == strategy.settings.batch_size:
+            return strategy
+        return strategy.with_settings(batch_size=memory.batch_size)
 
     def backend(self, watch_cap_s: float = CAP_S) -> Backend:
         """The scheduler the run was planned for (the run folders live in the run's parent folder); `watch_cap_s`
@@ -126,8 +135,11 @@ def plan(settings: Settings, *, now: datetime | None = None, **overrides: Any) -
     )
     sweep = Sweep(shared, manifest)
     factory = sweep.factory()
-    for strategy in sweep.strategies():
-        register(manifest, strategy, factory.files(strategy.config()))
+    strategies = sweep.strategies()
+    memory = node_memory(settings, shared.device)
+    plans = plan_memory(strategies, [r.prompt for r in records], memory, local=backend.name == "local")
+    for strategy in strategies:
+        register(manifest, strategy, factory.files(strategy.config())).memory = plans[strategy.strategy_id]
     manifest.save()
     return sweep
 

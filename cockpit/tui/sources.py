@@ -312,7 +312,8 @@ class LiveSource:
                 start_new_session=True,  # it runs on when the app quits, like a submitted job
             )
         run_id = sweep.settings.run_id
-        return SweepStarted(run_id, f"{run_id}: started ({', '.join(s.strategy_id for s in sweep.strategies())})")
+        started = f"{run_id}: started ({', '.join(s.strategy_id for s in sweep.strategies())})"
+        return SweepStarted(run_id, "\n".join([started, *sweep.manifest.memory_lines()]))
 
     async def cancel_job(self, job_id: str) -> ActionResult:
         try:

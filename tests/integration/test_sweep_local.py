@@ -82,6 +82,10 @@ def test_full_sweep(tmp_path: Path, tiny_model_dir: Path, full_sweep: tuple[Path
         verdict.startswith("Winner: **") and "not ranked" in verdict  # the one strategy left once others are set aside
     ), verdict
     assert pd.read_csv(out["report"]["csv"])["strategy"].nunique() == 5
+    # the memory plan's estimate beside every rank's measured peak (1 + 2 + 2 + 2 + 4 ranks), each ratio near 1
+    memory = summary.split("## Memory: estimate vs peak")[1].split("\n## ")[0]
+    ratios = [float(line.rsplit("|", 2)[-2]) for line in memory.splitlines() if line.startswith("| tiny_")]
+    assert len(ratios) == 11 and all(0.67 < ratio < 1.5 for ratio in ratios), memory
     report = sweeps.cluster(config, "report", str(run), "--json")
     assert report.returncode == 0 and len(json.loads(report.stdout)["strategies"]) == 5
     traces = sweeps.cluster(config, "traces", str(run))  # not profiled: nothing to open, and the exit code says so
@@ -229,3 +233,20 @@ def test_performance_model_against_the_sweep(full_sweep: tuple[Path, dict]) -> N
     tp_nodes = table.loc[table["kind"] == "tp_nodes", "strategy"].iloc[0]
     # TP across nodes all-reduces over the wire: a slower link can only make it slower
     assert what_if.loc[tp_nodes, "1 GbE x2"] < what_if.loc[tp_nodes, "USB4 (40 Gb/s) x2"]
+
+
+def test_memory_plan_skips_what_cannot_fit(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Given less memory than a rank process holds, the sweep submits nothing: each strategy says why in one line,
+    the reference first, and the report would claim no parity (nothing ran)."""
+    config = sweeps.write_config(tmp_path, tiny_model_dir, extra="device_memory_gib = 0.1")
+    done = sweeps.cluster(config, "sweep", "run")
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    skipped = [line for line in done.stdout.splitlines() if " skipped " in line]
+    assert len(skipped) == 5, done.stdout
+    assert skipped[0].split(None, 2)[2] == (
+        "single-device reference: needs 0.5 GiB, this machine's host memory has 0.1 GiB: skipped; use a smaller model"
+    )
+    run = sweeps.run_dir(config)
+    entries = sweeps.entries(run)
+    assert [e.status for e in entries] == ["SKIPPED"] * 5 and not any(e.attempts for e in entries)
+    assert not list(run.glob("*/exp_config.json")) and not (run / "results").exists()

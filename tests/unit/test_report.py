@@ -256,6 +256,27 @@ def test_markdown_says_where_each_rank_ran() -> None:
     assert f"| {TP} | node0: 0; node1: 1 | TP across nodes over usb4 (thunderbolt0) |" in over_usb4.markdown()
 
 
+def test_markdown_puts_the_memory_estimate_beside_each_ranks_peak() -> None:
+    """Peaks as the collector gathers them from the ranks' metrics; estimates as the manifest's memory plan has
+    them. A rank with no metrics shows its estimate alone; an older run has neither and no section."""
+    results, metrics, summary = make_run([1, 1, 1])
+    peaks = {REF: [2 * 2**30], TP: [2**30, None]}
+    metrics = metrics.assign(
+        rank_peak_memory_bytes=[json.dumps(peaks[s]) for s in metrics["strategy"]],
+        rank_hosts=[json.dumps(["node0", "node1"][: len(peaks[s])]) for s in metrics["strategy"]],
+    )
+    estimates = {REF: [int(1.6 * 2**30)], TP: [2**29, 2**29]}
+    report = RunSummary(results, metrics, summary, RUN, estimates=estimates)
+    assert report.memory_rows() == [
+        (REF, "0", "node0", "1.6 GiB", "2.0 GiB", "1.25"),
+        (TP, "0", "node0", "512.0 MiB", "1.0 GiB", "2.00"),
+        (TP, "1", "node1", "512.0 MiB", "—", "—"),
+    ]
+    text = report.markdown()
+    assert "## Memory: estimate vs peak" in text and f"| {REF} | 0 | node0 | 1.6 GiB | 2.0 GiB | 1.25 |" in text
+    assert "## Memory" not in RunSummary(*make_run([1, 1, 1]), RUN).markdown()
+
+
 def test_between_nodes_names_what_crosses_and_the_link() -> None:
     def said(tp: int, pp: int, per_host: int, hosts: int = 2, interfaces: str | None = "eth0") -> str:
         row = pd.Series({"tp_size": tp, "pp_size": pp, "ranks_per_host": per_host, "comm_interfaces": interfaces})
