@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runtime.contract import ExperimentConfig
+from runtime.contract import QUANTIZED, ExperimentConfig
 from runtime.launch import LaunchError, LaunchInfo, detect_launch
 from runtime.rank import Rank
 from runtime.schema import InputError
@@ -58,6 +58,10 @@ def model_config_of(args: argparse.Namespace, cfg: ExperimentConfig) -> Pretrain
 
     model = shape_config(args.shape) if args.init == "random" else load_config(cfg.model_path)
     check_divisible(model, cfg.tp_size, cfg.pp_size)
+    if cfg.precision in QUANTIZED:  # a TP size whose slices would cut a group: refused before anyone loads
+        from runtime.quantize_stage import quant_group_size
+
+        quant_group_size(model, cfg.precision, cfg.tp_size, cfg.quant_group_size)
     return model
 
 

@@ -34,7 +34,7 @@ from runtime.contract import (
     TimeSplit,
     first_divergence,
 )
-from runtime.device import device_name, host_cpus, peak_memory_bytes, pick_device
+from runtime.device import compute_dtype, device_name, host_cpus, peak_memory_bytes, pick_device
 from runtime.energy import EnergyMeter, energy_fields, energy_meter
 from runtime.launch import LaunchInfo, World, join_world
 from runtime.outputs import RankOutputs
@@ -156,6 +156,8 @@ class Rank:
         # set by the steps of run(), in order
         self.started: datetime
         self.device: torch.device
+        self.dtype: torch.dtype  # activations and unquantized weights
+        self.quant_group_size: int | None = None  # weight-only int8/int4: the group size its scales cover
         self.stage: Stage | None = None
         self.work: Work
         self.load_s = 0.0
@@ -202,6 +204,7 @@ class Rank:
         """The device and its threads, the world joined, then this rank's stage and share of the prompts."""
         self.outputs.progress("starting")
         self.device = self.choose_device()
+        self.dtype = compute_dtype(self.cfg.precision, self.device)
         if self.info.world_size > 1:
             self.world = join_world(
                 self.info, self.device.type, self.args.rendezvous_timeout, self.args.comm_timeout, self.on_peer_failure
@@ -223,11 +226,13 @@ class Rank:
         return device
 
     def load_stage(self, device: torch.device) -> Stage:
-        """This rank's stage of the model, sliced for TP, in the run's precision, on its device."""
-        from runtime.checkpoint import PRECISIONS, load_stage, random_stage
+        """This rank's stage of the model, sliced for TP, its linears quantized when the precision is int8/int4
+        (from the checkpoint's views or this rank's slices, before any cast), in the compute dtype, on its device."""
+        from runtime.checkpoint import load_stage, random_stage
+        from runtime.quantize import QUANTIZED_PRECISIONS
 
-        cfg, topo, model_config = self.cfg, self.topo, self.model_config
-        dtype = PRECISIONS[cfg.precision]
+        cfg, topo, model_config, dtype = self.cfg, self.topo, self.model_config, self.dtype
+        quantized = cfg.precision in QUANTIZED_PRECISIONS
         layers = stage_layers(model_config.num_hidden_layers, cfg.pp_size, topo.pp_rank)
         roles = (layers, topo.is_first_stage, topo.is_last_stage)
         if self.args.init == "random":
@@ -237,12 +242,28 @@ class Rank:
         else:
             stage, _ = load_stage(cfg.model_path, model_config, *roles)
         if cfg.tp_size > 1:
-            stage = self.shard(stage, device, dtype)
+            stage = self.shard(stage, device, None if quantized else dtype)
+        if quantized:
+            stage.model = self.quantize(stage.model, device)
         stage.model = stage.model.to(device=device, dtype=dtype)
         return stage
 
-    def shard(self, stage: Stage, device: torch.device, dtype: torch.dtype) -> Stage:
-        """The stage sliced across this rank's TP group by AutoTP, and the all-reduce its layers will use."""
+    def quantize(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """The stage's linears as weight-only int8/int4 groups, each layer from what this rank holds of it."""
+        import torch
+
+        from runtime.quantize_stage import quant_group_size, quantize_stage
+
+        cfg = self.cfg
+        group = quant_group_size(self.model_config, cfg.precision, cfg.tp_size, cfg.quant_group_size)
+        no_bf16 = " (the device has no bf16)" if device.type != "cpu" and self.dtype == torch.float16 else ""
+        log.info("weights %s in groups of %d, activations %s%s", cfg.precision, group, self.dtype, no_bf16)
+        self.quant_group_size = group
+        return quantize_stage(model, cfg.precision, group, self.dtype, device, self.tp_group)
+
+    def shard(self, stage: Stage, device: torch.device, dtype: torch.dtype | None) -> Stage:
+        """The stage sliced across this rank's TP group by AutoTP (cast to `dtype`; None: kept as stored, to be
+        quantized), and the all-reduce its layers will use."""
         from runtime.tensor_parallel import init_deepspeed_comm, shard_stage, tp_groups
 
         self.tp_group = tp_groups(self.topo)
@@ -274,7 +295,6 @@ class Rank:
 
     def make_generator(self) -> Generator:
         """The generator over this rank's stage, its timers, and the step profiler when the run is profiled."""
-        from runtime.checkpoint import PRECISIONS
         from runtime.generate import DecodeSettings, Generator, Links, Timers
         from runtime.profiling import StepProfiler
 
@@ -285,7 +305,7 @@ class Rank:
         self.profiler = StepProfiler(cfg, info.rank, info.hostname, device, links.drain) if profiled else None
         settings = DecodeSettings(
             device=device,
-            dtype=PRECISIONS[cfg.precision],
+            dtype=self.dtype,
             eos_ids=self.work.eos_ids,
             pad_id=self.work.pad_id,
             max_new_tokens=cfg.max_new_tokens,
@@ -424,9 +444,11 @@ class Rank:
         reference eta is fitted against), measured with the model let go so its buffers inflate no peak here."""
         import torch
 
+        from runtime.quantize import weight_bytes
+
         assert self.stage is not None
         peak = peak_memory_bytes(self.device)
-        held = sum(p.numel() * p.element_size() for p in self.stage.model.parameters())
+        held = weight_bytes(self.stage.model)
         bandwidth = None
         if self.info.world_size == 1 and not self.args.skip_calibration:
             from runtime.microbench import memory_bandwidth
@@ -475,6 +497,7 @@ class Rank:
             device=str(self.device),
             backend=self.backend,
             precision=cfg.precision,
+            quant_group_size=self.quant_group_size,
             prompts=len(self.work.ids),
             tokens_generated=typical.tokens,
             wall_time_s=typical.wall_s,
