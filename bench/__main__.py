@@ -19,6 +19,7 @@ from bench import (
     model_check,
     pipeline,
     profiling,
+    quant,
     report,
     roofline,
     strategies,
@@ -39,6 +40,7 @@ BENCHMARKS = {
     "model": model_check.run,  # the model check before a sweep: sizes and mtimes vs every file hashed
     "profiling": profiling.run,  # decoding profiled off / ranges only / recorded vs HF generate
     "logs": logs.run,  # a 100 MB job log's first screen vs tail -n 1000
+    "quant": quant.run,  # decode tok/s and weight bytes at int8 / int4 vs fp32
 }
 
 

@@ -146,7 +146,8 @@ class SweepSection:
     gpus_per_node: int = 2
     batch_size: int = 4
     max_new_tokens: int = 32
-    precision: Precision = "fp32"
+    precision: Precision = "fp32"  # int8 / int4: weight-only, activations fp32 on a CPU, bf16 on a GPU
+    quant_group_size: int | None = None  # int8/int4: weights per scale; default: the largest fitting every TP size
     device: Device = "cpu"
     time_limit: str = "01:00:00"
     launcher: Literal["srun", "deepspeed"] = "srun"  # how Slurm jobs start their ranks

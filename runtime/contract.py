@@ -90,6 +90,7 @@ class ExperimentConfig:
     micro_batches: int | None = None  # in flight per pipeline; default: pp_size (1 without a pipeline)
     max_new_tokens: int = 128
     precision: Precision = "bf16"
+    quant_group_size: int | None = None  # int8/int4: weights per scale; default: from the model (the same for all)
     device: Device = "auto"  # auto: cuda, else xpu, else cpu
     seed: int = 0
     warmup_batches: int = 1  # untimed passes over the first batch's shapes before the clock starts; tokens discarded
@@ -143,6 +144,13 @@ class ExperimentConfig:
             prefix + "warmup_batches",
             f"expected 0 or more, got {self.warmup_batches}",
         )
+        if self.quant_group_size is not None:
+            _require(
+                self.quant_group_size >= 1,
+                source,
+                prefix + "quant_group_size",
+                f"expected a positive integer or null, got {self.quant_group_size}",
+            )
         if self.micro_batches is not None:
             _require(self.micro_batches >= 1, source, prefix + "micro_batches", "expected a positive integer or null")
         product = self.pp_size * self.tp_size * self.dp_size
@@ -381,6 +389,7 @@ class RankMetrics:
     ttft_ms: Percentiles | None = None
     load_s: float | None = None
     weight_bytes: int | None = None  # of the model's weights, what this rank holds (its stage, its TP slice)
+    quant_group_size: int | None = None  # int8/int4: the weights each scale covered
     peak_memory_bytes: int | None = None
     time_split: TimeSplit | None = None
     energy_j: float | None = None  # this rank's own device's counter over the decode

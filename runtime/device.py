@@ -74,3 +74,33 @@ def peak_memory_bytes(device: torch.device) -> int:
     if device.type == "xpu":
         return int(torch.xpu.max_memory_allocated(device))
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def has_bf16(device: torch.device) -> bool:
+    """Whether the device computes in bf16 natively (a CPU always can, if slowly)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "xpu":
+        return torch.xpu.is_bf16_supported(including_emulation=False)
+    return True
+
+
+def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype activations (and the weights left unquantized) run in: the precision's own; for weight-only
+    int8/int4, fp32 on a CPU and bf16 on an accelerator, fp16 where it has no bf16. A precision the device
+    cannot run is refused, naming what would."""
+    import torch
+
+    dense = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision in dense:
+        if precision == "bf16" and not has_bf16(device):
+            raise InputError(
+                f"precision bf16: {device} ({device_name(device)}) has no bf16; use fp16, or int8/int4 "
+                "(their activations run in fp16 there)"
+            )
+        return dense[precision]
+    if device.type == "cpu":
+        return torch.float32
+    return torch.bfloat16 if has_bf16(device) else torch.float16

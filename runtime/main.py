@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runtime.contract import ExperimentConfig
+from runtime.contract import QUANTIZED, ExperimentConfig
 from runtime.launch import LaunchError, LaunchInfo, detect_launch
 from runtime.rank import Rank
 from runtime.schema import InputError
@@ -54,10 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
 def model_config_of(args: argparse.Namespace, cfg: ExperimentConfig) -> PretrainedConfig:
     """The model's config (a named shape in random mode), checked against the run's parallel sizes."""
     from runtime.checkpoint import check_divisible, load_config
+    from runtime.prequantized import is_prequantized
     from runtime.shapes import shape_config
 
     model = shape_config(args.shape) if args.init == "random" else load_config(cfg.model_path)
     check_divisible(model, cfg.tp_size, cfg.pp_size)
+    if cfg.precision in QUANTIZED and not is_prequantized(model):  # a TP size whose slices would cut a group:
+        from runtime.quantize_stage import quant_group_size  # refused before anyone loads (pre-quantized: as stored)
+
+        quant_group_size(model, cfg.precision, cfg.tp_size, cfg.quant_group_size)
     return model
 
 

@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch import nn
 from transformers import PretrainedConfig
 
-from runtime.checkpoint import PRECISIONS, Checkpoint, Stage, assign_from_checkpoint, source_name, stage_skeleton
+from runtime.checkpoint import Checkpoint, Stage, assign_from_checkpoint, source_name, stage_skeleton
 from runtime.quantize import QUANTIZED_PRECISIONS, Bits, WeightOnlyLinear, tp_sizes_for_group, unpack_int4
 from runtime.schema import InputError
 
@@ -261,12 +261,12 @@ def load_prequantized_stage(
     return assign_from_checkpoint(model, checkpoint, config, layers, first, last), checkpoint
 
 
-def activation_dtype(precision: str, config: PretrainedConfig, device_type: str, source: str) -> torch.dtype:
-    """What the activations of a pre-quantized checkpoint's run compute in. fp32/bf16/fp16 name it; int8/int4
-    name the checkpoint's own bits (the weights stay as stored: nothing is quantized again) and the activations
-    take the device's compute dtype (fp32 on a CPU, bf16 on an accelerator); other bits than stored are refused."""
-    if precision in PRECISIONS:
-        return PRECISIONS[precision]
+def check_stored_bits(precision: str, config: PretrainedConfig, source: str) -> None:
+    """With a pre-quantized checkpoint, fp32/bf16/fp16 name the activations' dtype and int8/int4 must name the
+    checkpoint's own bits (the weights stay as stored: nothing is quantized again; activations then take the
+    device's compute dtype, `runtime.device.compute_dtype`); other bits than stored are refused."""
+    if precision not in QUANTIZED_PRECISIONS:
+        return
     stored = {scheme.bits for scheme in read_schemes(config.quantization_config, source)}
     if stored != {QUANTIZED_PRECISIONS[precision]}:
         bits = "/".join(f"int{b}" for b in sorted(stored))
@@ -274,4 +274,3 @@ def activation_dtype(precision: str, config: PretrainedConfig, device_type: str,
             f"{source}: the checkpoint is already quantized to {bits}; precision {precision} would quantize it "
             f"again: use precision {bits} (or fp32, bf16, fp16 to name the activations' dtype)"
         )
-    return torch.float32 if device_type == "cpu" else torch.bfloat16

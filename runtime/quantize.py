@@ -123,3 +123,10 @@ def tp_sizes_for_group(in_features: Iterable[int], group_size: int, limit: int =
     """The TP sizes (up to `limit`) whose slices of every input width hold whole groups of `group_size`."""
     widths = set(in_features)
     return [tp for tp in range(1, limit + 1) if all(width % (tp * group_size) == 0 for width in widths)]
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """The bytes of the model's weights as held: its parameters, and the packed weights, scales and zero points
+    of its WeightOnlyLinear layers."""
+    quantized = [t for m in model.modules() if isinstance(m, WeightOnlyLinear) for t in m.buffers(recurse=False)]
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *quantized))

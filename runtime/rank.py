@@ -34,7 +34,7 @@ from runtime.contract import (
     TimeSplit,
     first_divergence,
 )
-from runtime.device import device_name, host_cpus, peak_memory_bytes, pick_device
+from runtime.device import compute_dtype, device_name, host_cpus, peak_memory_bytes, pick_device
 from runtime.energy import EnergyMeter, energy_fields, energy_meter
 from runtime.launch import LaunchInfo, World, join_world
 from runtime.outputs import RankOutputs
@@ -157,8 +157,9 @@ class Rank:
         # set by the steps of run(), in order
         self.started: datetime
         self.device: torch.device
+        self.dtype: torch.dtype  # activations and unquantized weights
+        self.quant_group_size: int | None = None  # weight-only int8/int4: the group size its scales cover
         self.stage: Stage | None = None
-        self.dtype: torch.dtype  # the activations'; the weights' too unless the checkpoint is pre-quantized
         self.work: Work
         self.load_s = 0.0
         self.timers: Timers
@@ -204,6 +205,7 @@ class Rank:
         """The device and its threads, the world joined, then this rank's stage and share of the prompts."""
         self.outputs.progress("starting")
         self.device = self.choose_device()
+        self.dtype = compute_dtype(self.cfg.precision, self.device)
         if self.info.world_size > 1:
             self.world = join_world(
                 self.info, self.device.type, self.args.rendezvous_timeout, self.args.comm_timeout, self.on_peer_failure
@@ -225,22 +227,24 @@ class Rank:
         return device
 
     def load_stage(self, device: torch.device) -> Stage:
-        """This rank's stage of the model, sliced for TP, in the run's precision, on its device. A checkpoint
-        published quantized (config.json's quantization_config) keeps its weights as stored and is sliced here;
-        a dense one is sliced by AutoTP."""
-        from runtime.checkpoint import PRECISIONS, load_stage, random_stage
-        from runtime.prequantized import TensorParallel, activation_dtype, is_prequantized, load_prequantized_stage
+        """This rank's stage of the model, sliced for TP, its linears quantized when the precision is int8/int4
+        (from the checkpoint's views or this rank's slices, before any cast), in the compute dtype, on its device.
+        A checkpoint published quantized (config.json's quantization_config) keeps its weights as stored and is
+        sliced here; a dense one is sliced by AutoTP."""
+        from runtime.checkpoint import load_stage, random_stage
+        from runtime.prequantized import TensorParallel, check_stored_bits, is_prequantized, load_prequantized_stage
+        from runtime.quantize import QUANTIZED_PRECISIONS
 
         cfg, topo, model_config = self.cfg, self.topo, self.model_config
         layers = stage_layers(model_config.num_hidden_layers, cfg.pp_size, topo.pp_rank)
         roles = (layers, topo.is_first_stage, topo.is_last_stage)
         if self.args.init != "random" and is_prequantized(model_config):
-            self.dtype = activation_dtype(cfg.precision, model_config, device.type, f"{cfg.model_path}/config.json")
+            check_stored_bits(cfg.precision, model_config, f"{cfg.model_path}/config.json")
             group = self.join_tp_group(device) if cfg.tp_size > 1 else None
             tp = TensorParallel(topo.tp_rank, cfg.tp_size, group)
             stage, _ = load_prequantized_stage(cfg.model_path, model_config, *roles, tp)
         else:
-            self.dtype = PRECISIONS[cfg.precision]
+            quantized = cfg.precision in QUANTIZED_PRECISIONS
             if self.args.init == "random":
                 # TP slices on the host; without TP the weights are made where they run
                 where = "cpu" if cfg.tp_size > 1 else str(device)
@@ -248,9 +252,24 @@ class Rank:
             else:
                 stage, _ = load_stage(cfg.model_path, model_config, *roles)
             if cfg.tp_size > 1:
-                stage = self.shard(stage, device, self.dtype)
+                stage = self.shard(stage, device, None if quantized else self.dtype)
+            if quantized:
+                stage.model = self.quantize(stage.model, device)
         stage.model = stage.model.to(device=device, dtype=self.dtype)
         return stage
+
+    def quantize(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """The stage's linears as weight-only int8/int4 groups, each layer from what this rank holds of it."""
+        import torch
+
+        from runtime.quantize_stage import quant_group_size, quantize_stage
+
+        cfg = self.cfg
+        group = quant_group_size(self.model_config, cfg.precision, cfg.tp_size, cfg.quant_group_size)
+        no_bf16 = " (the device has no bf16)" if device.type != "cpu" and self.dtype == torch.float16 else ""
+        log.info("weights %s in groups of %d, activations %s%s", cfg.precision, group, self.dtype, no_bf16)
+        self.quant_group_size = group
+        return quantize_stage(model, cfg.precision, group, self.dtype, device, self.tp_group)
 
     def join_tp_group(self, device: torch.device) -> ProcessGroup:
         """This rank's TP group, DeepSpeed's comm layer over it, and the all-reduce its layers will use, named."""
@@ -266,8 +285,9 @@ class Rank:
         self.tp_all_reduce = (name, functools.partial(deepspeed.comm.inference_all_reduce, group=self.tp_group))
         return self.tp_group
 
-    def shard(self, stage: Stage, device: torch.device, dtype: torch.dtype) -> Stage:
-        """The stage sliced across this rank's TP group by AutoTP."""
+    def shard(self, stage: Stage, device: torch.device, dtype: torch.dtype | None) -> Stage:
+        """The stage sliced across this rank's TP group by AutoTP (cast to `dtype`; None: kept as stored, to be
+        quantized)."""
         from runtime.tensor_parallel import shard_stage
 
         return shard_stage(stage, self.join_tp_group(device), self.cfg.tp_size, dtype)
@@ -440,10 +460,11 @@ class Rank:
         reference eta is fitted against), measured with the model let go so its buffers inflate no peak here."""
         import torch
 
+        from runtime.quantize import weight_bytes
+
         assert self.stage is not None
         peak = peak_memory_bytes(self.device)
-        model = self.stage.model
-        held = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))  # packed: buffers
+        held = weight_bytes(self.stage.model)
         bandwidth = None
         if self.info.world_size == 1 and not self.args.skip_calibration:
             from runtime.microbench import memory_bandwidth
@@ -492,6 +513,7 @@ class Rank:
             device=str(self.device),
             backend=self.backend,
             precision=cfg.precision,
+            quant_group_size=self.quant_group_size,
             prompts=len(self.work.ids),
             tokens_generated=typical.tokens,
             wall_time_s=typical.wall_s,

@@ -83,8 +83,9 @@ def init_deepspeed_comm(topo: Topology, info: LaunchInfo, device_type: str) -> b
     return shm
 
 
-def shard_stage(stage: Stage, group: dist.ProcessGroup, tp_size: int, dtype: torch.dtype) -> Stage:
-    """Slice the stage's linear layers across its TP group with AutoTP, then cast to the run's precision.
+def shard_stage(stage: Stage, group: dist.ProcessGroup, tp_size: int, dtype: torch.dtype | None) -> Stage:
+    """Slice the stage's linear layers across its TP group with AutoTP, then cast to the run's precision (None:
+    keep the stored dtype, for a stage whose slices are quantized next).
 
     DeepSpeed is given the weights' own dtype so it does not cast the full tensors first; casting after the
     slicing touches only this rank's share.
@@ -100,7 +101,7 @@ def shard_stage(stage: Stage, group: dist.ProcessGroup, tp_size: int, dtype: tor
         dtype=stored,
         replace_with_kernel_inject=False,
     )
-    stage.model = engine.module.to(dtype)
+    stage.model = engine.module.to(dtype) if dtype is not None else engine.module
     return stage
 
 

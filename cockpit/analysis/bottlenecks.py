@@ -24,21 +24,24 @@ from cockpit.analysis.spread import Spread, json_list, spread
 from cockpit.analysis.stragglers import straggler
 from cockpit.errors import BAD_INPUT, BadInput
 from cockpit.sweep.strategies import STRATEGIES, Shape, SweepSettings
+from runtime.contract import PRECISION_BITS, QUANTIZED, weight_bytes_per_param
 from runtime.prompts import split_evenly
 
-PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 REFERENCE = "reference"
 WHAT_IF_LINKS = ("1gbe", "2.5gbe", "10gbe", "usb4")
 SPLIT_PARTS = ("compute_s", "comm_s", "idle_s")
 WITHIN_MODEL = (0.5, 2.0)  # measured over predicted tokens/s outside this: the model misses something
 
 
-def model_shape(model_path: str | Path, precision: str) -> pm.ModelShape:
-    """The model's sizes from its config.json."""
+def model_shape(model_path: str | Path, precision: str, device: str = "cpu") -> pm.ModelShape:
+    """The model's sizes from its config.json, its weights' bytes at `precision` (int8/int4: with their scales);
+    the KV cache in the activations' dtype (int8/int4: fp32 on a CPU, 16 bits on an accelerator)."""
     path = Path(model_path) / "config.json"
+    activations = 4 if device == "cpu" else 2
+    kv_bytes = activations if precision in QUANTIZED else PRECISION_BITS[precision] / 8
     try:
         config = json.loads(path.read_text())
-        return pm.ModelShape.from_config(config, PRECISION_BYTES[precision])
+        return pm.ModelShape.from_config(config, weight_bytes_per_param(precision), kv_bytes)
     except OSError as err:
         raise BadInput(f"{path}: {err.strerror}") from None
     except (ValueError, KeyError, TypeError) as err:
@@ -211,7 +214,7 @@ def for_run(
     if metrics is None or metrics.empty:
         return "no prediction: no strategy's metrics are collected"
     try:
-        model = model_shape(settings.model_path, settings.precision)
+        model = model_shape(settings.model_path, settings.precision, settings.device)
     except BAD_INPUT as err:
         return f"no prediction: {err}"
     return analyse(rows, metrics, settings, model, peaks)

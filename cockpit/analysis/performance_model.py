@@ -130,10 +130,13 @@ class ModelShape:
     num_key_value_heads: int
     head_dim: int
     vocab_size: int
-    bytes_per_element: int = 2
+    bytes_per_element: float = 2  # a weight's, its share of quantization scales included
+    kv_bytes_per_element: float | None = None  # the KV cache's (activations' dtype); None: as the weights'
 
     @classmethod
-    def from_config(cls, config: Mapping[str, object], bytes_per_element: int) -> ModelShape:
+    def from_config(
+        cls, config: Mapping[str, object], bytes_per_element: float, kv_bytes_per_element: float | None = None
+    ) -> ModelShape:
         """From a model's config.json."""
         hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
         return cls(
@@ -145,6 +148,7 @@ class ModelShape:
             head_dim=int(config.get("head_dim") or hidden // heads),
             vocab_size=int(config["vocab_size"]),
             bytes_per_element=bytes_per_element,
+            kv_bytes_per_element=kv_bytes_per_element,
         )
 
     @property
@@ -158,7 +162,8 @@ class ModelShape:
 
     @property
     def kv_bytes_per_token(self) -> float:
-        return 2 * self.layers * self.num_key_value_heads * self.head_dim * self.bytes_per_element
+        element = self.kv_bytes_per_element if self.kv_bytes_per_element is not None else self.bytes_per_element
+        return 2 * self.layers * self.num_key_value_heads * self.head_dim * element
 
     def decode_bytes(self, batch: int, context: float) -> float:
         """Bytes one decode step reads: the weights once, and every sequence's KV cache."""

@@ -35,6 +35,7 @@ OVERRIDES = {
     "time_limit": str,
     "device": str,
     "precision": str,
+    "quant_group_size": int,
     "repeats": int,
     "warmup_batches": int,
 }

@@ -159,6 +159,7 @@ def sweep_settings(settings: Settings, section: SweepSection, run_id: str) -> Sw
         batch_size=section.batch_size,
         max_new_tokens=section.max_new_tokens,
         precision=section.precision,
+        quant_group_size=section.quant_group_size,
         device=section.device,
         slurm_time_limit=section.time_limit,
         partition=settings.cluster.partition,

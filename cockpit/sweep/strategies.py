@@ -38,6 +38,7 @@ class SweepSettings:
     batch_size: int = 4
     max_new_tokens: int = 128
     precision: Precision = "bf16"
+    quant_group_size: int | None = None
     device: Device = "auto"
     slurm_time_limit: str = "01:00:00"
     partition: str | None = None
@@ -120,6 +121,7 @@ class ParallelismStrategy(ABC):
             batch_size=s.batch_size,
             max_new_tokens=s.max_new_tokens,
             precision=s.precision,
+            quant_group_size=s.quant_group_size,
             device=s.device,
             slurm_time_limit=s.slurm_time_limit,
             partition=s.partition,

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runtime.contract import QUANTIZED
 from runtime.local_launch import local_command, local_env
 
 if TYPE_CHECKING:
@@ -95,12 +96,19 @@ def shard_tokens(config: Path) -> dict[int, list[int]]:
     return tokens
 
 
-def hf_reference(model: Path, prompts: list[str], max_new_tokens: int, batch_size: int) -> dict[int, list[int]]:
-    """Single-process Hugging Face `generate`, greedy, same batches; rows cut after their EOS."""
+def hf_reference(
+    model: Path, prompts: list[str], max_new_tokens: int, batch_size: int, precision: str = "fp32"
+) -> dict[int, list[int]]:
+    """Single-process Hugging Face `generate`, greedy, same batches; rows cut after their EOS. At int8/int4 the
+    model's linears are first quantized as the runtime quantizes them (the model's default group size)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+    if precision in QUANTIZED:
+        from runtime.quantize_stage import default_group_size, quantize_stage
+
+        quantize_stage(lm, precision, default_group_size(lm.config), torch.float32, torch.device("cpu"))
     return greedy_tokens(lm, model, prompts, max_new_tokens, batch_size)
 
 
@@ -131,11 +139,13 @@ def metrics(config: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((config.parent / "metrics").glob("metrics_rank_*.json"))]
 
 
-def assert_holds_share(config: Path, model: Path, share: float) -> None:
-    """Each rank holds about its share of the fp32 checkpoint's weights: TP really slices, PP really splits.
-    AutoTP replicates the embedding (over a third of the built-in model's weights) and the norms, so a rank may
-    hold a whole embedding besides its share of the rest, with some slack; a rank holding everything is far above."""
-    whole = (model / "model.safetensors").stat().st_size
+def assert_holds_share(config: Path, model: Path, share: float, whole: int | None = None) -> None:
+    """Each rank holds about its share of the whole model's weights (`whole` bytes: by default the fp32
+    checkpoint's; for a quantized run, what its single-device reference held): TP really slices, PP really splits.
+    AutoTP replicates the embedding (over a third of the built-in model's weights, kept fp32 at every precision
+    here) and the norms, so a rank may hold a whole embedding besides its share of the rest, with some slack; a
+    rank holding everything is far above."""
+    whole = whole or (model / "model.safetensors").stat().st_size
     shape = json.loads((model / "config.json").read_text())
     embedding = shape["vocab_size"] * shape["hidden_size"] * 4 / whole
     most = 1.2 * (embedding + share * (1 - embedding))

@@ -12,7 +12,7 @@ from runtime.checkpoint import Checkpoint, load_config
 from runtime.prequantized import (
     Shard,
     TensorParallel,
-    activation_dtype,
+    check_stored_bits,
     load_prequantized_stage,
     packed_linear,
     read_schemes,
@@ -106,8 +106,7 @@ def test_unsupported_scheme_is_named_with_what_is_supported(
 
 def test_precision_names_the_activations_or_the_stored_bits(compressed_model_dir: Path) -> None:
     config = load_config(compressed_model_dir)
-    assert activation_dtype("bf16", config, "cpu", "c") == torch.bfloat16
-    assert activation_dtype("int4", config, "cpu", "c") == torch.float32  # the checkpoint's own bits: as stored
-    assert activation_dtype("int4", config, "cuda", "c") == torch.bfloat16
+    check_stored_bits("bf16", config, "c")  # the activations' dtype
+    check_stored_bits("int4", config, "c")  # the checkpoint's own bits: as stored
     with pytest.raises(InputError, match=r"^c: the checkpoint is already quantized to int4; precision int8 would"):
-        activation_dtype("int8", config, "cpu", "c")
+        check_stored_bits("int8", config, "c")

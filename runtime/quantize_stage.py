@@ -1,0 +1,139 @@
+"""A stage made weight-only int8/int4: the visible step between slicing and decoding, gpt-fast style.
+
+Each rank quantizes its own weights, one layer at a time, from what it holds: the checkpoint's memory-mapped
+views without TP, or AutoTP's slices with it. Every linear layer of the decoder layers and the LM head becomes a
+`WeightOnlyLinear`; the embedding and the norms stay in the compute dtype. AutoTP's layers compute
+`torch.matmul(x, self.weight.transpose(-1, -2))` with their slice: a column-parallel slice needs nothing more, a
+row-parallel one gets its output all-reduced (`reduce_output`), and the LM head, row-parallel over the hidden
+size, also gets only its slice of the input (`slice_input`).
+
+The group size comes from the model alone (or the run's config), so the reference and every strategy of a sweep
+quantize alike; a TP size whose slices would cut a group is refused before anything loads.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from transformers import PretrainedConfig
+
+from runtime.quantize import (
+    GROUP_SIZES,
+    QUANTIZED_PRECISIONS,
+    Bits,
+    WeightOnlyLinear,
+    choose_group_size,
+    quantize_weight,
+    tp_sizes_for_group,
+)
+from runtime.schema import InputError
+from runtime.tensor_parallel import reduce_output, slice_input
+
+
+def input_widths(config: PretrainedConfig) -> list[int]:
+    """The input widths of a decoder's linear layers: hidden (q/k/v, gate/up, LM head), the attention output
+    (o_proj) and the MLP's inner width (down_proj)."""
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return sorted({config.hidden_size, heads * head_dim, config.intermediate_size})
+
+
+def default_group_size(config: PretrainedConfig) -> int:
+    """The largest preferred group size whose groups stay whole at every TP size the model allows (dividing its
+    key/value heads), else at the largest TP size that some group size still fits."""
+    widths = input_widths(config)
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    for max_tp in sorted((d for d in range(1, kv_heads + 1) if kv_heads % d == 0), reverse=True):
+        try:
+            return choose_group_size(widths, max_tp)
+        except InputError:
+            continue
+    raise InputError(
+        f"no group size of {', '.join(map(str, GROUP_SIZES))} divides the model's layer input widths "
+        f"({', '.join(map(str, widths))}): the model cannot be quantized group-wise"
+    )
+
+
+def quant_group_size(config: PretrainedConfig, precision: str, tp_size: int, override: int | None = None) -> int:
+    """The run's group size (`override`, else the model's default), checked against its TP size: a slice that
+    would cut a group is refused, naming the TP sizes that keep groups whole."""
+    group = override or default_group_size(config)
+    widths = input_widths(config)
+    fits = tp_sizes_for_group(widths, group, limit=max(tp_size, 64))
+    if tp_size not in fits:
+        works = ", ".join(map(str, fits)) if fits else "none (choose a group size that divides them)"
+        raise InputError(
+            f"{precision} in groups of {group}: tp_size {tp_size} would cut a group of the layers' input widths "
+            f"({', '.join(map(str, widths))}); TP sizes that work: {works}"
+        )
+    return group
+
+
+def row_slice(layer: nn.Module) -> tuple[int, int] | None:
+    """(start, size) of the input features a row-parallel AutoTP layer holds; None for any other layer."""
+    from deepspeed.module_inject.layers import LinearAllreduce
+
+    if not isinstance(layer, LinearAllreduce):
+        return None
+    sizes, index = layer._partition_sizes, layer.tp_index  # frozen by AutoTP when it cut the slice
+    return sum(sizes[:index]), sizes[index]
+
+
+def quantize_layer(
+    layer: nn.Module,
+    bits: Bits,
+    group_size: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    group: dist.ProcessGroup | None,
+) -> WeightOnlyLinear:
+    """One linear layer (nn.Linear or an AutoTP slice) as a WeightOnlyLinear on `device`, made row-parallel
+    again where the slice was."""
+    qweight, scale = quantize_weight(layer.weight.detach().to(device), bits, group_size, dtype)
+    bias = layer.bias.detach().to(device=device, dtype=dtype) if layer.bias is not None else None
+    quantized = WeightOnlyLinear(qweight, scale, None, bits, group_size, bias)
+    row = row_slice(layer) if group is not None else None
+    if row is None:
+        return quantized
+    start, size = row
+    if start % group_size or size % group_size:
+        raise InputError(f"{layer.name}: its input slice [{start}, {start + size}) cuts groups of {group_size}")
+    from deepspeed.module_inject.layers import LinearAllreduceWithReplicatedInput, LmHeadLinearAllreduce
+
+    if isinstance(layer, LmHeadLinearAllreduce | LinearAllreduceWithReplicatedInput):  # its input is whole
+        slice_input(quantized, start, size)
+    return reduce_output(quantized, group)
+
+
+def quantized_layers(model: nn.Module, group: dist.ProcessGroup | None) -> list[str]:
+    """The names of the layers to quantize: every linear of the decoder layers, and the LM head."""
+    kinds: tuple[type, ...] = (nn.Linear,)
+    if group is not None:
+        from deepspeed.module_inject.layers import LinearAllreduce, LinearLayer
+
+        kinds += (LinearLayer, LinearAllreduce)
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, kinds) and (name.startswith("model.layers.") or name == "lm_head")
+    ]
+
+
+def quantize_stage(
+    model: nn.Module,
+    precision: str,
+    group_size: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    group: dist.ProcessGroup | None = None,
+) -> nn.Module:
+    """`model` with each linear of its decoder layers and its LM head replaced, in place and one at a time, by
+    a `precision` ("int8"/"int4") WeightOnlyLinear of the weights this rank holds (scales and bias in `dtype`,
+    on `device`); `group` is the TP group when AutoTP has sliced the model."""
+    bits = QUANTIZED_PRECISIONS[precision]
+    for name in quantized_layers(model, group):
+        parent, _, attr = name.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        setattr(owner, attr, quantize_layer(getattr(owner, attr), bits, group_size, dtype, device, group))
+    return model
