@@ -35,6 +35,7 @@ def write_config(
     max_new_tokens: int = MAX_NEW_TOKENS,
     extra: str = "",
     paths: str = "",
+    precision: str = "fp32",
 ) -> Path:
     """A cockpit.toml for a sweep of the test prompts; `extra` adds lines to [cluster] and further tables,
     `paths` to [paths]."""
@@ -59,7 +60,7 @@ nodes = {nodes}
 gpus_per_node = {gpus_per_node}
 batch_size = 4
 max_new_tokens = {max_new_tokens}
-precision = "fp32"
+precision = "{precision}"
 device = "cpu"
 time_limit = "00:05:00"
 [refresh]
@@ -112,11 +113,14 @@ def entries(run: Path) -> list:
     return list(Manifest.load(run).strategies.values())
 
 
-def expected_tokens(model: Path, max_new_tokens: int = MAX_NEW_TOKENS) -> dict[tuple[str, int], list[int]]:
-    """HF `generate` on the prompt table's rows, in the table's order and batches: every strategy's target."""
+def expected_tokens(
+    model: Path, max_new_tokens: int = MAX_NEW_TOKENS, precision: str = "fp32"
+) -> dict[tuple[str, int], list[int]]:
+    """HF `generate` on the prompt table's rows, in the table's order and batches (its linears quantized as the
+    runtime quantizes them at int8/int4): every strategy's target."""
     keys = [(variant, pid) for variant, prompts in PROMPT_FILES.items() for pid, _ in prompts]
     texts = [text for prompts in PROMPT_FILES.values() for _, text in prompts]
-    tokens = runs.hf_reference(model, texts, max_new_tokens=max_new_tokens, batch_size=4)
+    tokens = runs.hf_reference(model, texts, max_new_tokens=max_new_tokens, batch_size=4, precision=precision)
     return {key: tokens[i] for i, key in enumerate(keys)}
 
 

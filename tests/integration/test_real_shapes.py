@@ -8,6 +8,9 @@ models cover them all:
   embeddings, a head_dim that is not hidden_size / heads (as in Mistral NeMo).
 Both have 8,195 entries in their vocabulary (the built-in tokenizer's 8,192 and three more, as real checkpoints pad
 theirs), which does not divide by the TP size. Weights use the wide initialiser (runtime/tiny_model.py says why).
+The Mistral-style model runs at int4 weight-only (the quantization's second shape: each rank quantizes its own
+slice), against HF `generate` with the same quantization applied to its linears; the built-in model's int8 runs
+in every strategy in the local sweep test.
 """
 
 from __future__ import annotations
@@ -59,9 +62,10 @@ def mistral_like(vocab: dict[str, int]) -> object:
 class Shape:
     build: Callable[[dict[str, int]], object]
     max_shard_size: str | None  # save_pretrained's: several files and an index when set
+    precision: str
 
 
-SHAPES = {"llama3.1": Shape(llama31_like, "1MB"), "mistral": Shape(mistral_like, None)}
+SHAPES = {"llama3.1": Shape(llama31_like, "1MB", "fp32"), "mistral": Shape(mistral_like, None, "int4")}
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,8 @@ def save_checkpoint(name: str, tokenizer_dir: Path, out: Path) -> Path:
 @pytest.fixture(scope="module", params=list(SHAPES))
 def checkpoint(request: pytest.FixtureRequest, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     path = save_checkpoint(request.param, tiny_model_dir, tmp_path_factory.mktemp("shapes") / request.param)
-    reference = runs.hf_reference(path, runs.PROMPTS, max_new_tokens=NEW_TOKENS, batch_size=4)
+    precision = SHAPES[request.param].precision
+    reference = runs.hf_reference(path, runs.PROMPTS, max_new_tokens=NEW_TOKENS, batch_size=4, precision=precision)
     return Checkpoint(request.param, path, reference)
 
 
@@ -123,9 +128,12 @@ STRATEGIES = {
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 def test_strategy_matches_hf_generate(run_dir: Path, checkpoint: Checkpoint, strategy: str) -> None:
     layout, procs = STRATEGIES[strategy]
+    precision = SHAPES[checkpoint.name].precision
     config = runs.write_config(
-        run_dir, checkpoint.path, f"{checkpoint.name}_{strategy}", max_new_tokens=NEW_TOKENS, **layout
-    )
+        run_dir, checkpoint.path, f"{checkpoint.name}_{strategy}", max_new_tokens=NEW_TOKENS, precision=precision,
+        **layout,
+    )  # fmt: skip
     done = runs.torchrun(config, procs, "--skip-calibration")
     assert done.returncode == 0, runs.describe_failure(done)
     assert runs.shard_tokens(config) == checkpoint.reference
+    assert {m["precision"] for m in runs.metrics(config)} == {precision}

@@ -105,9 +105,12 @@ def test_full_sweep(tmp_path: Path, tiny_model_dir: Path, full_sweep: tuple[Path
         aside.rename(run)
 
 
-def test_sigterm_cancels_then_resume_finishes(tmp_path: Path, tiny_model_dir: Path, expected: dict) -> None:
-    """SIGTERM mid-sweep cancels the running job and leaves the manifest whole; resume runs only what is left."""
-    config = sweeps.write_config(tmp_path, tiny_model_dir, gpus_per_node=1)  # reference, tp_nodes, pp_nodes
+def test_sigterm_cancels_then_resume_finishes(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """SIGTERM mid-sweep cancels the running job and leaves the manifest whole; resume runs only what is left.
+    At int8 weight-only: the embedded default's strategies each quantize their own slices, and the resumed sweep
+    matches HF `generate` on the same quantized weights."""
+    expected = sweeps.expected_tokens(tiny_model_dir, precision="int8")
+    config = sweeps.write_config(tmp_path, tiny_model_dir, gpus_per_node=1, precision="int8")  # reference, tp, pp
     sweep = sweeps.start(config, "sweep", "run")
     sweeps.wait_for(lambda: sweeps.entries(sweeps.run_dir(config))[1].status == "RUNNING", 180, "the second job")
     os.kill(sweep.pid, signal.SIGTERM)
