@@ -100,12 +100,6 @@ def quantize_weight(
     return qweight, scale.squeeze(-1).to(scale_dtype)
 
 
-def quantize_linear(linear: nn.Linear, bits: Bits, group_size: int, scale_dtype: torch.dtype) -> WeightOnlyLinear:
-    qweight, scale = quantize_weight(linear.weight, bits, group_size, scale_dtype)
-    bias = linear.bias.detach() if linear.bias is not None else None
-    return WeightOnlyLinear(qweight, scale, None, bits, group_size, bias)
-
-
 def choose_group_size(in_features: Iterable[int], max_tp: int) -> int:
     """The largest preferred group size that divides every layer's input slice at TP up to `max_tp` (each TP
     size used must divide `max_tp`), so no group straddles a slice boundary; raises InputError when none does."""
