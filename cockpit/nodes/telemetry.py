@@ -276,9 +276,14 @@ def gib_pair(used_mib: float | None, total_mib: float | None) -> str:
     return f"{fixed(used, 1)}/{fixed(total, 1)}"
 
 
+def gpu_name(gpu: GpuTelemetry) -> str:
+    """`Intel Arc A770 Graphics`: the GPU's name (its vendor without one), trademarks dropped."""
+    return _TRADEMARKS.sub("", gpu.name or gpu.vendor)
+
+
 def gpu_label(gpu: GpuTelemetry) -> str:
-    """`0 Intel Arc A770 Graphics`: index and name, trademarks dropped so it fits a column."""
-    return f"{gpu.index} {_TRADEMARKS.sub('', gpu.name or gpu.vendor)}"
+    """`0 Intel Arc A770 Graphics`: index and name, so it fits a column."""
+    return f"{gpu.index} {gpu_name(gpu)}"
 
 
 def _uptime(seconds: float | None) -> str:

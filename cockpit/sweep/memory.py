@@ -1,6 +1,7 @@
 """The memory plan: what each rank of a strategy will hold, held against the memory of the nodes it runs on,
 before anything is submitted. Pure arithmetic on the model's config.json (read as JSON), the sweep's settings
-and the nodes' memory figures; I/O only in `read_model_shape` and `node_memory`.
+and the nodes' memory figures (their last telemetry, else the configured ones); I/O only in `read_model_shape` and
+`node_memory`.
 
 A rank holds (runtime/checkpoint.py, runtime/tensor_parallel.py):
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -36,9 +37,11 @@ from runtime.topology import Topology, stage_layers
 
 if TYPE_CHECKING:
     from cockpit.config import Settings
+    from cockpit.nodes.telemetry import NodeTelemetry
     from cockpit.sweep.strategies import ParallelismStrategy
 
 GIB = 1024**3
+MIB = 1024**2
 # the built-in tokenizer packs about 4.1 characters into a token (runtime/tiny_model.py); prompts are counted in
 # characters, so the longest one in tokens is taken as its characters over this
 CHARS_PER_TOKEN = 4.1
@@ -50,6 +53,9 @@ RANK_OVERHEAD_BYTES = {"single": 475_000_000, "tensor_parallel": 513_000_000}
 # max_memory_allocated (the peak a GPU rank reports) leaves it out, so check it against nvidia-smi / xpu-smi
 DEVICE_CONTEXT_BYTES = {"cuda": 600_000_000, "xpu": 600_000_000}
 Verdict = Literal["fits", "shrunk", "skipped", "unchecked"]
+# where a node's memory figure comes from: its last good telemetry reading, the inventory's device_memory_gib,
+# `[cluster] device_memory_gib`, or this machine's memory (the local scheduler with a CPU)
+MemorySource = Literal["telemetry", "inventory", "cluster", "this machine"]
 
 
 @dataclass(frozen=True)
@@ -190,6 +196,7 @@ class NodeMemory:
     node: str  # "node0", "this machine"
     device: str  # "A770", "host memory"
     per_host: bool  # the ranks of one host share it (CPU), or each rank has its own (GPU)
+    source: MemorySource = "cluster"
 
 
 @dataclass(frozen=True)
@@ -275,27 +282,59 @@ def device_label(device: str, gpu_kind: str | None) -> str:
     return gpu_kind.rsplit("-", 1)[-1].upper() if gpu_kind else "GPU"
 
 
-def node_memory(settings: Settings, device: str) -> NodeMemory | None:
-    """The memory each strategy is held against: the inventory's `device_memory_gib` per node, else `[cluster]
-    device_memory_gib`, the smallest of the nodes a job may get (a CPU node's figure is its host memory); with
-    neither, on the local scheduler with a CPU, this machine's memory; else None (nothing to check against)."""
+def telemetry_memory(name: str, reading: NodeTelemetry, device: str) -> NodeMemory | None:
+    """A node's memory as its last good telemetry reading has it: on a CPU its host memory, on a GPU its smallest
+    GPU's; None where the reading has no such figure."""
+    from cockpit.nodes.telemetry import gpu_name
+
+    if device == "cpu":
+        total, label = reading.memory_total_mib, "host memory"
+    else:
+        gpus = [gpu for gpu in reading.gpus if gpu.memory_total_mib]
+        smallest = min(gpus, key=lambda gpu: gpu.memory_total_mib or 0.0, default=None)
+        total, label = (smallest.memory_total_mib, gpu_name(smallest)) if smallest else (None, "")
+    return NodeMemory(round(total * MIB), name, label, device == "cpu", "telemetry") if total else None
+
+
+def node_memory(
+    settings: Settings, device: str, telemetry: Mapping[str, NodeTelemetry] | None = None
+) -> NodeMemory | None:
+    """The memory each strategy is held against, the smallest of the nodes a job may get (a CPU node's figure is
+    its host memory): per node its last good `telemetry` reading, else the inventory's `device_memory_gib`, else
+    `[cluster] device_memory_gib`; with none of these, on the local scheduler with a CPU, this machine's memory;
+    else None (nothing to check against)."""
     from cockpit.nodes.inventory import Inventory
 
     cluster = settings.cluster.device_memory_gib
+    read = [m for name, reading in (telemetry or {}).items() if (m := telemetry_memory(name, reading, device))]
+    measured = {m.node for m in read}
     nodes = Inventory.load(settings.inventory).compute if settings.inventory else []
-    figures = [(node.device_memory_gib or cluster, node.name, node.gpu_kind) for node in nodes]
-    known = [figure for figure in figures if figure[0]]
-    if known:
-        gib_figure, name, kind = min(known, key=lambda figure: figure[0] or 0.0)
-        return NodeMemory(round((gib_figure or 0.0) * GIB), name, device_label(device, kind), device == "cpu")
+    configured = [
+        NodeMemory(
+            round(figure * GIB),
+            node.name,
+            device_label(device, node.gpu_kind),
+            device == "cpu",
+            "inventory" if node.device_memory_gib else "cluster",
+        )
+        for node in nodes
+        if node.name not in measured and (figure := node.device_memory_gib or cluster)
+    ]
+    if read or configured:
+        return min([*read, *configured], key=lambda m: m.bytes)
     local = settings.cluster.scheduler == "local"
     if cluster:
         return NodeMemory(
             round(cluster * GIB), "this machine" if local else "each node", device_label(device, None), device == "cpu"
         )
     if local and device == "cpu":
-        return NodeMemory(host_memory_bytes(), "this machine", "host memory", True)
+        return NodeMemory(host_memory_bytes(), "this machine", "host memory", True, "this machine")
     return None
+
+
+def plan_label(strategy: ParallelismStrategy) -> str:
+    """How a plan's sentences name the strategy: 'single-device reference', 'TP-2 in one node'."""
+    return "single-device reference" if strategy.kind == "reference" else strategy.label(strategy.shape())
 
 
 def plan_memory(
@@ -312,7 +351,7 @@ def plan_memory(
             continue
         model = read_model_shape(Path(s.model_path))
         work = Workload(s.batch_size, config.micro_batches_in_flight, longest_prompt_tokens(prompts), s.max_new_tokens)
-        label = "single-device reference" if strategy.kind == "reference" else strategy.label(strategy.shape())
+        label = plan_label(strategy)
         per_host = strategy.world_size if local else strategy.gpus_per_node
         device = _device_kind(s.device)
         plans[strategy.strategy_id] = plan_strategy(

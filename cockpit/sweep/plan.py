@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cockpit.config import EMBEDDED_MODEL, Settings, SweepSection
 from cockpit.errors import BadInput
@@ -26,11 +27,14 @@ from cockpit.jobs.backend import Backend, choose_backend
 from cockpit.jobs.factory import RuntimeEnvironment, SlurmJobFactory
 from cockpit.jobs.watch import CAP_S
 from cockpit.sweep.manifest import MANIFEST_NAME, Manifest, now_iso
-from cockpit.sweep.memory import node_memory, plan_memory
+from cockpit.sweep.memory import MemoryPlan, NodeMemory, node_memory, plan_label, plan_memory
 from cockpit.sweep.pipeline import register
 from cockpit.sweep.prompt_table import build_prompt_table, save_prompt_table
 from cockpit.sweep.prompts import PromptFileSet, PromptRecord, PromptRepository
 from cockpit.sweep.strategies import ParallelismStrategy, SweepSettings, sweep_strategies
+
+if TYPE_CHECKING:
+    from cockpit.nodes.telemetry import NodeTelemetry
 
 PROMPTS_NAME = "prompts.parquet"
 BASELINE_NAME = "baseline_prompts.parquet"
@@ -103,21 +107,23 @@ def first_prompts(records: list[PromptRecord], limit: int) -> list[PromptRecord]
     return kept
 
 
-def plan(settings: Settings, *, now: datetime | None = None, **overrides: Any) -> Sweep:
-    """A new run folder: the prompt table written and checked, the manifest listing every strategy."""
-    section = dataclasses.replace(settings.sweep, **overrides)
-    if overrides:
-        section.check("the command line's overrides of [sweep]", "")
+def plan(
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    telemetry: Mapping[str, NodeTelemetry] | None = None,
+    **overrides: Any,
+) -> Sweep:
+    """A new run folder: the prompt table written and checked, the manifest listing every strategy with its memory
+    plan (held against the nodes' last `telemetry` readings where the app has them)."""
+    section = overridden(settings, overrides)
     if not settings.model_path.exists():
         hint = " (build it: cluster model build-tiny)" if settings.file.model.name == EMBEDDED_MODEL else ""
         raise BadInput(f"{settings.model_path}: model not found{hint}")
     run_id = f"run_{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}"
     if (settings.runs_dir / run_id).exists():
         raise BadInput(f"{settings.runs_dir / run_id}: a run with this timestamp exists already")
-    files = PromptFileSet(settings.prompt_files(), count=section.prompts_per_file, token_budgets=section.token_budgets)
-    records = PromptRepository(files).load_all()  # every file problem surfaces here, before any folder exists
-    if section.prompt_limit:
-        records = first_prompts(records, section.prompt_limit)
+    records = sweep_prompts(settings, section)  # every file problem surfaces here, before any folder exists
     shared = sweep_settings(settings, section, run_id)
     save_prompt_table(build_prompt_table(records), shared.prompt_df_path)
     backend = choose_backend(settings.cluster.scheduler, settings.runs_dir, section.launcher)
@@ -136,12 +142,58 @@ def plan(settings: Settings, *, now: datetime | None = None, **overrides: Any) -
     sweep = Sweep(shared, manifest)
     factory = sweep.factory()
     strategies = sweep.strategies()
-    memory = node_memory(settings, shared.device)
-    plans = plan_memory(strategies, [r.prompt for r in records], memory, local=backend.name == "local")
+    plans = memory_plans(settings, strategies, records, node_memory(settings, shared.device, telemetry))
     for strategy in strategies:
         register(manifest, strategy, factory.files(strategy.config())).memory = plans[strategy.strategy_id]
     manifest.save()
     return sweep
+
+
+def overridden(settings: Settings, overrides: Mapping[str, Any]) -> SweepSection:
+    """The [sweep] section with the command line's (or the form's) overrides, checked."""
+    section = dataclasses.replace(settings.sweep, **overrides)
+    if overrides:
+        section.check("the command line's overrides of [sweep]", "")
+    return section
+
+
+def sweep_prompts(settings: Settings, section: SweepSection) -> list[PromptRecord]:
+    """The prompts a sweep with `section` runs: each file's, the first `prompt_limit` of each where it is set."""
+    files = PromptFileSet(settings.prompt_files(), count=section.prompts_per_file, token_budgets=section.token_budgets)
+    records = PromptRepository(files).load_all()
+    return first_prompts(records, section.prompt_limit) if section.prompt_limit else records
+
+
+def memory_plans(
+    settings: Settings,
+    strategies: list[ParallelismStrategy],
+    records: list[PromptRecord],
+    memory: NodeMemory | None,
+) -> dict[str, MemoryPlan]:
+    """Each strategy's memory plan, by strategy id, on the configured scheduler."""
+    return plan_memory(strategies, [r.prompt for r in records], memory, local=settings.cluster.scheduler == "local")
+
+
+@dataclass(frozen=True)
+class MemoryPreview:
+    """What `plan()` would decide of memory, before there is a run: the figure held against, and each strategy's
+    plan with the label its sentences use, in sweep order."""
+
+    memory: NodeMemory | None
+    plans: list[tuple[str, MemoryPlan]]
+
+
+def preview_memory(
+    settings: Settings, overrides: Mapping[str, Any], telemetry: Mapping[str, NodeTelemetry] | None = None
+) -> MemoryPreview:
+    """The memory plan of a sweep with these overrides, nothing written (the sweep form's preview); BadInput for
+    overrides or prompt files that `plan()` would refuse."""
+    section = overridden(settings, overrides)
+    shared = sweep_settings(settings, section, "run_preview")
+    strategies = sweep_strategies(shared)
+    memory = node_memory(settings, shared.device, telemetry)
+    plans = memory_plans(settings, strategies, sweep_prompts(settings, section), memory)
+    return MemoryPreview(memory, [(plan_label(s), plans[s.strategy_id]) for s in strategies])
 
 
 def sweep_settings(settings: Settings, section: SweepSection, run_id: str) -> SweepSettings:

@@ -162,7 +162,7 @@ class CockpitApp(App[None]):
 
     def action_sweep(self) -> None:
         async def work(overrides: dict[str, Any]) -> str:
-            started = await self.source.start_sweep(overrides)
+            started = await self.source.start_sweep(overrides, self.board.good)
             self.awaited_run = started.run_id
             return started.message
 

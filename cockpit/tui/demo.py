@@ -308,7 +308,7 @@ class DemoSource:
         self.actions.append(("configure", *names))
         return DemoProvisionRun(hosts=names, pace_s=PLAYBOOK_PACE_S)
 
-    async def start_sweep(self, overrides: dict[str, Any]) -> SweepStarted:
+    async def start_sweep(self, overrides: dict[str, Any], telemetry: Mapping[str, NodeTelemetry]) -> SweepStarted:
         """Nothing starts: the simulated sweep under way stands for the one asked for."""
         settings = tuple(f"{k}={v}" for k, v in sorted(overrides.items()))
         self.actions.append(("sweep", *settings))

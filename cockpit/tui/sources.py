@@ -10,7 +10,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,7 +28,7 @@ from cockpit.nodes.inventory import Inventory, Node
 from cockpit.nodes.leases import Lease, lease_file, unknown_hosts
 from cockpit.nodes.nodeset import fold
 from cockpit.nodes.ssh import CommandResult, pool_for, shell_argv
-from cockpit.nodes.telemetry import NodeSample, probe_nodes
+from cockpit.nodes.telemetry import NodeSample, NodeTelemetry, probe_nodes
 from cockpit.nodes.wol import wake
 from cockpit.provision.events import ProvisionEvent
 from cockpit.sweep.progress import ProgressTracker, SweepProgress, find_active_run
@@ -138,7 +138,10 @@ class ClusterSource(Protocol):
 
     async def configure(self, names: Sequence[str]) -> ProvisionRun: ...
 
-    async def start_sweep(self, overrides: dict[str, Any]) -> SweepStarted: ...
+    async def start_sweep(self, overrides: dict[str, Any], telemetry: Mapping[str, NodeTelemetry]) -> SweepStarted:
+        """Plan and start a sweep with these [sweep] overrides, its memory plan held against the nodes' last good
+        `telemetry` readings (the node board's)."""
+        ...
 
     async def cancel_job(self, job_id: str) -> ActionResult: ...
 
@@ -291,12 +294,12 @@ class LiveSource:
             raise OperationFailed(f"configure: not every node answers ({reasons})")
         return compute_run(self.settings, nodes).start()
 
-    async def start_sweep(self, overrides: dict[str, Any]) -> SweepStarted:
+    async def start_sweep(self, overrides: dict[str, Any], telemetry: Mapping[str, NodeTelemetry]) -> SweepStarted:
         """Plan a run here (bad input shows at once), then run it in a process of its own that outlives the app,
         as `cluster sweep resume RUN_DIR` would; the dashboard follows it through its files."""
         from cockpit.sweep.plan import plan
 
-        sweep = await asyncio.to_thread(plan, self.settings, **overrides)
+        sweep = await asyncio.to_thread(plan, self.settings, telemetry=dict(telemetry), **overrides)
         command = [sys.executable, "-m", "cockpit.cli"]
         if self.settings.source is not None:
             command += ["--config", str(self.settings.source)]

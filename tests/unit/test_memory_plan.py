@@ -18,6 +18,7 @@ from cockpit.config import (
     parse_config,
 )
 from cockpit.errors import BadInput
+from cockpit.nodes.telemetry import GpuTelemetry, NodeTelemetry
 from cockpit.sweep.memory import (
     GIB,
     RANK_OVERHEAD_BYTES,
@@ -26,6 +27,7 @@ from cockpit.sweep.memory import (
     Workload,
     estimate_strategy,
     longest_prompt_tokens,
+    node_memory,
     plan_strategy,
     read_model_shape,
 )
@@ -179,4 +181,24 @@ def test_a_memory_figure_must_be_positive(tmp_path: Path) -> None:
         parse_config("[cluster]\ndevice_memory_gib = 0\n", tmp_path / "cockpit.toml")
     assert (
         parse_config("[cluster]\ndevice_memory_gib = 16\n", tmp_path / "cockpit.toml").cluster.device_memory_gib == 16
+    )
+
+
+def test_a_nodes_telemetry_comes_before_its_inventory_figure(tmp_path: Path) -> None:
+    """Per node, its last good telemetry reading wins over the inventory's figure (a GPU's memory on a GPU, the
+    host's on a CPU); the smallest node is held against, and where its figure comes from is kept to be said."""
+    hosts = tmp_path / "hosts.ini"
+    arc = "gpu_kind=intel-arc-a770"
+    hosts.write_text(f"[compute]\nnode0 device_memory_gib=24 {arc}\nnode1 device_memory_gib=8 {arc}\n")
+    cluster = ClusterSection(inventory=str(hosts), scheduler="slurm")
+    settings = Settings(CockpitFile(cluster=cluster), tmp_path / "cockpit.toml")
+    assert node_memory(settings, "xpu") == NodeMemory(8 * GIB, "node1", "A770", False, "inventory")
+    card = GpuTelemetry(
+        0, "intel", "Intel(R) Arc(TM) A770 Graphics", "xpu-smi", None, 0.0, 0.0, 16384.0, None, None, None
+    )
+    reading = NodeTelemetry("node1", None, None, None, 32768.0, None, (card,), ())
+    said = NodeMemory(16 * GIB, "node1", "Intel Arc A770 Graphics", False, "telemetry")
+    assert node_memory(settings, "xpu", {"node1": reading}) == said
+    assert node_memory(settings, "cpu", {"node1": reading}) == NodeMemory(
+        24 * GIB, "node0", "host memory", True, "inventory"
     )
