@@ -170,7 +170,7 @@ class CockpitApp(App[None]):
             if overrides is not None:
                 self.act(work(overrides), "sweep")
 
-        form = SweepFormScreen(self.settings.sweep, self.settings.cluster.scheduler, quick=self.settings.embedded)
+        form = SweepFormScreen(self.settings, self.board.good, quick=self.settings.embedded)
         self.push_screen(form, start)
 
     def _sweep_ended(self, state: str, run_dir: Path) -> None:

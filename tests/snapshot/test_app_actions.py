@@ -4,12 +4,15 @@ confirmations of destructive ones, `--read-only`, the command palette, and snaps
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import Checkbox, DataTable, Input, Select, Static
 
-from cockpit.config import Settings
+from cockpit.config import ClusterSection, Settings, SweepSection
 from cockpit.tui.app import CockpitApp
 from cockpit.tui.demo import PP_TICKS, RUNNING_RUN, RUNS_DIR, TP_TICKS, DemoSource
 from cockpit.tui.screens.confirm import ConfirmScreen
@@ -18,6 +21,8 @@ from cockpit.tui.screens.provision import ProvisionScreen
 from cockpit.tui.screens.results import ResultsScreen
 from cockpit.tui.screens.sweep_form import SweepFormScreen, parse_overrides, start_hint
 from tests.snapshot.test_app_shell import COMMON, SIZE, FakeClock, fake_app, fixed_settings, settle
+
+TALL = (120, 50)  # the sweep form's tall layout: a line per strategy in its memory plan
 
 
 def recorded(app: CockpitApp) -> list[tuple[str, ...]]:
@@ -130,6 +135,44 @@ async def test_sweep_form_starts_a_sweep_with_the_changed_fields() -> None:
         app.screen.query_one("#field-profile", Checkbox).value = True
         await press_and_settle(pilot, "enter")
         assert recorded(app)[-1] == ("sweep", "profile=True")
+        await press_and_settle(pilot, "s")
+        app.screen.query_one("#field-precision", Select).value = "int8"
+        await press_and_settle(pilot, "enter")
+        assert recorded(app)[-1] == ("sweep", "precision=int8")
+
+
+def plan_said(app: CockpitApp) -> tuple[str, str]:
+    """The sweep form's memory plan: its summary line and its per-strategy lines."""
+    summary, lines = (app.screen.query_one(f"#sweep-form-plan{part}", Static) for part in ("", "-lines"))
+    return str(summary.render()), str(lines.render())
+
+
+async def test_the_forms_memory_plan_skips_what_cannot_fit_and_prefers_telemetry(tiny_model_dir: Path) -> None:
+    """With `[cluster] device_memory_gib = 0.1` and no node answering, the form says before anything starts that
+    the reference cannot fit, in the sweep's own sentence; once node0's telemetry is in, its figure is the one held
+    against, and said so. On a tall terminal (each strategy a line) and on a short one (the summary alone)."""
+    file = fixed_settings(model_path=str(tiny_model_dir)).file
+    settings = Settings(dataclasses.replace(file, cluster=ClusterSection(device_memory_gib=0.1)), Path("/x.toml"))
+    unanswered = CockpitApp(settings, DemoSource(nodes=1, unreachable=("node0",)), clock=FakeClock())
+    async with unanswered.run_test(size=TALL) as pilot:
+        await press_and_settle(pilot, "s")
+        summary, lines = plan_said(unanswered)
+        assert (
+            summary == "memory plan: 5 skipped · this machine's host memory: 0.1 GiB, from [cluster] device_memory_gib"
+        )
+        assert re.fullmatch(
+            r"single-device reference: needs \d+\.\d GiB, this machine's host memory has 0\.1 GiB: skipped; "
+            r"use a smaller model",
+            lines.splitlines()[0],
+        )
+    xpu = dataclasses.replace(settings.file, sweep=SweepSection(device="xpu"))
+    answered = CockpitApp(Settings(xpu, Path("/x.toml")), DemoSource(nodes=1), clock=FakeClock())
+    async with answered.run_test(size=COMMON) as pilot:
+        await settle(pilot)
+        await press_and_settle(pilot, "s")
+        summary, _ = plan_said(answered)
+        assert summary == "memory plan: 5 fit · node0's Arc A770: 16.0 GiB, from telemetry"
+        assert not answered.screen.query_one("#sweep-form-plan-lines").display  # short: the summary alone
 
 
 async def test_the_built_in_models_form_opens_on_the_quick_look_and_full_is_one_field_away() -> None:
