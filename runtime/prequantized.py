@@ -1,22 +1,31 @@
-"""Checkpoints published already quantized: compressed-tensors' `pack-quantized` format, read without the library.
+"""Checkpoints published already quantized, read without the libraries that wrote them, in three layouts.
 
-llm-compressor writes its GPTQ and AWQ recipes in this format and vLLM serves it. config.json names it in
-`quantization_config` (`quant_method: compressed-tensors`, `format: pack-quantized`, `config_groups` whose `weights`
-say the bits, the strategy and the group size); each quantized linear layer `<name>` is stored as
-`<name>.weight_packed` (int32, (out, in * bits / 32): element i of a row at bits [i * bits, (i + 1) * bits) of the
-row's words, as `value + 2 ** (bits - 1)`), `<name>.weight_scale` ((out, in / group)), `<name>.weight_shape`, and,
-when asymmetric, `<name>.weight_zero_point` (packed the same way along the output dimension: (out * bits / 32,
-in / group)); `w = (q - zero) * scale` with q and zero signed (compressed_tensors/compressors/pack_quantized).
+- compressed-tensors' `pack-quantized` (llm-compressor's GPTQ and AWQ recipes; vLLM serves it): config.json's
+  `quantization_config` has `quant_method: compressed-tensors`, `format: pack-quantized` and `config_groups` whose
+  `weights` say the bits, the strategy and the group size; each quantized linear layer `<name>` is stored as
+  `<name>.weight_packed` (int32, (out, in * bits / 32): element i of a row at bits [i * bits, (i + 1) * bits) of
+  the row's words, as `value + 2 ** (bits - 1)`), `<name>.weight_scale` ((out, in / group)), `<name>.weight_shape`,
+  and, when asymmetric, `<name>.weight_zero_point` (packed the same way along the output dimension: (out * bits /
+  32, in / group)); `w = (q - zero) * scale` with q and zero signed (compressed_tensors/compressors/pack_quantized).
+- GPTQ (`quant_method: gptq`, AutoGPTQ / GPTQModel): `<name>.qweight` int32 (in * bits / 32, out), packed along
+  the input the same way, `<name>.qzeros` int32 (in / group, out * bits / 32), `<name>.scales` (in / group, out),
+  `<name>.g_idx` (in): compressed-tensors' tensors transposed, with unsigned codes; `checkpoint_format` gptq (the
+  classic one) stores each packed word of zeros less 0x11111111 (4 bits) or 0x01010101 (8 bits), gptq_v2 as is
+  (GPTQModel's utils/model.py `convert_gptq_v2_to_v1_format_module`).
+- AutoAWQ GEMM (`quant_method: awq`, `version: gemm`): `<name>.qweight` int32 (in, out / 8), packed along the
+  output, the eight codes of a word in the order [0, 2, 4, 6, 1, 3, 5, 7], `<name>.qzeros` int32 (in / group,
+  out / 8) the same way, `<name>.scales` (in / group, out) (awq/modules/linear/gemm.py `WQLinear_GEMM.from_linear`).
 
-On a little-endian machine an int32 row of 4-bit codes, seen as bytes, is WeightOnlyLinear's own layout (element
-2j in the low nibble of byte j, stored as q + 8, which is its symmetric zero), so the packed weight becomes a
-WeightOnlyLinear without a copy; 8-bit codes flip their top bit to become signed bytes.
+On a little-endian machine an int32 row of 4-bit codes packed along the input, seen as bytes, is WeightOnlyLinear's
+own layout (element 2j in the low nibble of byte j; the zero point absorbs the codes' offset), so compressed-tensors'
+packed weight becomes a WeightOnlyLinear without a copy, and GPTQ's after a transpose of the rank's slice; 8-bit
+codes flip their top bit to become signed bytes. AWQ's, packed along the output, are unpacked and packed again.
 
-Each rank builds only its stage's layers and its tensor-parallel slice of them, as zero-copy views of the memory
-map: column-parallel layers (q, k, v, gate, up) keep their output rows, row-parallel ones (o, down, the LM head)
-their input columns, cut on group boundaries, and sum their outputs across the TP group (`reduce_output`).
-AutoTP is not used here: it cannot slice a WeightOnlyLinear. Attention reshapes with -1 heads, so a rank's slice
-of q, k and v runs its own heads.
+Each rank builds only its stage's layers and its tensor-parallel slice of them, from views of the memory map:
+column-parallel layers (q, k, v, gate, up) keep their output rows, row-parallel ones (o, down, the LM head) their
+input columns, cut on group boundaries, and sum their outputs across the TP group (`reduce_output`). AutoTP is not
+used here: it cannot slice a WeightOnlyLinear. Attention reshapes with -1 heads, so a rank's slice of q, k and v
+runs its own heads.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -33,12 +42,26 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from runtime.checkpoint import Checkpoint, Stage, assign_from_checkpoint, source_name, stage_skeleton
-from runtime.quantize import QUANTIZED_PRECISIONS, Bits, WeightOnlyLinear, tp_sizes_for_group, unpack_int4
+from runtime.quantize import (
+    QUANTIZED_PRECISIONS,
+    Bits,
+    WeightOnlyLinear,
+    pack_int4,
+    tp_sizes_for_group,
+    unpack_int4,
+)
 from runtime.schema import InputError
 
-SUPPORTED = "compressed-tensors pack-quantized, int4 or int8 weights only, group or channel strategy"
+SUPPORTED = (
+    "compressed-tensors pack-quantized (int4 or int8 weights only, group or channel strategy), GPTQ (int4 or int8, "
+    "checkpoint_format gptq or gptq_v2, without act-order) and AutoAWQ GEMM (int4, zero point)"
+)
 COLUMN_PARALLEL = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")  # output rows split
 ROW_PARALLEL = ("o_proj", "down_proj", "lm_head")  # input columns split, outputs summed across the group
+AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # the output row (of 8) whose code sits in nibble k of an AWQ word
+GPTQ_V1_ZERO_OFFSET: dict[int, int] = {4: 0x11111111, 8: 0x01010101}  # classic GPTQ stores each zero less one
+
+Layout = Literal["compressed-tensors", "gptq", "gptq_v1", "awq"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +72,12 @@ class PackedScheme:
     group_size: int | None  # None: channel strategy, one scale per output row
     symmetric: bool
     targets: tuple[str, ...]
+    layout: Layout = "compressed-tensors"
+
+    @property
+    def rows_per_word(self) -> int:
+        """How many output rows share a packed word (of codes or of zero points): a TP slice must not cut one."""
+        return 32 // self.bits if self.layout != "compressed-tensors" or not self.symmetric else 1
 
 
 @dataclass(frozen=True)
@@ -66,6 +95,15 @@ class Shard:
 
 
 @dataclass(frozen=True)
+class Part:
+    """The rows, input columns and groups of a (out, in) layer one rank holds, each as [start, stop)."""
+
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+    groups: tuple[int, int]
+
+
+@dataclass(frozen=True)
 class TensorParallel:
     """A rank's place in its stage's TP group (group None without TP)."""
 
@@ -79,10 +117,15 @@ def is_prequantized(config: PretrainedConfig) -> bool:
 
 
 def read_schemes(quantization_config: Mapping[str, Any], source: str) -> list[PackedScheme]:
-    """The config groups of a `quantization_config`, or an InputError naming what is not supported."""
+    """The weight schemes of a `quantization_config`, or an InputError naming what is not supported."""
     method = quantization_config.get("quant_method")
-    if method != "compressed-tensors":
+    readers = {"compressed-tensors": _compressed_tensors_schemes, "gptq": _gptq_scheme, "awq": _awq_scheme}
+    if method not in readers:
         raise InputError(f"{source}: quantization {method!r} is not supported; the runtime loads {SUPPORTED}")
+    return readers[method](quantization_config, source)
+
+
+def _compressed_tensors_schemes(quantization_config: Mapping[str, Any], source: str) -> list[PackedScheme]:
     if quantization_config.get("kv_cache_scheme"):
         raise InputError(f"{source}: a quantized KV cache is not supported; the runtime loads {SUPPORTED}")
     schemes = []
@@ -119,6 +162,38 @@ def read_schemes(quantization_config: Mapping[str, Any], source: str) -> list[Pa
     return schemes
 
 
+def _group_size(quantization_config: Mapping[str, Any]) -> int | None:
+    """GPTQ's and AWQ's group_size: -1 (or none) is one group per row, the channel strategy."""
+    size = quantization_config.get("group_size")
+    return size if size and size > 0 else None
+
+
+def _gptq_scheme(quantization_config: Mapping[str, Any], source: str) -> list[PackedScheme]:
+    """GPTQ's config (AutoGPTQ, GPTQModel, optimum): bits, group_size, sym, desc_act and the checkpoint format;
+    act-order is refused layer by layer, from g_idx (`packed_linear`)."""
+    bits = quantization_config.get("bits")
+    fmt = quantization_config.get("checkpoint_format") or quantization_config.get("format") or "gptq"
+    packing = quantization_config.get("pack_dtype", "int32")
+    if bits not in (4, 8) or fmt not in ("gptq", "gptq_v2") or packing != "int32" or quantization_config.get("dynamic"):
+        described = f"int{bits}, checkpoint_format {fmt}, pack_dtype {packing}"
+        extra = ", per-module overrides (dynamic)" if quantization_config.get("dynamic") else ""
+        raise InputError(f"{source}: GPTQ ({described}{extra}) is not supported; the runtime loads {SUPPORTED}")
+    layout: Layout = "gptq_v1" if fmt == "gptq" else "gptq"
+    symmetric = bool(quantization_config.get("sym", True))
+    return [PackedScheme(bits, _group_size(quantization_config), symmetric, ("Linear",), layout)]
+
+
+def _awq_scheme(quantization_config: Mapping[str, Any], source: str) -> list[PackedScheme]:
+    """AutoAWQ's config: the GEMM layout with zero points is the one read; GEMV, Marlin, exllama and IPEX
+    layouts pack differently and are refused by name."""
+    version = str(quantization_config.get("version", "gemm")).lower()
+    bits, zero_point = quantization_config.get("bits"), quantization_config.get("zero_point", True)
+    if version != "gemm" or bits != 4 or not zero_point:
+        described = f"version {version}, int{bits}{', no zero point' if not zero_point else ''}"
+        raise InputError(f"{source}: AWQ ({described}) is not supported; the runtime loads {SUPPORTED}")
+    return [PackedScheme(4, _group_size(quantization_config), False, ("Linear",), "awq")]
+
+
 def scheme_for(schemes: list[PackedScheme], name: str, source: str) -> PackedScheme:
     """The scheme whose targets match linear layer `name` (a layer class, an exact name, or "re:" a regex)."""
     for scheme in schemes:
@@ -128,18 +203,106 @@ def scheme_for(schemes: list[PackedScheme], name: str, source: str) -> PackedSch
     raise InputError(f"{source}: {name} is stored quantized but no config group targets it")
 
 
+def packed_weight_name(name: str, layout: Layout) -> str:
+    """The tensor whose presence says layer `name` is stored quantized in `layout`."""
+    return f"{name}.weight_packed" if layout == "compressed-tensors" else f"{name}.qweight"
+
+
 def _words_as_codes(words: torch.Tensor, bits: Bits) -> torch.Tensor:
     """Int32 words of packed unsigned codes, seen as WeightOnlyLinear stores codes: 4 bits stay packed two to a
-    byte (stored as q + 8: its symmetric layout); 8 bits become signed bytes (stored as q + 128)."""
-    as_bytes = words.contiguous().view(torch.uint8)
+    byte; 8 bits become signed bytes (the code less 128, which the zero point, read the same way, cancels)."""
+    words = words.contiguous()  # through one dimension: a size-1 dimension may keep any stride
+    as_bytes = words.view(-1).view(torch.uint8).view(*words.shape[:-1], -1)
     return as_bytes if bits == 4 else (as_bytes ^ 0x80).view(torch.int8)
 
 
 def _unpack_zero(words: torch.Tensor, bits: Bits) -> torch.Tensor:
-    """A (out * bits / 32, groups) zero point packed along the output dimension -> (out, groups) zero points on
-    WeightOnlyLinear's scale (4 bits: 0..15 around 8; 8 bits: signed)."""
-    codes = _words_as_codes(words.t(), bits)
+    """A (groups, out * bits / 32) zero point packed along the output dimension -> (out, groups) zero points on
+    WeightOnlyLinear's scale (4 bits: 0..15; 8 bits: signed, less 128 as the codes are)."""
+    codes = _words_as_codes(words, bits)
     return (unpack_int4(codes) if bits == 4 else codes).t().contiguous()
+
+
+def _checked(view: Callable[[str], torch.Tensor], name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    tensor = view(name)
+    if tuple(tensor.shape) != shape:
+        raise InputError(f"{name} is {tuple(tensor.shape)}, the config implies {shape}")
+    return tensor
+
+
+LayerTensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # codes, scale, zero as WeightOnlyLinear's
+
+
+def _compressed_tensors_part(
+    view: Callable[[str], torch.Tensor], name: str, scheme: PackedScheme, shape: tuple[int, int], part: Part
+) -> LayerTensors:
+    """compressed-tensors pack-quantized: codes as stored (zero-copy), zero points packed along the output."""
+    stored = tuple(view(f"{name}.weight_shape").tolist())
+    if stored != shape:
+        raise InputError(f"{name}.weight_shape is {stored}, the config implies {shape}")
+    (r0, r1), (c0, c1), (g0, g1), per_word = part.rows, part.cols, part.groups, 32 // scheme.bits
+    packed = view(f"{name}.weight_packed")[r0:r1, c0 // per_word : c1 // per_word]
+    scale = view(f"{name}.weight_scale")[r0:r1, g0:g1]
+    zero = None
+    if not scheme.symmetric:
+        words = view(f"{name}.weight_zero_point")[r0 // per_word : r1 // per_word, g0:g1]
+        zero = _unpack_zero(words.t(), scheme.bits)
+    return _words_as_codes(packed, scheme.bits), scale, zero
+
+
+def _gptq_part(
+    view: Callable[[str], torch.Tensor], name: str, scheme: PackedScheme, shape: tuple[int, int], part: Part
+) -> LayerTensors:
+    """GPTQ: compressed-tensors' layout transposed (codes unsigned, zero points always stored); a g_idx other
+    than each column's own contiguous group (act-order) is refused."""
+    (out_features, in_features), per_word = shape, 32 // scheme.bits
+    groups = in_features // scheme.group_size if scheme.group_size else 1
+    g_idx = _checked(view, f"{name}.g_idx", (in_features,))
+    if not torch.equal(g_idx, torch.arange(in_features, dtype=g_idx.dtype) * groups // in_features):
+        raise InputError(
+            f"{name}.g_idx orders the groups by activation (act-order, desc_act true): not supported; quantize "
+            "with desc_act false, which keeps each group's columns contiguous"
+        )
+    (r0, r1), (c0, c1), (g0, g1) = part.rows, part.cols, part.groups
+    packed = _checked(view, f"{name}.qweight", (in_features // per_word, out_features))
+    scale = _checked(view, f"{name}.scales", (groups, out_features))[g0:g1, r0:r1].t()
+    zero_words = _checked(view, f"{name}.qzeros", (groups, out_features // per_word))[
+        g0:g1, r0 // per_word : r1 // per_word
+    ]
+    if scheme.layout == "gptq_v1":  # word-wise, as GPTQModel's v1 -> v2 conversion: borrows come back
+        zero_words = (zero_words.to(torch.int64) + GPTQ_V1_ZERO_OFFSET[scheme.bits]).to(torch.int32)
+    codes = _words_as_codes(packed[c0 // per_word : c1 // per_word, r0:r1].t(), scheme.bits)
+    return codes, scale, _unpack_zero(zero_words, scheme.bits)
+
+
+def _unpack_awq(words: torch.Tensor) -> torch.Tensor:
+    """(rows, out / 8) AWQ words -> (rows, out) codes 0..15 in output order (uint8)."""
+    shifts = torch.arange(0, 32, 4, dtype=torch.int32)
+    nibbles = ((words.unsqueeze(-1) >> shifts) & 0xF).to(torch.uint8)  # nibble k holds row AWQ_ORDER[k]
+    codes = torch.empty_like(nibbles)
+    codes[..., list(AWQ_ORDER)] = nibbles
+    return codes.flatten(-2)
+
+
+def _awq_part(
+    view: Callable[[str], torch.Tensor], name: str, scheme: PackedScheme, shape: tuple[int, int], part: Part
+) -> LayerTensors:
+    """AutoAWQ GEMM: codes packed along the output in AWQ's order, unpacked and packed again along the input."""
+    out_features, in_features = shape
+    groups = in_features // scheme.group_size if scheme.group_size else 1
+    (r0, r1), (c0, c1), (g0, g1) = part.rows, part.cols, part.groups
+    packed = _checked(view, f"{name}.qweight", (in_features, out_features // 8))[c0:c1, r0 // 8 : r1 // 8]
+    scale = _checked(view, f"{name}.scales", (groups, out_features))[g0:g1, r0:r1].t()
+    zero_words = _checked(view, f"{name}.qzeros", (groups, out_features // 8))[g0:g1, r0 // 8 : r1 // 8]
+    return pack_int4(_unpack_awq(packed).t()), scale, _unpack_awq(zero_words).t().contiguous()
+
+
+LAYOUT_READERS: dict[Layout, Callable[..., LayerTensors]] = {
+    "compressed-tensors": _compressed_tensors_part,
+    "gptq": _gptq_part,
+    "gptq_v1": _gptq_part,
+    "awq": _awq_part,
+}
 
 
 def packed_linear(
@@ -148,9 +311,6 @@ def packed_linear(
     """This rank's part of the packed linear layer `name` (out, in) as a WeightOnlyLinear, from views of the
     checkpoint's tensors (`view`: name -> tensor); only the part's rows and words are touched."""
     out_features, in_features = shape
-    stored = tuple(view(f"{name}.weight_shape").tolist())
-    if stored != shape:
-        raise InputError(f"{name}.weight_shape is {stored}, the config implies {shape}")
     per_word = 32 // scheme.bits
     rows, cols = (0, out_features), (0, in_features)
     if shard.dim == 0:
@@ -164,19 +324,14 @@ def packed_linear(
             f"{name}: its {in_features} input columns split {shard.parts} ways do not hold whole groups of {group} "
             f"({per_word} codes to a word)"
         )
-    if shard.dim == 0 and not scheme.symmetric and (rows[1] - rows[0]) % per_word:
+    if (rows[1] - rows[0]) % scheme.rows_per_word:
         raise InputError(
-            f"{name}: its zero points are packed {per_word} output rows to a word, and a TP slice of "
+            f"{name}: its {scheme.layout} words pack {scheme.rows_per_word} output rows each, and a TP slice of "
             f"{rows[1] - rows[0]} rows cuts a word; use a TP size that divides {out_features // per_word}"
         )
     groups = (cols[0] // group, cols[1] // group) if scheme.group_size else (0, 1)
-    packed = view(f"{name}.weight_packed")[rows[0] : rows[1], cols[0] // per_word : cols[1] // per_word]
-    scale = view(f"{name}.weight_scale")[rows[0] : rows[1], groups[0] : groups[1]]
-    zero = None
-    if not scheme.symmetric:
-        words = view(f"{name}.weight_zero_point")[rows[0] // per_word : rows[1] // per_word, groups[0] : groups[1]]
-        zero = _unpack_zero(words, scheme.bits)
-    return WeightOnlyLinear(_words_as_codes(packed, scheme.bits), scale, zero, scheme.bits, group)
+    codes, scale, zero = LAYOUT_READERS[scheme.layout](view, name, scheme, shape, Part(rows, cols, groups))
+    return WeightOnlyLinear(codes, scale, zero, scheme.bits, group)
 
 
 def check_tp_groups(config: PretrainedConfig, schemes: list[PackedScheme], tp_size: int, source: str) -> None:
@@ -243,9 +398,10 @@ def load_prequantized_stage(
             continue
         stored = source_name(f"{name}.weight", layers, config)  # the embedding's, for a tied LM head
         prefix, shard = stored.removesuffix(".weight"), linear_shard(name, tp)
-        if f"{prefix}.weight_packed" in checkpoint:
+        if packed_weight_name(prefix, schemes[0].layout) in checkpoint:  # one layout to a checkpoint
+            scheme = scheme_for(schemes, prefix, source)
             shape = (module.out_features, module.in_features)
-            layer: nn.Module = packed_linear(checkpoint.view, prefix, scheme_for(schemes, prefix, source), shard, shape)
+            layer: nn.Module = packed_linear(checkpoint.view, prefix, scheme, shard, shape)
             if module.bias is not None:
                 layer.bias = nn.Parameter(_bias(checkpoint.view, prefix, shard), requires_grad=False)
         elif shard.dim is not None:

@@ -49,10 +49,15 @@ def write_compressed_tensors(model_dir: Path, out: Path, bits: int, group_size: 
     compressor.compress_model(model)
     model.save_pretrained(out)
     compressor.update_config(str(out))
+    copy_tokenizer(model_dir, out)
+    return out
+
+
+def copy_tokenizer(model_dir: Path, out: Path) -> None:
+    """What a published checkpoint ships beside its weights: the tokenizer and the generation config."""
     for name in COPIED:
         if (model_dir / name).is_file():
             shutil.copy(model_dir / name, out / name)
-    return out
 
 
 def decompressed_weights(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -80,13 +85,20 @@ def decompressed_weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
 def decompressed_model(model_dir: Path) -> nn.Module:
     """The dense fp32 model the library's decompression gives: the reference a pre-quantized run must match."""
+    return dense_model(model_dir, decompressed_weights(model_dir))
+
+
+def dense_model(model_dir: Path, weights: dict[str, torch.Tensor]) -> nn.Module:
+    """The checkpoint's model in fp32 with each quantized layer's dense weight from `weights` (by layer name) and
+    every other tensor as stored."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(model_dir)
     del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    dense = {k: v for k, v in load_file(model_dir / "model.safetensors").items() if ".weight_" not in k}
-    dense |= {f"{layer}.weight": weight for layer, weight in decompressed_weights(model_dir).items()}
+    packed = tuple(f"{layer}." for layer in weights)
+    dense = {k: v for k, v in load_file(model_dir / "model.safetensors").items() if not k.startswith(packed)}
+    dense |= {f"{layer}.weight": weight for layer, weight in weights.items()}
     model.load_state_dict(dense, strict=True)
     return model.eval()

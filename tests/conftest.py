@@ -114,6 +114,24 @@ def compressed_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPath
     return write_compressed_tensors(tiny_model_dir, out, bits=4, group_size=16, symmetric=False)
 
 
+@pytest.fixture(scope="session")
+def awq_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in model published as AutoAWQ GEMM: int4 with zero points, groups of 16, packed by AutoAWQ."""
+    from tests.awq_checkpoints import write_awq
+
+    return write_awq(tiny_model_dir, tmp_path_factory.mktemp("models") / "tiny-llama-awq", group_size=16)
+
+
+@pytest.fixture(scope="session")
+def gptq_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in model published as classic GPTQ (checkpoint_format gptq: zero points stored less one): int4,
+    asymmetric, groups of 16, desc_act false."""
+    from tests.gptq_checkpoints import write_gptq
+
+    out = tmp_path_factory.mktemp("models") / "tiny-llama-gptq"
+    return write_gptq(tiny_model_dir, out, bits=4, group_size=16, sym=False, v1=True)
+
+
 @pytest.fixture
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No cockpit.toml anywhere: a fresh HOME, XDG dirs and working directory (the embedded default)."""
