@@ -33,6 +33,11 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_exten
 with contextlib.suppress(ImportError):
     import torch._dynamo  # noqa: F401
 
+# The cockpit imports pandas (so numpy.ma) in worker threads; numpy.ma's import parses builtin signatures with
+# `ast`, which on CPython 3.11 is not thread-safe (gh-106905: "AST constructor recursion depth mismatch") and
+# raced pytest rewriting a test module imported lazily in the main thread. Imported here, once, in one thread.
+import numpy.ma  # noqa: E402, F401
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
