@@ -21,7 +21,7 @@ from cockpit.analysis.performance_model import (
     Comm,
     Hardware,
     Link,
-    ModelShape,
+    ModelCost,
     Placement,
     Rate,
     batch_time,
@@ -30,6 +30,7 @@ from cockpit.analysis.performance_model import (
     known_memory_bandwidth,
     slot,
 )
+from runtime.model_shape import ModelShape
 
 # A toy decoder small enough to work by hand: L=2, d=8, ffn 16, 2 query heads of 4, 1 KV head, vocab 10, bf16.
 # Per layer: q = 2*4 = 8, kv = 1*4 = 4; h*q + 2*h*kv + q*h + 3*h*i + 2h = 64 + 64 + 64 + 384 + 16 = 592.
@@ -44,7 +45,7 @@ TOY_CONFIG: dict[str, object] = {
     "head_dim": 4,
     "vocab_size": 10,
 }
-TOY = ModelShape.from_config(TOY_CONFIG, bytes_per_element=2)
+TOY = ModelCost(ModelShape.from_config(TOY_CONFIG), bytes_per_element=2)
 
 # Decode: 1 ms per pass + bytes at 1 MB/s; prefill: 2 ms per pass + FLOPs at 10 MFLOP/s.
 GPU = Hardware(decode=Rate(1e-3, 1e6), prefill=Rate(2e-3, 1e7))
@@ -134,35 +135,34 @@ def test_table_is_in_bytes_per_second() -> None:
 
 
 def test_from_config_reads_the_sizes() -> None:
-    shape = ModelShape.from_config(TOY_CONFIG, bytes_per_element=2)
-    assert shape == ModelShape(
-        num_hidden_layers=2,
+    assert TOY.shape == ModelShape(
+        vocab_size=10,
         hidden_size=8,
         intermediate_size=16,
-        num_attention_heads=2,
-        num_key_value_heads=1,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
         head_dim=4,
-        vocab_size=10,
-        bytes_per_element=2,
+        tied_embeddings=False,
     )
-    assert shape.layers == 2
+    assert TOY.layers == 2
 
 
 def test_from_config_defaults_to_full_attention_heads() -> None:
     config = {k: v for k, v in TOY_CONFIG.items() if k not in ("head_dim", "num_key_value_heads")}
-    shape = ModelShape.from_config(config, bytes_per_element=4)
-    assert shape.num_key_value_heads == 2  # as many as the query heads
-    assert shape.head_dim == 4  # d / heads = 8 / 2
+    model = ModelCost(ModelShape.from_config(config), bytes_per_element=4)
+    assert model.shape.num_kv_heads == 2  # as many as the query heads
+    assert model.shape.head_dim == 4  # d / heads = 8 / 2
     # Per layer: q = kv = 8; 64 + 2*8*8 + 64 + 384 + 16 = 656; 2*656 + 8 + 80 = 1400 parameters, 4 bytes each
-    assert shape.weight_bytes == 5600
-    assert shape.kv_bytes_per_token == 2 * 2 * 2 * 4 * 4  # 128
+    assert model.weight_bytes == 5600
+    assert model.kv_bytes_per_token == 2 * 2 * 2 * 4 * 4  # 128
 
 
 def test_explicit_head_dim_wins_over_hidden_by_heads() -> None:
-    shape = ModelShape.from_config({**TOY_CONFIG, "head_dim": 16}, bytes_per_element=2)
+    model = ModelCost(ModelShape.from_config({**TOY_CONFIG, "head_dim": 16}), bytes_per_element=2)
     # q = 2*16 = 32, kv = 16: 8*32 + 2*8*16 + 32*8 + 384 + 16 = 1168; 2*1168 + 88 = 2424 parameters
-    assert shape.weight_bytes == 2424 * 2
-    assert shape.kv_bytes_per_token == 2 * 2 * 1 * 16 * 2  # 128
+    assert model.weight_bytes == 2424 * 2
+    assert model.kv_bytes_per_token == 2 * 2 * 1 * 16 * 2  # 128
 
 
 def test_weight_and_kv_bytes() -> None:
