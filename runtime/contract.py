@@ -392,8 +392,10 @@ class RankMetrics:
     device_name: str | None = None  # "NVIDIA H100 80GB HBM3", the CPU's model name, ...
     host_cpus: int | None = None  # CPUs this rank's process may run on
     memory_bandwidth_Bps: float | None = None  # the probe's figure, taken by single-rank runs (the reference)
-    # int8/int4: weights dequantized per second, its own layers' dequantize() timed by a single-rank run
+    # int8/int4: weights dequantized per second, its own layers' dequantize() timed by a single-rank run with
+    # its threads, and on a CPU with one
     dequant_weights_per_s: float | None = None
+    dequant_one_cpu_weights_per_s: float | None = None
     links: tuple[LinkFit, ...] = ()  # the strategy's own TP all-reduce and stage-boundary send/recv
     runtime_build: str | None = None  # the BuildManifest.build_id this rank ran from; null: an unbuilt tree
     warmup_s: float | None = None  # the untimed warm-up's wall time: first-use costs, visible rather than hidden

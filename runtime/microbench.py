@@ -79,14 +79,17 @@ def memory_bandwidth(device: torch.device, megabytes: int = 512, repeats: int = 
     }
 
 
-def dequantize_rate(model: torch.nn.Module, dtype: torch.dtype, device: torch.device, repeats: int = 3) -> float | None:
+def dequantize_rates(
+    model: torch.nn.Module, dtype: torch.dtype, device: torch.device, repeats: int = 3
+) -> tuple[float | None, float | None]:
     """Weights per second the model's WeightOnlyLinear layers dequantize at, each to `dtype` as its forward does
-    on every call (the performance model's cost of a pass at int8/int4); None without such layers."""
+    on every call (the performance model's cost of a pass at int8/int4): with the threads torch has, and on a
+    CPU with one (ranks sharing a host each get fewer); (None, None) without such layers."""
     from runtime.quantize import WeightOnlyLinear
 
     layers = [m for m in model.modules() if isinstance(m, WeightOnlyLinear)]
     if not layers:
-        return None
+        return None, None
     weights = sum(layer.out_features * layer.in_features for layer in layers)
 
     def dequantize_all() -> None:
@@ -94,7 +97,15 @@ def dequantize_rate(model: torch.nn.Module, dtype: torch.dtype, device: torch.de
             layer.dequantize(dtype)
 
     with torch.inference_mode():
-        return weights / best_seconds(dequantize_all, device, repeats)
+        every = weights / best_seconds(dequantize_all, device, repeats)
+        if device.type != "cpu":
+            return every, None
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return every, weights / best_seconds(dequantize_all, device, repeats)
+        finally:
+            torch.set_num_threads(threads)
 
 
 def fit(sizes: list[int], seconds: list[float]) -> tuple[float, float]:

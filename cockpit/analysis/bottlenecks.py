@@ -94,6 +94,7 @@ def fit_hardware(
     cpu_cores: int | None,
     memory_bandwidth_Bps: float | None = None,
     dequant_per_s: float | None = None,
+    dequant_one_cpu_per_s: float | None = None,
 ) -> pm.Hardware:
     """The reference device's rates: its prefills (time to first token) against their FLOPs, its decode steps
     against the bytes each read (no faster than the measured memory bandwidth, when known); at int8/int4 each
@@ -116,6 +117,7 @@ def fit_hardware(
         prefill=pm.fit_rate(*zip(*prefill, strict=True)),
         cpu_cores=cpu_cores,
         dequant_per_s=dequant_per_s,
+        dequant_one_cpu_per_s=dequant_one_cpu_per_s,
     )
 
 
@@ -289,7 +291,7 @@ def _sentence(
     elif part == pm.DEQUANT:
         detail = (
             f"every pass dequantizes its {model.dequantized_weights / (where.tp * where.pp) / 1e6:,.2f} M "
-            f"weights at {(hw.dequant_per_s or math.nan) / 1e9:,.2f} G/s per device"
+            f"weights at {(pm.dequant_rate(hw, where) or math.nan) / 1e9:,.2f} G/s each"
         )
     elif part == pm.MEMORY:
         detail = f"every decode step reads weights and KV cache at {hw.decode.per_s / 1e9:,.1f} GB/s"
@@ -336,14 +338,15 @@ def _reference_hardware(model: pm.ModelCost, ref_row: pd.Series, ref_rows: pd.Da
     """The device's rates and overheads, fitted to the reference's batches (its CPUs counted on a CPU host)."""
     cpu = str(ref_row.get("device") or "").startswith("cpu")
     cores = int(ref_row["host_cpus"]) if cpu and pd.notna(ref_row.get("host_cpus")) else None
-    probe, dequant = ref_row.get("memory_bandwidth_Bps"), ref_row.get("dequant_weights_per_s")
-    return fit_hardware(
-        model,
-        batches(ref_rows, 1),
-        cores,
-        probe if pd.notna(probe) else None,
-        float(dequant) if dequant is not None and pd.notna(dequant) else None,
+    probe, dequant, one = (
+        float(v) if v is not None and pd.notna(v) else None
+        for v in (
+            ref_row.get("memory_bandwidth_Bps"),
+            ref_row.get("dequant_weights_per_s"),
+            ref_row.get("dequant_one_cpu_weights_per_s"),
+        )
     )
+    return fit_hardware(model, batches(ref_rows, 1), cores, probe, dequant, one if cores else None)
 
 
 def _intra_node_links(metrics: pd.DataFrame) -> dict[str, dict]:
@@ -469,7 +472,8 @@ def _hardware_sentence(ref: pd.Series, hw: pm.Hardware, peaks: Mapping[str, floa
     if not hw.decode.separated:
         decode += ", assumed: its batches were too alike to tell the rate from the overhead"
     if hw.dequant_per_s:
-        parts.append(f"dequantizes {hw.dequant_per_s / 1e9:,.2f} G weights/s")
+        one = f" ({hw.dequant_one_cpu_per_s / 1e9:,.2f} G on one CPU)" if hw.dequant_one_cpu_per_s else ""
+        parts.append(f"dequantizes {hw.dequant_per_s / 1e9:,.2f} G weights/s{one}")
     parts += [
         decode,
         f"prefill computes at {hw.prefill.per_s / 1e9:,.1f} GFLOP/s",

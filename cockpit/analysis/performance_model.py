@@ -15,7 +15,9 @@ A prefill of `mb` micro-batches through p stages takes p + mb - 1 slots (the pip
 
 At int8/int4 weight-only every pass also dequantizes the weights a rank holds (WeightOnlyLinear rebuilds each
 dense weight per call): Q / (tp * pp) weights at the rate D the reference measured, t_dq = Q / (tp * pp) / D, a
-cost that splits with the weights (on a CPU it dwarfs reading them), unlike the per-pass overhead.
+cost that splits with the weights, unlike the per-pass overhead. On a CPU it is elementwise work on small
+tensors, which gains little from threads: a rank's rate D follows its threads (`dequant_rate`), so two
+one-thread TP ranks on a 2-core host dequantize their halves side by side.
 
 Ranks on one CPU host share its cores and memory: each gets 1/k of the host's rate when k of them are busy at once
 (more ranks than cores also stretch the overhead). An accelerator belongs to its rank alone. The rates and
@@ -213,7 +215,9 @@ class Hardware:
     decode: Rate
     prefill: Rate
     cpu_cores: int | None = None  # a CPU host's cores; None for an accelerator, one per rank
-    dequant_per_s: float | None = None  # int8/int4: weights dequantized per second (the reference's probe)
+    # int8/int4: weights the reference's rank dequantized per second with all its threads, and with one
+    dequant_per_s: float | None = None
+    dequant_one_cpu_per_s: float | None = None
 
 
 def dequant_s(model: ModelCost, per_s: float | None, share: float = 1.0) -> float:
@@ -270,6 +274,21 @@ def busy_per_host(where: Placement) -> int:
     return min(where.ranks_per_host, where.tp * min(where.micro_batches, stages_here))
 
 
+def dequant_rate(hw: Hardware, where: Placement) -> float | None:
+    """Weights a rank dequantizes per second. On a CPU host each rank computes with cores / ranks_per_host
+    threads (runtime/rank.py), and small elementwise work does not speed up with threads as reading memory does:
+    between the reference's one-thread and all-thread rates by its threads (without a one-thread figure, as if
+    threads scaled perfectly), time-shared where the busy ranks' threads outnumber the cores. An accelerator's
+    rate is its own."""
+    if not hw.dequant_per_s or not hw.cpu_cores:
+        return hw.dequant_per_s
+    cores, every = hw.cpu_cores, hw.dequant_per_s
+    one = hw.dequant_one_cpu_per_s or every / cores
+    threads = max(1, cores // where.ranks_per_host)
+    rate = one + (every - one) * (threads - 1) / (cores - 1) if cores > 1 else one
+    return rate * min(1.0, cores / (busy_per_host(where) * threads))
+
+
 def slot(model: ModelCost, hw: Hardware, where: Placement, phase: str, batch: int, tokens: int) -> Breakdown:
     """One stage's turn on one micro-batch of `batch` sequences: its 1/(tp*pp) of the work, 2L/pp all-reduces over
     its TP group, one hand-on. Prefill: `tokens` is the padded prompt width; decode: the mean context."""
@@ -289,7 +308,7 @@ def slot(model: ModelCost, hw: Hardware, where: Placement, phase: str, batch: in
         {
             OVERHEAD: rate.overhead_s / where.pp * stretch,
             part: work / (where.tp * where.pp) * share / rate.per_s,
-            DEQUANT: dequant_s(model, hw.dequant_per_s, share / (where.tp * where.pp)),
+            DEQUANT: dequant_s(model, dequant_rate(hw, where), 1 / (where.tp * where.pp)),
             LATENCY: comm.latency_s,
             BANDWIDTH: comm.transfer_s,
         }

@@ -9,6 +9,7 @@ import pytest
 from cockpit.analysis.performance_model import (
     BANDWIDTH,
     COMPUTE,
+    DEQUANT,
     KNOWN_MEMORY_BANDWIDTH_BPS,
     LATENCY,
     MEMORY,
@@ -26,6 +27,7 @@ from cockpit.analysis.performance_model import (
     Rate,
     batch_time,
     busy_per_host,
+    dequant_rate,
     fit_rate,
     known_memory_bandwidth,
     slot,
@@ -339,6 +341,21 @@ def test_hybrid_all_reduces_per_stage_and_hands_on_once() -> None:
     # work 3504 / 4 / 1e6 = 0.876 ms; overhead 1 ms / 2; 2L/pp = 2 all-reduces of 48 B in the node:
     # 2 * (2 us + 48 / 1e9) and one P2P across: 10 us + 48 / 1e8
     assert parts(got) == expect(overhead=5e-4, memory=0.876e-3, latency=2 * 2e-6 + 1e-5, bandwidth=2 * 4.8e-8 + 4.8e-7)
+
+
+def test_a_cpu_ranks_dequantization_rate_follows_its_threads() -> None:
+    """2 cores; the reference dequantized 1.2 G weights/s with both threads, 1.0 G with one."""
+    cpu = Hardware(Rate(0, 1), Rate(0, 1), cpu_cores=2, dequant_per_s=1.2e9, dequant_one_cpu_per_s=1e9)
+    assert dequant_rate(cpu, Placement(tp=1, pp=1)) == 1.2e9  # the reference: both threads
+    assert dequant_rate(cpu, Placement(tp=2, pp=1, ranks_per_host=2)) == 1e9  # a thread, a core each
+    assert dequant_rate(cpu, Placement(tp=2, pp=1, ranks_per_host=1)) == 1.2e9  # a host each
+    assert dequant_rate(cpu, Placement(tp=2, pp=2, micro_batches=2, ranks_per_host=4)) == 0.5e9  # 4 on 2 cores
+    guessed = Hardware(Rate(0, 1), Rate(0, 1), cpu_cores=2, dequant_per_s=1.2e9)  # no one-thread figure
+    assert dequant_rate(guessed, Placement(tp=2, pp=1, ranks_per_host=2)) == 0.6e9  # as threads scaled
+    assert dequant_rate(GPU, Placement(tp=2, pp=1)) is None
+    int8 = ModelCost(TOY.shape, bytes_per_element=1.5, activation_bytes=4, dequantizes=True)
+    got = slot(int8, cpu, Placement(tp=2, pp=1, ranks_per_host=2), "decode", batch=1, tokens=4)
+    assert got.seconds[DEQUANT] == pytest.approx(1232 / 2 / 1e9)  # 2 x 576 in the layers, 80 in the head
 
 
 def test_busy_per_host() -> None:

@@ -126,7 +126,7 @@ def test_int8_passes_are_fitted_less_their_measured_dequantization_which_tp_spli
     assert isinstance(perf, Performance) and "dequantizes 0.01 G weights/s" in perf.hardware
     tp = next(s for s in perf.strategies if s.kind == "tp_nodes")
     assert tp.ratio == pytest.approx(1.0) and tp.predicted.bottleneck == pm.DEQUANT
-    assert "dequantization-bound" in tp.sentence and "0.89 M weights at 0.01 G/s" in tp.sentence
+    assert "dequantization-bound" in tp.sentence and "0.89 M weights at 0.01 G/s each" in tp.sentence
 
 
 def test_batches_cut_micro_batches_as_the_runtime_does() -> None:
