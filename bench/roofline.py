@@ -9,7 +9,8 @@ from bench.decode import decode_rate
 from bench.report import ratio_line, table
 from runtime.device import pick_device
 from runtime.microbench import memory_bandwidth
-from runtime.shapes import shape_config, weight_bytes
+from runtime.model_shape import ModelShape
+from runtime.shapes import SHAPES
 
 
 def run(quick: bool) -> dict:
@@ -17,7 +18,7 @@ def run(quick: bool) -> dict:
     # on an accelerator, the case: Llama 3.1 8B in bf16; on a CPU a model this machine decodes in seconds
     shape, dtype = ("llama-3.1-8b", torch.bfloat16) if device.type != "cpu" else ("llama-100m", torch.float32)
     bandwidth = memory_bandwidth(device, megabytes=1024 if device.type != "cpu" else 512)
-    weights = weight_bytes(shape_config(shape), dtype.itemsize)
+    weights = ModelShape.from_config(SHAPES[shape]).weight_bytes_per_token(dtype.itemsize)
     decode = decode_rate(shape, 1, device, dtype, repeats=2 if quick else 4, with_peer=False)
     bound = bandwidth["bandwidth_Bps"] / weights
     gemv_bound = bandwidth["gemv_Bps"] / weights

@@ -26,10 +26,9 @@ BUILD_MANIFEST_NAME = "build_manifest.json"
 CURRENT_IMAGE_MANIFEST = "current.json"  # beside the images: the manifest of the one deployed last
 RUNTIME_BUILD_VAR = "COCKPIT_RUNTIME_BUILD"  # set by job scripts to the verified build's id; recorded in metrics
 Precision = Literal["fp32", "bf16", "fp16", "int8", "int4"]  # int8/int4: weight-only, activations as compute_dtype
-# bits per weight as stored; a quantized weight also keeps one 2-byte scale per group of `group_size` weights
+# bits per weight as stored; a quantized weight also keeps its share of its group's scale (runtime.model_shape)
 PRECISION_BITS: dict[str, int] = {"fp32": 32, "bf16": 16, "fp16": 16, "int8": 8, "int4": 4}
 QUANTIZED = ("int8", "int4")
-DEFAULT_GROUP_SIZE = 128
 Device = Literal["auto", "cpu", "cuda", "xpu"]
 DeviceKind = Literal["cpu", "cuda", "xpu"]  # what a runtime build targets: a device, named
 Delivery = Literal["venv", "apptainer"]
@@ -46,14 +45,6 @@ PROFILE_RANGES = ("compute", "all_reduce", "send_recv", "sampling")
 COMM_RANGES = ("all_reduce", "send_recv")
 Phase = Literal["starting", "loading", "warmup", "running", "done", "failed"]
 FinishReason = Literal["eos", "length"]
-
-
-def weight_bytes_per_param(precision: str, group_size: int | None = None) -> float:
-    """Bytes one weight of a linear layer takes at `precision`, its share of the group scales included."""
-    stored = PRECISION_BITS[precision] / 8
-    if precision in QUANTIZED:
-        stored += 2 / (group_size or DEFAULT_GROUP_SIZE)
-    return stored
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -401,6 +392,10 @@ class RankMetrics:
     device_name: str | None = None  # "NVIDIA H100 80GB HBM3", the CPU's model name, ...
     host_cpus: int | None = None  # CPUs this rank's process may run on
     memory_bandwidth_Bps: float | None = None  # the probe's figure, taken by single-rank runs (the reference)
+    # int8/int4: weights dequantized per second, its own layers' dequantize() timed by a single-rank run with
+    # its threads, and on a CPU with one
+    dequant_weights_per_s: float | None = None
+    dequant_one_cpu_weights_per_s: float | None = None
     links: tuple[LinkFit, ...] = ()  # the strategy's own TP all-reduce and stage-boundary send/recv
     runtime_build: str | None = None  # the BuildManifest.build_id this rank ran from; null: an unbuilt tree
     warmup_s: float | None = None  # the untimed warm-up's wall time: first-use costs, visible rather than hidden

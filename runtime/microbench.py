@@ -79,6 +79,35 @@ def memory_bandwidth(device: torch.device, megabytes: int = 512, repeats: int = 
     }
 
 
+def dequantize_rates(
+    model: torch.nn.Module, dtype: torch.dtype, device: torch.device, repeats: int = 3
+) -> tuple[float | None, float | None]:
+    """Weights per second the model's WeightOnlyLinear layers dequantize at, each to `dtype` as its forward does
+    on every call (the performance model's cost of a pass at int8/int4): with the threads torch has, and on a
+    CPU with one (ranks sharing a host each get fewer); (None, None) without such layers."""
+    from runtime.quantize import WeightOnlyLinear
+
+    layers = [m for m in model.modules() if isinstance(m, WeightOnlyLinear)]
+    if not layers:
+        return None, None
+    weights = sum(layer.out_features * layer.in_features for layer in layers)
+
+    def dequantize_all() -> None:
+        for layer in layers:
+            layer.dequantize(dtype)
+
+    with torch.inference_mode():
+        every = weights / best_seconds(dequantize_all, device, repeats)
+        if device.type != "cpu":
+            return every, None
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return every, weights / best_seconds(dequantize_all, device, repeats)
+        finally:
+            torch.set_num_threads(threads)
+
+
 def fit(sizes: list[int], seconds: list[float]) -> tuple[float, float]:
     """t = a + b m by least squares on relative error, so small messages weigh as much as large ones."""
     weights = torch.tensor([1 / t for t in seconds], dtype=torch.float64)

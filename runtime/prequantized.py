@@ -42,6 +42,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from runtime.checkpoint import Checkpoint, Stage, assign_from_checkpoint, source_name, stage_skeleton
+from runtime.model_shape import ModelShape
 from runtime.quantize import (
     QUANTIZED_PRECISIONS,
     Bits,
@@ -337,10 +338,8 @@ def packed_linear(
 def check_tp_groups(config: PretrainedConfig, schemes: list[PackedScheme], tp_size: int, source: str) -> None:
     """Every row-parallel layer's input slice must hold whole groups; if not, name the layer, the group size and
     the TP sizes that would work (their slices hold whole groups and they divide the head counts)."""
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    widths = {"self_attn.o_proj": heads * head_dim, "mlp.down_proj": config.intermediate_size}
+    shape = ModelShape.from_config(config.to_dict())
+    heads, kv_heads, widths = shape.num_heads, shape.num_kv_heads, shape.row_parallel_widths
     for group in {scheme.group_size for scheme in schemes if scheme.group_size}:
         for layer, width in widths.items():
             if width % (group * tp_size):

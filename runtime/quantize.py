@@ -12,18 +12,19 @@ weight alive at a time), so resident memory is the packed bytes plus the scales.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runtime.schema import InputError
+# the group-size choice is pure arithmetic on the model's widths; kept importable from here
+from runtime.model_shape import GROUP_SIZES as GROUP_SIZES
+from runtime.model_shape import choose_group_size as choose_group_size
+from runtime.model_shape import tp_sizes_for_group as tp_sizes_for_group
 
 Bits = Literal[4, 8]
 QUANTIZED_PRECISIONS: dict[str, Bits] = {"int8": 8, "int4": 4}
-GROUP_SIZES = (128, 64, 32, 16, 8)  # preferred first: the largest that fits every slice
 SYMMETRIC_ZERO: dict[int, int] = {8: 0, 4: 8}  # int8 stored signed; int4 stored as unsigned nibbles around 8
 
 
@@ -98,25 +99,6 @@ def quantize_weight(
     q = torch.round(groups / scale).clamp(-qmax - 1, qmax).view(out_features, in_features)
     qweight = q.to(torch.int8) if bits == 8 else pack_int4((q + SYMMETRIC_ZERO[4]).to(torch.uint8))
     return qweight, scale.squeeze(-1).to(scale_dtype)
-
-
-def choose_group_size(in_features: Iterable[int], max_tp: int) -> int:
-    """The largest preferred group size that divides every layer's input slice at TP up to `max_tp` (each TP
-    size used must divide `max_tp`), so no group straddles a slice boundary; raises InputError when none does."""
-    widths = sorted(set(in_features))
-    for size in GROUP_SIZES:
-        if all(width % (size * max_tp) == 0 for width in widths):
-            return size
-    raise InputError(
-        f"no group size of {', '.join(map(str, GROUP_SIZES))} divides the layers' input widths "
-        f"({', '.join(map(str, widths))}) split {max_tp} ways: quantize with a smaller TP size"
-    )
-
-
-def tp_sizes_for_group(in_features: Iterable[int], group_size: int, limit: int = 64) -> list[int]:
-    """The TP sizes (up to `limit`) whose slices of every input width hold whole groups of `group_size`."""
-    widths = set(in_features)
-    return [tp for tp in range(1, limit + 1) if all(width % (tp * group_size) == 0 for width in widths)]
 
 
 def weight_bytes(model: nn.Module) -> int:

@@ -18,48 +18,33 @@ import torch.distributed as dist
 from torch import nn
 from transformers import PretrainedConfig
 
-from runtime.quantize import (
-    GROUP_SIZES,
-    QUANTIZED_PRECISIONS,
-    Bits,
-    WeightOnlyLinear,
-    choose_group_size,
-    quantize_weight,
-    tp_sizes_for_group,
-)
+from runtime.model_shape import GROUP_SIZES, ModelShape, tp_sizes_for_group
+from runtime.quantize import QUANTIZED_PRECISIONS, Bits, WeightOnlyLinear, quantize_weight
 from runtime.schema import InputError
 from runtime.tensor_parallel import reduce_output, slice_input
 
 
-def input_widths(config: PretrainedConfig) -> list[int]:
-    """The input widths of a decoder's linear layers: hidden (q/k/v, gate/up, LM head), the attention output
-    (o_proj) and the MLP's inner width (down_proj)."""
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return sorted({config.hidden_size, heads * head_dim, config.intermediate_size})
+def model_shape(config: PretrainedConfig) -> ModelShape:
+    return ModelShape.from_config(config.to_dict())
 
 
 def default_group_size(config: PretrainedConfig) -> int:
-    """The largest preferred group size whose groups stay whole at every TP size the model allows (dividing its
-    key/value heads), else at the largest TP size that some group size still fits."""
-    widths = input_widths(config)
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    for max_tp in sorted((d for d in range(1, kv_heads + 1) if kv_heads % d == 0), reverse=True):
-        try:
-            return choose_group_size(widths, max_tp)
-        except InputError:
-            continue
-    raise InputError(
-        f"no group size of {', '.join(map(str, GROUP_SIZES))} divides the model's layer input widths "
-        f"({', '.join(map(str, widths))}): the model cannot be quantized group-wise"
-    )
+    """The model's group size (ModelShape.default_group_size); InputError when no preferred size fits."""
+    shape = model_shape(config)
+    group = shape.default_group_size()
+    if group is None:
+        raise InputError(
+            f"no group size of {', '.join(map(str, GROUP_SIZES))} divides the model's layer input widths "
+            f"({', '.join(map(str, shape.input_widths))}): the model cannot be quantized group-wise"
+        )
+    return group
 
 
 def quant_group_size(config: PretrainedConfig, precision: str, tp_size: int, override: int | None = None) -> int:
     """The run's group size (`override`, else the model's default), checked against its TP size: a slice that
     would cut a group is refused, naming the TP sizes that keep groups whole."""
     group = override or default_group_size(config)
-    widths = input_widths(config)
+    widths = model_shape(config).input_widths
     fits = tp_sizes_for_group(widths, group, limit=max(tp_size, 64))
     if tp_size not in fits:
         works = ", ".join(map(str, fits)) if fits else "none (choose a group size that divides them)"

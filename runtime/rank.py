@@ -135,11 +135,14 @@ class Decoded:
 
 @dataclass
 class Footprint:
-    """What the rank held, and (a single rank that calibrates) the memory bandwidth it then measured."""
+    """What the rank held, and (a single rank that calibrates) the memory bandwidth it then measured and, for
+    int8/int4, the rate it dequantizes its weights at."""
 
     peak_memory_bytes: int
     weight_bytes: int
     memory_bandwidth_Bps: float | None
+    dequant_weights_per_s: float | None = None
+    dequant_one_cpu_weights_per_s: float | None = None
 
 
 class Rank:
@@ -465,16 +468,17 @@ class Rank:
         assert self.stage is not None
         peak = peak_memory_bytes(self.device)
         held = weight_bytes(self.stage.model)
-        bandwidth = None
+        bandwidth, dequant = None, (None, None)
         if self.info.world_size == 1 and not self.args.skip_calibration:
-            from runtime.microbench import memory_bandwidth
+            from runtime.microbench import dequantize_rates, memory_bandwidth
 
+            dequant = dequantize_rates(self.stage.model, self.dtype, self.device)
             self.generator = self.stage = None
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             megabytes = 64 if self.device.type == "cpu" else 1024
             bandwidth = memory_bandwidth(self.device, megabytes=megabytes, repeats=3)["bandwidth_Bps"]
-        return Footprint(peak, held, bandwidth)
+        return Footprint(peak, held, bandwidth, *dequant)
 
     def time_split(self, decoded: Decoded) -> TimeSplit | None:
         """Compute, communication and idle time of a timed pass (the mean of the passes), where they were
@@ -530,6 +534,8 @@ class Rank:
             device_name=device_name(self.device),
             host_cpus=host_cpus(),
             memory_bandwidth_Bps=footprint.memory_bandwidth_Bps,
+            dequant_weights_per_s=footprint.dequant_weights_per_s,
+            dequant_one_cpu_weights_per_s=footprint.dequant_one_cpu_weights_per_s,
             links=tuple(link_fits),
             runtime_build=os.environ.get(RUNTIME_BUILD_VAR),
             warmup_s=warmup_s,

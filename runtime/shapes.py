@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from transformers import LlamaConfig, PretrainedConfig
+    from transformers import LlamaConfig
 
 SHAPES: dict[str, dict[str, object]] = {
     # ~100M parameters: big enough that CPU decoding is memory-bound, small enough for this machine's tests
@@ -81,13 +81,3 @@ def shape_config(name: str) -> LlamaConfig:
     if name not in SHAPES:
         raise InputError(f"unknown shape {name!r}: choose one of {', '.join(SHAPES)}")
     return LlamaConfig(**{"max_position_embeddings": 131072, "tie_word_embeddings": False, **SHAPES[name]})
-
-
-def weight_bytes(config: PretrainedConfig, bytes_per_param: int) -> int:
-    """Bytes of weights read per decoded token (embedding lookups excluded: one row each)."""
-    h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    head_dim = getattr(config, "head_dim", None) or h // config.num_attention_heads
-    q = config.num_attention_heads * head_dim
-    kv = config.num_key_value_heads * head_dim
-    per_layer = h * q + 2 * h * kv + q * h + 3 * h * i + 2 * h
-    return (layers * per_layer + h + config.vocab_size * h) * bytes_per_param

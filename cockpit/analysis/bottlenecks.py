@@ -23,8 +23,10 @@ from cockpit.analysis import performance_model as pm
 from cockpit.analysis.spread import Spread, json_list, spread
 from cockpit.analysis.stragglers import straggler
 from cockpit.errors import BAD_INPUT, BadInput
+from cockpit.sweep.memory import read_model_shape
 from cockpit.sweep.strategies import STRATEGIES, Shape, SweepSettings
-from runtime.contract import PRECISION_BITS, QUANTIZED, weight_bytes_per_param
+from runtime.contract import QUANTIZED
+from runtime.model_shape import activation_bytes, weight_bytes_per_param
 from runtime.prompts import split_evenly
 
 REFERENCE = "reference"
@@ -33,19 +35,23 @@ SPLIT_PARTS = ("compute_s", "comm_s", "idle_s")
 WITHIN_MODEL = (0.5, 2.0)  # measured over predicted tokens/s outside this: the model misses something
 
 
-def model_shape(model_path: str | Path, precision: str, device: str = "cpu") -> pm.ModelShape:
-    """The model's sizes from its config.json, its weights' bytes at `precision` (int8/int4: with their scales);
-    the KV cache in the activations' dtype (int8/int4: fp32 on a CPU, 16 bits on an accelerator)."""
-    path = Path(model_path) / "config.json"
-    activations = 4 if device == "cpu" else 2
-    kv_bytes = activations if precision in QUANTIZED else PRECISION_BITS[precision] / 8
-    try:
-        config = json.loads(path.read_text())
-        return pm.ModelShape.from_config(config, weight_bytes_per_param(precision), kv_bytes)
-    except OSError as err:
-        raise BadInput(f"{path}: {err.strerror}") from None
-    except (ValueError, KeyError, TypeError) as err:
-        raise BadInput(f"{path}: not a transformers model config ({err})") from None
+def model_cost(
+    model_path: str | Path, precision: str, device: str = "cpu", group_size: int | None = None
+) -> pm.ModelCost:
+    """The model's shape from its config.json and its bytes at `precision`: int8/int4 weights with their scales
+    (groups of `group_size`, else the model's default, as the runtime picks them) and dequantized every pass;
+    activations and the KV cache in the compute dtype (int8/int4: fp32 on a CPU, 16 bits on an accelerator)."""
+    shape = read_model_shape(Path(model_path))
+    quantized = precision in QUANTIZED
+    group = (group_size or shape.default_group_size()) if quantized else None
+    if quantized and group is None:
+        raise BadInput(f"{model_path}: no group size fits the model's layer widths, so it cannot run at {precision}")
+    return pm.ModelCost(
+        shape,
+        weight_bytes_per_param(precision, device, group),
+        activation_bytes(precision, device),
+        dequantizes=quantized,
+    )
 
 
 @dataclass(frozen=True)
@@ -83,15 +89,24 @@ def batches(rows: pd.DataFrame, micro_batches: int) -> list[Batch]:
 
 
 def fit_hardware(
-    model: pm.ModelShape, reference: list[Batch], cpu_cores: int | None, memory_bandwidth_Bps: float | None = None
+    model: pm.ModelCost,
+    reference: list[Batch],
+    cpu_cores: int | None,
+    memory_bandwidth_Bps: float | None = None,
+    dequant_per_s: float | None = None,
+    dequant_one_cpu_per_s: float | None = None,
 ) -> pm.Hardware:
     """The reference device's rates: its prefills (time to first token) against their FLOPs, its decode steps
-    against the bytes each read (no faster than the measured memory bandwidth, when known)."""
-    prefill = [(model.prefill_flops(len(b.micro_batches[0]), max(b.micro_batches[0])), b.ttft_s) for b in reference]
+    against the bytes each read (no faster than the measured memory bandwidth, when known); at int8/int4 each
+    pass less its dequantization at the rate the reference measured, which the model adds back per strategy."""
+    dequant_s = pm.dequant_s(model, dequant_per_s)
+    prefill = [
+        (model.prefill_flops(len(b.micro_batches[0]), max(b.micro_batches[0])), b.ttft_s - dequant_s) for b in reference
+    ]
     decode = [
         (
             model.decode_bytes(len(b.micro_batches[0]), max(b.micro_batches[0]) + b.new_tokens / 2),
-            (b.latency_s - b.ttft_s) / (b.new_tokens - 1),
+            (b.latency_s - b.ttft_s) / (b.new_tokens - 1) - dequant_s,
         )
         for b in reference
         if b.new_tokens > 1
@@ -101,6 +116,8 @@ def fit_hardware(
         decode=pm.fit_rate(*zip(*decode, strict=True), ceiling=memory_bandwidth_Bps) if decode else no_decode,
         prefill=pm.fit_rate(*zip(*prefill, strict=True)),
         cpu_cores=cpu_cores,
+        dequant_per_s=dequant_per_s,
+        dequant_one_cpu_per_s=dequant_one_cpu_per_s,
     )
 
 
@@ -214,7 +231,7 @@ def for_run(
     if metrics is None or metrics.empty:
         return "no prediction: no strategy's metrics are collected"
     try:
-        model = model_shape(settings.model_path, settings.precision, settings.device)
+        model = model_cost(settings.model_path, settings.precision, settings.device, settings.quant_group_size)
     except BAD_INPUT as err:
         return f"no prediction: {err}"
     return analyse(rows, metrics, settings, model, peaks)
@@ -249,12 +266,12 @@ def contention(hw: pm.Hardware, where: pm.Placement) -> str | None:
     return None
 
 
-def _predict(model: pm.ModelShape, hw: pm.Hardware, where: pm.Placement, runs: list[Batch]) -> list[pm.BatchTime]:
+def _predict(model: pm.ModelCost, hw: pm.Hardware, where: pm.Placement, runs: list[Batch]) -> list[pm.BatchTime]:
     return [pm.batch_time(model, hw, where, b.micro_batches, b.new_tokens) for b in runs]
 
 
 def _sentence(
-    name: str, what: str, total: pm.Breakdown, hw: pm.Hardware, where: pm.Placement, model: pm.ModelShape
+    name: str, what: str, total: pm.Breakdown, hw: pm.Hardware, where: pm.Placement, model: pm.ModelCost
 ) -> str:
     part = total.bottleneck
     share = total.share(part)
@@ -271,6 +288,11 @@ def _sentence(
         detail = "activations by " + ", ".join(f"{link.name} at {link.beta_Bps / 1e9:.2f} GB/s" for link in links)
     elif part == pm.COMPUTE:
         detail = f"prefill matrix work at {hw.prefill.per_s / 1e9:,.1f} GFLOP/s per device"
+    elif part == pm.DEQUANT:
+        detail = (
+            f"every pass dequantizes its {model.dequantized_weights / (where.tp * where.pp) / 1e6:,.2f} M "
+            f"weights at {(pm.dequant_rate(hw, where) or math.nan) / 1e9:,.2f} G/s each"
+        )
     elif part == pm.MEMORY:
         detail = f"every decode step reads weights and KV cache at {hw.decode.per_s / 1e9:,.1f} GB/s"
     else:
@@ -287,7 +309,7 @@ def analyse(
     rows: pd.DataFrame,
     metrics: pd.DataFrame,
     settings: SweepSettings,
-    model: pm.ModelShape,
+    model: pm.ModelCost,
     peaks: Mapping[str, float] | None = None,
 ) -> Performance | str:
     """Every collected strategy against the model fitted to this run; a sentence saying why when there is
@@ -312,12 +334,19 @@ def analyse(
     return Performance(_hardware_sentence(ref_row, hw, peaks or {}), out, skipped)
 
 
-def _reference_hardware(model: pm.ModelShape, ref_row: pd.Series, ref_rows: pd.DataFrame) -> pm.Hardware:
+def _reference_hardware(model: pm.ModelCost, ref_row: pd.Series, ref_rows: pd.DataFrame) -> pm.Hardware:
     """The device's rates and overheads, fitted to the reference's batches (its CPUs counted on a CPU host)."""
     cpu = str(ref_row.get("device") or "").startswith("cpu")
     cores = int(ref_row["host_cpus"]) if cpu and pd.notna(ref_row.get("host_cpus")) else None
-    probe = ref_row.get("memory_bandwidth_Bps")
-    return fit_hardware(model, batches(ref_rows, 1), cores, probe if pd.notna(probe) else None)
+    probe, dequant, one = (
+        float(v) if v is not None and pd.notna(v) else None
+        for v in (
+            ref_row.get("memory_bandwidth_Bps"),
+            ref_row.get("dequant_weights_per_s"),
+            ref_row.get("dequant_one_cpu_weights_per_s"),
+        )
+    )
+    return fit_hardware(model, batches(ref_rows, 1), cores, probe, dequant, one if cores else None)
 
 
 def _intra_node_links(metrics: pd.DataFrame) -> dict[str, dict]:
@@ -335,7 +364,7 @@ def _strategy_performance(
     row: pd.Series,
     rows_of: pd.DataFrame,
     settings: SweepSettings,
-    model: pm.ModelShape,
+    model: pm.ModelCost,
     hw: pm.Hardware,
     intra: dict[str, dict],
 ) -> StrategyPerformance | str:
@@ -390,7 +419,7 @@ def _without_straggler(name: str, row: pd.Series, tokens: int) -> dict[str, floa
 def _what_if(
     kind: str,
     settings: SweepSettings,
-    model: pm.ModelShape,
+    model: pm.ModelCost,
     hw: pm.Hardware,
     runs: list[Batch],
     links: dict[str, dict],
@@ -442,6 +471,9 @@ def _hardware_sentence(ref: pd.Series, hw: pm.Hardware, peaks: Mapping[str, floa
         decode += f" (eta {hw.decode.per_s / float(peak):.0%} of {float(peak) / 1e9:,.1f} GB/s)"
     if not hw.decode.separated:
         decode += ", assumed: its batches were too alike to tell the rate from the overhead"
+    if hw.dequant_per_s:
+        one = f" ({hw.dequant_one_cpu_per_s / 1e9:,.2f} G on one CPU)" if hw.dequant_one_cpu_per_s else ""
+        parts.append(f"dequantizes {hw.dequant_per_s / 1e9:,.2f} G weights/s{one}")
     parts += [
         decode,
         f"prefill computes at {hw.prefill.per_s / 1e9:,.1f} GFLOP/s",

@@ -13,6 +13,12 @@ activations over its TP group and one hand-on to the next stage:
 - Hybrid, TP-t in each node and PP-p across nodes: both, per slot.
 A prefill of `mb` micro-batches through p stages takes p + mb - 1 slots (the pipeline fills).
 
+At int8/int4 weight-only every pass also dequantizes the weights a rank holds (WeightOnlyLinear rebuilds each
+dense weight per call): Q / (tp * pp) weights at the rate D the reference measured, t_dq = Q / (tp * pp) / D, a
+cost that splits with the weights, unlike the per-pass overhead. On a CPU it is elementwise work on small
+tensors, which gains little from threads: a rank's rate D follows its threads (`dequant_rate`), so two
+one-thread TP ranks on a 2-core host dequantize their halves side by side.
+
 Ranks on one CPU host share its cores and memory: each gets 1/k of the host's rate when k of them are busy at once
 (more ranks than cores also stretch the overhead). An accelerator belongs to its rank alone. The rates and
 overheads are fitted from the single-device reference; alpha and beta come from the strategy's own link timings,
@@ -22,20 +28,21 @@ each named by the interface it crossed between hosts (two strategies over differ
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from runtime.shapes import weight_bytes
+from runtime.model_shape import ModelShape
 
 GB = 1e9
-OVERHEAD, COMPUTE, MEMORY, LATENCY, BANDWIDTH = (
+OVERHEAD, COMPUTE, MEMORY, DEQUANT, LATENCY, BANDWIDTH = (
     "per-pass overhead",
     "compute",
     "memory bandwidth",
+    "dequantization",
     "link latency",
     "link bandwidth",
 )
-PARTS = (OVERHEAD, COMPUTE, MEMORY, LATENCY, BANDWIDTH)
+PARTS = (OVERHEAD, COMPUTE, MEMORY, DEQUANT, LATENCY, BANDWIDTH)
 
 # Peak memory bandwidth (bytes/s) of devices this project meets, by a fragment of the device's name (first match
 # wins, so the more specific comes first); an inventory's `memory_bandwidth_gbps` wins over the table.
@@ -120,50 +127,38 @@ NOMINAL_LINKS: dict[str, Link] = {
 
 
 @dataclass(frozen=True)
-class ModelShape:
-    """The sizes the formulas need, named as in a transformers config."""
+class ModelCost:
+    """A model as the formulas see it: its shape and, at the run's precision, a linear weight's bytes (its share
+    of the quantization scales included), an activation's (a KV value's, an unquantized weight's), and whether
+    each pass dequantizes its linear weights (int8/int4 weight-only: WeightOnlyLinear rebuilds every dense
+    weight on every call, a cost per weight held that no byte count shows)."""
 
-    num_hidden_layers: int
-    hidden_size: int
-    intermediate_size: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
-    vocab_size: int
-    bytes_per_element: float = 2  # a weight's, its share of quantization scales included
-    kv_bytes_per_element: float | None = None  # the KV cache's (activations' dtype); None: as the weights'
-
-    @classmethod
-    def from_config(
-        cls, config: Mapping[str, object], bytes_per_element: float, kv_bytes_per_element: float | None = None
-    ) -> ModelShape:
-        """From a model's config.json."""
-        hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
-        return cls(
-            num_hidden_layers=int(config["num_hidden_layers"]),
-            hidden_size=hidden,
-            intermediate_size=int(config["intermediate_size"]),
-            num_attention_heads=heads,
-            num_key_value_heads=int(config.get("num_key_value_heads") or heads),
-            head_dim=int(config.get("head_dim") or hidden // heads),
-            vocab_size=int(config["vocab_size"]),
-            bytes_per_element=bytes_per_element,
-            kv_bytes_per_element=kv_bytes_per_element,
-        )
+    shape: ModelShape
+    bytes_per_element: float = 2
+    activation_bytes: float | None = None  # None: as the weights'
+    dequantizes: bool = False
 
     @property
     def layers(self) -> int:
-        return self.num_hidden_layers
+        return self.shape.num_layers
+
+    @property
+    def element_bytes(self) -> float:
+        return self.bytes_per_element if self.activation_bytes is None else self.activation_bytes
 
     @property
     def weight_bytes(self) -> float:
         """W: every weight read for one token (embedding lookups aside)."""
-        return weight_bytes(self, self.bytes_per_element)
+        return self.shape.weight_bytes_per_token(self.bytes_per_element, self.element_bytes)
+
+    @property
+    def dequantized_weights(self) -> int:
+        """Weights one pass dequantizes: every linear of the decoder layers and the LM head, or none."""
+        return self.shape.quantized_params if self.dequantizes else 0
 
     @property
     def kv_bytes_per_token(self) -> float:
-        element = self.kv_bytes_per_element if self.kv_bytes_per_element is not None else self.bytes_per_element
-        return 2 * self.layers * self.num_key_value_heads * self.head_dim * element
+        return self.shape.kv_bytes_per_token(self.element_bytes)
 
     def decode_bytes(self, batch: int, context: float) -> float:
         """Bytes one decode step reads: the weights once, and every sequence's KV cache."""
@@ -172,13 +167,13 @@ class ModelShape:
     def prefill_flops(self, batch: int, width: int) -> float:
         """FLOPs of a prefill of `batch` prompts padded to `width` tokens: the matrix products and attention's
         scores and weighted sum over the whole (masked, not skipped) square."""
-        parameters = self.weight_bytes / self.bytes_per_element
-        attention = 4 * self.layers * width**2 * self.num_attention_heads * self.head_dim
+        parameters = self.shape.weight_bytes_per_token(1)
+        attention = 4 * self.layers * width**2 * self.shape.attention_width
         return batch * (2 * parameters * width + attention)
 
     def message_bytes(self, batch: int, tokens: int) -> float:
         """One activation message: `tokens` hidden states of every sequence."""
-        return batch * tokens * self.hidden_size * self.bytes_per_element
+        return batch * tokens * self.shape.hidden_size * self.element_bytes
 
 
 @dataclass(frozen=True)
@@ -220,6 +215,15 @@ class Hardware:
     decode: Rate
     prefill: Rate
     cpu_cores: int | None = None  # a CPU host's cores; None for an accelerator, one per rank
+    # int8/int4: weights the reference's rank dequantized per second with all its threads, and with one
+    dequant_per_s: float | None = None
+    dequant_one_cpu_per_s: float | None = None
+
+
+def dequant_s(model: ModelCost, per_s: float | None, share: float = 1.0) -> float:
+    """Seconds a pass spends dequantizing `share` of the model's quantized weights at `per_s` weights a second;
+    0 where it has none, or no rate was measured."""
+    return model.dequantized_weights * share / per_s if per_s else 0.0
 
 
 @dataclass(frozen=True)
@@ -270,7 +274,22 @@ def busy_per_host(where: Placement) -> int:
     return min(where.ranks_per_host, where.tp * min(where.micro_batches, stages_here))
 
 
-def slot(model: ModelShape, hw: Hardware, where: Placement, phase: str, batch: int, tokens: int) -> Breakdown:
+def dequant_rate(hw: Hardware, where: Placement) -> float | None:
+    """Weights a rank dequantizes per second. On a CPU host each rank computes with cores / ranks_per_host
+    threads (runtime/rank.py), and small elementwise work does not speed up with threads as reading memory does:
+    between the reference's one-thread and all-thread rates by its threads (without a one-thread figure, as if
+    threads scaled perfectly), time-shared where the busy ranks' threads outnumber the cores. An accelerator's
+    rate is its own."""
+    if not hw.dequant_per_s or not hw.cpu_cores:
+        return hw.dequant_per_s
+    cores, every = hw.cpu_cores, hw.dequant_per_s
+    one = hw.dequant_one_cpu_per_s or every / cores
+    threads = max(1, cores // where.ranks_per_host)
+    rate = one + (every - one) * (threads - 1) / (cores - 1) if cores > 1 else one
+    return rate * min(1.0, cores / (busy_per_host(where) * threads))
+
+
+def slot(model: ModelCost, hw: Hardware, where: Placement, phase: str, batch: int, tokens: int) -> Breakdown:
     """One stage's turn on one micro-batch of `batch` sequences: its 1/(tp*pp) of the work, 2L/pp all-reduces over
     its TP group, one hand-on. Prefill: `tokens` is the padded prompt width; decode: the mean context."""
     busy = busy_per_host(where)
@@ -289,6 +308,7 @@ def slot(model: ModelShape, hw: Hardware, where: Placement, phase: str, batch: i
         {
             OVERHEAD: rate.overhead_s / where.pp * stretch,
             part: work / (where.tp * where.pp) * share / rate.per_s,
+            DEQUANT: dequant_s(model, dequant_rate(hw, where), 1 / (where.tp * where.pp)),
             LATENCY: comm.latency_s,
             BANDWIDTH: comm.transfer_s,
         }
@@ -306,7 +326,7 @@ class BatchTime:
 
 
 def batch_time(
-    model: ModelShape, hw: Hardware, where: Placement, micro_batches: Sequence[Sequence[int]], new_tokens: int
+    model: ModelCost, hw: Hardware, where: Placement, micro_batches: Sequence[Sequence[int]], new_tokens: int
 ) -> BatchTime:
     """One batch, given as micro-batches of prompt lengths (each left-padded to its longest), generating
     `new_tokens` tokens: the prefill fills the pipeline, then each round moves every micro-batch one token."""

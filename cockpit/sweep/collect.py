@@ -250,6 +250,8 @@ def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobReco
         "device_name": first("device_name"),
         "host_cpus": first("host_cpus"),
         "memory_bandwidth_Bps": first("memory_bandwidth_Bps"),
+        "dequant_weights_per_s": first("dequant_weights_per_s"),
+        "dequant_one_cpu_weights_per_s": first("dequant_one_cpu_weights_per_s"),
         "hosts": len(hosts) or None,
         "hostnames": json.dumps(sorted(hosts)),
         "ranks_per_host": max(hosts.values(), default=None),

@@ -6,7 +6,8 @@ and the nodes' memory figures (their last telemetry, else the configured ones); 
 A rank holds (runtime/checkpoint.py, runtime/tensor_parallel.py):
 
     weights      its stage's decoder layers, their attention and MLP linears cut 1/tp by AutoTP, at the run's
-                 precision (int8/int4 with their 2-byte group scales: runtime.contract.weight_bytes_per_param);
+                 precision (int8/int4 with a scale per group, in the compute dtype, the group size the runtime
+                 picks: runtime.model_shape.weight_bytes_per_param);
                  the first stage the embedding, WHOLE on every TP rank (AutoTP does not slice it), in the compute
                  dtype; the last stage the final norm and the LM head, cut 1/tp, at the run's precision
     kv_cache     stage layers x 2 x kv_heads/tp x head_dim x compute bytes x batch x (longest prompt + new tokens):
@@ -32,7 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from cockpit.errors import BadInput
-from runtime.contract import PRECISION_BITS, QUANTIZED, weight_bytes_per_param
+from runtime.contract import PRECISION_BITS, QUANTIZED
+from runtime.model_shape import ModelShape, activation_bytes, weight_bytes_per_param
 from runtime.topology import Topology, stage_layers
 
 if TYPE_CHECKING:
@@ -58,43 +60,18 @@ Verdict = Literal["fits", "shrunk", "skipped", "unchecked"]
 MemorySource = Literal["telemetry", "inventory", "cluster", "this machine"]
 
 
-@dataclass(frozen=True)
-class ModelShape:
-    """What the estimate needs of a Llama-family config.json."""
-
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    tied_embeddings: bool
-
-
 def read_model_shape(model_path: Path) -> ModelShape:
     """The model's shape from its config.json; BadInput naming the file and the key."""
     path = model_path / "config.json"
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-        heads = int(config["num_attention_heads"])
-        hidden = int(config["hidden_size"])
-        return ModelShape(
-            vocab_size=int(config["vocab_size"]),
-            hidden_size=hidden,
-            intermediate_size=int(config["intermediate_size"]),
-            num_layers=int(config["num_hidden_layers"]),
-            num_heads=heads,
-            num_kv_heads=int(config.get("num_key_value_heads") or heads),
-            head_dim=int(config.get("head_dim") or hidden // heads),
-            tied_embeddings=bool(config.get("tie_word_embeddings", False)),
-        )
+        return ModelShape.from_config(config)
     except FileNotFoundError:
-        raise BadInput(f"{path}: no config.json (the memory plan reads the model's shape from it)") from None
+        raise BadInput(f"{path}: no such file (the model's shape is read from it)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BadInput(f"{path}: not JSON ({err})") from None
     except KeyError as err:
-        raise BadInput(f"{path}: no {err.args[0]} (the memory plan needs it)") from None
+        raise BadInput(f"{path}: no {err.args[0]} (the model's shape needs it)") from None
     except (TypeError, ValueError) as err:
         raise BadInput(f"{path}: a model size that is not a number ({err})") from None
 
@@ -102,13 +79,6 @@ def read_model_shape(model_path: Path) -> ModelShape:
 def longest_prompt_tokens(prompts: Sequence[str]) -> int:
     """The longest prompt in tokens, from its characters (CHARS_PER_TOKEN), its BOS token included."""
     return max((math.ceil(len(text) / CHARS_PER_TOKEN) for text in prompts), default=0) + 1
-
-
-def compute_bytes(precision: str, device: str) -> int:
-    """Bytes of one activation / cache value: int8 and int4 compute in float32 on a CPU, bfloat16 on a GPU."""
-    if precision in QUANTIZED:
-        return 4 if device == "cpu" else 2
-    return PRECISION_BITS[precision] // 8
 
 
 @dataclass(frozen=True)
@@ -147,18 +117,21 @@ class Workload:
 
 
 def estimate_rank(
-    model: ModelShape, topo: Topology, work: Workload, precision: str, device: str, share: Callable[[int], int]
+    model: ModelShape,
+    topo: Topology,
+    work: Workload,
+    precision: str,
+    device: str,
+    share: Callable[[int], int],
+    group_size: int | None = None,
 ) -> RankEstimate:
-    """One rank's estimate; `share(n)` is a rank's part of n cut across its TP group."""
-    m, tp, act = model, topo.tp_size, compute_bytes(precision, device)
-    linear = weight_bytes_per_param(precision)
+    """One rank's estimate; `share(n)` is a rank's part of n cut across its TP group; `group_size`: int8/int4
+    weights per scale, else the model's default (as the runtime picks it)."""
+    m, tp, act = model, topo.tp_size, activation_bytes(precision, device)
+    linear = weight_bytes_per_param(precision, device, group_size or m.default_group_size())
     layers = len(stage_layers(m.num_layers, topo.pp_size, topo.pp_rank))
     first, last = topo.is_first_stage, topo.is_last_stage
-    attention = (
-        share(m.num_heads * m.head_dim) * m.hidden_size * 2 + share(m.num_kv_heads * m.head_dim) * m.hidden_size * 2
-    )
-    mlp = 3 * m.hidden_size * share(m.intermediate_size)
-    weights = layers * ((attention + mlp) * linear + 2 * m.hidden_size * act)
+    weights = layers * (m.layer_linear_params(tp) * linear + 2 * m.hidden_size * act)
     if first:
         weights += m.vocab_size * m.hidden_size * act
     if last:
@@ -177,14 +150,17 @@ def estimate_rank(
 
 
 def estimate_strategy(
-    model: ModelShape, tp: int, pp: int, work: Workload, precision: str, device: str
+    model: ModelShape, tp: int, pp: int, work: Workload, precision: str, device: str, group_size: int | None = None
 ) -> list[RankEstimate]:
     """Every rank's estimate for a TP x PP strategy (ranks TP-innermost, as runtime.topology lays them out)."""
 
     def share(n: int) -> int:
         return math.ceil(n / tp)
 
-    return [estimate_rank(model, Topology(tp, pp, 1, rank), work, precision, device, share) for rank in range(tp * pp)]
+    return [
+        estimate_rank(model, Topology(tp, pp, 1, rank), work, precision, device, share, group_size)
+        for rank in range(tp * pp)
+    ]
 
 
 @dataclass(frozen=True)
@@ -235,13 +211,15 @@ def plan_strategy(
     device: str,
     memory: NodeMemory | None,
     ranks_per_host: int,
+    group_size: int | None = None,
 ) -> MemoryPlan:
     """Fits as asked; fits only with a smaller batch (the largest that does); or cannot fit, with what would
-    (int8/int4 where that precision fits at batch 1, computed). `shape`: (tp, pp). Unchecked without a figure."""
+    (int8/int4 where that precision fits at batch 1, computed). `shape`: (tp, pp); `group_size`: int8/int4
+    weights per scale (None: the model's default). Unchecked without a figure."""
     tp, pp = shape
 
     def need_at(batch: int, at: str = precision) -> tuple[int, list[RankEstimate]]:
-        ranks = estimate_strategy(model, tp, pp, _with_batch(work, batch), at, device)
+        ranks = estimate_strategy(model, tp, pp, _with_batch(work, batch), at, device, group_size)
         return needed(ranks, ranks_per_host, memory.per_host if memory else False), ranks
 
     asked, ranks = need_at(work.batch_size)
@@ -258,7 +236,8 @@ def plan_strategy(
                 f"({gib(smaller)})"
             )
             return MemoryPlan("shrunk", batch, sentence, asked, memory.bytes, ranks)
-    lighter = [q for q in QUANTIZED if PRECISION_BITS[q] < PRECISION_BITS[precision]]
+    quantizable = bool(group_size or model.default_group_size())
+    lighter = [q for q in QUANTIZED if PRECISION_BITS[q] < PRECISION_BITS[precision] and quantizable]
     would = [q for q in lighter if need_at(1, q)[0] <= memory.bytes]
     advice = f"use {would[0]} or a smaller model" if would else "use a smaller model"
     sentence = f"{label}: needs {gib(asked)}, {have}: skipped; {advice}"
@@ -355,7 +334,15 @@ def plan_memory(
         per_host = strategy.world_size if local else strategy.gpus_per_node
         device = _device_kind(s.device)
         plans[strategy.strategy_id] = plan_strategy(
-            label, model, (strategy.tp_size, strategy.pp_size), work, s.precision, device, memory, per_host
+            label,
+            model,
+            (strategy.tp_size, strategy.pp_size),
+            work,
+            s.precision,
+            device,
+            memory,
+            per_host,
+            s.quant_group_size,
         )
     return plans
 

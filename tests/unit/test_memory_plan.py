@@ -78,11 +78,16 @@ def test_pipeline_stages_hold_their_layers_the_first_the_embedding_the_last_the_
 
 
 def test_int8_weights_with_their_scales_and_compute_in_float32_on_a_cpu() -> None:
+    """Scales as the runtime keeps them: one per group of the size it picks (widths 64 and 128 at TP up to the
+    2 kv heads: groups of 32), in the compute dtype (float32 here); `[sweep] quant_group_size` overrides."""
     (rank,) = estimate_strategy(SMALL, 1, 1, WORK, "int8", "cpu")
-    per_weight = 1 + 2 / 128
-    head_and_layers = (2 * LAYER_LINEARS + EMBEDDING) * per_weight
+    head_and_layers = (2 * LAYER_LINEARS + EMBEDDING) * (1 + 4 / 32)
     assert rank.weights == round(head_and_layers + 4 * (EMBEDDING + 2 * 2 * 64 + 64))
     assert rank.kv_cache == estimate_strategy(SMALL, 1, 1, WORK, "fp32", "cpu")[0].kv_cache
+    (grouped,) = estimate_strategy(SMALL, 1, 1, WORK, "int8", "cpu", group_size=16)
+    assert grouped.weights == round((2 * LAYER_LINEARS + EMBEDDING) * (1 + 4 / 16) + 4 * (EMBEDDING + 2 * 2 * 64 + 64))
+    (gpu,) = estimate_strategy(SMALL, 1, 1, WORK, "int8", "cuda")  # bf16 activations and scales
+    assert gpu.weights == round((2 * LAYER_LINEARS + EMBEDDING) * (1 + 2 / 32) + 2 * (EMBEDDING + 2 * 2 * 64 + 64))
 
 
 def test_a_tied_head_is_counted_once_on_a_single_device_only() -> None:
@@ -139,7 +144,7 @@ def test_longest_prompt_in_tokens_from_characters() -> None:
 
 def test_a_config_without_a_size_is_named(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"vocab_size": 10}))
-    with pytest.raises(BadInput, match=r"config.json: no num_attention_heads \(the memory plan needs it\)"):
+    with pytest.raises(BadInput, match=r"config.json: no num_attention_heads \(the model's shape needs it\)"):
         read_model_shape(tmp_path)
 
 

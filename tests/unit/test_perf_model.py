@@ -9,6 +9,7 @@ import pytest
 from cockpit.analysis.performance_model import (
     BANDWIDTH,
     COMPUTE,
+    DEQUANT,
     KNOWN_MEMORY_BANDWIDTH_BPS,
     LATENCY,
     MEMORY,
@@ -21,15 +22,17 @@ from cockpit.analysis.performance_model import (
     Comm,
     Hardware,
     Link,
-    ModelShape,
+    ModelCost,
     Placement,
     Rate,
     batch_time,
     busy_per_host,
+    dequant_rate,
     fit_rate,
     known_memory_bandwidth,
     slot,
 )
+from runtime.model_shape import ModelShape
 
 # A toy decoder small enough to work by hand: L=2, d=8, ffn 16, 2 query heads of 4, 1 KV head, vocab 10, bf16.
 # Per layer: q = 2*4 = 8, kv = 1*4 = 4; h*q + 2*h*kv + q*h + 3*h*i + 2h = 64 + 64 + 64 + 384 + 16 = 592.
@@ -44,7 +47,7 @@ TOY_CONFIG: dict[str, object] = {
     "head_dim": 4,
     "vocab_size": 10,
 }
-TOY = ModelShape.from_config(TOY_CONFIG, bytes_per_element=2)
+TOY = ModelCost(ModelShape.from_config(TOY_CONFIG), bytes_per_element=2)
 
 # Decode: 1 ms per pass + bytes at 1 MB/s; prefill: 2 ms per pass + FLOPs at 10 MFLOP/s.
 GPU = Hardware(decode=Rate(1e-3, 1e6), prefill=Rate(2e-3, 1e7))
@@ -134,35 +137,34 @@ def test_table_is_in_bytes_per_second() -> None:
 
 
 def test_from_config_reads_the_sizes() -> None:
-    shape = ModelShape.from_config(TOY_CONFIG, bytes_per_element=2)
-    assert shape == ModelShape(
-        num_hidden_layers=2,
+    assert TOY.shape == ModelShape(
+        vocab_size=10,
         hidden_size=8,
         intermediate_size=16,
-        num_attention_heads=2,
-        num_key_value_heads=1,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
         head_dim=4,
-        vocab_size=10,
-        bytes_per_element=2,
+        tied_embeddings=False,
     )
-    assert shape.layers == 2
+    assert TOY.layers == 2
 
 
 def test_from_config_defaults_to_full_attention_heads() -> None:
     config = {k: v for k, v in TOY_CONFIG.items() if k not in ("head_dim", "num_key_value_heads")}
-    shape = ModelShape.from_config(config, bytes_per_element=4)
-    assert shape.num_key_value_heads == 2  # as many as the query heads
-    assert shape.head_dim == 4  # d / heads = 8 / 2
+    model = ModelCost(ModelShape.from_config(config), bytes_per_element=4)
+    assert model.shape.num_kv_heads == 2  # as many as the query heads
+    assert model.shape.head_dim == 4  # d / heads = 8 / 2
     # Per layer: q = kv = 8; 64 + 2*8*8 + 64 + 384 + 16 = 656; 2*656 + 8 + 80 = 1400 parameters, 4 bytes each
-    assert shape.weight_bytes == 5600
-    assert shape.kv_bytes_per_token == 2 * 2 * 2 * 4 * 4  # 128
+    assert model.weight_bytes == 5600
+    assert model.kv_bytes_per_token == 2 * 2 * 2 * 4 * 4  # 128
 
 
 def test_explicit_head_dim_wins_over_hidden_by_heads() -> None:
-    shape = ModelShape.from_config({**TOY_CONFIG, "head_dim": 16}, bytes_per_element=2)
+    model = ModelCost(ModelShape.from_config({**TOY_CONFIG, "head_dim": 16}), bytes_per_element=2)
     # q = 2*16 = 32, kv = 16: 8*32 + 2*8*16 + 32*8 + 384 + 16 = 1168; 2*1168 + 88 = 2424 parameters
-    assert shape.weight_bytes == 2424 * 2
-    assert shape.kv_bytes_per_token == 2 * 2 * 1 * 16 * 2  # 128
+    assert model.weight_bytes == 2424 * 2
+    assert model.kv_bytes_per_token == 2 * 2 * 1 * 16 * 2  # 128
 
 
 def test_weight_and_kv_bytes() -> None:
@@ -339,6 +341,21 @@ def test_hybrid_all_reduces_per_stage_and_hands_on_once() -> None:
     # work 3504 / 4 / 1e6 = 0.876 ms; overhead 1 ms / 2; 2L/pp = 2 all-reduces of 48 B in the node:
     # 2 * (2 us + 48 / 1e9) and one P2P across: 10 us + 48 / 1e8
     assert parts(got) == expect(overhead=5e-4, memory=0.876e-3, latency=2 * 2e-6 + 1e-5, bandwidth=2 * 4.8e-8 + 4.8e-7)
+
+
+def test_a_cpu_ranks_dequantization_rate_follows_its_threads() -> None:
+    """2 cores; the reference dequantized 1.2 G weights/s with both threads, 1.0 G with one."""
+    cpu = Hardware(Rate(0, 1), Rate(0, 1), cpu_cores=2, dequant_per_s=1.2e9, dequant_one_cpu_per_s=1e9)
+    assert dequant_rate(cpu, Placement(tp=1, pp=1)) == 1.2e9  # the reference: both threads
+    assert dequant_rate(cpu, Placement(tp=2, pp=1, ranks_per_host=2)) == 1e9  # a thread, a core each
+    assert dequant_rate(cpu, Placement(tp=2, pp=1, ranks_per_host=1)) == 1.2e9  # a host each
+    assert dequant_rate(cpu, Placement(tp=2, pp=2, micro_batches=2, ranks_per_host=4)) == 0.5e9  # 4 on 2 cores
+    guessed = Hardware(Rate(0, 1), Rate(0, 1), cpu_cores=2, dequant_per_s=1.2e9)  # no one-thread figure
+    assert dequant_rate(guessed, Placement(tp=2, pp=1, ranks_per_host=2)) == 0.6e9  # as threads scaled
+    assert dequant_rate(GPU, Placement(tp=2, pp=1)) is None
+    int8 = ModelCost(TOY.shape, bytes_per_element=1.5, activation_bytes=4, dequantizes=True)
+    got = slot(int8, cpu, Placement(tp=2, pp=1, ranks_per_host=2), "decode", batch=1, tokens=4)
+    assert got.seconds[DEQUANT] == pytest.approx(1232 / 2 / 1e9)  # 2 x 576 in the layers, 80 in the head
 
 
 def test_busy_per_host() -> None:

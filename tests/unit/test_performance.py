@@ -3,6 +3,7 @@ strategy predicted from its placement and its own link timings, and the reasons 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -14,6 +15,7 @@ from cockpit.analysis import performance_model as pm
 from cockpit.analysis.bottlenecks import (
     WITHOUT_STRAGGLER,
     Batch,
+    Performance,
     analyse,
     batches,
     fit_hardware,
@@ -23,8 +25,9 @@ from cockpit.analysis.bottlenecks import (
 )
 from cockpit.analysis.summary import performance_markdown
 from cockpit.sweep.strategies import SweepSettings
+from runtime.model_shape import ModelShape
 
-MODEL = pm.ModelShape(4, 128, 352, 8, 4, 16, 8192, bytes_per_element=4)
+MODEL = pm.ModelCost(ModelShape(8192, 128, 352, 4, 8, 4, 16), bytes_per_element=4)
 TRUE = pm.Hardware(decode=pm.Rate(1e-3, 5e9), prefill=pm.Rate(2e-3, 20e9), cpu_cores=None)
 LINK = {"op": "all_reduce", "impl": "nccl_all_reduce", "ranks": 2, "intra_node": False, "alpha_s": 50e-6}
 PROMPTS = {0: [300, 280, 260, 240], 1: [900, 880, 860, 840]}  # two batches of four, different widths
@@ -35,11 +38,13 @@ def _settings(tmp_path: Path) -> SweepSettings:
     return SweepSettings("tiny", str(tmp_path / "model"), "tiny", "run_1", tmp_path / "run_1", tmp_path / "p.parquet")
 
 
-def _rows(strategy: str, kind: str, where: pm.Placement) -> pd.DataFrame:
+def _rows(
+    strategy: str, kind: str, where: pm.Placement, model: pm.ModelCost = MODEL, hw: pm.Hardware = TRUE
+) -> pd.DataFrame:
     """Rows whose timings are exactly what the model says for TRUE hardware."""
     rows = []
     for batch, lengths in PROMPTS.items():
-        times = pm.batch_time(MODEL, TRUE, where, [lengths], NEW_TOKENS)
+        times = pm.batch_time(model, hw, where, [lengths], NEW_TOKENS)
         for prompt_id, n in enumerate(lengths):
             rows.append(
                 {
@@ -79,10 +84,10 @@ def _metrics(strategy: str, kind: str, tp: int, rows: pd.DataFrame, links: list[
     }
 
 
-def _run() -> tuple[pd.DataFrame, pd.DataFrame]:
+def _run(model: pm.ModelCost = MODEL, hw: pm.Hardware = TRUE) -> tuple[pd.DataFrame, pd.DataFrame]:
     tp_link = pm.Link("nccl_all_reduce", 50e-6, 10e9)
-    ref = _rows("tiny_pp1_tp1_n1", "reference", pm.Placement(1, 1))
-    tp = _rows("tiny_pp1_tp2_n2", "tp_nodes", pm.Placement(2, 1, tp_link=tp_link))
+    ref = _rows("tiny_pp1_tp1_n1", "reference", pm.Placement(1, 1), model, hw)
+    tp = _rows("tiny_pp1_tp2_n2", "tp_nodes", pm.Placement(2, 1, tp_link=tp_link), model, hw)
     metrics = pd.DataFrame(
         [
             _metrics("tiny_pp1_tp1_n1", "reference", 1, ref, []),
@@ -102,6 +107,26 @@ def test_fit_recovers_the_reference_device() -> None:
     # one batch cannot tell overhead from rate: decode is taken at the probe's bandwidth, the rest is overhead
     alone = fit_hardware(MODEL, ref[:1], None, memory_bandwidth_Bps=50e9)
     assert not alone.decode.separated and alone.decode.per_s == 50e9 and alone.decode.overhead_s > 1e-3
+
+
+def test_int8_passes_are_fitted_less_their_measured_dequantization_which_tp_splits(tmp_path: Path) -> None:
+    """Each int8 pass dequantizes every weight the rank holds (1.79 M here, at 10 M/s: 179 ms, most of a pass):
+    the reference's passes less that, at the rate its probe measured, give the same device as at fp32, and a
+    TP-2 rank is predicted to dequantize half, as it does, so the strategy runs as modelled."""
+    int8 = dataclasses.replace(MODEL, dequantizes=True)
+    true = dataclasses.replace(TRUE, dequant_per_s=10e6)
+    hw = fit_hardware(int8, batches(_rows("r", "reference", pm.Placement(1, 1), int8, true), 1), None, None, 10e6)
+    assert hw.prefill.per_s == pytest.approx(20e9) and hw.decode.per_s == pytest.approx(5e9)
+    assert hw.decode.overhead_s == pytest.approx(1e-3) and hw.dequant_per_s == 10e6
+    half = pm.slot(int8, hw, pm.Placement(2, 1), "decode", batch=4, tokens=300).seconds[pm.DEQUANT]
+    assert half == pytest.approx(int8.shape.quantized_params / 2 / 10e6)
+    rows, metrics = _run(int8, true)
+    metrics["dequant_weights_per_s"] = [10e6, None]  # the reference's probe
+    perf = analyse(rows, metrics, _settings(tmp_path), int8)
+    assert isinstance(perf, Performance) and "dequantizes 0.01 G weights/s" in perf.hardware
+    tp = next(s for s in perf.strategies if s.kind == "tp_nodes")
+    assert tp.ratio == pytest.approx(1.0) and tp.predicted.bottleneck == pm.DEQUANT
+    assert "dequantization-bound" in tp.sentence and "0.89 M weights at 0.01 G/s each" in tp.sentence
 
 
 def test_batches_cut_micro_batches_as_the_runtime_does() -> None:
@@ -151,11 +176,14 @@ def test_a_strategy_without_link_timings_is_skipped_by_name(tmp_path: Path) -> N
 def test_a_missing_model_config_is_named(tmp_path: Path) -> None:
     rows, metrics = _run()
     reason = for_run(rows, metrics, _settings(tmp_path))
-    assert reason == f"no prediction: {tmp_path / 'model' / 'config.json'}: No such file or directory"
+    assert (
+        reason
+        == f"no prediction: {tmp_path / 'model' / 'config.json'}: no such file (the model's shape is read from it)"
+    )
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text('{"hidden_size": 128}')
     assert str(for_run(rows, metrics, _settings(tmp_path))).startswith("no prediction: ")
-    assert "not a transformers model config" in str(for_run(rows, metrics, _settings(tmp_path)))
+    assert "no num_attention_heads (the model's shape needs it)" in str(for_run(rows, metrics, _settings(tmp_path)))
 
 
 def test_the_split_comes_from_the_timers_else_from_the_profiled_window() -> None:
