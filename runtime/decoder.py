@@ -12,6 +12,7 @@ prefix of the buffer) under the same padding, causal and sliding-window rules; o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -31,25 +32,32 @@ def supports(stage: Stage) -> bool:
 
 @dataclass
 class StaticCache:
-    """Each layer's keys and values, (batch, kv heads, capacity, head dim), allocated at the first write (when
+    """Each layer's keys and values, (batch, kv heads, capacity, head dim), allocated at the prefill's write (when
     the local head count after TP slicing is known), and how many positions are written."""
 
     capacity: int
-    keys: list[torch.Tensor | None] = field(default_factory=list)
-    values: list[torch.Tensor | None] = field(default_factory=list)
+    keys: list[torch.Tensor] = field(default_factory=list)
+    values: list[torch.Tensor] = field(default_factory=list)
     length: int = 0
+    static_addresses: bool = False  # tell torch.compile the buffers never move (CUDA graphs replay them)
 
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store this step's keys/values for `layer` at the current length; the keys/values written so far."""
-        while len(self.keys) <= layer:
-            self.keys.append(None)
-            self.values.append(None)
-        if self.keys[layer] is None:
+    def write(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor, at: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this step's keys/values for `layer`: the prefill's at the start (the keys/values written so far
+        come back), one step's at position `at` (the whole buffers come back: the same shapes at every step)."""
+        if layer == len(self.keys):  # the prefill reaches each layer in order
             batch, heads, _, dim = k.shape
-            self.keys[layer] = k.new_zeros(batch, heads, self.capacity, dim)
-            self.values[layer] = v.new_zeros(batch, heads, self.capacity, dim)
-        end = self.length + k.shape[2]
+            for buffers in (self.keys, self.values):
+                buffers.append(k.new_zeros(batch, heads, self.capacity, dim))
+                if self.static_addresses:
+                    torch._dynamo.mark_static_address(buffers[-1])
         keys, values = self.keys[layer], self.values[layer]
+        if at is not None:
+            keys.index_copy_(2, at, k)
+            values.index_copy_(2, at, v)
+            return keys, values
+        end = self.length + k.shape[2]
         keys[:, :, self.length : end].copy_(k)
         values[:, :, self.length : end].copy_(v)
         return keys[:, :, :end], values[:, :, :end]
@@ -58,15 +66,14 @@ class StaticCache:
 def attention_masks(
     padding: torch.Tensor, start: int, width: int, windows: set[int | None]
 ) -> dict[int | None, torch.Tensor]:
-    """Boolean masks (batch, 1, width, start + width) for the queries at cache positions [start, start + width),
-    one per sliding window in use (None: full attention): a key is seen when it is not padding, not in the future
-    and inside the window. Every query also sees itself, so a padding query's row is never empty: its output is
-    never read, but not every attention kernel returns zeros for an empty row (the CPU's does), and a NaN there
-    would spread through the keys and values it writes."""
-    end = start + width
-    q = torch.arange(start, end, device=padding.device)[:, None]
-    kv = torch.arange(end, device=padding.device)[None, :]
-    seen = padding[:, None, None, :end].bool() & (kv <= q)
+    """Boolean masks (batch, 1, width, keys) for the queries at cache positions [start, start + width) over the
+    `keys` positions `padding` (batch, keys) covers, one per sliding window in use (None: full attention): a key
+    is seen when it is not padding, not in the future and inside the window. Every query also sees itself, so a
+    padding query's row is never empty: its output is never read, but not every attention kernel returns zeros
+    for an empty row (the CPU's does), and a NaN there would spread through the keys and values it writes."""
+    q = torch.arange(start, start + width, device=padding.device)[:, None]
+    kv = torch.arange(padding.shape[1], device=padding.device)[None, :]
+    seen = padding[:, None, None, :].bool() & (kv <= q)
     masks = {}
     for window in windows:
         mask = seen if window is None else seen & (kv > q - window)
@@ -93,6 +100,7 @@ def attend(
     cache: StaticCache,
     layer: int,
     mask: torch.Tensor,
+    at: torch.Tensor | None,
 ) -> torch.Tensor:
     """One attention block: projections, rotary, cache write, scaled dot-product attention, output projection
     (an all-reduce inside it under TP)."""
@@ -106,7 +114,7 @@ def attend(
     q, k = q.transpose(1, 2), k.transpose(1, 2)
     v = attn.v_proj(x).view(shape).transpose(1, 2)
     q, k = apply_rotary_pos_emb(q, k, cos, sin)
-    keys, values = cache.write(layer, k, v)
+    keys, values = cache.write(layer, k, v, at)
     groups = q.shape[1] // keys.shape[1]
     if width == 1 and groups > 1:  # one query: its heads become rows of their KV head's query block, no copy
         out = F.scaled_dot_product_attention(
@@ -121,6 +129,26 @@ def attend(
     return attn.o_proj(out.transpose(1, 2).reshape(batch, width, -1))
 
 
+def layers(
+    stage: Stage,
+    cache: StaticCache,
+    x: torch.Tensor,
+    positions: torch.Tensor,
+    masks: dict[int | None, torch.Tensor],
+    at: torch.Tensor | None,
+) -> torch.Tensor:
+    """The stage's decoder layers over `x` (and its final norm: the identity before the last stage). With `at`
+    (a one-token step) every shape is the same at every step: the part `torch.compile` captures."""
+    model = stage.model.model
+    cos, sin = model.rotary_emb(x, position_ids=positions)
+    windows = layer_windows(stage)
+    for index, layer in enumerate(model.layers):
+        mask = masks[windows[index]]
+        x = x + attend(layer.self_attn, layer.input_layernorm(x), cos, sin, cache, index, mask, at)
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
+    return model.norm(x)
+
+
 def forward(
     stage: Stage,
     cache: StaticCache,
@@ -128,17 +156,27 @@ def forward(
     positions: torch.Tensor,
     ids: torch.Tensor | None = None,
     hidden: torch.Tensor | None = None,
+    step: Callable[..., torch.Tensor] = layers,
 ) -> torch.Tensor:
     """This stage's layers over `width` new positions (token ids on the first stage, the previous stage's hidden
     state elsewhere): the hidden state after them (normalised on the last stage). `padding` is the (batch,
-    length) attention mask of every position so far, the new ones included."""
-    model = stage.model.model
-    x = model.embed_tokens(ids) if ids is not None else hidden
-    cos, sin = model.rotary_emb(x, position_ids=positions)
-    windows = layer_windows(stage)
-    masks = attention_masks(padding, cache.length, x.shape[1], set(windows))
-    for index, layer in enumerate(model.layers):
-        x = x + attend(layer.self_attn, layer.input_layernorm(x), cos, sin, cache, index, masks[windows[index]])
-        x = x + layer.mlp(layer.post_attention_layernorm(x))
-    cache.length += x.shape[1]
-    return model.norm(x)
+    length) attention mask of every position so far, the new ones included. A one-token step attends over the
+    whole buffers (unwritten positions masked) and runs through `step` (`layers`, or it compiled)."""
+    x = stage.model.model.embed_tokens(ids) if ids is not None else hidden
+    width, windows = x.shape[1], set(layer_windows(stage))
+    if width == 1 and cache.length:
+        padding = F.pad(padding, (0, cache.capacity - padding.shape[1]))
+        at = torch.tensor([cache.length], device=x.device)
+        x = step(stage, cache, x, positions, attention_masks(padding, cache.length, 1, windows), at)
+    else:
+        x = layers(stage, cache, x, positions, attention_masks(padding, cache.length, width, windows), None)
+    cache.length += width
+    return x
+
+
+def compiled_step(device: torch.device, backend: str | Callable = "inductor") -> Callable[..., torch.Tensor]:
+    """`layers` compiled for one-token steps, with CUDA graphs on cuda (the static cache keeps every shape and
+    address the same from step to step). Measured on a 2-core CPU it does not pay (the first compile takes
+    minutes, and the steps were no faster): the runtime compiles on GPUs only."""
+    mode = "reduce-overhead" if device.type == "cuda" and backend == "inductor" else None
+    return torch.compile(layers, backend=backend, mode=mode, dynamic=False)

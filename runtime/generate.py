@@ -128,7 +128,8 @@ def _new_micro_batch(stage: Stage, rows: list[list[int]], settings: DecodeSettin
     ids, mask = left_pad(rows, settings.pad_id, settings.device, width)
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
     static = settings.static_cache and decoder.supports(stage)
-    cache = decoder.StaticCache(width + settings.max_new_tokens) if static else DynamicCache(config=stage.config)
+    capacity, compiled = width + settings.max_new_tokens, settings.compile_backend is not None
+    cache = decoder.StaticCache(capacity, static_addresses=compiled) if static else DynamicCache(config=stage.config)
     return MicroBatch(rows, ids, mask, positions, cache, tokens=[[] for _ in rows], results=[None] * len(rows))
 
 
@@ -144,6 +145,7 @@ class DecodeSettings:
     max_new_tokens: int
     micro_batches: int = 1
     static_cache: bool = True  # the lean forward with in-place KV buffers (runtime.decoder), where the model allows
+    compile_backend: str | Callable | None = None  # one-token steps through torch.compile with it; None: eager
 
 
 class Generator:
@@ -163,6 +165,8 @@ class Generator:
         self.device, self.dtype = settings.device, settings.dtype
         self.eos_tensor = torch.tensor(sorted(settings.eos_ids), dtype=torch.long, device=settings.device)
         self.hidden = stage.config.hidden_size
+        backend = settings.compile_backend
+        self.decode_step = decoder.compiled_step(self.device, backend) if backend else decoder.layers
 
     @classmethod
     def alone(cls, stage: Stage, settings: DecodeSettings) -> Generator:
@@ -236,7 +240,9 @@ class Generator:
     def _forward(self, mb: MicroBatch, ids: torch.Tensor | None, hidden: torch.Tensor | None) -> torch.Tensor:
         """This stage's layers over the micro-batch's new positions: the static-cache path, or HF's forward."""
         if isinstance(mb.cache, decoder.StaticCache):
-            return decoder.forward(self.stage, mb.cache, mb.mask, mb.positions, ids=ids, hidden=hidden)
+            return decoder.forward(
+                self.stage, mb.cache, mb.mask, mb.positions, ids=ids, hidden=hidden, step=self.decode_step
+            )
         out = self.stage.model.model(
             input_ids=ids,
             inputs_embeds=hidden,

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from runtime.profiling import StepProfiler
 
 log = logging.getLogger("runtime")
+COMPILED_DEVICES = ("cuda", "xpu")  # where the one-token step is compiled (runtime.decoder.compiled_step: not a CPU)
 
 
 def percentiles(values: list[float]) -> Percentiles | None:
@@ -330,6 +331,7 @@ class Rank:
             max_new_tokens=cfg.max_new_tokens,
             micro_batches=cfg.micro_batches_in_flight if cfg.pp_size > 1 else 1,
             static_cache=cfg.fast_decode,
+            compile_backend="inductor" if cfg.fast_decode and device.type in COMPILED_DEVICES else None,
         )
         assert self.stage is not None
         return Generator(self.stage, self.topo, links, settings, self.profiler.step if self.profiler else None)

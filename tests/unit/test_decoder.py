@@ -3,6 +3,8 @@ CPU's packed linear layers against nn.Linear."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from transformers import DynamicCache, PretrainedConfig
@@ -77,8 +79,8 @@ def test_greedy_tokens_are_the_same_either_way_and_the_cache_is_written_in_place
     writes: list[int] = []
     original = decoder.StaticCache.write
 
-    def recorded(cache: decoder.StaticCache, layer: int, k: torch.Tensor, v: torch.Tensor):
-        out = original(cache, layer, k, v)
+    def recorded(cache: decoder.StaticCache, layer: int, k: torch.Tensor, v: torch.Tensor, at: torch.Tensor | None):
+        out = original(cache, layer, k, v, at)
         writes.append(cache.keys[layer].data_ptr())
         return out
 
@@ -118,3 +120,22 @@ def test_a_packed_stage_holds_the_same_weight_bytes_and_decodes_the_same_tokens(
     assert not linears and isinstance(stage.model.lm_head, PackedLinear)
     assert weight_bytes(stage.model) == held
     assert [r.tokens for r in Generator.alone(stage, settings).run(ROWS)] == dense
+
+
+def test_compiled_one_token_steps_are_one_graph_and_decode_the_same_tokens() -> None:
+    """The static cache keeps every shape the same from step to step: one capture serves them all (a compile per
+    step would cost more than it saves). Captured with torch.compile's own checking backend, cheap on a CPU."""
+    stage = whole(FAMILIES["mistral-window"], seed=3)
+    eager = DecodeSettings(CPU, torch.float32, set(), 0, max_new_tokens=8)
+    expected = [r.tokens for r in Generator.alone(stage, eager).run(ROWS)]
+    graphs: list[torch.fx.GraphModule] = []
+
+    def counting(graph: torch.fx.GraphModule, _inputs: list[torch.Tensor]):
+        graphs.append(graph)
+        return graph.forward
+
+    torch._dynamo.reset()
+    generator = Generator.alone(stage, replace(eager, compile_backend=counting))
+    assert [r.tokens for r in generator.run(ROWS)] == expected
+    assert [r.tokens for r in generator.run(ROWS)] == expected  # a second batch: no new capture either
+    assert len(graphs) == 1
