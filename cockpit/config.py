@@ -149,6 +149,7 @@ class SweepSection:
     precision: Precision = "fp32"  # int8 / int4: weight-only, activations fp32 on a CPU, bf16 on a GPU
     quant_group_size: int | None = None  # int8/int4: weights per scale; default: the largest fitting every TP size
     device: Device = "cpu"
+    fast_decode: bool = True  # the runtime's static-cache decode step; false: Hugging Face's forward (to compare)
     time_limit: str = "01:00:00"
     launcher: Literal["srun", "deepspeed"] = "srun"  # how Slurm jobs start their ranks
     model_tag: str | None = None  # short name in strategy ids; default: from the model's name

@@ -83,6 +83,7 @@ class ExperimentConfig:
     precision: Precision = "bf16"
     quant_group_size: int | None = None  # int8/int4: weights per scale; default: from the model (the same for all)
     device: Device = "auto"  # auto: cuda, else xpu, else cpu
+    fast_decode: bool = True  # the static-cache step and packed CPU weights (runtime.decoder); false: HF's forward
     seed: int = 0
     warmup_batches: int = 1  # untimed passes over the first batch's shapes before the clock starts; tokens discarded
     repeats: int = 1  # timed passes over the whole share, in one job: one load, one join

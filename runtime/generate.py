@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch.profiler import record_function
 
+from runtime import decoder
 from runtime.checkpoint import Stage
 from runtime.prompts import split_evenly
 from runtime.topology import Topology
@@ -121,20 +122,15 @@ def left_pad(
     return ids, mask
 
 
-def _new_micro_batch(stage: Stage, rows: list[list[int]], pad_id: int, device: torch.device, width: int) -> MicroBatch:
+def _new_micro_batch(stage: Stage, rows: list[list[int]], settings: DecodeSettings, width: int) -> MicroBatch:
     from transformers import DynamicCache
 
-    ids, mask = left_pad(rows, pad_id, device, width)
+    ids, mask = left_pad(rows, settings.pad_id, settings.device, width)
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    return MicroBatch(
-        rows,
-        ids,
-        mask,
-        positions,
-        DynamicCache(config=stage.config),
-        tokens=[[] for _ in rows],
-        results=[None] * len(rows),
-    )
+    static = settings.static_cache and decoder.supports(stage)
+    capacity, compiled = width + settings.max_new_tokens, settings.compile_backend is not None
+    cache = decoder.StaticCache(capacity, static_addresses=compiled) if static else DynamicCache(config=stage.config)
+    return MicroBatch(rows, ids, mask, positions, cache, tokens=[[] for _ in rows], results=[None] * len(rows))
 
 
 @dataclass(frozen=True)
@@ -148,6 +144,8 @@ class DecodeSettings:
     pad_id: int
     max_new_tokens: int
     micro_batches: int = 1
+    static_cache: bool = True  # the lean forward with in-place KV buffers (runtime.decoder), where the model allows
+    compile_backend: str | Callable | None = None  # one-token steps through torch.compile with it; None: eager
 
 
 class Generator:
@@ -167,6 +165,8 @@ class Generator:
         self.device, self.dtype = settings.device, settings.dtype
         self.eos_tensor = torch.tensor(sorted(settings.eos_ids), dtype=torch.long, device=settings.device)
         self.hidden = stage.config.hidden_size
+        backend = settings.compile_backend
+        self.decode_step = decoder.compiled_step(self.device, backend) if backend else decoder.layers
 
     @classmethod
     def alone(cls, stage: Stage, settings: DecodeSettings) -> Generator:
@@ -181,7 +181,7 @@ class Generator:
         batch passes `profiled=False`, so the profiler's window falls on measured steps."""
         parts = split_evenly(prompts, min(self.settings.micro_batches, len(prompts)))
         width = max(len(row) for row in prompts)  # every micro-batch as wide as the batch: the work one process does
-        mbs = [_new_micro_batch(self.stage, rows, self.settings.pad_id, self.device, width) for rows in parts]
+        mbs = [_new_micro_batch(self.stage, rows, self.settings, width) for rows in parts]
         step_range = self.step_range if profiled else (lambda prefill: NOTHING)
         start = time.perf_counter()
         prefill = True
@@ -221,20 +221,11 @@ class Generator:
         if mb.step > 0:
             mb.mask = torch.cat([mb.mask, mb.mask.new_ones(mb.size, 1)], dim=1)
             mb.positions = mb.positions[:, -1:] + 1
-        kwargs = {
-            "attention_mask": mb.mask,
-            "position_ids": mb.positions,
-            "past_key_values": mb.cache,
-            "use_cache": True,
-        }
         timers = self.links.timers
         forward_start, comm_before = time.perf_counter(), timers.comm_s
         with self.span("compute"):
-            if stage.first:
-                ids = mb.ids if mb.step == 0 else mb.next_ids
-                hidden = stage.model.model(input_ids=ids, **kwargs).last_hidden_state
-            else:
-                hidden = stage.model.model(inputs_embeds=hidden_in, **kwargs).last_hidden_state
+            ids = (mb.ids if mb.step == 0 else mb.next_ids) if stage.first else None
+            hidden = self._forward(mb, ids, hidden_in)
             if stage.last:
                 logits = stage.model.lm_head(hidden[:, -1:, :])  # 3-D: AutoTP's LM head requires it
         timers.forward_s.append(time.perf_counter() - forward_start - (timers.comm_s - comm_before))
@@ -245,6 +236,22 @@ class Generator:
             flag = hidden.new_ones(1)
             self.links.send(torch.cat([hidden.reshape(-1), flag]), topo.next_stage_rank)
         mb.step += 1
+
+    def _forward(self, mb: MicroBatch, ids: torch.Tensor | None, hidden: torch.Tensor | None) -> torch.Tensor:
+        """This stage's layers over the micro-batch's new positions: the static-cache path, or HF's forward."""
+        if isinstance(mb.cache, decoder.StaticCache):
+            return decoder.forward(
+                self.stage, mb.cache, mb.mask, mb.positions, ids=ids, hidden=hidden, step=self.decode_step
+            )
+        out = self.stage.model.model(
+            input_ids=ids,
+            inputs_embeds=hidden,
+            attention_mask=mb.mask,
+            position_ids=mb.positions,
+            past_key_values=mb.cache,
+            use_cache=True,
+        )
+        return out.last_hidden_state
 
     def _pick(self, mb: MicroBatch, logits: torch.Tensor, start: float) -> None:
         """Last stage: greedy token per row, bookkeeping, and the token message back to the first stage."""

@@ -102,7 +102,13 @@ def quantize_weight(
 
 
 def weight_bytes(model: nn.Module) -> int:
-    """The bytes of the model's weights as held: its parameters, and the packed weights, scales and zero points
-    of its WeightOnlyLinear layers."""
-    quantized = [t for m in model.modules() if isinstance(m, WeightOnlyLinear) for t in m.buffers(recurse=False)]
-    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *quantized))
+    """The bytes of the model's weights as held: its parameters and its persistent buffers (the packed weights,
+    scales and zero points of WeightOnlyLinear and PackedLinear layers; not derived tables such as rotary
+    frequencies, which are non-persistent)."""
+    buffers = [
+        tensor
+        for module in model.modules()
+        for name, tensor in module.named_buffers(recurse=False)
+        if name not in module._non_persistent_buffers_set
+    ]
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *buffers))

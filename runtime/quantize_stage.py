@@ -2,10 +2,8 @@
 
 Each rank quantizes its own weights, one layer at a time, from what it holds: the checkpoint's memory-mapped
 views without TP, or AutoTP's slices with it. Every linear layer of the decoder layers and the LM head becomes a
-`WeightOnlyLinear`; the embedding and the norms stay in the compute dtype. AutoTP's layers compute
-`torch.matmul(x, self.weight.transpose(-1, -2))` with their slice: a column-parallel slice needs nothing more, a
-row-parallel one gets its output all-reduced (`reduce_output`), and the LM head, row-parallel over the hidden
-size, also gets only its slice of the input (`slice_input`).
+`WeightOnlyLinear` (wired for TP as the AutoTP layer was: runtime.stage_linears); the embedding and the norms
+stay in the compute dtype.
 
 The group size comes from the model alone (or the run's config), so the reference and every strategy of a sweep
 quantize alike; a TP size whose slices would cut a group is refused before anything loads.
@@ -21,7 +19,7 @@ from transformers import PretrainedConfig
 from runtime.model_shape import GROUP_SIZES, ModelShape, tp_sizes_for_group
 from runtime.quantize import QUANTIZED_PRECISIONS, Bits, WeightOnlyLinear, quantize_weight
 from runtime.schema import InputError
-from runtime.tensor_parallel import reduce_output, slice_input
+from runtime.stage_linears import replace_linears, row_slice
 
 
 def model_shape(config: PretrainedConfig) -> ModelShape:
@@ -55,54 +53,18 @@ def quant_group_size(config: PretrainedConfig, precision: str, tp_size: int, ove
     return group
 
 
-def row_slice(layer: nn.Module) -> tuple[int, int] | None:
-    """(start, size) of the input features a row-parallel AutoTP layer holds; None for any other layer."""
-    from deepspeed.module_inject.layers import LinearAllreduce
-
-    if not isinstance(layer, LinearAllreduce):
-        return None
-    sizes, index = layer._partition_sizes, layer.tp_index  # frozen by AutoTP when it cut the slice
-    return sum(sizes[:index]), sizes[index]
-
-
 def quantize_layer(
-    layer: nn.Module,
-    bits: Bits,
-    group_size: int,
-    dtype: torch.dtype,
-    device: torch.device,
-    group: dist.ProcessGroup | None,
+    layer: nn.Module, bits: Bits, group_size: int, dtype: torch.dtype, device: torch.device
 ) -> WeightOnlyLinear:
-    """One linear layer (nn.Linear or an AutoTP slice) as a WeightOnlyLinear on `device`, made row-parallel
-    again where the slice was."""
+    """One linear layer (nn.Linear or an AutoTP slice) as a WeightOnlyLinear on `device`; a row-parallel slice
+    must hold whole groups."""
+    row = row_slice(layer)
+    if row is not None and (row[0] % group_size or row[1] % group_size):
+        start, size = row
+        raise InputError(f"{layer.name}: its input slice [{start}, {start + size}) cuts groups of {group_size}")
     qweight, scale = quantize_weight(layer.weight.detach().to(device), bits, group_size, dtype)
     bias = layer.bias.detach().to(device=device, dtype=dtype) if layer.bias is not None else None
-    quantized = WeightOnlyLinear(qweight, scale, None, bits, group_size, bias)
-    row = row_slice(layer) if group is not None else None
-    if row is None:
-        return quantized
-    start, size = row
-    if start % group_size or size % group_size:
-        raise InputError(f"{layer.name}: its input slice [{start}, {start + size}) cuts groups of {group_size}")
-    from deepspeed.module_inject.layers import LinearAllreduceWithReplicatedInput, LmHeadLinearAllreduce
-
-    if isinstance(layer, LmHeadLinearAllreduce | LinearAllreduceWithReplicatedInput):  # its input is whole
-        slice_input(quantized, start, size)
-    return reduce_output(quantized, group)
-
-
-def quantized_layers(model: nn.Module, group: dist.ProcessGroup | None) -> list[str]:
-    """The names of the layers to quantize: every linear of the decoder layers, and the LM head."""
-    kinds: tuple[type, ...] = (nn.Linear,)
-    if group is not None:
-        from deepspeed.module_inject.layers import LinearAllreduce, LinearLayer
-
-        kinds += (LinearLayer, LinearAllreduce)
-    return [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, kinds) and (name.startswith("model.layers.") or name == "lm_head")
-    ]
+    return WeightOnlyLinear(qweight, scale, None, bits, group_size, bias)
 
 
 def quantize_stage(
@@ -117,8 +79,4 @@ def quantize_stage(
     a `precision` ("int8"/"int4") WeightOnlyLinear of the weights this rank holds (scales and bias in `dtype`,
     on `device`); `group` is the TP group when AutoTP has sliced the model."""
     bits = QUANTIZED_PRECISIONS[precision]
-    for name in quantized_layers(model, group):
-        parent, _, attr = name.rpartition(".")
-        owner = model.get_submodule(parent) if parent else model
-        setattr(owner, attr, quantize_layer(getattr(owner, attr), bits, group_size, dtype, device, group))
-    return model
+    return replace_linears(model, group, lambda layer: quantize_layer(layer, bits, group_size, dtype, device))

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from runtime.profiling import StepProfiler
 
 log = logging.getLogger("runtime")
+COMPILED_DEVICES = ("cuda", "xpu")  # where the one-token step is compiled (runtime.decoder.compiled_step: not a CPU)
 
 
 def percentiles(values: list[float]) -> Percentiles | None:
@@ -235,6 +236,7 @@ class Rank:
         A checkpoint published quantized (config.json's quantization_config) keeps its weights as stored and is
         sliced here; a dense one is sliced by AutoTP."""
         from runtime.checkpoint import load_stage, random_stage
+        from runtime.packed_linear import can_pack, pack_stage
         from runtime.prequantized import TensorParallel, check_stored_bits, is_prequantized, load_prequantized_stage
         from runtime.quantize import QUANTIZED_PRECISIONS
 
@@ -259,6 +261,8 @@ class Rank:
             if quantized:
                 stage.model = self.quantize(stage.model, device)
         stage.model = stage.model.to(device=device, dtype=self.dtype)
+        if cfg.fast_decode and cfg.precision not in QUANTIZED_PRECISIONS and can_pack(device, self.dtype):
+            stage.model = pack_stage(stage.model, self.tp_group)  # after the cast: a packed weight is opaque
         return stage
 
     def quantize(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -329,6 +333,8 @@ class Rank:
             pad_id=self.work.pad_id,
             max_new_tokens=cfg.max_new_tokens,
             micro_batches=cfg.micro_batches_in_flight if cfg.pp_size > 1 else 1,
+            static_cache=cfg.fast_decode,
+            compile_backend="inductor" if cfg.fast_decode and device.type in COMPILED_DEVICES else None,
         )
         assert self.stage is not None
         return Generator(self.stage, self.topo, links, settings, self.profiler.step if self.profiler else None)

@@ -103,6 +103,8 @@ def cmd_sweep_run(args: argparse.Namespace, settings: Settings) -> int:
     overrides = {key: getattr(args, key) for key in OVERRIDES if getattr(args, key, None) is not None}
     if args.profile:
         overrides.update(profile=True, profilers=args.profile)
+    if args.fast_decode is not None:
+        overrides.update(fast_decode=args.fast_decode)
     sweep = plan(settings, **overrides)
     if not args.json:
         strategies = ", ".join(s.strategy_id for s in sweep.strategies())
@@ -214,6 +216,11 @@ def register(name: str, parser: argparse.ArgumentParser, common: argparse.Argume
     p = actions.add_parser("run", parents=[common], help="start a new sweep and run it to the end")
     for key, kind in OVERRIDES.items():
         p.add_argument(f"--{key.replace('_', '-')}", type=kind, dest=key, help=f"override [sweep] {key}")
+    p.add_argument(
+        "--fast-decode",
+        action=argparse.BooleanOptionalAction,
+        help="the runtime's static-cache decode step (default [sweep] fast_decode, true); --no-fast-decode: HF's",
+    )
     p.add_argument(
         "--profile",
         nargs="?",

@@ -213,6 +213,7 @@ def sweep_settings(settings: Settings, section: SweepSection, run_id: str) -> Sw
         precision=section.precision,
         quant_group_size=section.quant_group_size,
         device=section.device,
+        fast_decode=section.fast_decode,
         slurm_time_limit=section.time_limit,
         partition=settings.cluster.partition,
         account=settings.cluster.account,

@@ -40,6 +40,7 @@ class SweepSettings:
     precision: Precision = "bf16"
     quant_group_size: int | None = None
     device: Device = "auto"
+    fast_decode: bool = True
     slurm_time_limit: str = "01:00:00"
     partition: str | None = None
     account: str | None = None
@@ -123,6 +124,7 @@ class ParallelismStrategy(ABC):
             precision=s.precision,
             quant_group_size=s.quant_group_size,
             device=s.device,
+            fast_decode=s.fast_decode,
             slurm_time_limit=s.slurm_time_limit,
             partition=s.partition,
             account=s.account,

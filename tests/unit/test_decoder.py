@@ -1,0 +1,141 @@
+"""The static-cache forward (runtime.decoder) against Hugging Face's own forward, family by family, and the
+CPU's packed linear layers against nn.Linear."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from transformers import DynamicCache, PretrainedConfig
+from transformers.models.llama import LlamaConfig
+from transformers.models.mistral import MistralConfig
+from transformers.models.qwen2 import Qwen2Config
+from transformers.models.qwen3 import Qwen3Config
+
+from runtime import decoder
+from runtime.checkpoint import Stage, random_stage
+from runtime.generate import DecodeSettings, Generator, left_pad
+from runtime.packed_linear import PackedLinear, pack_stage
+from runtime.quantize import weight_bytes
+
+CPU = torch.device("cpu")
+SMALL = {
+    "hidden_size": 64,
+    "intermediate_size": 96,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,  # GQA: the one-query path packs heads, the prefill path repeats keys
+    "vocab_size": 300,
+    "max_position_embeddings": 128,
+}
+FAMILIES = {
+    "llama": LlamaConfig(**SMALL),
+    "mistral-window": MistralConfig(**SMALL, sliding_window=5),  # every layer, shorter than the prompts
+    "qwen2-bias-mixed": Qwen2Config(  # q/k/v biases, the last layer sliding
+        **SMALL, use_sliding_window=True, sliding_window=4, max_window_layers=2
+    ),
+    "qwen3-qk-norm": Qwen3Config(**SMALL, head_dim=24),  # q/k norms; head_dim * heads != hidden
+}
+ROWS = [[5, 9, 14, 3, 77, 81, 2, 40, 41], [6, 7], [100, 200, 150, 9, 9, 9]]  # left-padded to 9
+
+
+def whole(config: PretrainedConfig, seed: int = 0) -> Stage:
+    return random_stage(config, range(config.num_hidden_layers), True, True, torch.float32, "cpu", seed=seed)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_step_matches_hf_forward(family: str) -> None:
+    stage = whole(FAMILIES[family])
+    assert decoder.supports(stage)
+    ids, mask = left_pad(ROWS, 0, CPU)
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    cache, hf_cache = decoder.StaticCache(ids.shape[1] + 4), DynamicCache(config=stage.config)
+    feed = ids
+    with torch.inference_mode():
+        for _ in range(4):  # a prefill, then three one-token steps
+            ours = decoder.forward(stage, cache, mask, positions, ids=feed)
+            theirs = stage.model.model(
+                input_ids=feed, attention_mask=mask, position_ids=positions, past_key_values=hf_cache, use_cache=True
+            ).last_hidden_state
+            real = mask[:, -feed.shape[1] :].bool()  # padding positions' states are never read
+            torch.testing.assert_close(ours[real], theirs[real], rtol=1e-5, atol=1e-5)
+            feed = stage.model.lm_head(ours[:, -1:]).argmax(-1)
+            mask = torch.cat([mask, mask.new_ones(len(ROWS), 1)], dim=1)
+            positions = positions[:, -1:] + 1
+    assert cache.length == ids.shape[1] + 3
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral-window"])
+def test_greedy_tokens_are_the_same_either_way_and_the_cache_is_written_in_place(family: str) -> None:
+    stage = whole(FAMILIES[family], seed=1)
+
+    def decode(static: bool) -> tuple[list[list[int]], Generator]:
+        settings = DecodeSettings(CPU, torch.float32, set(), 0, max_new_tokens=8, static_cache=static)
+        generator = Generator.alone(stage, settings)
+        return [r.tokens for r in generator.run(ROWS)], generator
+
+    hf_tokens, _ = decode(static=False)
+    writes: list[int] = []
+    original = decoder.StaticCache.write
+
+    def recorded(cache: decoder.StaticCache, layer: int, k: torch.Tensor, v: torch.Tensor, at: torch.Tensor | None):
+        out = original(cache, layer, k, v, at)
+        writes.append(cache.keys[layer].data_ptr())
+        return out
+
+    decoder.StaticCache.write = recorded
+    try:
+        static_tokens, _ = decode(static=True)
+    finally:
+        decoder.StaticCache.write = original
+    assert static_tokens == hf_tokens
+    layers = stage.config.num_hidden_layers
+    assert len(writes) == layers * 8 and len(set(writes)) == layers  # one buffer per layer, every step into it
+
+
+def test_a_model_outside_the_families_keeps_hf_forward() -> None:
+    from transformers import GPT2Config
+
+    stage = Stage(torch.nn.Identity(), GPT2Config(), range(1), True, True)
+    assert not decoder.supports(stage)
+
+
+def test_a_packed_layer_computes_what_the_linear_does() -> None:
+    torch.manual_seed(0)
+    for bias in (True, False):
+        linear = torch.nn.Linear(48, 80, bias=bias)
+        packed = PackedLinear.of(linear)
+        for x in (torch.randn(1, 1, 48), torch.randn(3, 7, 48)):
+            torch.testing.assert_close(packed(x), linear(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_packed_stage_holds_the_same_weight_bytes_and_decodes_the_same_tokens() -> None:
+    stage = whole(FAMILIES["llama"], seed=2)
+    settings = DecodeSettings(CPU, torch.float32, set(), 0, max_new_tokens=8)
+    dense = [r.tokens for r in Generator.alone(stage, settings).run(ROWS)]
+    held = weight_bytes(stage.model)
+    stage.model = pack_stage(stage.model, None)
+    linears = [m for m in stage.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert not linears and isinstance(stage.model.lm_head, PackedLinear)
+    assert weight_bytes(stage.model) == held
+    assert [r.tokens for r in Generator.alone(stage, settings).run(ROWS)] == dense
+
+
+def test_compiled_one_token_steps_are_one_graph_and_decode_the_same_tokens() -> None:
+    """The static cache keeps every shape the same from step to step: one capture serves them all (a compile per
+    step would cost more than it saves). Captured with torch.compile's own checking backend, cheap on a CPU."""
+    stage = whole(FAMILIES["mistral-window"], seed=3)
+    eager = DecodeSettings(CPU, torch.float32, set(), 0, max_new_tokens=8)
+    expected = [r.tokens for r in Generator.alone(stage, eager).run(ROWS)]
+    graphs: list[torch.fx.GraphModule] = []
+
+    def counting(graph: torch.fx.GraphModule, _inputs: list[torch.Tensor]):
+        graphs.append(graph)
+        return graph.forward
+
+    torch._dynamo.reset()
+    generator = Generator.alone(stage, replace(eager, compile_backend=counting))
+    assert [r.tokens for r in generator.run(ROWS)] == expected
+    assert [r.tokens for r in generator.run(ROWS)] == expected  # a second batch: no new capture either
+    assert len(graphs) == 1
