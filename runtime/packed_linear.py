@@ -3,7 +3,8 @@
 At batch 1 a decode step is one matrix-vector product per layer, bound by how fast the weights stream from
 memory. A weight kept as PyTorch's (out, in) rows goes through MKL's general GEMM; reordered once at load into
 the blocked layout oneDNN's inner product reads (for the batch size it is packed for), the same product reads
-the weights about a fifth faster on this project's CPUs (`python -m bench layout`). The reorder replaces the
+the weights about a fifth faster here (the 57 linears of the llama-100m shape at batch 1, one thread, in turn:
+41.6 ms against 52.8 ms through `F.linear`, 47.6 ms as `x @ W.T` stored transposed). The reorder replaces the
 weight (no second copy stays), and the product computes the same sums in a different order: greedy tokens are
 checked against the reference as for every strategy.
 """
