@@ -248,8 +248,10 @@ class Rank:
             group = self.join_tp_group(device) if cfg.tp_size > 1 else None
             tp = TensorParallel(topo.tp_rank, cfg.tp_size, group)
             stage, _ = load_prequantized_stage(cfg.model_path, model_config, *roles, tp)
+            dense = False  # its dense LM head already carries its TP hooks: it stays as loaded
         else:
             quantized = cfg.precision in QUANTIZED_PRECISIONS
+            dense = not quantized
             if self.args.init == "random":
                 # TP slices on the host; without TP the weights are made where they run
                 where = "cpu" if cfg.tp_size > 1 else str(device)
@@ -261,7 +263,7 @@ class Rank:
             if quantized:
                 stage.model = self.quantize(stage.model, device)
         stage.model = stage.model.to(device=device, dtype=self.dtype)
-        if cfg.fast_decode and cfg.precision not in QUANTIZED_PRECISIONS and can_pack(device, self.dtype):
+        if cfg.fast_decode and dense and can_pack(device, self.dtype):
             stage.model = pack_stage(stage.model, self.tp_group)  # after the cast: a packed weight is opaque
         return stage
 
