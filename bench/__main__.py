@@ -17,6 +17,7 @@ from bench import (
     load,
     logs,
     model_check,
+    peers,
     pipeline,
     profiling,
     quant,
@@ -41,6 +42,7 @@ BENCHMARKS = {
     "profiling": profiling.run,  # decoding profiled off / ranges only / recorded vs HF generate
     "logs": logs.run,  # a 100 MB job log's first screen vs tail -n 1000
     "quant": quant.run,  # decode tok/s and weight bytes at int8 / int4 vs fp32
+    "peers": peers.run,  # our decode vs llama.cpp on the same weights, f32 and Q8_0 (the bench extra)
 }
 
 

@@ -52,3 +52,14 @@ def test_profiling_benchmark_compares_equal_work() -> None:
     figures = case("tiny", 1, repeats=1)
     assert figures["tokens_equal"], "profiled, unprofiled and HF generate decoded different tokens"
     assert figures["recorded_tokens_per_s"] > 0 and 0 < figures["off_hooks_share_of_step"] < 1
+
+
+def test_peers_without_the_bench_extra_says_how_to_install(monkeypatch, capsys) -> None:
+    from bench.__main__ import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # main sets it for the run; the test's environment stays as it was
+    for package in ("gguf", "llama_cpp"):  # as if the extra were not installed
+        monkeypatch.setitem(sys.modules, package, None)
+    assert main(["peers"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["peers: needs the bench extra (gguf is missing): pip install -e .[bench]"]
