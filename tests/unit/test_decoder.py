@@ -13,7 +13,7 @@ from transformers.models.mistral import MistralConfig
 from transformers.models.qwen2 import Qwen2Config
 from transformers.models.qwen3 import Qwen3Config
 
-from runtime import decoder
+from runtime import decoder, packed_linear
 from runtime.checkpoint import Stage, random_stage
 from runtime.generate import DecodeSettings, Generator, left_pad
 from runtime.packed_linear import PackedLinear, pack_stage
@@ -110,14 +110,24 @@ def test_a_packed_layer_computes_what_the_linear_does() -> None:
             torch.testing.assert_close(packed(x), linear(x), rtol=1e-5, atol=1e-5)
 
 
-def test_a_packed_stage_holds_the_same_weight_bytes_and_decodes_the_same_tokens() -> None:
+def test_small_layers_stay_as_they_are() -> None:
+    stage = whole(FAMILIES["llama"])  # its largest layer, the LM head, has 19,200 weights
+    stage.model = pack_stage(stage.model, None)
+    assert not any(isinstance(m, PackedLinear) for m in stage.model.modules())
+
+
+def test_a_packed_stage_holds_the_same_weight_bytes_and_decodes_the_same_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(packed_linear, "MIN_PACKED_WEIGHTS", 64 * 96)  # the MLP's and the LM head's
     stage = whole(FAMILIES["llama"], seed=2)
     settings = DecodeSettings(CPU, torch.float32, set(), 0, max_new_tokens=8)
     dense = [r.tokens for r in Generator.alone(stage, settings).run(ROWS)]
     held = weight_bytes(stage.model)
     stage.model = pack_stage(stage.model, None)
-    linears = [m for m in stage.model.modules() if isinstance(m, torch.nn.Linear)]
-    assert not linears and isinstance(stage.model.lm_head, PackedLinear)
+    kept = {name for name, m in stage.model.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert kept == {f"model.layers.{i}.self_attn.{p}_proj" for i in range(3) for p in "qkvo"}
+    assert isinstance(stage.model.lm_head, PackedLinear)
     assert weight_bytes(stage.model) == held
     assert [r.tokens for r in Generator.alone(stage, settings).run(ROWS)] == dense
 
