@@ -1,7 +1,7 @@
 """Single-rank decoding: the runtime's generation loop against Hugging Face `generate` (the peer), same weights,
 same prompts, same batch, same number of new tokens, greedy, in one process. Tokens must agree exactly.
 
-Ours runs as a rank does by default (the static-cache step, dense weights packed for the CPU); the same loop on
+Ours runs as a rank does by default (the static-cache step, dense layers through the CPU kernel); the same loop on
 HF's forward (`fast_decode = false`) is measured beside it, so the table shows what the fast path buys."""
 
 from __future__ import annotations
@@ -66,12 +66,12 @@ def best_times(fns: list[Callable[[], Tokens]], device: torch.device, repeats: i
 
 
 def fast_stage(shape: str, dtype: torch.dtype, device: torch.device) -> Stage:
-    """`build_stage` prepared as a rank prepares it with `fast_decode` on: dense weights packed where they can be."""
-    from runtime.packed_linear import can_pack, pack_stage
+    """`build_stage` prepared as a rank prepares it with `fast_decode` on: dense layers through the CPU kernel."""
+    from runtime.cpu_linear import can_use, use_gemv
 
     stage = build_stage(shape, dtype, device)
-    if can_pack(device, dtype):
-        stage.model = pack_stage(stage.model, None)
+    if can_use(device, dtype):
+        stage.model = use_gemv(stage.model, None)
     return stage
 
 
@@ -108,7 +108,7 @@ def decode_rate(
     rows = prompts(stage.config.vocab_size, batch)
     contenders = [ours(stage, rows, device, dtype, NEW_TOKENS)]
     if with_peer:
-        plain = build_stage(shape, dtype, device)  # same seed, same weights, unpacked
+        plain = build_stage(shape, dtype, device)  # same seed, same weights, plain layers
         contenders.append(ours(plain, rows, device, dtype, NEW_TOKENS, fast=False))
         contenders.append(theirs(plain, rows, device, NEW_TOKENS))
     timed = best_times(contenders, device, repeats)

@@ -21,7 +21,6 @@ from bench.decode import NEW_TOKENS, PROMPT_TOKENS, prompts
 from bench.quant import generator
 from bench.report import RESULTS_DIR, ratio_line, table
 from runtime.generate import Generator
-from runtime.packed_linear import can_pack, pack_stage
 from runtime.quantize_stage import default_group_size
 
 SHAPE = "llama-100m"
@@ -110,7 +109,7 @@ def run(quick: bool) -> dict:
     device, default_threads = torch.device("cpu"), torch.get_num_threads()
     thread_counts = sorted({1, default_threads})  # one thread: no barrier left waiting on a busy core
     load_before = os.getloadavg()
-    fp32, _, _ = generator(SHAPE, "fp32", device, packed=False)  # packed once its weights are written out
+    fp32, _, _ = generator(SHAPE, "fp32", device)
     folder = RESULTS_DIR / "peers"
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -119,8 +118,6 @@ def run(quick: bool) -> dict:
         for kind in ("f32", "Q8_0")
     }
     convert_s = time.perf_counter() - started
-    if can_pack(device, torch.float32):  # then decoding as a rank decodes
-        fp32.stage.model = pack_stage(fp32.stage.model, None)
     contenders: dict[str, Decode] = {}
     for n in thread_counts:
         contenders[f"ours fp32, {n}t"] = ours(fp32, n)

@@ -14,8 +14,8 @@ import torch
 from bench.decode import NEW_TOKENS, PROMPT_TOKENS, prompts
 from bench.report import ratio_line, table
 from runtime.checkpoint import random_stage
+from runtime.cpu_linear import can_use, use_gemv
 from runtime.generate import DecodeSettings, Generator
-from runtime.packed_linear import can_pack, pack_stage
 from runtime.quantize import weight_bytes
 from runtime.quantize_stage import default_group_size, quantize_stage
 from runtime.shapes import shape_config
@@ -23,16 +23,16 @@ from runtime.shapes import shape_config
 PRECISIONS = ("fp32", "int8", "int4")
 
 
-def generator(shape: str, precision: str, device: torch.device, packed: bool = True) -> tuple[Generator, int, int]:
-    """A whole-model generator at `precision` (fp32 activations), as a rank makes it (fp32 weights packed for the
-    CPU where they can be), its resident weight bytes and group size."""
+def generator(shape: str, precision: str, device: torch.device) -> tuple[Generator, int, int]:
+    """A whole-model generator at `precision` (fp32 activations), as a rank makes it (fp32 layers through the CPU
+    kernel where it builds), its resident weight bytes and group size."""
     config = shape_config(shape)
     stage = random_stage(config, range(config.num_hidden_layers), True, True, torch.float32, str(device), seed=0)
     group = default_group_size(config)
     if precision != "fp32":
         quantize_stage(stage.model, precision, group, torch.float32, device)
-    elif packed and can_pack(device, torch.float32):
-        stage.model = pack_stage(stage.model, None)
+    elif can_use(device, torch.float32):
+        stage.model = use_gemv(stage.model, None)
     settings = DecodeSettings(device, torch.float32, eos_ids=set(), pad_id=0, max_new_tokens=NEW_TOKENS)
     return Generator.alone(stage, settings), weight_bytes(stage.model), group
 

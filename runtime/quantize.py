@@ -103,7 +103,7 @@ def quantize_weight(
 
 def weight_bytes(model: nn.Module) -> int:
     """The bytes of the model's weights as held: its parameters and its persistent buffers (the packed weights,
-    scales and zero points of WeightOnlyLinear and PackedLinear layers; not derived tables such as rotary
+    scales and zero points of WeightOnlyLinear layers; not derived tables such as rotary
     frequencies, which are non-persistent)."""
     buffers = [
         tensor

@@ -236,7 +236,7 @@ class Rank:
         A checkpoint published quantized (config.json's quantization_config) keeps its weights as stored and is
         sliced here; a dense one is sliced by AutoTP."""
         from runtime.checkpoint import load_stage, random_stage
-        from runtime.packed_linear import can_pack, pack_stage
+        from runtime.cpu_linear import can_use, use_gemv
         from runtime.prequantized import TensorParallel, check_stored_bits, is_prequantized, load_prequantized_stage
         from runtime.quantize import QUANTIZED_PRECISIONS
 
@@ -263,8 +263,8 @@ class Rank:
             if quantized:
                 stage.model = self.quantize(stage.model, device)
         stage.model = stage.model.to(device=device, dtype=self.dtype)
-        if cfg.fast_decode and dense and can_pack(device, self.dtype):
-            stage.model = pack_stage(stage.model, self.tp_group)  # after the cast: a packed weight is opaque
+        if cfg.fast_decode and dense and can_use(device, self.dtype):
+            stage.model = use_gemv(stage.model, self.tp_group)
         return stage
 
     def quantize(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

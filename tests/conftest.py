@@ -53,17 +53,22 @@ _OP_BUILD: list[subprocess.Popen[bytes]] = []
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """DeepSpeed JIT-compiles its CPU shared-memory all-reduce the first time a TP rank starts (half a minute or
-    more on two cores). When the session will start ranks, compile it now in the background, at low priority,
-    while the tests before the first TP test run: that test then finds it built, or waits on torch's own build
-    lock for the rest, instead of paying for all of it."""
+    """DeepSpeed JIT-compiles its CPU shared-memory all-reduce the first time a TP rank starts, and the runtime its
+    CPU matrix-vector kernel the first time a rank decodes (half a minute or more each on two cores). When the
+    session will run the runtime, compile both now in the background, at low priority, while the tests before
+    the first rank run: that rank then finds them built, or waits on torch's own build lock for the rest,
+    instead of paying for all of it."""
     extensions = Path(os.environ["TORCH_EXTENSIONS_DIR"])
-    if (extensions / "deepspeed_shm_comm" / "deepspeed_shm_comm.so").is_file():
+    built = [extensions / name / f"{name}.so" for name in ("deepspeed_shm_comm", "runtime_gemv")]
+    if all(path.is_file() for path in built):
         return
-    if not any("tests/integration/" in item.nodeid for item in session.items):
+    if not any(part in item.nodeid for item in session.items for part in ("tests/integration/", "test_decoder")):
         return
     extensions.mkdir(parents=True, exist_ok=True)
-    build = "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; ShareMemCommBuilder().load()"
+    build = (
+        "from runtime.cpu_linear import kernel; kernel(); "
+        "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; ShareMemCommBuilder().load()"
+    )
     with (extensions / "background-build.log").open("wb") as log:
         _OP_BUILD.append(subprocess.Popen(["nice", "-n", "10", sys.executable, "-c", build], stdout=log, stderr=log))
 

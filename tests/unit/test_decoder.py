@@ -1,5 +1,5 @@
 """The static-cache forward (runtime.decoder) against Hugging Face's own forward, family by family, and the
-CPU's packed linear layers against nn.Linear."""
+CPU's matrix-vector kernel against nn.Linear."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from transformers.models.mistral import MistralConfig
 from transformers.models.qwen2 import Qwen2Config
 from transformers.models.qwen3 import Qwen3Config
 
-from runtime import decoder, packed_linear
+from runtime import decoder
 from runtime.checkpoint import Stage, random_stage
+from runtime.cpu_linear import GemvLinear, can_use, use_gemv
 from runtime.generate import DecodeSettings, Generator, left_pad
-from runtime.packed_linear import PackedLinear, pack_stage
 from runtime.quantize import weight_bytes
 
 CPU = torch.device("cpu")
@@ -101,33 +101,26 @@ def test_a_model_outside_the_families_keeps_hf_forward() -> None:
     assert not decoder.supports(stage)
 
 
-def test_a_packed_layer_computes_what_the_linear_does() -> None:
+def test_the_kernel_computes_what_the_linear_does() -> None:
+    """Widths that leave a vector tail and row counts that leave a block tail; one to four rows through the
+    kernel, more through the GEMM."""
     torch.manual_seed(0)
     for bias in (True, False):
-        linear = torch.nn.Linear(48, 80, bias=bias)
-        packed = PackedLinear.of(linear)
-        for x in (torch.randn(1, 1, 48), torch.randn(3, 7, 48)):
-            torch.testing.assert_close(packed(x), linear(x), rtol=1e-5, atol=1e-5)
+        linear = torch.nn.Linear(53, 78, bias=bias)
+        fast = GemvLinear.of(linear)
+        for x in (torch.randn(1, 1, 53), torch.randn(3, 1, 53), torch.randn(4, 1, 53), torch.randn(2, 7, 53)):
+            torch.testing.assert_close(fast(x), linear(x), rtol=1e-5, atol=1e-5)
 
 
-def test_small_layers_stay_as_they_are() -> None:
-    stage = whole(FAMILIES["llama"])  # its largest layer, the LM head, has 19,200 weights
-    stage.model = pack_stage(stage.model, None)
-    assert not any(isinstance(m, PackedLinear) for m in stage.model.modules())
-
-
-def test_a_packed_stage_holds_the_same_weight_bytes_and_decodes_the_same_tokens(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(packed_linear, "MIN_PACKED_WEIGHTS", 64 * 96)  # the MLP's and the LM head's
+def test_a_kernel_stage_holds_the_same_weights_and_decodes_the_same_tokens() -> None:
     stage = whole(FAMILIES["llama"], seed=2)
     settings = DecodeSettings(CPU, torch.float32, set(), 0, max_new_tokens=8)
     dense = [r.tokens for r in Generator.alone(stage, settings).run(ROWS)]
     held = weight_bytes(stage.model)
-    stage.model = pack_stage(stage.model, None)
-    kept = {name for name, m in stage.model.named_modules() if isinstance(m, torch.nn.Linear)}
-    assert kept == {f"model.layers.{i}.self_attn.{p}_proj" for i in range(3) for p in "qkvo"}
-    assert isinstance(stage.model.lm_head, PackedLinear)
+    assert can_use(CPU, torch.float32) and not can_use(CPU, torch.bfloat16)
+    stage.model = use_gemv(stage.model, None)
+    assert not any(isinstance(m, torch.nn.Linear) for m in stage.model.modules())
+    assert isinstance(stage.model.lm_head, GemvLinear)
     assert weight_bytes(stage.model) == held
     assert [r.tokens for r in Generator.alone(stage, settings).run(ROWS)] == dense
 

@@ -1,0 +1,85 @@
+"""Dense linear layers for decoding on a CPU: the project's own matrix-vector kernel for the one-token steps.
+
+At batch 1 a decode step is one matrix-vector product per layer, bound by how fast the weights stream from
+memory. PyTorch sends it through a general GEMM (MKL) or oneDNN's inner product, which on this project's CPUs
+read the weights at about 21 GB/s on one thread where a plain FMA loop over four rows at a time reads them at
+about 30 (the llama-100m shape's 57 layers in turn, `python -m bench decode`). `runtime/kernels/gemv.cpp` is that
+loop, built on first use for the machine it runs on (`-march=native`, like DeepSpeed's CPU ops, into
+TORCH_EXTENSIONS_DIR) and used for up to four rows of input (a decode step's batch); a prefill's many rows still
+go through the GEMM. The weight stays as it is (row-major, no copy), and the sums are taken in a different order
+than the GEMM's: greedy tokens are checked against the reference as for every strategy.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from types import ModuleType
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from runtime.stage_linears import replace_linears
+
+log = logging.getLogger("runtime")
+SOURCE = Path(__file__).with_name("kernels") / "gemv.cpp"
+
+
+@functools.cache
+def kernel() -> ModuleType | None:
+    """The compiled kernel, or None where it cannot be built here (said once in the log: layers stay dense)."""
+    from torch.utils.cpp_extension import load
+
+    try:
+        return load(
+            name="runtime_gemv",
+            sources=[str(SOURCE)],
+            extra_cflags=["-O3", "-march=native", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
+        )
+    except (OSError, RuntimeError, ImportError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        log.warning("CPU matrix-vector kernel not built (%s): decoding through PyTorch's GEMM", reason)
+        return None
+
+
+def can_use(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether a stage on `device` in `dtype` decodes through the kernel (fp32 on a CPU, where it builds)."""
+    return device.type == "cpu" and dtype == torch.float32 and kernel() is not None
+
+
+class GemvLinear(nn.Module):
+    """y = x W^T + b: the kernel for up to its batch of rows, the GEMM for more."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, compiled: ModuleType) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.weight = nn.Parameter(weight.contiguous(), requires_grad=False)
+        self.bias = bias
+        self.compiled = compiled
+
+    @classmethod
+    def of(cls, layer: nn.Module) -> GemvLinear:
+        compiled = kernel()
+        assert compiled is not None, "can_use() first"
+        return cls(layer.weight.detach(), layer.bias.detach() if layer.bias is not None else None, compiled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)
+        if flat.shape[0] > self.compiled.max_batch:
+            return F.linear(x, self.weight, self.bias)
+        out = self.compiled.linear(flat, self.weight)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def use_gemv(model: nn.Module, group: dist.ProcessGroup | None) -> nn.Module:
+    """`model` with every dense linear of its decoder layers and its LM head decoding through the kernel."""
+    return replace_linears(model, group, GemvLinear.of)
