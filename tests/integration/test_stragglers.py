@@ -4,12 +4,13 @@ rank has its CPU to itself."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -34,15 +35,13 @@ def descendants(pid: int) -> list[int]:
     return children
 
 
-def pin_rank(launcher: int, rank: int, cpu: int, niceness: int = 0) -> None:
-    """Every thread of the rank's process (found by its RANK variable) onto `cpu`, at `niceness`; threads it starts
-    later follow."""
+def pin_rank(launcher: int, rank: int, cpu: int) -> None:
+    """Every thread of the rank's process (found by its RANK variable) onto `cpu`; threads it starts later follow."""
     for pid in descendants(launcher):
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         if f"RANK={rank}".encode() in environ:
             for thread in Path(f"/proc/{pid}/task").iterdir():
                 os.sched_setaffinity(int(thread.name), {cpu})
-                os.setpriority(os.PRIO_PROCESS, int(thread.name), niceness)
             return
     raise AssertionError(f"no process of rank {rank} under the launcher {launcher}")
 
@@ -60,24 +59,27 @@ def busy_loop(cpu: int) -> Iterator[None]:
 
 def run_pinned(run_dir: Path, model: Path, name: str, slowed: bool) -> dict:
     """TP 2 on this machine, once both ranks are loading: slowed, rank 0 on the first CPU and rank 1 on the second
-    with two busy loops, at nice 10 (a decode step of the static-cache path is short: at the loops' own priority
-    the scheduler left the rank as fast as its peer, 1.72 against 1.70 ms a step);
-    else both ranks on the second CPU, sharing it alike (CPUs of their own would compare the first CPU's
-    interrupts and other processes with the second's quiet). The metrics row."""
+    with two busy loops (a third of it), started before the launch (a decode with the static cache is over in
+    well under a second, sooner than loops started after the pinning got going); else both ranks on the second
+    CPU, sharing it alike (CPUs of their own would compare the first CPU's interrupts and other processes with the
+    second's quiet). The metrics row."""
     settings = SweepSettings("tiny-llama", str(model), name, "test", run_dir, run_dir / "prompts.parquet", 1, 2)
     strategy = STRATEGIES["tp_node"](settings)
     config = runs.write_config(run_dir, model, strategy.strategy_id, tp=2, max_new_tokens=32, repeats=3)
     command = local_command("torchrun", 2, "runtime", "--config", str(config), "--skip-calibration")
-    with subprocess.Popen(command, env=local_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as launcher:
+    with contextlib.ExitStack() as loops:
+        for _ in range(2 if slowed else 0):
+            loops.enter_context(busy_loop(CPUS[1]))
+        launcher = subprocess.Popen(command, env=local_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        loops.enter_context(launcher)
         progress = [config.parent / "progress" / f"progress_rank_{rank}.jsonl" for rank in (0, 1)]
         deadline = time.monotonic() + 120
         while not all((line := last_progress(path)) and line.phase != "starting" for path in progress):
             assert launcher.poll() is None and time.monotonic() < deadline, "the ranks never started loading"
             time.sleep(0.05)  # waiting on the ranks' own heartbeats
         for rank in (0, 1):
-            pin_rank(launcher.pid, rank, CPUS[rank] if slowed else CPUS[1], 10 if slowed and rank == 1 else 0)
-        with busy_loop(CPUS[1]) if slowed else nullcontext(), busy_loop(CPUS[1]) if slowed else nullcontext():
-            _, stderr = launcher.communicate(timeout=300)
+            pin_rank(launcher.pid, rank, CPUS[rank] if slowed else CPUS[1])
+        _, stderr = launcher.communicate(timeout=300)
         assert launcher.returncode == 0, stderr.decode()[-4000:]
     prompts = pd.read_parquet(run_dir / "prompts.parquet")
     return ResultCollector(prompts, run_dir / "results", name, "test").collect(strategy).metrics
