@@ -1,9 +1,10 @@
 """Dense linear layers for decoding on a CPU: the project's own matrix-vector kernel for the one-token steps.
 
 At batch 1 a decode step is one matrix-vector product per layer, bound by how fast the weights stream from
-memory. PyTorch sends it through a general GEMM (MKL) or oneDNN's inner product, which on this project's CPUs
-read the weights at about 21 GB/s on one thread where a plain FMA loop over four rows at a time reads them at
-about 30 (the llama-100m shape's 57 layers in turn, `python -m bench decode`). `runtime/kernels/gemv.cpp` is that
+memory. PyTorch sends it through a general GEMM (MKL, which stays on one thread for one row) or oneDNN's inner
+product; on the llama-100m shape's 57 layers in turn they read the weights at 20.2 and 22.6 GB/s on one thread
+here, 20.4 and 31.6 on two, where a plain FMA loop over four rows at a time read them at 27.3 and 38.8 (the
+whole decode: `python -m bench decode peers`). `runtime/kernels/gemv.cpp` is that
 loop, built on first use for the machine it runs on (`-march=native`, like DeepSpeed's CPU ops, into
 TORCH_EXTENSIONS_DIR) and used for up to four rows of input (a decode step's batch); a prefill's many rows still
 go through the GEMM. The weight stays as it is (row-major, no copy), and the sums are taken in a different order

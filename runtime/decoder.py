@@ -6,8 +6,9 @@ driven directly: the same modules (so AutoTP's sliced linears, their all-reduce 
 unchanged), the same rotary embedding and normalisation, keys and values written in place into buffers sized once
 for the prompt plus `max_new_tokens`, and one boolean mask per step shared by every layer of a kind.
 
-Numerically it is the same computation as `model.model(...)`: the attention reads the same keys (the written
-prefix of the buffer) under the same padding, causal and sliding-window rules; only the bookkeeping differs.
+Numerically it is the computation `model.model(...)` does: the attention reads the same keys under the same
+padding, causal and sliding-window rules (a prefill the written prefix of the buffers, a one-token step the whole
+buffers with the unwritten positions masked, so its shapes never change); only the bookkeeping differs.
 """
 
 from __future__ import annotations
@@ -134,17 +135,15 @@ def layers(
     cache: StaticCache,
     x: torch.Tensor,
     positions: torch.Tensor,
-    masks: dict[int | None, torch.Tensor],
+    masks: list[torch.Tensor],
     at: torch.Tensor | None,
 ) -> torch.Tensor:
-    """The stage's decoder layers over `x` (and its final norm: the identity before the last stage). With `at`
-    (a one-token step) every shape is the same at every step: the part `torch.compile` captures."""
+    """The stage's decoder layers over `x` (and its final norm: the identity before the last stage), each with its
+    mask. With `at` (a one-token step) every shape is the same at every step: the part `torch.compile` captures."""
     model = stage.model.model
     cos, sin = model.rotary_emb(x, position_ids=positions)
-    windows = layer_windows(stage)
     for index, layer in enumerate(model.layers):
-        mask = masks[windows[index]]
-        x = x + attend(layer.self_attn, layer.input_layernorm(x), cos, sin, cache, index, mask, at)
+        x = x + attend(layer.self_attn, layer.input_layernorm(x), cos, sin, cache, index, masks[index], at)
         x = x + layer.mlp(layer.post_attention_layernorm(x))
     return model.norm(x)
 
@@ -163,13 +162,16 @@ def forward(
     length) attention mask of every position so far, the new ones included. A one-token step attends over the
     whole buffers (unwritten positions masked) and runs through `step` (`layers`, or it compiled)."""
     x = stage.model.model.embed_tokens(ids) if ids is not None else hidden
-    width, windows = x.shape[1], set(layer_windows(stage))
-    if width == 1 and cache.length:
+    width, windows = x.shape[1], layer_windows(stage)
+    one_token = width == 1 and cache.length > 0
+    if one_token:
         padding = F.pad(padding, (0, cache.capacity - padding.shape[1]))
-        at = torch.tensor([cache.length], device=x.device)
-        x = step(stage, cache, x, positions, attention_masks(padding, cache.length, 1, windows), at)
+    by_window = attention_masks(padding, cache.length, width, set(windows))
+    masks = [by_window[window] for window in windows]
+    if one_token:
+        x = step(stage, cache, x, positions, masks, torch.tensor([cache.length], device=x.device))
     else:
-        x = layers(stage, cache, x, positions, attention_masks(padding, cache.length, width, windows), None)
+        x = layers(stage, cache, x, positions, masks, None)
     cache.length += width
     return x
 

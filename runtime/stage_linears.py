@@ -59,15 +59,12 @@ def replace_linears(
     model: nn.Module,
     group: dist.ProcessGroup | None,
     make: Callable[[nn.Module], nn.Module],
-    only: Callable[[nn.Module], bool] = lambda layer: True,
 ) -> nn.Module:
-    """`model` with each of its `linear_layers` that `only` accepts replaced, in place and one at a time (one
-    layer's old and new weights alive together at most), by `make(layer)`, rewired for TP when `group` is the
-    stage's TP group."""
+    """`model` with each of its `linear_layers` replaced, in place and one at a time (one layer's old and new
+    weights alive together at most), by `make(layer)`, rewired for TP when `group` is the stage's TP group."""
     for name in linear_layers(model, group):
         parent, _, attr = name.rpartition(".")
         owner = model.get_submodule(parent) if parent else model
         old = getattr(owner, attr)
-        if only(old):
-            setattr(owner, attr, rewire(old, make(old), group))
+        setattr(owner, attr, rewire(old, make(old), group))
     return model
