@@ -140,34 +140,34 @@ def _handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             except (ValueError, KeyError, TypeError) as err:
                 self._json(400, {"error": {"message": f"bad request: {err}", "type": "invalid_request_error"}})
                 return
-            with server.busy():
-                self._answer(request, prompt, max_tokens)
+            with server.busy():  # left before the answer goes out: the client may send its next one at once
+                status, body, content_type, headers = self._answer(request, prompt, max_tokens)
+            self._send(status, body, content_type, **headers)
 
-        def _answer(self, request: dict, prompt: str, max_tokens: int) -> None:
+        def _answer(self, request: dict, prompt: str, max_tokens: int) -> tuple[int, bytes, str, dict[str, str]]:
             answer = server.next_answer(prompt)
             if answer == "garbage":
-                self._send(200, b"<html><body>502 Bad Gateway</body></html>", "text/html")
-            elif answer == "no-choices":
-                self._json(200, {"object": "text_completion", "model": MODEL_NAME})
-            elif isinstance(answer, int):
+                return 200, b"<html><body>502 Bad Gateway</body></html>", "text/html", {}
+            if answer == "no-choices":
+                data: dict = {"object": "text_completion", "model": MODEL_NAME}
+                return 200, json.dumps(data).encode(), "application/json", {}
+            if isinstance(answer, int):
                 headers = {"Retry_After": "0"} if answer == 429 else {}
-                self._json(answer, {"error": {"message": f"scripted {answer}", "type": "scripted"}}, **headers)
-            else:
-                text, prompt_tokens, completion_tokens, reason = server.model.generate(prompt, max_tokens)
-                self._json(
-                    200,
-                    {
-                        "id": f"cmpl-{server.requests}",
-                        "object": "text_completion",
-                        "model": request.get("model", MODEL_NAME),
-                        "choices": [{"index": 0, "text": text, "finish_reason": reason, "logprobs": None}],
-                        "usage": {
-                            "prompt_tokens": prompt_tokens,
-                            "completion_tokens": completion_tokens,
-                            "total_tokens": prompt_tokens + completion_tokens,
-                        },
-                    },
-                )
+                data = {"error": {"message": f"scripted {answer}", "type": "scripted"}}
+                return answer, json.dumps(data).encode(), "application/json", headers
+            text, prompt_tokens, completion_tokens, reason = server.model.generate(prompt, max_tokens)
+            data = {
+                "id": f"cmpl-{server.requests}",
+                "object": "text_completion",
+                "model": request.get("model", MODEL_NAME),
+                "choices": [{"index": 0, "text": text, "finish_reason": reason, "logprobs": None}],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+            return 200, json.dumps(data).encode(), "application/json", {}
 
     return Handler
 
