@@ -6,15 +6,19 @@ product; on the llama-100m shape's 57 layers in turn they read the weights at 20
 here, 20.4 and 31.6 on two, where a plain FMA loop over four rows at a time read them at 27.3 and 38.8 (the
 whole decode: `python -m bench decode peers`). `runtime/kernels/gemv.cpp` is that
 loop, built on first use for the machine it runs on (`-march=native`, like DeepSpeed's CPU ops, into
-TORCH_EXTENSIONS_DIR) and used for up to four rows of input (a decode step's batch); a prefill's many rows still
-go through the GEMM. The weight stays as it is (row-major, no copy), and the sums are taken in a different order
-than the GEMM's: greedy tokens are checked against the reference as for every strategy.
+TORCH_EXTENSIONS_DIR, under a name that carries the CPU's instruction sets: nodes of different CPUs sharing one
+folder each get a build they can run) and used for up to four rows of input (a decode step's batch); a prefill's
+many rows still go through the GEMM. The weight stays as it is (row-major, no copy), and the sums are taken in a
+different order than the GEMM's: greedy tokens are checked against the reference as for every strategy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import logging
+import platform
 from pathlib import Path
 from types import ModuleType
 
@@ -29,6 +33,17 @@ log = logging.getLogger("runtime")
 SOURCE = Path(__file__).with_name("kernels") / "gemv.cpp"
 
 
+def build_name() -> str:
+    """The kernel's extension name on this CPU: a build made with another CPU's `-march=native` could stop on an
+    instruction this one lacks, so the name carries a digest of the architecture and its feature flags."""
+    flags = ""
+    with contextlib.suppress(OSError):
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
+        flags = next((line for line in cpuinfo if line.startswith(("flags", "Features"))), "")
+    digest = hashlib.sha256(f"{platform.machine()} {flags}".encode()).hexdigest()[:10]
+    return f"runtime_gemv_{digest}"
+
+
 @functools.cache
 def kernel() -> ModuleType | None:
     """The compiled kernel, or None where it cannot be built here (said once in the log: layers stay dense)."""
@@ -36,7 +51,7 @@ def kernel() -> ModuleType | None:
 
     try:
         return load(
-            name="runtime_gemv",
+            name=build_name(),
             sources=[str(SOURCE)],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],

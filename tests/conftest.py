@@ -58,11 +58,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     session will run the runtime, compile both now in the background, at low priority, while the tests before
     the first rank run: that rank then finds them built, or waits on torch's own build lock for the rest,
     instead of paying for all of it."""
-    extensions = Path(os.environ["TORCH_EXTENSIONS_DIR"])
-    built = [extensions / name / f"{name}.so" for name in ("deepspeed_shm_comm", "runtime_gemv")]
-    if all(path.is_file() for path in built):
-        return
     if not any(part in item.nodeid for item in session.items for part in ("tests/integration/", "test_decoder")):
+        return
+    from runtime.cpu_linear import build_name
+
+    extensions = Path(os.environ["TORCH_EXTENSIONS_DIR"])
+    built = [extensions / name / f"{name}.so" for name in ("deepspeed_shm_comm", build_name())]
+    if all(path.is_file() for path in built):
         return
     extensions.mkdir(parents=True, exist_ok=True)
     build = (

@@ -13,7 +13,7 @@ from transformers.models.mistral import MistralConfig
 from transformers.models.qwen2 import Qwen2Config
 from transformers.models.qwen3 import Qwen3Config
 
-from runtime import decoder
+from runtime import cpu_linear, decoder
 from runtime.checkpoint import Stage, random_stage
 from runtime.cpu_linear import GemvLinear, can_use, use_gemv
 from runtime.generate import DecodeSettings, Generator, left_pad
@@ -110,6 +110,14 @@ def test_the_kernel_computes_what_the_linear_does() -> None:
         fast = GemvLinear.of(linear)
         for x in (torch.randn(1, 1, 53), torch.randn(3, 1, 53), torch.randn(4, 1, 53), torch.randn(2, 7, 53)):
             torch.testing.assert_close(fast(x), linear(x), rtol=1e-5, atol=1e-5)
+
+
+def test_the_kernel_is_built_apart_for_each_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built with -march=native into a folder nodes may share: a CPU with other instruction sets gets its own."""
+    here = cpu_linear.build_name()
+    assert here == cpu_linear.build_name() and here.startswith("runtime_gemv_")
+    monkeypatch.setattr(cpu_linear.platform, "machine", lambda: "aarch64")
+    assert cpu_linear.build_name() != here
 
 
 def test_a_kernel_stage_holds_the_same_weights_and_decodes_the_same_tokens() -> None:
