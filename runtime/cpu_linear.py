@@ -96,6 +96,54 @@ class GemvLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+class FusedGemv(nn.Module):
+    """Linears that read the same input (a layer's q/k/v, its gate/up) as one product: their weights concatenated
+    row-wise (after TP slicing: a rank's own rows), each member's weight now a view of its rows (held once, the
+    members still usable alone, as HF's forward uses them). Up to the kernel's batch it is one call and one thread
+    dispatch for all of them, each member's output a slice of its result (the same bits: a row's sum does not
+    depend on the rows around it); more rows (a prefill) go through the members, as they would unfused."""
+
+    def __init__(self, members: list[GemvLinear]) -> None:
+        super().__init__()
+        self.sizes = [member.out_features for member in members]
+        self.register_buffer("weight", torch.cat([member.weight for member in members]), persistent=False)
+        biases = [member.bias for member in members]
+        self.bias = None if any(b is None for b in biases) else torch.cat(biases)
+        self.members = members  # a plain list: they stay their parent's modules
+        self.compiled = members[0].compiled
+        for member, weight in zip(members, self.weight.split(self.sizes), strict=True):
+            member.weight = nn.Parameter(weight, requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        flat = x.reshape(-1, x.shape[-1])
+        if flat.shape[0] > self.compiled.max_batch:
+            return tuple(member(x) for member in self.members)
+        out = self.compiled.linear(flat, self.weight)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.view(*x.shape[:-1], -1).split(self.sizes, dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.weight.shape[1]}, out_features={self.sizes}, bias={self.bias is not None}"
+
+
+FUSED = (("fused_qkv", ("q_proj", "k_proj", "v_proj")), ("fused_gate_up", ("gate_proj", "up_proj")))
+
+
+def fuse_projections(model: nn.Module) -> None:
+    """Each attention's q/k/v and each MLP's gate/up made a `FusedGemv` (`fused_qkv`, `fused_gate_up`, which
+    runtime.decoder calls when present) where all of them are kernel layers with no hooks (under TP they are
+    column-parallel: only their rows were cut, so their inputs are whole and their outputs need nothing)."""
+    for block in list(model.modules()):
+        for fused_name, names in FUSED:
+            members = [getattr(block, name, None) for name in names]
+            if all(isinstance(m, GemvLinear) and not (m._forward_hooks or m._forward_pre_hooks) for m in members):
+                setattr(block, fused_name, FusedGemv(members))
+
+
 def use_gemv(model: nn.Module, group: dist.ProcessGroup | None) -> nn.Module:
-    """`model` with every dense linear of its decoder layers and its LM head decoding through the kernel."""
-    return replace_linears(model, group, GemvLinear.of)
+    """`model` with every dense linear of its decoder layers and its LM head decoding through the kernel, the
+    projections that share an input fused."""
+    model = replace_linears(model, group, GemvLinear.of)
+    fuse_projections(model)
+    return model
