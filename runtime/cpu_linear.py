@@ -2,14 +2,16 @@
 
 At batch 1 a decode step is one matrix-vector product per layer, bound by how fast the weights stream from
 memory. PyTorch sends it through a general GEMM (MKL, which stays on one thread for one row) or oneDNN's inner
-product; on the llama-100m shape's 57 layers in turn they read the weights at 20.2 and 22.6 GB/s on one thread
-here, 20.4 and 31.6 on two, where a plain FMA loop over four rows at a time read them at 27.3 and 38.8 (the
-whole decode: `python -m bench decode peers`). `runtime/kernels/gemv.cpp` is that
-loop, built on first use for the machine it runs on (`-march=native`, like DeepSpeed's CPU ops, into
-TORCH_EXTENSIONS_DIR, under a name that carries the CPU's instruction sets: nodes of different CPUs sharing one
-folder each get a build they can run) and used for up to four rows of input (a decode step's batch); a prefill's
-many rows still go through the GEMM. The weight stays as it is (row-major, no copy), and the sums are taken in a
-different order than the GEMM's: greedy tokens are checked against the reference as for every strategy.
+product: on the llama-100m shape's 57 layers in turn about 20 GB/s here on one or two threads. `runtime/kernels/
+gemv.cpp` reads each weight row whole, then the next (W in memory order, which the hardware prefetcher follows), and
+reads them at 35-40 GB/s on one thread and 42-73 on two (this shared 2-core machine's read stream tops out near 40 on
+one; four rows interleaved, the first version, read 27-34 and 39-47). It is built on first use for the machine it
+runs on (`-march=native`, like DeepSpeed's CPU ops, into TORCH_EXTENSIONS_DIR, under a name that carries the CPU's
+instruction sets: nodes of different CPUs sharing one folder each get a build they can run) and used for up to
+four rows of input (a decode step's batch); a prefill's many rows still go through the GEMM. The weight stays as
+it is (row-major), and the sums are taken in a different order than the GEMM's: greedy tokens are checked against
+the reference as for every strategy. A layer's q/k/v and gate/up read the same input and run as one product
+(`FusedGemv`): 33 calls and thread dispatches per llama-100m step instead of 57 (`python -m bench peers`).
 """
 
 from __future__ import annotations
@@ -96,6 +98,54 @@ class GemvLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+class FusedGemv(nn.Module):
+    """Linears that read the same input (a layer's q/k/v, its gate/up) as one product: their weights concatenated
+    row-wise (after TP slicing: a rank's own rows), each member's weight now a view of its rows (held once, the
+    members still usable alone, as HF's forward uses them). Up to the kernel's batch it is one call and one thread
+    dispatch for all of them, each member's output a slice of its result (the same bits: a row's sum does not
+    depend on the rows around it); more rows (a prefill) go through the members, as they would unfused."""
+
+    def __init__(self, members: list[GemvLinear]) -> None:
+        super().__init__()
+        self.sizes = [member.out_features for member in members]
+        self.register_buffer("weight", torch.cat([member.weight for member in members]), persistent=False)
+        biases = [member.bias for member in members]
+        self.bias = None if any(b is None for b in biases) else torch.cat(biases)
+        self.members = members  # a plain list: they stay their parent's modules
+        self.compiled = members[0].compiled
+        for member, weight in zip(members, self.weight.split(self.sizes), strict=True):
+            member.weight = nn.Parameter(weight, requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        flat = x.reshape(-1, x.shape[-1])
+        if flat.shape[0] > self.compiled.max_batch:
+            return tuple(member(x) for member in self.members)
+        out = self.compiled.linear(flat, self.weight)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.view(*x.shape[:-1], -1).split(self.sizes, dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.weight.shape[1]}, out_features={self.sizes}, bias={self.bias is not None}"
+
+
+FUSED = (("fused_qkv", ("q_proj", "k_proj", "v_proj")), ("fused_gate_up", ("gate_proj", "up_proj")))
+
+
+def fuse_projections(model: nn.Module) -> None:
+    """Each attention's q/k/v and each MLP's gate/up made a `FusedGemv` (`fused_qkv`, `fused_gate_up`, which
+    runtime.decoder calls when present) where all of them are kernel layers with no hooks (under TP they are
+    column-parallel: only their rows were cut, so their inputs are whole and their outputs need nothing)."""
+    for block in list(model.modules()):
+        for fused_name, names in FUSED:
+            members = [getattr(block, name, None) for name in names]
+            if all(isinstance(m, GemvLinear) and not (m._forward_hooks or m._forward_pre_hooks) for m in members):
+                setattr(block, fused_name, FusedGemv(members))
+
+
 def use_gemv(model: nn.Module, group: dist.ProcessGroup | None) -> nn.Module:
-    """`model` with every dense linear of its decoder layers and its LM head decoding through the kernel."""
-    return replace_linears(model, group, GemvLinear.of)
+    """`model` with every dense linear of its decoder layers and its LM head decoding through the kernel, the
+    projections that share an input fused."""
+    model = replace_linears(model, group, GemvLinear.of)
+    fuse_projections(model)
+    return model

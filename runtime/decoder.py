@@ -109,11 +109,13 @@ def attend(
 
     batch, width, _ = x.shape
     shape = (batch, width, -1, attn.head_dim)
-    q, k = attn.q_proj(x).view(shape), attn.k_proj(x).view(shape)
+    if hasattr(attn, "fused_qkv"):  # runtime.cpu_linear's: one product for the three
+        q, k, v = (t.view(shape) for t in attn.fused_qkv(x))
+    else:
+        q, k, v = attn.q_proj(x).view(shape), attn.k_proj(x).view(shape), attn.v_proj(x).view(shape)
     if hasattr(attn, "q_norm"):  # Qwen3
         q, k = attn.q_norm(q), attn.k_norm(k)
-    q, k = q.transpose(1, 2), k.transpose(1, 2)
-    v = attn.v_proj(x).view(shape).transpose(1, 2)
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     q, k = apply_rotary_pos_emb(q, k, cos, sin)
     keys, values = cache.write(layer, k, v, at)
     groups = q.shape[1] // keys.shape[1]
@@ -130,6 +132,14 @@ def attend(
     return attn.o_proj(out.transpose(1, 2).reshape(batch, width, -1))
 
 
+def feed_forward(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The gated MLP, down(act(gate(x)) * up(x)), with gate and up in one product where they are fused."""
+    if not hasattr(mlp, "fused_gate_up"):
+        return mlp(x)
+    gate, up = mlp.fused_gate_up(x)
+    return mlp.down_proj(mlp.act_fn(gate) * up)
+
+
 def layers(
     stage: Stage,
     cache: StaticCache,
@@ -144,7 +154,7 @@ def layers(
     cos, sin = model.rotary_emb(x, position_ids=positions)
     for index, layer in enumerate(model.layers):
         x = x + attend(layer.self_attn, layer.input_layernorm(x), cos, sin, cache, index, masks[index], at)
-        x = x + layer.mlp(layer.post_attention_layernorm(x))
+        x = x + feed_forward(layer.mlp, layer.post_attention_layernorm(x))
     return model.norm(x)
 
 

@@ -102,14 +102,34 @@ def test_a_model_outside_the_families_keeps_hf_forward() -> None:
 
 
 def test_the_kernel_computes_what_the_linear_does() -> None:
-    """Widths that leave a vector tail and row counts that leave a block tail; one to four rows through the
-    kernel, more through the GEMM."""
+    """A width that runs every loop of a row's sum (the four chains, single vectors, the scalar tail); one to four
+    rows through the kernel, more through the GEMM."""
     torch.manual_seed(0)
+    width = 4 * 4 * cpu_linear.kernel().vector_width + 21
     for bias in (True, False):
-        linear = torch.nn.Linear(53, 78, bias=bias)
+        linear = torch.nn.Linear(width, 78, bias=bias)
         fast = GemvLinear.of(linear)
-        for x in (torch.randn(1, 1, 53), torch.randn(3, 1, 53), torch.randn(4, 1, 53), torch.randn(2, 7, 53)):
+        for batch, rows in ((1, 1), (3, 1), (4, 1), (2, 7)):
+            x = torch.randn(batch, rows, width)
             torch.testing.assert_close(fast(x), linear(x), rtol=1e-5, atol=1e-5)
+
+
+def test_fused_projections_give_each_member_its_own_bits() -> None:
+    """q/k/v in one product: each output is bit for bit what its layer gives alone (TP ranks fuse other rows,
+    so parity needs a row's sum to be independent of its neighbours), the weights are held once, and a
+    prefill's rows go through the members."""
+    torch.manual_seed(1)
+    attn = torch.nn.Module()
+    for name, rows in (("q_proj", 40), ("k_proj", 24), ("v_proj", 24)):
+        setattr(attn, name, GemvLinear.of(torch.nn.Linear(72, rows, bias=True)))
+    alone = [attn.q_proj.weight.clone(), attn.k_proj.weight.clone(), attn.v_proj.weight.clone()]
+    cpu_linear.fuse_projections(attn)
+    members = (attn.q_proj, attn.k_proj, attn.v_proj)
+    assert [m.weight.data_ptr() for m in members] == [attn.fused_qkv.weight[start:].data_ptr() for start in (0, 40, 64)]
+    assert all(torch.equal(m.weight, w) for m, w in zip(members, alone, strict=True))
+    for x in (torch.randn(1, 1, 72), torch.randn(4, 1, 72), torch.randn(1, 9, 72)):
+        for fused, member in zip(attn.fused_qkv(x), members, strict=True):
+            assert torch.equal(fused, member(x))
 
 
 def test_the_kernel_is_built_apart_for_each_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -127,8 +147,10 @@ def test_a_kernel_stage_holds_the_same_weights_and_decodes_the_same_tokens() -> 
     held = weight_bytes(stage.model)
     assert can_use(CPU, torch.float32) and not can_use(CPU, torch.bfloat16)
     stage.model = use_gemv(stage.model, None)
+    layers = stage.model.model.layers
     assert not any(isinstance(m, torch.nn.Linear) for m in stage.model.modules())
     assert isinstance(stage.model.lm_head, GemvLinear)
+    assert all(hasattr(layer.self_attn, "fused_qkv") and hasattr(layer.mlp, "fused_gate_up") for layer in layers)
     assert weight_bytes(stage.model) == held
     assert [r.tokens for r in Generator.alone(stage, settings).run(ROWS)] == dense
 
