@@ -1,7 +1,10 @@
 """The runtime's single-process decode against llama.cpp (through llama-cpp-python) on the same weights: the
-random 100M-parameter Llama written as GGUF at f32 and Q8_0, batch 1, a 32-token prompt, 32 new tokens, greedy,
-both engines on the same number of threads, warm, in interleaved rounds; decode tokens/s (prefill left out), median
-and min-max, and the ratios ours / llama.cpp. Needs the `bench` extra: pip install -e .[bench]
+random 100M-parameter Llama written as GGUF at f32, Q8_0 and Q4_0, batch 1, a 32-token prompt, 32 new tokens,
+greedy, both engines on the same number of threads, warm, in interleaved rounds; decode tokens/s (prefill left
+out), median and min-max, and the ratios ours / llama.cpp: ours fp32 against f32 (and Q8_0), ours int8 against
+Q8_0, ours int4 against Q4_0. The quantized formats differ in what a weight costs to read, printed with the
+ratios: llama.cpp's blocks of 32 weights carry one fp16 scale, ours groups of `default_group_size` one fp32 scale.
+Needs the `bench` extra: pip install -e .[bench]
 
 The greedy tokens at f32 are compared as a check on the conversion: the two engines sum in different orders, so
 they may part after a few tokens on near-ties, but a wrong conversion parts from the first token."""
@@ -102,39 +105,60 @@ def agreeing_prefix(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y), len(a))
 
 
+# our precision -> the GGUF kinds it is measured against; the first is its match (the goal: at least as fast)
+OURS_VS_PEER = {"fp32": ("f32", "Q8_0"), "int8": ("Q8_0",), "int4": ("Q4_0",)}
+
+
+def bytes_per_weight(precision: str, group: int) -> float:
+    """What our decode reads per weight of a matrix: the code, and its share of the group's fp32 scale."""
+    bits = {"fp32": 32, "int8": 8, "int4": 4}[precision]
+    return bits / 8 + (4 / group if precision != "fp32" else 0)
+
+
+def gguf_bytes_per_weight(kind: str) -> float:
+    import gguf
+
+    if kind == "f32":
+        return 4.0
+    block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kind]]
+    return size / block
+
+
 def run(quick: bool) -> dict:
     require_extra()
-    from bench.to_gguf import write_gguf
+    from bench.to_gguf import GGUF_KINDS, write_gguf
 
     device, default_threads = torch.device("cpu"), torch.get_num_threads()
     thread_counts = sorted({1, default_threads})  # one thread: no barrier left waiting on a busy core
     load_before = os.getloadavg()
-    fp32, _, _ = generator(SHAPE, "fp32", device)
+    made = {precision: generator(SHAPE, precision, device) for precision in OURS_VS_PEER}
+    fp32 = made["fp32"][0]
+    group = default_group_size(fp32.stage.config)
     folder = RESULTS_DIR / "peers"
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     files = {
-        kind: write_gguf(fp32.stage.model, fp32.stage.config, folder / f"{SHAPE}-{kind}.gguf", q8_0=kind == "Q8_0")
-        for kind in ("f32", "Q8_0")
+        kind: write_gguf(fp32.stage.model, fp32.stage.config, folder / f"{SHAPE}-{kind}.gguf", kind)
+        for kind in GGUF_KINDS
     }
     convert_s = time.perf_counter() - started
     contenders: dict[str, Decode] = {}
     for n in thread_counts:
-        contenders[f"ours fp32, {n}t"] = ours(fp32, n)
+        contenders |= {f"ours {precision}, {n}t": ours(made[precision][0], n) for precision in OURS_VS_PEER}
         contenders |= {f"llama.cpp {kind}, {n}t": llama_cpp(path, n) for kind, path in files.items()}
-    if not quick:  # dequantizes every weight at every token: slow on a CPU, so the full run only
-        int8, _, _ = generator(SHAPE, "int8", device)
-        contenders[f"ours int8, {default_threads}t"] = ours(int8, default_threads)
     row = prompts(fp32.stage.config.vocab_size, 1)[0]
     rounds = 3 if quick else 7
     results = timed_rounds(contenders, row, rounds)
     torch.set_num_threads(default_threads)
     load_after = os.getloadavg()
     rate = {name: r["tokens_per_s"] for name, r in results.items()}
-    pairs = [(f"ours fp32, {n}t", f"llama.cpp {kind}, {n}t") for n in thread_counts for kind in files]
-    if not quick:
-        pairs.append((f"ours int8, {default_threads}t", f"llama.cpp Q8_0, {default_threads}t"))
-    ratios = {f"{a} / {b}": rate[a] / rate[b] for a, b in pairs}
+    pairs = [
+        (f"ours {precision}, {n}t", f"llama.cpp {kind}, {n}t", 1.0 if kind == kinds[0] else None)
+        for n in thread_counts
+        for precision, kinds in OURS_VS_PEER.items()
+        for kind in kinds
+    ]
+    ratios = {f"{a} / {b}": rate[a] / rate[b] for a, b, _ in pairs}
     agree = agreeing_prefix(results["ours fp32, 1t"]["tokens"], results["llama.cpp f32, 1t"]["tokens"])
     print(
         f"peers, {SHAPE} (random weights), batch 1, {PROMPT_TOKENS}-token prompt, {NEW_TOKENS} new tokens, greedy, "
@@ -148,14 +172,20 @@ def run(quick: bool) -> dict:
     print(f"greedy tokens, ours fp32 vs llama.cpp f32 (1t): the first {agree} of {NEW_TOKENS} agree")
     print(f"load average (1 min): {load_before[0]:.2f} before, {load_after[0]:.2f} after")
     print(f"GGUF written in {convert_s:.0f} s")
-    if not quick:
-        print(f"ours int8: group-wise, group {default_group_size(fp32.stage.config)}; Q8_0: blocks of 32")
-    for what, value in ratios.items():
-        ours_side, peer = what.split(" / ")
-        print(ratio_line(ours_side, value, peer, goal=1.0 if "f32" in peer else None))
+    read = {f"ours {p}": bytes_per_weight(p, group) for p in OURS_VS_PEER} | {
+        f"llama.cpp {kind}": gguf_bytes_per_weight(kind) for kind in GGUF_KINDS
+    }
+    print(
+        f"bytes read per matrix weight (ours: groups of {group}, fp32 scale; Q8_0/Q4_0: blocks of 32, fp16 scale): "
+        + ", ".join(f"{name} {value:.4g}" for name, value in read.items())
+    )
+    for a, b, goal in pairs:
+        print(ratio_line(a, ratios[f"{a} / {b}"], b, goal=goal))
     return {
         "shape": SHAPE,
         "rounds": rounds,
+        "group_size": group,
+        "bytes_per_weight": read,
         "engines": {name: {k: v for k, v in r.items() if k != "tokens"} for name, r in results.items()},
         "f32_tokens_agreeing": agree,
         "ratios": ratios,

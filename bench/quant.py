@@ -1,8 +1,9 @@
 """Weight-only quantization: single-rank decode tokens/s and resident weight bytes at fp32, int8 and int4 on the
 100M-parameter Llama shape (random weights), batch 1, each precision's ratio to fp32 (the peer), same run.
 
-The quantized layers dequantize their weight at every call (one layer's dense weight alive at a time), so on a
-CPU int8/int4 trade decode speed for memory; the bytes are what a card's memory has to hold."""
+On a CPU the quantized layers decode through runtime/kernels/qgemv.cpp, which reads the codes as held (1 byte a
+weight for int8, half for int4, plus a group's fp32 scale), so fewer bytes also mean faster steps; the bytes are
+what a card's memory has to hold."""
 
 from __future__ import annotations
 

@@ -31,9 +31,14 @@ def stand_in_vocab(size: int) -> tuple[list[str], list[int]]:
     return pieces + [f"▁t{i}" for i in range(fillers)], types + [TokenType.NORMAL] * fillers
 
 
-def write_gguf(model: torch.nn.Module, config: PretrainedConfig, path: Path, q8_0: bool) -> Path:
-    """Write `model` (a LlamaForCausalLM) to `path` at f32, or with every matrix in Q8_0 when `q8_0`."""
+GGUF_KINDS = ("f32", "Q8_0", "Q4_0")  # Q8_0 / Q4_0: blocks of 32 weights, one fp16 scale each (8.5 / 4.5 bits)
+
+
+def write_gguf(model: torch.nn.Module, config: PretrainedConfig, path: Path, kind: str) -> Path:
+    """Write `model` (a LlamaForCausalLM) to `path` at f32, or with every matrix in `kind` (Q8_0 or Q4_0)."""
     import gguf
+
+    quant = None if kind == "f32" else gguf.GGMLQuantizationType[kind]
 
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
@@ -51,7 +56,7 @@ def write_gguf(model: torch.nn.Module, config: PretrainedConfig, path: Path, q8_
     writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_vocab_size(config.vocab_size)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if q8_0 else gguf.LlamaFileType.ALL_F32)
+    writer.add_file_type(gguf.LlamaFileType[f"MOSTLY_{kind}"] if quant else gguf.LlamaFileType.ALL_F32)
     pieces, types = stand_in_vocab(config.vocab_size)
     writer.add_tokenizer_model("llama")
     writer.add_token_list(pieces)
@@ -69,12 +74,8 @@ def write_gguf(model: torch.nn.Module, config: PretrainedConfig, path: Path, q8_
         gguf_name = names.get_name(name, try_suffixes=(".weight",))
         if gguf_name is None:
             raise ValueError(f"no GGUF name for tensor {name}")
-        if q8_0 and data.ndim == 2:
-            writer.add_tensor(
-                gguf_name,
-                gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0),
-                raw_dtype=gguf.GGMLQuantizationType.Q8_0,
-            )
+        if quant is not None and data.ndim == 2:
+            writer.add_tensor(gguf_name, gguf.quants.quantize(data, quant), raw_dtype=quant)
         else:
             writer.add_tensor(gguf_name, data)
     writer.write_header_to_file()

@@ -32,36 +32,42 @@ from torch import nn
 from runtime.stage_linears import replace_linears
 
 log = logging.getLogger("runtime")
-SOURCE = Path(__file__).with_name("kernels") / "gemv.cpp"
+KERNELS = Path(__file__).with_name("kernels")  # <base>.cpp: gemv (fp32), qgemv (int8/int4, runtime.quantize)
 
 
-def build_name() -> str:
-    """The kernel's extension name on this CPU: a build made with another CPU's `-march=native` could stop on an
-    instruction this one lacks, so the name carries a digest of the architecture and its feature flags."""
+def build_name(base: str = "gemv") -> str:
+    """Kernel `base`'s extension name on this CPU: a build made with another CPU's `-march=native` could stop on
+    an instruction this one lacks, so the name carries a digest of the architecture and its feature flags."""
     flags = ""
     with contextlib.suppress(OSError):
         cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
         flags = next((line for line in cpuinfo if line.startswith(("flags", "Features"))), "")
     digest = hashlib.sha256(f"{platform.machine()} {flags}".encode()).hexdigest()[:10]
-    return f"runtime_gemv_{digest}"
+    return f"runtime_{base}_{digest}"
 
 
 @functools.cache
-def kernel() -> ModuleType | None:
-    """The compiled kernel, or None where it cannot be built here (said once in the log: layers stay dense)."""
+def compiled(base: str) -> ModuleType | None:
+    """Kernel `base` compiled, or None where it cannot be built here (said once in the log: its layers go
+    through PyTorch)."""
     from torch.utils.cpp_extension import load
 
     try:
         return load(
-            name=build_name(),
-            sources=[str(SOURCE)],
+            name=build_name(base),
+            sources=[str(KERNELS / f"{base}.cpp")],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
         )
     except (OSError, RuntimeError, ImportError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        log.warning("CPU matrix-vector kernel not built (%s): decoding through PyTorch's GEMM", reason)
+        log.warning("CPU matrix-vector kernel %s not built (%s): decoding through PyTorch's GEMM", base, reason)
         return None
+
+
+def kernel() -> ModuleType | None:
+    """The fp32 kernel (gemv.cpp)."""
+    return compiled("gemv")
 
 
 def can_use(device: torch.device, dtype: torch.dtype) -> bool:

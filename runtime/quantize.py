@@ -6,8 +6,11 @@ straddle a tensor-parallel slice boundary (the group size divides every rank's s
 slice gives exactly the numbers quantizing the whole matrix would: a quantized TP run computes what the
 quantized single device computes, and greedy tokens match.
 
-Activations stay in the run's compute dtype; the layer dequantizes its weight for each call (one layer's dense
-weight alive at a time), so resident memory is the packed bytes plus the scales.
+Activations stay in the run's compute dtype. On a CPU in fp32, a decode step's few rows go through the project's
+quantized matrix-vector kernel (runtime/kernels/qgemv.cpp), which reads the codes and scales as held here, one
+byte (int8) or half a byte (int4) per weight; anything else (a prefill's many rows, a GPU, fp16/bf16) dequantizes
+the weight for the call (one layer's dense weight alive at a time) and runs the GEMM. Either way resident memory
+is the packed bytes plus the scales.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from runtime.cpu_linear import compiled
 
 # the group-size choice is pure arithmetic on the model's widths; kept importable from here
 from runtime.model_shape import GROUP_SIZES as GROUP_SIZES
@@ -77,7 +82,14 @@ class WeightOnlyLinear(nn.Module):
         return ((groups - zero) * self.scale.to(dtype).unsqueeze(-1)).view(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.dequantize(x.dtype), self.bias)
+        flat = x.reshape(-1, self.in_features)
+        kernel = compiled("qgemv") if x.device.type == "cpu" and x.dtype == torch.float32 else None
+        if kernel is None or flat.shape[0] > kernel.max_batch or not self.qweight.is_contiguous():
+            return F.linear(x, self.dequantize(x.dtype), self.bias)
+        out = kernel.linear(flat, self.qweight, self.scale, self.zero, self.bits, self.group_size)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, int{self.bits}, group={self.group_size}"
