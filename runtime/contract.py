@@ -397,6 +397,9 @@ class RankMetrics:
     # its threads, and on a CPU with one
     dequant_weights_per_s: float | None = None
     dequant_one_cpu_weights_per_s: float | None = None
+    # int8/int4, with those rates: whether its one-token steps dequantize too (false: they read the codes through
+    # the CPU kernel, and only prefills dequantize)
+    decode_dequantizes: bool | None = None
     links: tuple[LinkFit, ...] = ()  # the strategy's own TP all-reduce and stage-boundary send/recv
     runtime_build: str | None = None  # the BuildManifest.build_id this rank ran from; null: an unbuilt tree
     warmup_s: float | None = None  # the untimed warm-up's wall time: first-use costs, visible rather than hidden

@@ -44,6 +44,12 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     return torch.stack((packed & 0x0F, packed >> 4), dim=-1).flatten(-2)
 
 
+def decodes_from_codes(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether a decode step's few rows read the codes through the CPU kernel (fp32 on a CPU, where it builds)
+    rather than dequantizing every weight on every call, as a prefill still does."""
+    return device.type == "cpu" and dtype == torch.float32 and compiled("qgemv") is not None
+
+
 class WeightOnlyLinear(nn.Module):
     """A linear layer whose weight is held as int8 or packed int4 groups with per-group scales.
 
@@ -83,7 +89,7 @@ class WeightOnlyLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
-        kernel = compiled("qgemv") if x.device.type == "cpu" and x.dtype == torch.float32 else None
+        kernel = compiled("qgemv") if decodes_from_codes(x.device, x.dtype) else None
         if kernel is None or flat.shape[0] > kernel.max_batch or not self.qweight.is_contiguous():
             return F.linear(x, self.dequantize(x.dtype), self.bias)
         out = kernel.linear(flat, self.qweight, self.scale, self.zero, self.bits, self.group_size)

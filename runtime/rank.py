@@ -144,6 +144,7 @@ class Footprint:
     memory_bandwidth_Bps: float | None
     dequant_weights_per_s: float | None = None
     dequant_one_cpu_weights_per_s: float | None = None
+    decode_dequantizes: bool | None = None
 
 
 class Rank:
@@ -471,22 +472,24 @@ class Rank:
         reference eta is fitted against), measured with the model let go so its buffers inflate no peak here."""
         import torch
 
-        from runtime.quantize import weight_bytes
+        from runtime.quantize import decodes_from_codes, weight_bytes
 
         assert self.stage is not None
         peak = peak_memory_bytes(self.device)
         held = weight_bytes(self.stage.model)
-        bandwidth, dequant = None, (None, None)
+        bandwidth, dequant, decode_dequantizes = None, (None, None), None
         if self.info.world_size == 1 and not self.args.skip_calibration:
             from runtime.microbench import dequantize_rates, memory_bandwidth
 
             dequant = dequantize_rates(self.stage.model, self.dtype, self.device)
+            if dequant[0] is not None:
+                decode_dequantizes = not decodes_from_codes(self.device, self.dtype)
             self.generator = self.stage = None
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             megabytes = 64 if self.device.type == "cpu" else 1024
             bandwidth = memory_bandwidth(self.device, megabytes=megabytes, repeats=3)["bandwidth_Bps"]
-        return Footprint(peak, held, bandwidth, *dequant)
+        return Footprint(peak, held, bandwidth, *dequant, decode_dequantizes)
 
     def time_split(self, decoded: Decoded) -> TimeSplit | None:
         """Compute, communication and idle time of a timed pass (the mean of the passes), where they were
@@ -544,6 +547,7 @@ class Rank:
             memory_bandwidth_Bps=footprint.memory_bandwidth_Bps,
             dequant_weights_per_s=footprint.dequant_weights_per_s,
             dequant_one_cpu_weights_per_s=footprint.dequant_one_cpu_weights_per_s,
+            decode_dequantizes=footprint.decode_dequantizes,
             links=tuple(link_fits),
             runtime_build=os.environ.get(RUNTIME_BUILD_VAR),
             warmup_s=warmup_s,

@@ -99,14 +99,15 @@ def fit_hardware(
     """The reference device's rates: its prefills (time to first token) against their FLOPs, its decode steps
     against the bytes each read (no faster than the measured memory bandwidth, when known); at int8/int4 each
     pass less its dequantization at the rate the reference measured, which the model adds back per strategy."""
-    dequant_s = pm.dequant_s(model, dequant_per_s)
+    prefill_dequant_s, decode_dequant_s = (pm.dequant_s(model, phase, dequant_per_s) for phase in pm.PHASES)
     prefill = [
-        (model.prefill_flops(len(b.micro_batches[0]), max(b.micro_batches[0])), b.ttft_s - dequant_s) for b in reference
+        (model.prefill_flops(len(b.micro_batches[0]), max(b.micro_batches[0])), b.ttft_s - prefill_dequant_s)
+        for b in reference
     ]
     decode = [
         (
             model.decode_bytes(len(b.micro_batches[0]), max(b.micro_batches[0]) + b.new_tokens / 2),
-            (b.latency_s - b.ttft_s) / (b.new_tokens - 1) - dequant_s,
+            (b.latency_s - b.ttft_s) / (b.new_tokens - 1) - decode_dequant_s,
         )
         for b in reference
         if b.new_tokens > 1
@@ -289,8 +290,9 @@ def _sentence(
     elif part == pm.COMPUTE:
         detail = f"prefill matrix work at {hw.prefill.per_s / 1e9:,.1f} GFLOP/s per device"
     elif part == pm.DEQUANT:
+        passes = "every pass" if model.decode_dequantizes else "every prefill (decode steps read the codes)"
         detail = (
-            f"every pass dequantizes its {model.dequantized_weights / (where.tp * where.pp) / 1e6:,.2f} M "
+            f"{passes} dequantizes its {model.dequantized_weights('prefill') / (where.tp * where.pp) / 1e6:,.2f} M "
             f"weights at {(pm.dequant_rate(hw, where) or math.nan) / 1e9:,.2f} G/s each"
         )
     elif part == pm.MEMORY:
@@ -320,6 +322,9 @@ def analyse(
     if len(reference) != 1 or reference[0] not in by_strategy:
         return "no prediction: the reference strategy is not collected, and the model is fitted to it"
     ref_row = metrics.loc[reference[0]]
+    decode_dequantizes = ref_row.get("decode_dequantizes")
+    if decode_dequantizes is not None and pd.notna(decode_dequantizes) and not decode_dequantizes:
+        model = dataclasses.replace(model, decode_dequantizes=False)  # its one-token steps read the codes (CPU)
     hw = _reference_hardware(model, ref_row, by_strategy[reference[0]])
     intra = _intra_node_links(metrics)
     skipped, out = [], []

@@ -13,11 +13,12 @@ activations over its TP group and one hand-on to the next stage:
 - Hybrid, TP-t in each node and PP-p across nodes: both, per slot.
 A prefill of `mb` micro-batches through p stages takes p + mb - 1 slots (the pipeline fills).
 
-At int8/int4 weight-only every pass also dequantizes the weights a rank holds (WeightOnlyLinear rebuilds each
+At int8/int4 weight-only a pass may also dequantize the weights a rank holds (WeightOnlyLinear rebuilds each
 dense weight per call): Q / (tp * pp) weights at the rate D the reference measured, t_dq = Q / (tp * pp) / D, a
-cost that splits with the weights, unlike the per-pass overhead. On a CPU it is elementwise work on small
-tensors, which gains little from threads: a rank's rate D follows its threads (`dequant_rate`), so two
-one-thread TP ranks on a 2-core host dequantize their halves side by side.
+cost that splits with the weights, unlike the per-pass overhead. Every prefill pays it; a decode step pays it
+unless it reads the codes through the CPU kernel (the reference says which: `decode_dequantizes`). On a CPU it
+is elementwise work on small tensors, which gains little from threads: a rank's rate D follows its threads
+(`dequant_rate`), so two one-thread TP ranks on a 2-core host dequantize their halves side by side.
 
 Ranks on one CPU host share its cores and memory: each gets 1/k of the host's rate when k of them are busy at once
 (more ranks than cores also stretch the overhead). An accelerator belongs to its rank alone. The rates and
@@ -43,6 +44,7 @@ OVERHEAD, COMPUTE, MEMORY, DEQUANT, LATENCY, BANDWIDTH = (
     "link bandwidth",
 )
 PARTS = (OVERHEAD, COMPUTE, MEMORY, DEQUANT, LATENCY, BANDWIDTH)
+PHASES = ("prefill", "decode")  # a slot's phase: the prompt's pass, or one token's
 
 # Peak memory bandwidth (bytes/s) of devices this project meets, by a fragment of the device's name (first match
 # wins, so the more specific comes first); an inventory's `memory_bandwidth_gbps` wins over the table.
@@ -137,6 +139,7 @@ class ModelCost:
     bytes_per_element: float = 2
     activation_bytes: float | None = None  # None: as the weights'
     dequantizes: bool = False
+    decode_dequantizes: bool = True  # with `dequantizes`: one-token steps too (not where a kernel reads the codes)
 
     @property
     def layers(self) -> int:
@@ -151,10 +154,11 @@ class ModelCost:
         """W: every weight read for one token (embedding lookups aside)."""
         return self.shape.weight_bytes_per_token(self.bytes_per_element, self.element_bytes)
 
-    @property
-    def dequantized_weights(self) -> int:
-        """Weights one pass dequantizes: every linear of the decoder layers and the LM head, or none."""
-        return self.shape.quantized_params if self.dequantizes else 0
+    def dequantized_weights(self, phase: str) -> int:
+        """Weights one pass of `phase` ("prefill", "decode") dequantizes: every linear of the decoder layers and
+        the LM head, or none."""
+        dequantizes = self.dequantizes and (phase == "prefill" or self.decode_dequantizes)
+        return self.shape.quantized_params if dequantizes else 0
 
     @property
     def kv_bytes_per_token(self) -> float:
@@ -220,10 +224,10 @@ class Hardware:
     dequant_one_cpu_per_s: float | None = None
 
 
-def dequant_s(model: ModelCost, per_s: float | None, share: float = 1.0) -> float:
+def dequant_s(model: ModelCost, phase: str, per_s: float | None, share: float = 1.0) -> float:
     """Seconds a pass spends dequantizing `share` of the model's quantized weights at `per_s` weights a second;
     0 where it has none, or no rate was measured."""
-    return model.dequantized_weights * share / per_s if per_s else 0.0
+    return model.dequantized_weights(phase) * share / per_s if per_s else 0.0
 
 
 @dataclass(frozen=True)
@@ -308,7 +312,7 @@ def slot(model: ModelCost, hw: Hardware, where: Placement, phase: str, batch: in
         {
             OVERHEAD: rate.overhead_s / where.pp * stretch,
             part: work / (where.tp * where.pp) * share / rate.per_s,
-            DEQUANT: dequant_s(model, dequant_rate(hw, where), 1 / (where.tp * where.pp)),
+            DEQUANT: dequant_s(model, phase, dequant_rate(hw, where), 1 / (where.tp * where.pp)),
             LATENCY: comm.latency_s,
             BANDWIDTH: comm.transfer_s,
         }

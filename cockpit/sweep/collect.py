@@ -252,6 +252,7 @@ def _metrics_row(strategy: ParallelismStrategy, rows: pd.DataFrame, job: JobReco
         "memory_bandwidth_Bps": first("memory_bandwidth_Bps"),
         "dequant_weights_per_s": first("dequant_weights_per_s"),
         "dequant_one_cpu_weights_per_s": first("dequant_one_cpu_weights_per_s"),
+        "decode_dequantizes": first("decode_dequantizes"),
         "hosts": len(hosts) or None,
         "hostnames": json.dumps(sorted(hosts)),
         "ranks_per_host": max(hosts.values(), default=None),

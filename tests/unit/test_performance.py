@@ -129,6 +129,23 @@ def test_int8_passes_are_fitted_less_their_measured_dequantization_which_tp_spli
     assert "dequantization-bound" in tp.sentence and "0.89 M weights at 0.01 G/s each" in tp.sentence
 
 
+def test_int8_decode_steps_through_the_cpu_kernel_dequantize_nothing(tmp_path: Path) -> None:
+    """The reference says its one-token steps read the codes (runtime.quantize.decodes_from_codes): only its
+    prefills are fitted less a dequantization, and a strategy's decode steps are predicted to pay none."""
+    int8 = dataclasses.replace(MODEL, dequantizes=True)
+    kernel = dataclasses.replace(int8, decode_dequantizes=False)
+    true = dataclasses.replace(TRUE, dequant_per_s=10e6)
+    assert pm.slot(kernel, true, pm.Placement(2, 1), "decode", batch=4, tokens=300).seconds[pm.DEQUANT] == 0
+    assert pm.slot(kernel, true, pm.Placement(2, 1), "prefill", batch=4, tokens=300).seconds[pm.DEQUANT] > 0
+    rows, metrics = _run(kernel, true)
+    metrics["dequant_weights_per_s"] = [10e6, None]
+    metrics["decode_dequantizes"] = [False, None]
+    perf = analyse(rows, metrics, _settings(tmp_path), int8)  # as the settings make it: decode dequantizing
+    assert isinstance(perf, Performance)
+    tp = next(s for s in perf.strategies if s.kind == "tp_nodes")
+    assert tp.ratio == pytest.approx(1.0) and tp.predicted.bottleneck != pm.DEQUANT
+
+
 def test_batches_cut_micro_batches_as_the_runtime_does() -> None:
     (first, _) = batches(_rows("r", "reference", pm.Placement(1, 1)), 3)
     assert first.micro_batches == [[300, 280], [260], [240]]
