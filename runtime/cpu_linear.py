@@ -21,6 +21,7 @@ import functools
 import hashlib
 import logging
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -75,6 +76,20 @@ def can_use(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cpu" and dtype == torch.float32 and kernel() is not None
 
 
+def few_rows(
+    x: torch.Tensor, max_batch: int, product: Callable[[torch.Tensor], torch.Tensor], bias: torch.Tensor | None
+) -> torch.Tensor | None:
+    """`product` (a kernel's, on x's rows as (rows, in)) plus `bias`, shaped as x with the product's width; None
+    where x has more rows than the kernel takes (a prefill: the caller's GEMM path)."""
+    flat = x.reshape(-1, x.shape[-1])
+    if flat.shape[0] > max_batch:
+        return None
+    out = product(flat)
+    if bias is not None:
+        out = out + bias
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
 class GemvLinear(nn.Module):
     """y = x W^T + b: the kernel for up to its batch of rows, the GEMM for more."""
 
@@ -92,13 +107,8 @@ class GemvLinear(nn.Module):
         return cls(layer.weight.detach(), layer.bias.detach() if layer.bias is not None else None, compiled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features)
-        if flat.shape[0] > self.compiled.max_batch:
-            return F.linear(x, self.weight, self.bias)
-        out = self.compiled.linear(flat, self.weight)
-        if self.bias is not None:
-            out = out + self.bias
-        return out.view(*x.shape[:-1], self.out_features)
+        out = few_rows(x, self.compiled.max_batch, lambda rows: self.compiled.linear(rows, self.weight), self.bias)
+        return F.linear(x, self.weight, self.bias) if out is None else out
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -115,21 +125,15 @@ class FusedGemv(nn.Module):
         super().__init__()
         self.sizes = [member.out_features for member in members]
         self.register_buffer("weight", torch.cat([member.weight for member in members]), persistent=False)
-        biases = [member.bias for member in members]
-        self.bias = None if any(b is None for b in biases) else torch.cat(biases)
+        self.bias = None if members[0].bias is None else torch.cat([member.bias for member in members])
         self.members = members  # a plain list: they stay their parent's modules
         self.compiled = members[0].compiled
         for member, weight in zip(members, self.weight.split(self.sizes), strict=True):
             member.weight = nn.Parameter(weight, requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        flat = x.reshape(-1, x.shape[-1])
-        if flat.shape[0] > self.compiled.max_batch:
-            return tuple(member(x) for member in self.members)
-        out = self.compiled.linear(flat, self.weight)
-        if self.bias is not None:
-            out = out + self.bias
-        return out.view(*x.shape[:-1], -1).split(self.sizes, dim=-1)
+        out = few_rows(x, self.compiled.max_batch, lambda rows: self.compiled.linear(rows, self.weight), self.bias)
+        return tuple(member(x) for member in self.members) if out is None else out.split(self.sizes, dim=-1)
 
     def extra_repr(self) -> str:
         return f"in_features={self.weight.shape[1]}, out_features={self.sizes}, bias={self.bias is not None}"
@@ -141,11 +145,13 @@ FUSED = (("fused_qkv", ("q_proj", "k_proj", "v_proj")), ("fused_gate_up", ("gate
 def fuse_projections(model: nn.Module) -> None:
     """Each attention's q/k/v and each MLP's gate/up made a `FusedGemv` (`fused_qkv`, `fused_gate_up`, which
     runtime.decoder calls when present) where all of them are kernel layers with no hooks (under TP they are
-    column-parallel: only their rows were cut, so their inputs are whole and their outputs need nothing)."""
+    column-parallel: only their rows were cut, so their inputs are whole and their outputs need nothing) and
+    either all or none of them have a bias (the fused product adds one bias or none)."""
     for block in list(model.modules()):
         for fused_name, names in FUSED:
             members = [getattr(block, name, None) for name in names]
-            if all(isinstance(m, GemvLinear) and not (m._forward_hooks or m._forward_pre_hooks) for m in members):
+            plain = all(isinstance(m, GemvLinear) and not (m._forward_hooks or m._forward_pre_hooks) for m in members)
+            if plain and len({m.bias is None for m in members}) == 1:
                 setattr(block, fused_name, FusedGemv(members))
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runtime.cpu_linear import compiled
+from runtime.cpu_linear import compiled, few_rows
 
 # the group-size choice is pure arithmetic on the model's widths; kept importable from here
 from runtime.model_shape import GROUP_SIZES as GROUP_SIZES
@@ -88,14 +88,12 @@ class WeightOnlyLinear(nn.Module):
         return ((groups - zero) * self.scale.to(dtype).unsqueeze(-1)).view(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features)
-        kernel = compiled("qgemv") if decodes_from_codes(x.device, x.dtype) else None
-        if kernel is None or flat.shape[0] > kernel.max_batch or not self.qweight.is_contiguous():
-            return F.linear(x, self.dequantize(x.dtype), self.bias)
-        out = kernel.linear(flat, self.qweight, self.scale, self.zero, self.bits, self.group_size)
-        if self.bias is not None:
-            out = out + self.bias
-        return out.view(*x.shape[:-1], self.out_features)
+        kernel = compiled("qgemv") if decodes_from_codes(x.device, x.dtype) and self.qweight.is_contiguous() else None
+        out = None
+        if kernel is not None:
+            codes = (self.qweight, self.scale, self.zero, self.bits, self.group_size)
+            out = few_rows(x, kernel.max_batch, lambda rows: kernel.linear(rows, *codes), self.bias)
+        return F.linear(x, self.dequantize(x.dtype), self.bias) if out is None else out
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, int{self.bits}, group={self.group_size}"

@@ -130,6 +130,10 @@ def test_fused_projections_give_each_member_its_own_bits() -> None:
     for x in (torch.randn(1, 1, 72), torch.randn(4, 1, 72), torch.randn(1, 9, 72)):
         for fused, member in zip(attn.fused_qkv(x), members, strict=True):
             assert torch.equal(fused, member(x))
+    attn.k_proj.bias = None  # one bias for some members and not others: left unfused, each keeps its own
+    del attn.fused_qkv
+    cpu_linear.fuse_projections(attn)
+    assert not hasattr(attn, "fused_qkv")
 
 
 def test_the_kernel_is_built_apart_for_each_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
