@@ -93,6 +93,8 @@ def few_rows(
 class GemvLinear(nn.Module):
     """y = x W^T + b: the kernel for up to its batch of rows, the GEMM for more."""
 
+    KERNEL_TENSORS = ("weight",)  # what `decode_rows` reads, concatenated row-wise by `FusedGemv`
+
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, compiled: ModuleType) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
@@ -106,8 +108,16 @@ class GemvLinear(nn.Module):
         assert compiled is not None, "can_use() first"
         return cls(layer.weight.detach(), layer.bias.detach() if layer.bias is not None else None, compiled)
 
+    def fusion_key(self) -> tuple:
+        """Layers with equal keys can run as one product (`FusedGemv`)."""
+        return (type(self), self.bias is None)
+
+    def decode_rows(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
+        """x W^T + bias through the kernel, or None for more rows than it takes."""
+        return few_rows(x, self.compiled.max_batch, lambda rows: self.compiled.linear(rows, weight), bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = few_rows(x, self.compiled.max_batch, lambda rows: self.compiled.linear(rows, self.weight), self.bias)
+        out = self.decode_rows(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias) if out is None else out
 
     def extra_repr(self) -> str:
@@ -115,28 +125,34 @@ class GemvLinear(nn.Module):
 
 
 class FusedGemv(nn.Module):
-    """Linears that read the same input (a layer's q/k/v, its gate/up) as one product: their weights concatenated
-    row-wise (after TP slicing: a rank's own rows), each member's weight now a view of its rows (held once, the
-    members still usable alone, as HF's forward uses them). Up to the kernel's batch it is one call and one thread
-    dispatch for all of them, each member's output a slice of its result (the same bits: a row's sum does not
-    depend on the rows around it); more rows (a prefill) go through the members, as they would unfused."""
+    """Kernel layers that read the same input (a layer's q/k/v, its gate/up) as one product: their kernel tensors
+    (a dense weight; int8/int4 codes, scales and zero points) concatenated row-wise (after TP slicing: a rank's own
+    rows), each member's now a view of its rows (held once, the members still usable alone, as HF's forward uses
+    them). Up to the kernel's batch it is one call and one thread dispatch for all of them, each member's output a
+    slice of its result (the same bits: a row's sum does not depend on the rows around it); more rows (a prefill)
+    go through the members, as they would unfused."""
 
-    def __init__(self, members: list[GemvLinear]) -> None:
+    def __init__(self, members: list[nn.Module]) -> None:
         super().__init__()
         self.sizes = [member.out_features for member in members]
-        self.register_buffer("weight", torch.cat([member.weight for member in members]), persistent=False)
-        self.bias = None if members[0].bias is None else torch.cat([member.bias for member in members])
         self.members = members  # a plain list: they stay their parent's modules
-        self.compiled = members[0].compiled
-        for member, weight in zip(members, self.weight.split(self.sizes), strict=True):
-            member.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = None if members[0].bias is None else torch.cat([member.bias for member in members])
+        self.names = members[0].KERNEL_TENSORS
+        for name in self.names:
+            parts = [getattr(member, name) for member in members]
+            self.register_buffer(name, None if parts[0] is None else torch.cat(parts), persistent=False)
+            if parts[0] is None:
+                continue
+            for member, rows, held in zip(members, getattr(self, name).split(self.sizes), parts, strict=True):
+                view = nn.Parameter(rows, requires_grad=False) if isinstance(held, nn.Parameter) else rows
+                setattr(member, name, view)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = few_rows(x, self.compiled.max_batch, lambda rows: self.compiled.linear(rows, self.weight), self.bias)
+        out = self.members[0].decode_rows(x, *(getattr(self, name) for name in self.names), self.bias)
         return tuple(member(x) for member in self.members) if out is None else out.split(self.sizes, dim=-1)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.weight.shape[1]}, out_features={self.sizes}, bias={self.bias is not None}"
+        return f"{type(self.members[0]).__name__}, out_features={self.sizes}, bias={self.bias is not None}"
 
 
 FUSED = (("fused_qkv", ("q_proj", "k_proj", "v_proj")), ("fused_gate_up", ("gate_proj", "up_proj")))
@@ -144,14 +160,15 @@ FUSED = (("fused_qkv", ("q_proj", "k_proj", "v_proj")), ("fused_gate_up", ("gate
 
 def fuse_projections(model: nn.Module) -> None:
     """Each attention's q/k/v and each MLP's gate/up made a `FusedGemv` (`fused_qkv`, `fused_gate_up`, which
-    runtime.decoder calls when present) where all of them are kernel layers with no hooks (under TP they are
-    column-parallel: only their rows were cut, so their inputs are whole and their outputs need nothing) and
-    either all or none of them have a bias (the fused product adds one bias or none)."""
+    runtime.decoder calls when present) where all of them are kernel layers (GemvLinear, or
+    runtime.quantize.WeightOnlyLinear decoding from its codes) with no hooks (under TP they are column-parallel:
+    only their rows were cut, so their inputs are whole and their outputs need nothing) and equal fusion keys
+    (the same kind, bias or none; for codes the same bits, group size and zero points or none)."""
     for block in list(model.modules()):
         for fused_name, names in FUSED:
             members = [getattr(block, name, None) for name in names]
-            plain = all(isinstance(m, GemvLinear) and not (m._forward_hooks or m._forward_pre_hooks) for m in members)
-            if plain and len({m.bias is None for m in members}) == 1:
+            plain = all(hasattr(m, "decode_rows") and not (m._forward_hooks or m._forward_pre_hooks) for m in members)
+            if plain and len({m.fusion_key() for m in members}) == 1:
                 setattr(block, fused_name, FusedGemv(members))
 
 

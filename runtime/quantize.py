@@ -8,9 +8,11 @@ quantized single device computes, and greedy tokens match.
 
 Activations stay in the run's compute dtype. On a CPU in fp32, a decode step's few rows go through the project's
 quantized matrix-vector kernel (runtime/kernels/qgemv.cpp), which reads the codes and scales as held here, one
-byte (int8) or half a byte (int4) per weight; anything else (a prefill's many rows, a GPU, fp16/bf16) dequantizes
-the weight for the call (one layer's dense weight alive at a time) and runs the GEMM. Either way resident memory
-is the packed bytes plus the scales.
+byte (int8) or half a byte (int4) per weight, and takes integer dot products against x rounded to int16 per group
+(an error of at most 1/65534 of the group's largest |x| per element, where llama.cpp rounds to int8); q/k/v and
+gate/up run as one product (runtime.cpu_linear.FusedGemv). Anything else (a prefill's many rows, a GPU,
+fp16/bf16) dequantizes the weight for the call (one layer's dense weight alive at a time) and runs the GEMM.
+Either way resident memory is the packed bytes plus the scales.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class WeightOnlyLinear(nn.Module):
     `zero` (out, in / group) or None for symmetric weights (zero 0 for int8, 8 for int4).
     """
 
+    KERNEL_TENSORS = ("qweight", "scale", "zero")  # what `decode_rows` reads (runtime.cpu_linear.FusedGemv)
+
     def __init__(
         self,
         qweight: torch.Tensor,
@@ -87,12 +91,27 @@ class WeightOnlyLinear(nn.Module):
         zero = self.zero.to(dtype).unsqueeze(-1) if self.zero is not None else SYMMETRIC_ZERO[self.bits]
         return ((groups - zero) * self.scale.to(dtype).unsqueeze(-1)).view(self.out_features, self.in_features)
 
+    def fusion_key(self) -> tuple:
+        """Layers with equal keys can run as one product (runtime.cpu_linear.FusedGemv)."""
+        return (type(self), self.bits, self.group_size, self.zero is None, self.scale.dtype, self.bias is None)
+
+    def decode_rows(
+        self,
+        x: torch.Tensor,
+        qweight: torch.Tensor,
+        scale: torch.Tensor,
+        zero: torch.Tensor | None,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor | None:
+        """x W^T + bias from the codes through the CPU kernel, or None where it does not apply (a GPU, another
+        dtype, more rows than it takes)."""
+        if not (decodes_from_codes(x.device, x.dtype) and qweight.is_contiguous()):
+            return None
+        kernel, bits, group = compiled("qgemv"), self.bits, self.group_size
+        return few_rows(x, kernel.max_batch, lambda rows: kernel.linear(rows, qweight, scale, zero, bits, group), bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernel = compiled("qgemv") if decodes_from_codes(x.device, x.dtype) and self.qweight.is_contiguous() else None
-        out = None
-        if kernel is not None:
-            codes = (self.qweight, self.scale, self.zero, self.bits, self.group_size)
-            out = few_rows(x, kernel.max_batch, lambda rows: kernel.linear(rows, *codes), self.bias)
+        out = self.decode_rows(x, self.qweight, self.scale, self.zero, self.bias)
         return F.linear(x, self.dequantize(x.dtype), self.bias) if out is None else out
 
     def extra_repr(self) -> str:

@@ -16,8 +16,9 @@ import torch.distributed as dist
 from torch import nn
 from transformers import PretrainedConfig
 
+from runtime.cpu_linear import fuse_projections
 from runtime.model_shape import GROUP_SIZES, ModelShape, tp_sizes_for_group
-from runtime.quantize import QUANTIZED_PRECISIONS, Bits, WeightOnlyLinear, quantize_weight
+from runtime.quantize import QUANTIZED_PRECISIONS, Bits, WeightOnlyLinear, decodes_from_codes, quantize_weight
 from runtime.schema import InputError
 from runtime.stage_linears import replace_linears, row_slice
 
@@ -77,6 +78,10 @@ def quantize_stage(
 ) -> nn.Module:
     """`model` with each linear of its decoder layers and its LM head replaced, in place and one at a time, by
     a `precision` ("int8"/"int4") WeightOnlyLinear of the weights this rank holds (scales and bias in `dtype`,
-    on `device`); `group` is the TP group when AutoTP has sliced the model."""
+    on `device`), q/k/v and gate/up fused where decode steps read the codes through the CPU kernel; `group` is
+    the TP group when AutoTP has sliced the model."""
     bits = QUANTIZED_PRECISIONS[precision]
-    return replace_linears(model, group, lambda layer: quantize_layer(layer, bits, group_size, dtype, device))
+    model = replace_linears(model, group, lambda layer: quantize_layer(layer, bits, group_size, dtype, device))
+    if decodes_from_codes(device, dtype):
+        fuse_projections(model)
+    return model
