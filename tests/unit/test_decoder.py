@@ -3,6 +3,7 @@ CPU's matrix-vector kernel against nn.Linear."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -17,7 +18,7 @@ from runtime import cpu_linear, decoder
 from runtime.checkpoint import Stage, random_stage
 from runtime.cpu_linear import GemvLinear, can_use, use_gemv
 from runtime.generate import DecodeSettings, Generator, left_pad
-from runtime.quantize import weight_bytes
+from runtime.quantize import WeightOnlyLinear, quantize_weight, weight_bytes
 
 CPU = torch.device("cpu")
 SMALL = {
@@ -114,19 +115,40 @@ def test_the_kernel_computes_what_the_linear_does() -> None:
             torch.testing.assert_close(fast(x), linear(x), rtol=1e-5, atol=1e-5)
 
 
-def test_fused_projections_give_each_member_its_own_bits() -> None:
+def dense_layer(rows: int) -> GemvLinear:
+    return GemvLinear.of(torch.nn.Linear(72, rows, bias=True))
+
+
+def int4_layer(rows: int) -> WeightOnlyLinear:
+    qweight, scale = quantize_weight(torch.randn(rows, 72), 4, 24, torch.float32)
+    return WeightOnlyLinear(
+        qweight, scale, torch.randint(0, 16, (rows, 3), dtype=torch.uint8), 4, 24, torch.randn(rows)
+    )
+
+
+@pytest.mark.parametrize("make", [dense_layer, int4_layer], ids=["dense", "int4-codes"])
+def test_fused_projections_give_each_member_its_own_bits(make: Callable[[int], torch.nn.Module]) -> None:
     """q/k/v in one product: each output is bit for bit what its layer gives alone (TP ranks fuse other rows,
-    so parity needs a row's sum to be independent of its neighbours), the weights are held once, and a
+    so parity needs a row's sum to be independent of its neighbours), the kernel's tensors are held once, and a
     prefill's rows go through the members."""
     torch.manual_seed(1)
     attn = torch.nn.Module()
     for name, rows in (("q_proj", 40), ("k_proj", 24), ("v_proj", 24)):
-        setattr(attn, name, GemvLinear.of(torch.nn.Linear(72, rows, bias=True)))
-    alone = [attn.q_proj.weight.clone(), attn.k_proj.weight.clone(), attn.v_proj.weight.clone()]
-    cpu_linear.fuse_projections(attn)
+        setattr(attn, name, make(rows))
     members = (attn.q_proj, attn.k_proj, attn.v_proj)
-    assert [m.weight.data_ptr() for m in members] == [attn.fused_qkv.weight[start:].data_ptr() for start in (0, 40, 64)]
-    assert all(torch.equal(m.weight, w) for m, w in zip(members, alone, strict=True))
+    names = members[0].KERNEL_TENSORS
+    alone = [[getattr(m, name).clone() for name in names] for m in members]
+    held = weight_bytes(attn)
+    cpu_linear.fuse_projections(attn)
+    assert weight_bytes(attn) == held
+    for name in names:
+        fused = getattr(attn.fused_qkv, name)
+        assert [getattr(m, name).data_ptr() for m in members] == [fused[start:].data_ptr() for start in (0, 40, 64)]
+    assert all(
+        torch.equal(a, b)
+        for m, tensors in zip(members, alone, strict=True)
+        for a, b in zip((getattr(m, name) for name in names), tensors, strict=True)
+    )
     for x in (torch.randn(1, 1, 72), torch.randn(4, 1, 72), torch.randn(1, 9, 72)):
         for fused, member in zip(attn.fused_qkv(x), members, strict=True):
             assert torch.equal(fused, member(x))
