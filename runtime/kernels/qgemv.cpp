@@ -51,10 +51,10 @@ inline float sum(Vec v) { return _mm512_reduce_add_ps(v); }
 // 32 columns: int8 codes sign-extended to words; int4 codes' 16 bytes as their low nibbles (the even columns)
 // then their high nibbles (the odd ones), the order x is laid out in (see `quantized_x`)
 inline Int int8_words(const uint8_t* p) { return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
-inline Int int4_words(const uint8_t* p) {
-  const __m256i words = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  const __m256i low = _mm256_and_si256(words, _mm256_set1_epi16(15));
-  return _mm512_inserti64x4(_mm512_castsi256_si512(low), _mm256_srli_epi16(words, 4), 1);
+inline Int int4_words(const uint8_t* p) {  // the 16 bytes twice as words, shifted by 0 then 4, masked
+  const __m512i twice = _mm512_cvtepu8_epi16(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  const __m512i shifts = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+  return _mm512_and_si512(_mm512_srlv_epi16(twice, shifts), _mm512_set1_epi16(15));
 }
 #elif defined(__AVX2__) && defined(__FMA__)
 constexpr int64_t kLanes = 8;
