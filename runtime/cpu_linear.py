@@ -33,7 +33,8 @@ from torch import nn
 from runtime.stage_linears import replace_linears
 
 log = logging.getLogger("runtime")
-KERNELS = Path(__file__).with_name("kernels")  # <base>.cpp: gemv (fp32), qgemv (int8/int4, runtime.quantize)
+KERNELS = Path(__file__).with_name("kernels")  # <base>.cpp: gemv (fp32), qgemv (int8/int4, runtime.quantize),
+# decode_ops (runtime.decoder's fused one-token ops)
 
 
 def build_name(base: str = "gemv") -> str:

@@ -49,6 +49,7 @@ def whole(config: PretrainedConfig, seed: int = 0) -> Stage:
 def test_each_step_matches_hf_forward(family: str) -> None:
     stage = whole(FAMILIES[family])
     assert decoder.supports(stage)
+    assert decoder.fused_ops(torch.zeros(1), torch.tensor([0])) is not None  # the one-token steps below run fused
     ids, mask = left_pad(ROWS, 0, CPU)
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
     cache, hf_cache = decoder.StaticCache(ids.shape[1] + 4), DynamicCache(config=stage.config)
@@ -68,29 +69,38 @@ def test_each_step_matches_hf_forward(family: str) -> None:
 
 
 @pytest.mark.parametrize("family", ["llama", "mistral-window"])
-def test_greedy_tokens_are_the_same_either_way_and_the_cache_is_written_in_place(family: str) -> None:
+@pytest.mark.parametrize("fused", [True, False])
+def test_greedy_tokens_are_the_same_either_way_and_the_cache_is_written_in_place(
+    family: str, fused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HF's forward, the static cache through PyTorch's ops, and through the fused one-token ops (their cache
+    writes go through the kernel's attention, not `StaticCache.write`)."""
     stage = whole(FAMILIES[family], seed=1)
 
-    def decode(static: bool) -> tuple[list[list[int]], Generator]:
+    def decode(static: bool) -> list[list[int]]:
         settings = DecodeSettings(CPU, torch.float32, set(), 0, max_new_tokens=8, static_cache=static)
-        generator = Generator.alone(stage, settings)
-        return [r.tokens for r in generator.run(ROWS)], generator
+        return [r.tokens for r in Generator.alone(stage, settings).run(ROWS)]
 
-    hf_tokens, _ = decode(static=False)
+    hf_tokens = decode(static=False)
     writes: list[int] = []
-    original = decoder.StaticCache.write
+    original, ops = decoder.StaticCache.write, cpu_linear.compiled("decode_ops")
 
     def recorded(cache: decoder.StaticCache, layer: int, k: torch.Tensor, v: torch.Tensor, at: torch.Tensor | None):
         out = original(cache, layer, k, v, at)
         writes.append(cache.keys[layer].data_ptr())
         return out
 
-    decoder.StaticCache.write = recorded
-    try:
-        static_tokens, _ = decode(static=True)
-    finally:
-        decoder.StaticCache.write = original
-    assert static_tokens == hf_tokens
+    def fused_attention(*args: object) -> torch.Tensor:
+        writes.append(args[5].data_ptr())  # the keys buffer it writes into
+        return attend(*args)
+
+    monkeypatch.setattr(decoder.StaticCache, "write", recorded)
+    if fused:
+        attend = ops.attend
+        monkeypatch.setattr(ops, "attend", fused_attention)
+    else:
+        monkeypatch.setattr(decoder, "fused_ops", lambda x, at: None)
+    assert decode(static=True) == hf_tokens
     layers = stage.config.num_hidden_layers
     assert len(writes) == layers * 8 and len(set(writes)) == layers  # one buffer per layer, every step into it
 
