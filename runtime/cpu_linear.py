@@ -30,6 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from runtime import huge_pages
 from runtime.stage_linears import replace_linears
 
 log = logging.getLogger("runtime")
@@ -96,7 +97,7 @@ class GemvLinear(nn.Module):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, compiled: ModuleType) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        self.weight = nn.Parameter(weight.contiguous(), requires_grad=False)
+        self.weight = nn.Parameter(huge_pages.place(weight), requires_grad=False)  # the read stream's pages
         self.bias = bias
         self.compiled = compiled
 
@@ -124,7 +125,9 @@ class FusedGemv(nn.Module):
     def __init__(self, members: list[GemvLinear]) -> None:
         super().__init__()
         self.sizes = [member.out_features for member in members]
-        self.register_buffer("weight", torch.cat([member.weight for member in members]), persistent=False)
+        weights = [member.weight for member in members]
+        fused = huge_pages.empty((sum(self.sizes), weights[0].shape[1]), weights[0].dtype)
+        self.register_buffer("weight", torch.cat(weights, out=fused), persistent=False)
         self.bias = None if members[0].bias is None else torch.cat([member.bias for member in members])
         self.members = members  # a plain list: they stay their parent's modules
         self.compiled = members[0].compiled
