@@ -160,7 +160,13 @@ def fuse_projections(model: nn.Module) -> None:
 
 def use_gemv(model: nn.Module, group: dist.ProcessGroup | None) -> nn.Module:
     """`model` with every dense linear of its decoder layers and its LM head decoding through the kernel, the
-    projections that share an input fused."""
+    projections that share an input fused. An LM head tied to the input embeddings stays tied: the head's weight,
+    placed on huge pages (a copy), serves both, so the model still holds it once."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    head = getattr(model, "lm_head", None)
+    tied = embeddings is not None and head is not None and head.weight.data_ptr() == embeddings.weight.data_ptr()
     model = replace_linears(model, group, GemvLinear.of)
     fuse_projections(model)
+    if tied:
+        embeddings.weight = model.lm_head.weight
     return model

@@ -7,8 +7,10 @@ import gc
 
 import pytest
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from runtime import cpu_linear, huge_pages
+from runtime.quantize import weight_bytes
 
 MB = 1 << 20
 needs_thp = pytest.mark.skipif(
@@ -63,3 +65,19 @@ def test_the_kernel_layers_read_their_weights_from_huge_pages_with_the_same_bits
     assert before.keys() == attn.state_dict().keys()
     assert all(torch.equal(before[name], tensor) for name, tensor in attn.state_dict().items())
     assert all(torch.equal(a, b) for a, b in zip(alone, attn.fused_qkv(x), strict=True))
+
+
+@needs_thp
+def test_a_tied_lm_head_is_placed_once_for_both_of_its_uses() -> None:
+    """The head's placed copy becomes the embeddings' weight too: the weights held do not grow by the vocabulary."""
+    if cpu_linear.kernel() is None:
+        pytest.skip("the fp32 kernel does not build here")
+    config = LlamaConfig(
+        vocab_size=1024, hidden_size=1024, intermediate_size=64, num_hidden_layers=1, num_attention_heads=8,
+        tie_word_embeddings=True,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    held, table = weight_bytes(model), model.lm_head.weight.detach().clone()
+    model = cpu_linear.use_gemv(model, None)
+    assert model.get_input_embeddings().weight is model.lm_head.weight and weight_bytes(model) == held
+    assert torch.equal(model.lm_head.weight, table) and huge_pages.huge_bytes(model.lm_head.weight) > 0
