@@ -30,6 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from runtime import huge_pages
 from runtime.stage_linears import replace_linears
 
 log = logging.getLogger("runtime")
@@ -99,7 +100,7 @@ class GemvLinear(nn.Module):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, compiled: ModuleType) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        self.weight = nn.Parameter(weight.contiguous(), requires_grad=False)
+        self.weight = nn.Parameter(huge_pages.place(weight), requires_grad=False)  # the read stream's pages
         self.bias = bias
         self.compiled = compiled
 
@@ -141,9 +142,11 @@ class FusedGemv(nn.Module):
         self.names = members[0].KERNEL_TENSORS
         for name in self.names:
             parts = [getattr(member, name) for member in members]
-            self.register_buffer(name, None if parts[0] is None else torch.cat(parts), persistent=False)
             if parts[0] is None:
+                self.register_buffer(name, None, persistent=False)
                 continue
+            whole = huge_pages.empty((sum(self.sizes), *parts[0].shape[1:]), parts[0].dtype)
+            self.register_buffer(name, torch.cat(parts, out=whole), persistent=False)
             for member, rows, held in zip(members, getattr(self, name).split(self.sizes), parts, strict=True):
                 view = nn.Parameter(rows, requires_grad=False) if isinstance(held, nn.Parameter) else rows
                 setattr(member, name, view)
@@ -175,7 +178,13 @@ def fuse_projections(model: nn.Module) -> None:
 
 def use_gemv(model: nn.Module, group: dist.ProcessGroup | None) -> nn.Module:
     """`model` with every dense linear of its decoder layers and its LM head decoding through the kernel, the
-    projections that share an input fused."""
+    projections that share an input fused. An LM head tied to the input embeddings stays tied: the head's weight,
+    placed on huge pages (a copy), serves both, so the model still holds it once."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    head = getattr(model, "lm_head", None)
+    tied = embeddings is not None and head is not None and head.weight.data_ptr() == embeddings.weight.data_ptr()
     model = replace_linears(model, group, GemvLinear.of)
     fuse_projections(model)
+    if tied:
+        embeddings.weight = model.lm_head.weight
     return model

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 from transformers import PretrainedConfig
 
+from runtime import huge_pages
 from runtime.cpu_linear import fuse_projections
 from runtime.model_shape import GROUP_SIZES, ModelShape, tp_sizes_for_group
 from runtime.quantize import QUANTIZED_PRECISIONS, Bits, WeightOnlyLinear, decodes_from_codes, quantize_weight
@@ -65,7 +66,7 @@ def quantize_layer(
         raise InputError(f"{layer.name}: its input slice [{start}, {start + size}) cuts groups of {group_size}")
     qweight, scale = quantize_weight(layer.weight.detach().to(device), bits, group_size, dtype)
     bias = layer.bias.detach().to(device=device, dtype=dtype) if layer.bias is not None else None
-    return WeightOnlyLinear(qweight, scale, None, bits, group_size, bias)
+    return WeightOnlyLinear(huge_pages.place(qweight), scale, None, bits, group_size, bias)  # the kernel's stream
 
 
 def quantize_stage(
