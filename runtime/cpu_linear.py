@@ -3,15 +3,16 @@
 At batch 1 a decode step is one matrix-vector product per layer, bound by how fast the weights stream from
 memory. PyTorch sends it through a general GEMM (MKL, which stays on one thread for one row) or oneDNN's inner
 product: on the llama-100m shape's 57 layers in turn about 20 GB/s here on one or two threads. `runtime/kernels/
-gemv.cpp` reads each weight row whole, then the next (W in memory order, which the hardware prefetcher follows), and
-reads them at 35-40 GB/s on one thread and 42-73 on two (this shared 2-core machine's read stream tops out near 40 on
-one; four rows interleaved, the first version, read 27-34 and 39-47). It is built on first use for the machine it
-runs on (`-march=native`, like DeepSpeed's CPU ops, into TORCH_EXTENSIONS_DIR, under a name that carries the CPU's
-instruction sets: nodes of different CPUs sharing one folder each get a build they can run) and used for up to
-four rows of input (a decode step's batch); a prefill's many rows still go through the GEMM. The weight stays as
-it is (row-major), and the sums are taken in a different order than the GEMM's: greedy tokens are checked against
-the reference as for every strategy. A layer's q/k/v and gate/up read the same input and run as one product
-(`FusedGemv`): 33 calls and thread dispatches per llama-100m step instead of 57 (`python -m bench peers`).
+gemv.cpp` reads each weight row whole, then the next (W in memory order, which the hardware prefetcher follows),
+with a software prefetch 8 KB ahead, from weights placed on transparent huge pages (runtime.huge_pages): about
+39-41 GB/s on one thread here, where four rows interleaved on 4 KB pages, the first version, read 27-34. It is
+built on first use for the machine it runs on (`-march=native`, like DeepSpeed's CPU ops, into
+TORCH_EXTENSIONS_DIR, under a name that carries the CPU's instruction sets: nodes of different CPUs sharing one
+folder each get a build they can run) and used for up to four rows of input (a decode step's batch); a prefill's
+many rows still go through the GEMM. The weight stays as it is (row-major), and the sums are taken in a different
+order than the GEMM's: greedy tokens are checked against the reference as for every strategy. A layer's q/k/v and
+gate/up read the same input and run as one product (`FusedGemv`, for these layers and for int8/int4 codes):
+33 calls and thread dispatches per llama-100m step instead of 57 (`python -m bench peers`).
 """
 
 from __future__ import annotations
