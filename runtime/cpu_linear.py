@@ -65,7 +65,7 @@ def compiled(base: str) -> ModuleType | None:
         )
     except (OSError, RuntimeError, ImportError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        log.warning("CPU matrix-vector kernel %s not built (%s): decoding through PyTorch's GEMM", base, reason)
+        log.warning("CPU kernel %s not built (%s): PyTorch's own operators do its work", base, reason)
         return None
 
 
