@@ -17,13 +17,7 @@ gate/up read the same input and run as one product (`FusedGemv`, for these layer
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import hashlib
-import logging
-import platform
 from collections.abc import Callable
-from pathlib import Path
 from types import ModuleType
 
 import torch
@@ -32,41 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from runtime import huge_pages
+from runtime.cpu_kernels import compiled
 from runtime.stage_linears import replace_linears
-
-log = logging.getLogger("runtime")
-KERNELS = Path(__file__).with_name("kernels")  # <base>.cpp: gemv (fp32), qgemv (int8/int4, runtime.quantize),
-# decode_ops (runtime.decoder's fused one-token ops)
-
-
-def build_name(base: str = "gemv") -> str:
-    """Kernel `base`'s extension name on this CPU: a build made with another CPU's `-march=native` could stop on
-    an instruction this one lacks, so the name carries a digest of the architecture and its feature flags."""
-    flags = ""
-    with contextlib.suppress(OSError):
-        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
-        flags = next((line for line in cpuinfo if line.startswith(("flags", "Features"))), "")
-    digest = hashlib.sha256(f"{platform.machine()} {flags}".encode()).hexdigest()[:10]
-    return f"runtime_{base}_{digest}"
-
-
-@functools.cache
-def compiled(base: str) -> ModuleType | None:
-    """Kernel `base` compiled, or None where it cannot be built here (said once in the log: its layers go
-    through PyTorch)."""
-    from torch.utils.cpp_extension import load
-
-    try:
-        return load(
-            name=build_name(base),
-            sources=[str(KERNELS / f"{base}.cpp")],
-            extra_cflags=["-O3", "-march=native", "-fopenmp"],
-            extra_ldflags=["-fopenmp"],
-        )
-    except (OSError, RuntimeError, ImportError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        log.warning("CPU kernel %s not built (%s): PyTorch's own operators do its work", base, reason)
-        return None
 
 
 def kernel() -> ModuleType | None:

@@ -33,8 +33,8 @@ from transformers.models.mistral.modeling_mistral import MistralRMSNorm
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
 from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
 
-from runtime import cpu_linear
 from runtime.checkpoint import Stage
+from runtime.cpu_kernels import compiled
 
 # families whose decoder layer is exactly: norm, attention (q/k/v/o, rotary, optional q/k norm), residual, norm, MLP
 SUPPORTED_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
@@ -114,7 +114,7 @@ def fused_ops(x: torch.Tensor, at: torch.Tensor | None) -> ModuleType | None:
     torch.compile the PyTorch ops are what gets traced), the kernel built."""
     if at is None or x.device.type != "cpu" or x.dtype != torch.float32 or torch.compiler.is_compiling():
         return None
-    return cpu_linear.compiled("decode_ops")
+    return compiled("decode_ops")
 
 
 def add_norm(
@@ -147,7 +147,7 @@ def attend(
 
     batch, width, _ = x.shape
     shape = (batch, width, -1, attn.head_dim)
-    if hasattr(attn, "fused_qkv"):  # runtime.cpu_linear's: one product for the three
+    if hasattr(attn, "fused_qkv"):  # runtime.cpu_linear's FusedGemv: one product for the three
         q, k, v = (t.view(shape) for t in attn.fused_qkv(x))
     else:
         q, k, v = attn.q_proj(x).view(shape), attn.k_proj(x).view(shape), attn.v_proj(x).view(shape)

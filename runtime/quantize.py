@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runtime.cpu_linear import compiled, few_rows
+from runtime.cpu_kernels import compiled
+from runtime.cpu_linear import few_rows
 
 # the group-size choice is pure arithmetic on the model's widths; kept importable from here
 from runtime.model_shape import GROUP_SIZES as GROUP_SIZES

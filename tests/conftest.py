@@ -54,23 +54,24 @@ _OP_BUILD: list[subprocess.Popen[bytes]] = []
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """DeepSpeed JIT-compiles its CPU shared-memory all-reduce the first time a TP rank starts, and the runtime its
-    CPU matrix-vector kernels (fp32; int8/int4) the first time a rank decodes (half a minute or more each on two
-    cores). When the session will run the runtime, compile them now in the background, at low priority, while the
-    tests before the first rank run: that rank then finds them built, or waits on torch's own build lock for the
-    rest, instead of paying for all of it."""
-    users = ("tests/integration/", "test_decoder", "test_qgemv", "quantiz")
+    CPU kernels (fp32 and int8/int4 matrix-vector, fused one-token ops) the first time a rank decodes (half a
+    minute or more each on two cores). When the session will run the runtime, compile them now in the background,
+    at low priority, while the tests before the first rank run: that rank then finds them built, or waits on
+    torch's own build lock for the rest, instead of paying for all of it."""
+    users = ("tests/integration/", "test_decoder", "test_decode_ops", "test_qgemv", "quantiz")
     if not any(part in item.nodeid for item in session.items for part in users):
         return
-    from runtime.cpu_linear import build_name
+    from runtime.cpu_kernels import build_name
 
     extensions = Path(os.environ["TORCH_EXTENSIONS_DIR"])
-    names = ("deepspeed_shm_comm", build_name("gemv"), build_name("qgemv"))
+    kernels = ("gemv", "qgemv", "decode_ops")
+    names = ("deepspeed_shm_comm", *(build_name(kernel) for kernel in kernels))
     built = [extensions / name / f"{name}.so" for name in names]
     if all(path.is_file() for path in built):
         return
     extensions.mkdir(parents=True, exist_ok=True)
     build = (
-        "from runtime.cpu_linear import compiled; compiled('gemv'); compiled('qgemv'); "
+        f"from runtime.cpu_kernels import compiled; {'; '.join(f'compiled({k!r})' for k in kernels)}; "
         "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; ShareMemCommBuilder().load()"
     )
     with (extensions / "background-build.log").open("wb") as log:

@@ -86,10 +86,7 @@ inline Int int4_words(const uint8_t* p) {
   return _mm256_set_m128i(_mm_srli_epi16(words, 4), _mm_and_si128(words, _mm_set1_epi16(15)));
 }
 #else
-constexpr int64_t kLanes = 1;  // every group one column at a time
-using Vec = float;
-inline Vec zero() { return 0.f; }
-inline float sum(Vec v) { return v; }
+constexpr int64_t kLanes = 1;  // every group one column at a time (`columnwise_block`)
 #endif
 
 constexpr int64_t kStep = 2 * kLanes;  // columns per vector step

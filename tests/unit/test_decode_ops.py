@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import LlamaRMSNorm, apply_rotary_pos_emb
 
-from runtime.cpu_linear import compiled
+from runtime.cpu_kernels import compiled
 
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
 

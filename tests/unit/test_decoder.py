@@ -14,7 +14,7 @@ from transformers.models.mistral import MistralConfig
 from transformers.models.qwen2 import Qwen2Config
 from transformers.models.qwen3 import Qwen3Config
 
-from runtime import cpu_linear, decoder
+from runtime import cpu_kernels, cpu_linear, decoder
 from runtime.checkpoint import Stage, random_stage
 from runtime.cpu_linear import GemvLinear, can_use, use_gemv
 from runtime.generate import DecodeSettings, Generator, left_pad
@@ -83,7 +83,7 @@ def test_greedy_tokens_are_the_same_either_way_and_the_cache_is_written_in_place
 
     hf_tokens = decode(static=False)
     writes: list[int] = []
-    original, ops = decoder.StaticCache.write, cpu_linear.compiled("decode_ops")
+    original, ops = decoder.StaticCache.write, cpu_kernels.compiled("decode_ops")
 
     def recorded(cache: decoder.StaticCache, layer: int, k: torch.Tensor, v: torch.Tensor, at: torch.Tensor | None):
         out = original(cache, layer, k, v, at)
@@ -170,10 +170,10 @@ def test_fused_projections_give_each_member_its_own_bits(make: Callable[[int], t
 
 def test_the_kernel_is_built_apart_for_each_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """Built with -march=native into a folder nodes may share: a CPU with other instruction sets gets its own."""
-    here = cpu_linear.build_name()
-    assert here == cpu_linear.build_name() and here.startswith("runtime_gemv_")
-    monkeypatch.setattr(cpu_linear.platform, "machine", lambda: "aarch64")
-    assert cpu_linear.build_name() != here
+    here = cpu_kernels.build_name()
+    assert here == cpu_kernels.build_name() and here.startswith("runtime_gemv_")
+    monkeypatch.setattr(cpu_kernels.platform, "machine", lambda: "aarch64")
+    assert cpu_kernels.build_name() != here
 
 
 def test_a_kernel_stage_holds_the_same_weights_and_decodes_the_same_tokens() -> None:

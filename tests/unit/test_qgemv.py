@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from runtime.cpu_linear import compiled
+from runtime.cpu_kernels import compiled
 from runtime.quantize import WeightOnlyLinear, quantize_weight
 
 OUT = 37  # a block tail: 9 blocks of four rows and one row
