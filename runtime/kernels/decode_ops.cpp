@@ -2,7 +2,7 @@
 // RMSNorm (with the residual add before it), the attention of one query (rotary, cache write, softmax over the
 // cache) and silu(gate) * up. At batch 1 each of them is a few microseconds of arithmetic that ATen spreads over
 // 5 to 30 operator calls (a dispatch, an allocation, a loop each); here it is one call. Built by
-// runtime/cpu_linear.py with -march=native, like gemv.cpp; runtime/decoder.py uses it for CPU fp32 steps only.
+// runtime/cpu_kernels.py with -march=native, like gemv.cpp; runtime/decoder.py uses it for CPU fp32 steps only.
 //
 // Every sum has a fixed order (kLanes partial sums by index, then a fixed tree), whatever the addresses or the
 // thread: a head's output depends only on that head's inputs, so a TP rank holding a slice of the heads gets

@@ -1,5 +1,5 @@
 // y = x W^T for a few rows of x (a decode step's batch) and a row-major fp32 W (out, in), across ATen's threads.
-// Built by runtime/cpu_linear.py with -march=native, so the widest vectors the CPU has are used (AVX-512, else AVX2
+// Built by runtime/cpu_kernels.py with -march=native, so the widest vectors the CPU has are used (AVX-512, else AVX2
 // with FMA, else plain loops).
 //
 // Each weight row is read whole, then the next: W streams through in memory order, which the hardware prefetcher

@@ -13,7 +13,7 @@
 // never on the thread, block or tensor-parallel slice it lands in (groups, and so x's groups, never straddle a
 // slice), so a TP run decodes the tokens of the single process. Groups the vectors do not fill (a size that is not
 // a multiple of the vector's columns, or over 8192 columns, where the int32 lanes could overflow) take the same
-// integer sums one column at a time. Built by runtime/cpu_linear.py with -march=native.
+// integer sums one column at a time. Built by runtime/cpu_kernels.py with -march=native.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 #include <immintrin.h>
