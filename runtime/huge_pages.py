@@ -39,11 +39,16 @@ def available() -> bool:
     return thp_mode() in ("always", "madvise") and hasattr(mmap, "MADV_HUGEPAGE")
 
 
+def can_place(nbytes: int) -> bool:
+    """Whether `nbytes` of memory can have huge pages here: they are available and it fills at least one."""
+    return available() and nbytes >= HUGE_PAGE
+
+
 def empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> torch.Tensor:
     """An uninitialized CPU tensor on huge pages (a plain `torch.empty` where they are not available or it is
     smaller than one): fill it before reading it; its first writes fault in its pages."""
     nbytes = torch.Size(shape).numel() * dtype.itemsize
-    if not available() or nbytes < HUGE_PAGE:
+    if not can_place(nbytes):
         return torch.empty(shape, dtype=dtype)
     # private: a shared anonymous mapping is shmem, under shmem_enabled's rule (`never` by default)
     mapping = mmap.mmap(-1, nbytes + HUGE_PAGE - mmap.PAGESIZE, flags=mmap.MAP_PRIVATE)
@@ -56,7 +61,7 @@ def empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> torch.Tens
 def place(tensor: torch.Tensor) -> torch.Tensor:
     """`tensor`'s values, contiguous, on huge pages where they can be had: a copy (the source may be freed), or
     `tensor` itself (contiguous) where they cannot or it is not on the CPU."""
-    if tensor.device.type != "cpu" or not available() or tensor.numel() * tensor.element_size() < HUGE_PAGE:
+    if tensor.device.type != "cpu" or not can_place(tensor.numel() * tensor.element_size()):
         return tensor.contiguous()
     placed = empty(tensor.shape, tensor.dtype)
     placed.copy_(tensor)
